@@ -1,0 +1,10 @@
+//! nave-lab: train vision models with and without shortcuts, and audit what
+//! they learned with NAVE (Neuro-Activated Vision Explanations, see
+//! `paper/nave.txt`): cluster a frozen network's feature activations and read
+//! the clusters as a segmentation of the image.
+//!
+//! Data flows one way: config -> data -> models -> train -> run folder ->
+//! audit (nave) -> report. A module never imports one further along.
+pub mod cli;
+pub mod device;
+pub mod ui;

@@ -1,0 +1,40 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use nave_lab::cli::{Cli, Command};
+use nave_lab::{device, ui};
+
+fn main() -> ExitCode {
+    // Usage errors exit with 2 (clap's convention); --help and --version with 0.
+    let cli = Cli::parse();
+    ui::set_verbosity(if cli.quiet {
+        -1
+    } else {
+        cli.verbose.min(2) as i8
+    });
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}` prints the whole chain: "reading x.yaml: line 3: unknown key `foo`".
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Doctor(args) => {
+            let report = device::doctor(cli.device);
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            // A script can run `nave-lab --device cuda doctor` to check, before a
+            // long job, that the device it wants is usable.
+            cli.device.resolve()?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Messages to the user on stderr, at the verbosity chosen with -v/-q.
+//! Results go to stdout so that they can be piped.
+use std::sync::atomic::{AtomicI8, Ordering};
+
+static VERBOSITY: AtomicI8 = AtomicI8::new(0);
+
+/// -1 quiet, 0 normal, 1 verbose, 2 debug.
+pub fn set_verbosity(level: i8) {
+    VERBOSITY.store(level, Ordering::Relaxed);
+}
+
+pub fn verbosity() -> i8 {
+    VERBOSITY.load(Ordering::Relaxed)
+}
+
+/// Progress bars and status lines are shown unless -q was given.
+pub fn show_progress() -> bool {
+    verbosity() >= 0
+}
+
+/// A status line (hidden with -q).
+#[macro_export]
+macro_rules! info {
+    ($($arg:tt)*) => {
+        if $crate::ui::verbosity() >= 0 { eprintln!($($arg)*); }
+    };
+}
+
+/// A detail line (shown with -v).
+#[macro_export]
+macro_rules! detail {
+    ($($arg:tt)*) => {
+        if $crate::ui::verbosity() >= 1 { eprintln!($($arg)*); }
+    };
+}
+
+/// A warning (always shown).
+#[macro_export]
+macro_rules! warn {
+    ($($arg:tt)*) => {
+        eprintln!("warning: {}", format!($($arg)*));
+    };
+}

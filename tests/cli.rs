@@ -1,0 +1,128 @@
+//! End-to-end tests of the `nave-lab` binary: one integration binary, helpers in `common`.
+mod common;
+
+use common::nave_lab;
+
+#[test]
+fn no_subcommand_is_a_usage_error() {
+    let out = nave_lab().output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage"));
+}
+
+#[test]
+fn unknown_subcommand_is_a_usage_error() {
+    let out = nave_lab().arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("frobnicate"));
+}
+
+#[test]
+fn bad_device_is_a_usage_error_naming_the_value() {
+    let out = nave_lab()
+        .args(["--device", "tpu:7", "doctor"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tpu:7") && err.contains("cuda:N"),
+        "stderr: {err}"
+    );
+}
+
+#[test]
+fn help_and_version_exit_zero() {
+    let out = nave_lab().arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("doctor"));
+    let out = nave_lab().arg("--version").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn quiet_and_verbose_conflict() {
+    let out = nave_lab().args(["-q", "-v", "doctor"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn doctor_json_has_every_field() {
+    let out = nave_lab()
+        .args(["--device", "cpu", "doctor", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("doctor --json prints JSON");
+    assert_eq!(v["nave_lab_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["libtorch_version"], "2.11.0");
+    let loaded = v["libtorch_path"]
+        .as_str()
+        .expect("libtorch_path is reported");
+    assert!(
+        std::path::Path::new(loaded)
+            .join("libtorch_cpu.so")
+            .exists(),
+        "{loaded}"
+    );
+    assert!(v["cpu_threads"].as_i64().unwrap() >= 1);
+    assert!(v["cuda_available"].is_boolean());
+    assert!(v["linked_cuda"].is_boolean());
+    assert!(v["cudnn_available"].is_boolean());
+    assert!(v["cuda_device_count"].is_i64());
+    assert!(v["gpus"].is_array());
+    assert!(v.get("cudnn_version").is_some());
+    assert_eq!(v["default_device"], "cpu");
+    // The GPU list agrees with the device count.
+    assert_eq!(
+        v["gpus"].as_array().unwrap().len() as i64,
+        v["cuda_device_count"].as_i64().unwrap()
+    );
+}
+
+#[test]
+fn doctor_text_report() {
+    let out = nave_lab()
+        .args(["--device", "cpu", "doctor"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for field in [
+        "nave-lab",
+        "libtorch",
+        "CPU threads",
+        "CUDA available",
+        "cuDNN",
+        "default device",
+    ] {
+        assert!(text.contains(field), "missing {field} in:\n{text}");
+    }
+}
+
+#[test]
+fn doctor_fails_when_the_requested_device_is_unusable() {
+    // cuda:64 does not exist on any machine this runs on, with or without CUDA.
+    let out = nave_lab()
+        .args(["--device", "cuda:64", "doctor"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: ") && err.contains("cuda:64"),
+        "stderr: {err}"
+    );
+}
