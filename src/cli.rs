@@ -32,6 +32,92 @@ pub struct Cli {
 pub enum Command {
     /// Report versions, libtorch's location, CPU threads, CUDA and GPUs.
     Doctor(DoctorArgs),
+    /// Inspect and generate datasets.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Measure speed; prints JSON.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Write the built-in synthetic set in the Chest-X-Ray folder layout.
+    Synth(SynthArgs),
+    /// Counts per split and class, image sizes and colour modes.
+    Stats(DatasetArgs),
+    /// A PNG grid of samples as the model sees them: clean, watermarked, augmented.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DatasetArgs {
+    /// stl10, chest-xray (any image-class folders) or synthetic.
+    #[arg(long)]
+    pub dataset: crate::data::DatasetKind,
+    /// stl10: the folder containing stl10_binary/; chest-xray: the chest_xray folder.
+    #[arg(long, required_if_eq_any = [("dataset", "stl10"), ("dataset", "chest-xray")])]
+    pub root: Option<std::path::PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Folder to create (must not exist).
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+    #[arg(long, default_value_t = 600)]
+    pub train: usize,
+    #[arg(long, default_value_t = 200)]
+    pub test: usize,
+    /// Image side in pixels.
+    #[arg(long, default_value_t = 64)]
+    pub size: u32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
+    /// Output PNG.
+    #[arg(long, short)]
+    pub out: std::path::PathBuf,
+    /// Side the images are resized to, as in an experiment's dataset.image_size.
+    #[arg(long, default_value_t = 96)]
+    pub image_size: i64,
+    /// Number of samples (columns).
+    #[arg(long, default_value_t = 8)]
+    pub count: usize,
+    /// Seed for the sample choice, watermark positions and augmentation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Split to sample from.
+    #[arg(long, default_value = "train")]
+    pub split: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Loader + augmentation throughput (images/s) on the chosen device.
+    Data(BenchDataArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchDataArgs {
+    #[arg(long, default_value_t = 96)]
+    pub image_size: i64,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Images in the (synthetic) split that is iterated.
+    #[arg(long, default_value_t = 2048)]
+    pub images: usize,
+    /// Epochs to time (after one warm-up epoch).
+    #[arg(long, default_value_t = 2)]
+    pub epochs: usize,
 }
 
 #[derive(Debug, Args)]

@@ -6,5 +6,8 @@
 //! Data flows one way: config -> data -> models -> train -> run folder ->
 //! audit (nave) -> report. A module never imports one further along.
 pub mod cli;
+pub mod commands;
+pub mod data;
 pub mod device;
+pub mod io;
 pub mod ui;

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use nave_lab::cli::{Cli, Command};
-use nave_lab::{device, ui};
+use nave_lab::{commands, device, ui};
 
 fn main() -> ExitCode {
     // Usage errors exit with 2 (clap's convention); --help and --version with 0.
@@ -36,5 +36,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cli.device.resolve()?;
             Ok(())
         }
+        Command::Data(cmd) => commands::data::run(cmd),
+        Command::Bench(cmd) => commands::bench::run(cmd, cli.device.resolve()?),
     }
 }

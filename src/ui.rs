@@ -41,3 +41,21 @@ macro_rules! warn {
         eprintln!("warning: {}", format!($($arg)*));
     };
 }
+
+/// A progress bar on stderr, hidden with -q or when stderr is not a terminal
+/// (indicatif hides itself then).
+pub fn progress_bar(len: u64, message: &str) -> indicatif::ProgressBar {
+    if !show_progress() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>12} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {prefix}",
+        )
+        .expect("valid progress template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(message.to_string());
+    bar
+}

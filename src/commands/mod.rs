@@ -1,0 +1,4 @@
+//! The bodies of the CLI's subcommands: each turns parsed arguments into
+//! library calls and prints the result.
+pub mod bench;
+pub mod data;

@@ -1,0 +1,226 @@
+//! Image folders in the Chest-X-Ray (Kermany) layout:
+//! `root/{train,val,test}/{CLASS}/*.{jpeg,jpg,png}`. Class names come from the
+//! folder names (sorted), so any class folders work and this is also the
+//! generic image-folder loader.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use image::{imageops::FilterType, ImageDecoder, ImageReader};
+use rayon::prelude::*;
+use tch::Tensor;
+
+use super::{BadFiles, DataError, Split, SplitData, SplitStats};
+
+const IMAGE_EXTENSIONS: [&str; 4] = ["jpeg", "jpg", "png", "bmp"];
+
+fn check_root(root: &Path) -> Result<(), DataError> {
+    if !root.is_dir() {
+        return Err(DataError::MissingRoot {
+            path: root.to_path_buf(),
+            hint: "for chest-xray, dataset.root is the chest_xray folder itself, holding train/ and test/".into(),
+        });
+    }
+    Ok(())
+}
+
+pub fn available_splits(root: &Path) -> Result<Vec<Split>, DataError> {
+    check_root(root)?;
+    Ok(Split::ALL
+        .into_iter()
+        .filter(|s| root.join(s.as_str()).is_dir())
+        .collect())
+}
+
+fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// The class folders of a split and their image files, both sorted by name so
+/// that indices are stable across machines.
+pub fn list_split(
+    root: &Path,
+    split: Split,
+) -> Result<(Vec<String>, Vec<(PathBuf, i64)>), DataError> {
+    let dir = root.join(split.as_str());
+    if !dir.is_dir() {
+        let found = available_splits(root)?;
+        return Err(DataError::MissingSplit {
+            path: root.to_path_buf(),
+            split,
+            found: found
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    let mut classes = Vec::new();
+    let mut stray = Vec::new();
+    for entry in std::fs::read_dir(&dir).map_err(|e| DataError::MissingRoot {
+        path: dir.clone(),
+        hint: e.to_string(),
+    })? {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        if entry.path().is_dir() {
+            classes.push(name);
+        } else {
+            stray.push(name);
+        }
+    }
+    classes.sort();
+    let mut files = Vec::new();
+    for (index, class) in classes.iter().enumerate() {
+        let mut in_class: Vec<PathBuf> = std::fs::read_dir(dir.join(class))
+            .map_err(|e| DataError::MissingRoot {
+                path: dir.join(class),
+                hint: e.to_string(),
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && is_image(p))
+            .collect();
+        in_class.sort();
+        files.extend(in_class.into_iter().map(|p| (p, index as i64)));
+    }
+    if classes.len() < 2 || files.is_empty() {
+        let found = if classes.is_empty() {
+            format!("no class folders ({} loose files)", stray.len())
+        } else {
+            format!("class folders {:?} with {} images", classes, files.len())
+        };
+        return Err(DataError::BadClassLayout { path: dir, found });
+    }
+    Ok((classes, files))
+}
+
+/// Decodes one file to RGB and resizes it to `size` x `size`.
+fn decode(path: &Path, size: u32) -> Result<image::RgbImage, String> {
+    let img = ImageReader::open(path)
+        .map_err(|e| e.to_string())?
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?
+        .decode()
+        .map_err(|e| e.to_string())?;
+    // Grayscale is replicated to 3 channels here, once.
+    let rgb = img.to_rgb8();
+    Ok(if rgb.dimensions() == (size, size) {
+        rgb
+    } else {
+        image::imageops::resize(&rgb, size, size, FilterType::Triangle)
+    })
+}
+
+pub fn load(
+    root: &Path,
+    split: Split,
+    image_size: i64,
+    bad_files: BadFiles,
+) -> Result<SplitData, DataError> {
+    check_root(root)?;
+    let (class_names, files) = list_split(root, split)?;
+    let size = image_size as u32;
+    let bar = crate::ui::progress_bar(files.len() as u64, &format!("decoding {split}"));
+    let decoded: Vec<Result<image::RgbImage, String>> = files
+        .par_iter()
+        .map(|(path, _)| {
+            let r = decode(path, size);
+            bar.inc(1);
+            r
+        })
+        .collect();
+    bar.finish_and_clear();
+    let plane = (size * size * 3) as usize;
+    let mut bytes = Vec::with_capacity(files.len() * plane);
+    let mut labels = Vec::with_capacity(files.len());
+    let mut skipped = Vec::new();
+    for ((path, label), result) in files.iter().zip(decoded) {
+        match result {
+            Ok(img) => {
+                bytes.extend_from_slice(img.as_raw());
+                labels.push(*label);
+            }
+            Err(reason) => match bad_files {
+                BadFiles::Fail => {
+                    return Err(DataError::BadImage {
+                        path: path.clone(),
+                        reason,
+                    })
+                }
+                BadFiles::Skip => skipped.push(path.clone()),
+            },
+        }
+    }
+    let n = labels.len() as i64;
+    // HWC bytes -> [N, 3, S, S]
+    let images = Tensor::from_slice(&bytes)
+        .view([n, image_size, image_size, 3])
+        .permute([0, 3, 1, 2])
+        .contiguous();
+    Ok(SplitData {
+        split,
+        images,
+        labels,
+        class_names,
+        skipped,
+    })
+}
+
+pub fn stats(root: &Path) -> Result<Vec<SplitStats>, DataError> {
+    check_root(root)?;
+    let mut out = Vec::new();
+    for split in Split::ALL {
+        if !root.join(split.as_str()).is_dir() {
+            out.push(SplitStats {
+                split,
+                present: false,
+                class_names: vec![],
+                count_per_class: vec![],
+                sizes_and_modes: vec![],
+                undecodable: vec![],
+            });
+            continue;
+        }
+        let (class_names, files) = list_split(root, split)?;
+        let headers: Vec<Result<String, String>> = files
+            .par_iter()
+            .map(|(path, _)| {
+                let reader = ImageReader::open(path)
+                    .map_err(|e| e.to_string())?
+                    .with_guessed_format()
+                    .map_err(|e| e.to_string())?;
+                // Header only: sizes and colour modes without decoding the pixels.
+                let decoder = reader.into_decoder().map_err(|e| e.to_string())?;
+                let (w, h) = decoder.dimensions();
+                Ok(format!("{w}x{h} {:?}", decoder.color_type()))
+            })
+            .collect();
+        let mut counts = vec![0; class_names.len()];
+        let mut sizes: BTreeMap<String, usize> = BTreeMap::new();
+        let mut undecodable = Vec::new();
+        for ((path, label), header) in files.iter().zip(headers) {
+            match header {
+                Ok(key) => {
+                    counts[*label as usize] += 1;
+                    *sizes.entry(key).or_default() += 1;
+                }
+                Err(_) => undecodable.push(path.display().to_string()),
+            }
+        }
+        let mut sizes: Vec<(String, usize)> = sizes.into_iter().collect();
+        sizes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        out.push(SplitStats {
+            split,
+            present: true,
+            class_names,
+            count_per_class: counts,
+            sizes_and_modes: sizes,
+            undecodable,
+        });
+    }
+    Ok(out)
+}
