@@ -10,4 +10,5 @@ pub mod commands;
 pub mod data;
 pub mod device;
 pub mod io;
+pub mod models;
 pub mod ui;
