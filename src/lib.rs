@@ -7,6 +7,7 @@
 //! audit (nave) -> report. A module never imports one further along.
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod data;
 pub mod device;
 pub mod io;
