@@ -38,6 +38,7 @@ fn main() {
         "cargo:rustc-env=NAVE_LAB_LIBTORCH_LIB={}",
         real_lib_dir.display()
     );
+    compile_autocast_shim(&lib_dir);
     let version = libtorch_version(&lib_dir).unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=NAVE_LAB_LIBTORCH_VERSION={version}");
 }
@@ -76,4 +77,21 @@ fn libtorch_version(lib_dir: &Path) -> Option<String> {
         }
     }
     None
+}
+
+/// Compiles csrc/autocast.cpp (sets CUDA autocast to bfloat16) against the
+/// libtorch headers beside `lib/`.
+fn compile_autocast_shim(lib_dir: &Path) {
+    println!("cargo:rerun-if-changed=csrc/autocast.cpp");
+    let root = lib_dir.parent().expect("libtorch lib folder has a parent");
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .include(root.join("include"))
+        .include(root.join("include/torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
+        .file("csrc/autocast.cpp")
+        .compile("nave_autocast");
 }

@@ -32,6 +32,8 @@ pub struct Cli {
 pub enum Command {
     /// Report versions, libtorch's location, CPU threads, CUDA and GPUs.
     Doctor(DoctorArgs),
+    /// Train every run of an experiment's grid (resumes unfinished runs, skips complete ones).
+    Train(TrainArgs),
     /// Inspect and generate datasets.
     #[command(subcommand)]
     Data(DataCommand),
@@ -125,4 +127,25 @@ pub struct DoctorArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The experiment YAML file.
+    pub experiment: std::path::PathBuf,
+    /// Override a field: --set train.epochs=3 (repeatable; values are YAML).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Print the runs of the grid and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Train only the run with this id (see --list).
+    #[arg(long, conflicts_with = "index")]
+    pub run: Option<String>,
+    /// Train only the run at this position of --list (0-based), for schedulers that start one process per run.
+    #[arg(long)]
+    pub index: Option<usize>,
+    /// Where run folders go: <checkpoints>/<experiment name>/<run id>/.
+    #[arg(long, default_value = "checkpoints")]
+    pub checkpoints: std::path::PathBuf,
 }

@@ -48,7 +48,12 @@ pub struct DatasetSection {
 
 impl DatasetSection {
     pub fn source(&self) -> DatasetSource {
-        DatasetSource { kind: self.kind, root: self.root.clone(), bad_files: self.bad_files, synthetic: self.synthetic.clone() }
+        DatasetSource {
+            kind: self.kind,
+            root: self.root.clone(),
+            bad_files: self.bad_files,
+            synthetic: self.synthetic.clone(),
+        }
     }
 }
 
@@ -72,7 +77,12 @@ fn default_arch() -> Arch {
 
 impl Default for ModelSection {
     fn default() -> Self {
-        Self { arch: default_arch(), width: None, init: None, registers: 0 }
+        Self {
+            arch: default_arch(),
+            width: None,
+            init: None,
+            registers: 0,
+        }
     }
 }
 
@@ -136,7 +146,12 @@ fn default_gamma() -> f64 {
 
 impl Default for ScheduleSpec {
     fn default() -> Self {
-        Self { kind: ScheduleKind::Cosine, warmup_epochs: 0.0, step_size: default_step_size(), gamma: default_gamma() }
+        Self {
+            kind: ScheduleKind::Cosine,
+            warmup_epochs: 0.0,
+            step_size: default_step_size(),
+            gamma: default_gamma(),
+        }
     }
 }
 
@@ -182,7 +197,12 @@ fn default_seeds() -> Vec<u64> {
 
 impl Default for GridSection {
     fn default() -> Self {
-        Self { arch: None, augment: default_false_list(), watermark: default_false_list(), seed: default_seeds() }
+        Self {
+            arch: None,
+            augment: default_false_list(),
+            watermark: default_false_list(),
+            seed: default_seeds(),
+        }
     }
 }
 
@@ -228,7 +248,18 @@ pub struct AuditSpec {
 
 impl Default for AuditSpec {
     fn default() -> Self {
-        Self { taps: None, k: 10, method: ClusterMethod::Kmeans, scope: Scope::Set, probes: 200, classes: None, repeats: 1, tol: 1e-4, max_iter: 300, resolution: None }
+        Self {
+            taps: None,
+            k: 10,
+            method: ClusterMethod::Kmeans,
+            scope: Scope::Set,
+            probes: 200,
+            classes: None,
+            repeats: 1,
+            tol: 1e-4,
+            max_iter: 300,
+            resolution: None,
+        }
     }
 }
 
@@ -254,12 +285,17 @@ pub struct RunSpec {
 impl RunSpec {
     /// Runs that differ only by seed share a regime.
     pub fn regime(&self) -> String {
-        format!("{}-aug{}-wm{}", self.model.arch, self.augment as u8, self.watermark as u8)
+        format!(
+            "{}-aug{}-wm{}",
+            self.model.arch, self.augment as u8, self.watermark as u8
+        )
     }
 
     pub fn read(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        yaml_serde::from_str(&text).with_context(|| format!("{}: not a valid run.yaml", path.display()))
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        yaml_serde::from_str(&text)
+            .with_context(|| format!("{}: not a valid run.yaml", path.display()))
     }
 }
 
@@ -274,18 +310,30 @@ pub struct Experiment {
 impl Experiment {
     /// Reads and validates an experiment file; `overrides` are `key.path=value` pairs.
     pub fn load(path: &Path, overrides: &[String]) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading experiment {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading experiment {}", path.display()))?;
         let file: ExperimentFile = if overrides.is_empty() {
             yaml_serde::from_str(&text).with_context(|| format!("{}", path.display()))?
         } else {
-            let mut value: yaml_serde::Value = yaml_serde::from_str(&text).with_context(|| format!("{}", path.display()))?;
+            let mut value: yaml_serde::Value =
+                yaml_serde::from_str(&text).with_context(|| format!("{}", path.display()))?;
             for o in overrides {
                 apply_override(&mut value, o)?;
             }
-            yaml_serde::from_value(value).with_context(|| format!("{} with --set {}", path.display(), overrides.join(" --set ")))?
+            yaml_serde::from_value(value).with_context(|| {
+                format!(
+                    "{} with --set {}",
+                    path.display(),
+                    overrides.join(" --set ")
+                )
+            })?
         };
         validate(&file).with_context(|| format!("{}", path.display()))?;
-        Ok(Self { file, source_path: path.to_path_buf(), source_text: text })
+        Ok(Self {
+            file,
+            source_path: path.to_path_buf(),
+            source_text: text,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -303,12 +351,20 @@ impl Experiment {
                     for &seed in &f.grid.seed {
                         out.push(RunSpec {
                             experiment: f.name.clone(),
-                            id: format!("{arch}-aug{}-wm{}-s{seed}", augment as u8, watermark as u8),
+                            id: format!(
+                                "{arch}-aug{}-wm{}-s{seed}",
+                                augment as u8, watermark as u8
+                            ),
                             seed,
                             augment,
                             watermark,
                             dataset: f.dataset.clone(),
-                            model: ModelSpec { arch, width: f.model.width, init: f.model.init.clone(), registers: f.model.registers },
+                            model: ModelSpec {
+                                arch,
+                                width: f.model.width,
+                                init: f.model.init.clone(),
+                                registers: f.model.registers,
+                            },
                             train: f.train.clone(),
                             augment_spec: f.augment.clone(),
                             watermark_spec: f.watermark.clone(),
@@ -324,26 +380,45 @@ impl Experiment {
 
 fn validate(f: &ExperimentFile) -> anyhow::Result<()> {
     if f.name.is_empty() || f.name.contains(['/', '\\']) || f.name == "." || f.name == ".." {
-        bail!("name must be a non-empty folder name without slashes, got '{}'", f.name);
+        bail!(
+            "name must be a non-empty folder name without slashes, got '{}'",
+            f.name
+        );
     }
     if f.dataset.kind != DatasetKind::Synthetic && f.dataset.root.is_none() {
-        bail!("dataset.root is required for dataset.kind {}", f.dataset.kind.as_str());
+        bail!(
+            "dataset.root is required for dataset.kind {}",
+            f.dataset.kind.as_str()
+        );
     }
     if !(8..=1024).contains(&f.dataset.image_size) {
-        bail!("dataset.image_size must be between 8 and 1024, got {}", f.dataset.image_size);
+        bail!(
+            "dataset.image_size must be between 8 and 1024, got {}",
+            f.dataset.image_size
+        );
     }
     if f.train.epochs == 0 || f.train.batch_size == 0 {
         bail!("train.epochs and train.batch_size must be at least 1");
     }
     if !(f.train.optimizer.lr > 0.0) {
-        bail!("train.optimizer.lr must be positive, got {}", f.train.optimizer.lr);
+        bail!(
+            "train.optimizer.lr must be positive, got {}",
+            f.train.optimizer.lr
+        );
     }
     if !(0.0..1.0).contains(&f.train.label_smoothing) {
-        bail!("train.label_smoothing must be in [0, 1), got {}", f.train.label_smoothing);
+        bail!(
+            "train.label_smoothing must be in [0, 1), got {}",
+            f.train.label_smoothing
+        );
     }
     f.augment.validate().map_err(anyhow::Error::msg)?;
     f.watermark.validate().map_err(anyhow::Error::msg)?;
-    for (key, empty) in [("grid.augment", f.grid.augment.is_empty()), ("grid.watermark", f.grid.watermark.is_empty()), ("grid.seed", f.grid.seed.is_empty())] {
+    for (key, empty) in [
+        ("grid.augment", f.grid.augment.is_empty()),
+        ("grid.watermark", f.grid.watermark.is_empty()),
+        ("grid.seed", f.grid.seed.is_empty()),
+    ] {
         if empty {
             bail!("{key} must list at least one value");
         }
@@ -359,8 +434,11 @@ fn validate(f: &ExperimentFile) -> anyhow::Result<()> {
 
 /// `train.optimizer.lr=0.1` -> sets that key (the value is parsed as YAML).
 fn apply_override(root: &mut yaml_serde::Value, assignment: &str) -> anyhow::Result<()> {
-    let (key, raw) = assignment.split_once('=').with_context(|| format!("--set {assignment}: expected key.path=value"))?;
-    let value: yaml_serde::Value = yaml_serde::from_str(raw).with_context(|| format!("--set {assignment}: cannot parse the value"))?;
+    let (key, raw) = assignment
+        .split_once('=')
+        .with_context(|| format!("--set {assignment}: expected key.path=value"))?;
+    let value: yaml_serde::Value = yaml_serde::from_str(raw)
+        .with_context(|| format!("--set {assignment}: cannot parse the value"))?;
     let mut node = root;
     let parts: Vec<&str> = key.split('.').collect();
     for (i, part) in parts.iter().enumerate() {
@@ -373,7 +451,10 @@ fn apply_override(root: &mut yaml_serde::Value, assignment: &str) -> anyhow::Res
                     _ => unreachable!(),
                 }
             }
-            _ => bail!("--set {assignment}: '{}' is not a section", parts[..i].join(".")),
+            _ => bail!(
+                "--set {assignment}: '{}' is not a section",
+                parts[..i].join(".")
+            ),
         };
         let k = yaml_serde::Value::String(part.to_string());
         if i + 1 == parts.len() {
@@ -418,7 +499,10 @@ mod tests {
     fn unknown_keys_name_the_key_and_the_line() {
         let text = MINIMAL.replace("  epochs: 2\n", "  epochs: 2\n  epoch_count: 3\n");
         let err = format!("{:#}", Experiment::load(&write(&text), &[]).unwrap_err());
-        assert!(err.contains("epoch_count") && err.contains("line 7"), "{err}");
+        assert!(
+            err.contains("epoch_count") && err.contains("line 7"),
+            "{err}"
+        );
         let text = MINIMAL.replace("  epochs: 2\n", "  epochs: two\n");
         let err = format!("{:#}", Experiment::load(&write(&text), &[]).unwrap_err());
         assert!(err.contains("epochs") && err.contains("line 6"), "{err}");
@@ -427,13 +511,27 @@ mod tests {
     #[test]
     fn set_overrides_any_field_and_validation_names_it() {
         let p = write(MINIMAL);
-        let e = Experiment::load(&p, &["train.optimizer.lr=0.5".into(), "grid.seed=[3]".into(), "watermark.size=0.2".into()]).unwrap();
+        let e = Experiment::load(
+            &p,
+            &[
+                "train.optimizer.lr=0.5".into(),
+                "grid.seed=[3]".into(),
+                "watermark.size=0.2".into(),
+            ],
+        )
+        .unwrap();
         assert_eq!(e.file.train.optimizer.lr, 0.5);
         assert_eq!(e.runs().len(), 4);
         assert_eq!(e.file.watermark.size, 0.2);
-        let err = format!("{:#}", Experiment::load(&p, &["watermark.size=3".into()]).unwrap_err());
+        let err = format!(
+            "{:#}",
+            Experiment::load(&p, &["watermark.size=3".into()]).unwrap_err()
+        );
         assert!(err.contains("watermark.size"), "{err}");
-        let err = format!("{:#}", Experiment::load(&p, &["train.nope=1".into()]).unwrap_err());
+        let err = format!(
+            "{:#}",
+            Experiment::load(&p, &["train.nope=1".into()]).unwrap_err()
+        );
         assert!(err.contains("nope"), "{err}");
     }
 

@@ -12,4 +12,5 @@ pub mod data;
 pub mod device;
 pub mod io;
 pub mod models;
+pub mod train;
 pub mod ui;

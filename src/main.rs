@@ -36,6 +36,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             cli.device.resolve()?;
             Ok(())
         }
+        Command::Train(args) => commands::train::run(args, cli.device),
         Command::Data(cmd) => commands::data::run(cmd),
         Command::Bench(cmd) => commands::bench::run(cmd, cli.device.resolve()?),
     }

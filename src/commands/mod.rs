@@ -2,3 +2,4 @@
 //! library calls and prints the result.
 pub mod bench;
 pub mod data;
+pub mod train;

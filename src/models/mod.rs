@@ -98,25 +98,54 @@ pub struct Model {
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("unknown tap '{name}' for {arch}; its taps are {available}")]
-    UnknownTap { name: String, arch: Arch, available: String },
+    UnknownTap {
+        name: String,
+        arch: Arch,
+        available: String,
+    },
     #[error("{path}: no tensor named {name} (the {arch} model needs it; are these weights for another architecture or width?)")]
-    MissingTensor { path: String, name: String, arch: Arch },
+    MissingTensor {
+        path: String,
+        name: String,
+        arch: Arch,
+    },
     #[error("{path}: tensor {name} has shape {found:?}, the {arch} model expects {expected:?}")]
-    ShapeMismatch { path: String, name: String, found: Vec<i64>, expected: Vec<i64>, arch: Arch },
+    ShapeMismatch {
+        path: String,
+        name: String,
+        found: Vec<i64>,
+        expected: Vec<i64>,
+        arch: Arch,
+    },
 }
 
 impl Model {
-    pub fn new(spec: &ModelSpec, num_classes: i64, image_size: i64, device: Device) -> anyhow::Result<Self> {
+    pub fn new(
+        spec: &ModelSpec,
+        num_classes: i64,
+        image_size: i64,
+        device: Device,
+    ) -> anyhow::Result<Self> {
         let width = spec.width.unwrap_or(spec.arch.default_width());
         if width < 1 || (spec.arch.is_vit() && width % 64 != 0 && width >= 64) {
-            bail!("model.width {width} is not valid for {} (ViT widths are multiples of 64)", spec.arch);
+            bail!(
+                "model.width {width} is not valid for {} (ViT widths are multiples of 64)",
+                spec.arch
+            );
         }
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let (net, tap_names) = match spec.arch {
             Arch::Resnet18 | Arch::Resnet50 => {
-                let config = if spec.arch == Arch::Resnet18 { ResNetConfig::resnet18(width) } else { ResNetConfig::resnet50(width) };
-                (Net::ResNet(ResNet::new(&root, config, num_classes)), config.tap_channels())
+                let config = if spec.arch == Arch::Resnet18 {
+                    ResNetConfig::resnet18(width)
+                } else {
+                    ResNetConfig::resnet50(width)
+                };
+                (
+                    Net::ResNet(ResNet::new(&root, config, num_classes)),
+                    config.tap_channels(),
+                )
             }
             Arch::VitS16 | Arch::VitS14 => {
                 let patch = if spec.arch == Arch::VitS16 { 16 } else { 14 };
@@ -124,10 +153,18 @@ impl Model {
                     bail!("dataset.image_size {image_size} is not a multiple of {}'s patch size {patch}", spec.arch);
                 }
                 let config = VitConfig::small(patch, width, spec.registers, image_size);
-                (Net::Vit(Vit::new(&root, config, num_classes)), config.tap_channels())
+                (
+                    Net::Vit(Vit::new(&root, config, num_classes)),
+                    config.tap_channels(),
+                )
             }
         };
-        Ok(Self { arch: spec.arch, vs, net, tap_names })
+        Ok(Self {
+            arch: spec.arch,
+            vs,
+            net,
+            tap_names,
+        })
     }
 
     /// Names and channel counts of every tap.
@@ -136,11 +173,19 @@ impl Model {
     }
 
     pub fn tap_index(&self, name: &str) -> Result<usize, ModelError> {
-        self.tap_names.iter().position(|(n, _)| n == name).ok_or_else(|| ModelError::UnknownTap {
-            name: name.to_string(),
-            arch: self.arch,
-            available: self.tap_names.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", "),
-        })
+        self.tap_names
+            .iter()
+            .position(|(n, _)| n == name)
+            .ok_or_else(|| ModelError::UnknownTap {
+                name: name.to_string(),
+                arch: self.arch,
+                available: self
+                    .tap_names
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
@@ -152,7 +197,10 @@ impl Model {
 
     /// The named taps (eval mode), each `[B, C, h, w]`.
     pub fn forward_taps(&self, x: &Tensor, names: &[String]) -> Result<Vec<Tensor>, ModelError> {
-        let idx: Vec<usize> = names.iter().map(|n| self.tap_index(n)).collect::<Result<_, _>>()?;
+        let idx: Vec<usize> = names
+            .iter()
+            .map(|n| self.tap_index(n))
+            .collect::<Result<_, _>>()?;
         Ok(match &self.net {
             Net::ResNet(m) => m.forward_taps(x, false, &idx, false).0,
             Net::Vit(m) => m.forward_taps(x, &idx, false).0,
@@ -161,7 +209,12 @@ impl Model {
 
     /// The parameters the optimiser updates, by name (sorted, for a stable order).
     pub fn trainable(&self) -> Vec<(String, Tensor)> {
-        let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let mut vars: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         vars
     }
@@ -178,13 +231,21 @@ impl Model {
     /// Every tensor as PyTorch's `state_dict` names it: our variables plus
     /// BatchNorm's `num_batches_tracked`, which torchvision's strict loading expects.
     pub fn state_dict(&self, batches_tracked: i64) -> Vec<(String, Tensor)> {
-        let mut out: Vec<(String, Tensor)> = self.vs.variables().into_iter().map(|(n, t)| (n, t.to_device(Device::Cpu).to_kind(Kind::Float))).collect();
+        let mut out: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (n, t.to_device(Device::Cpu).to_kind(Kind::Float)))
+            .collect();
         let bn_prefixes: HashSet<String> = out
             .iter()
             .filter_map(|(n, _)| n.strip_suffix(".running_var").map(str::to_string))
             .collect();
         for prefix in bn_prefixes {
-            out.push((format!("{prefix}.num_batches_tracked"), Tensor::from(batches_tracked)));
+            out.push((
+                format!("{prefix}.num_batches_tracked"),
+                Tensor::from(batches_tracked),
+            ));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
@@ -194,7 +255,8 @@ impl Model {
         let tensors = self.state_dict(batches_tracked);
         let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
         crate::io::write_atomic_with(path, |tmp| {
-            Tensor::write_safetensors(&refs, tmp).with_context(|| format!("writing {}", tmp.display()))
+            Tensor::write_safetensors(&refs, tmp)
+                .with_context(|| format!("writing {}", tmp.display()))
         })
     }
 
@@ -204,7 +266,8 @@ impl Model {
     /// Returns the names that were skipped.
     pub fn load(&mut self, path: &Path, strict: bool) -> anyhow::Result<Vec<String>> {
         let shown = path.display().to_string();
-        let loaded = Tensor::read_safetensors(path).with_context(|| format!("reading weights {shown}"))?;
+        let loaded =
+            Tensor::read_safetensors(path).with_context(|| format!("reading weights {shown}"))?;
         let loaded: HashMap<String, Tensor> = loaded.into_iter().collect();
         let mut skipped = Vec::new();
         let head = self.head_prefix();
@@ -217,7 +280,12 @@ impl Model {
                     skipped.push(name);
                     continue;
                 }
-                return Err(ModelError::MissingTensor { path: shown, name, arch: self.arch }.into());
+                return Err(ModelError::MissingTensor {
+                    path: shown,
+                    name,
+                    arch: self.arch,
+                }
+                .into());
             };
             let mut src = src.shallow_clone();
             if name == "pos_embed" && src.size() != var.size() {
@@ -228,7 +296,14 @@ impl Model {
                     skipped.push(name);
                     continue;
                 }
-                return Err(ModelError::ShapeMismatch { path: shown, name, found: src.size(), expected: var.size(), arch: self.arch }.into());
+                return Err(ModelError::ShapeMismatch {
+                    path: shown,
+                    name,
+                    found: src.size(),
+                    expected: var.size(),
+                    arch: self.arch,
+                }
+                .into());
             }
             var.copy_(&src.to_kind(var.kind()));
         }
@@ -246,8 +321,15 @@ fn resample_pos_embed(src: &Tensor, target: &[i64]) -> Tensor {
     if from * from != n || to * to != m {
         return src.shallow_clone();
     }
-    let grid = src.narrow(1, 1, n).reshape([1, from, from, d]).permute([0, 3, 1, 2]).to_kind(Kind::Float);
-    let grid = grid.upsample_bicubic2d([to, to], false, None, None).permute([0, 2, 3, 1]).reshape([1, m, d]);
+    let grid = src
+        .narrow(1, 1, n)
+        .reshape([1, from, from, d])
+        .permute([0, 3, 1, 2])
+        .to_kind(Kind::Float);
+    let grid = grid
+        .upsample_bicubic2d([to, to], false, None, None)
+        .permute([0, 2, 3, 1])
+        .reshape([1, m, d]);
     Tensor::cat(&[src.narrow(1, 0, 1).to_kind(Kind::Float), grid], 1)
 }
 
@@ -256,35 +338,63 @@ mod tests {
     use super::*;
 
     fn spec(arch: Arch, width: i64) -> ModelSpec {
-        ModelSpec { arch, width: Some(width), init: None, registers: 0 }
+        ModelSpec {
+            arch,
+            width: Some(width),
+            init: None,
+            registers: 0,
+        }
     }
 
     #[test]
     fn resnet_tap_shapes() {
         let m = Model::new(&spec(Arch::Resnet18, 8), 3, 64, Device::Cpu).unwrap();
         let x = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
-        let names: Vec<String> = ["stem", "layer1", "layer2", "layer3", "layer4"].map(String::from).to_vec();
+        let names: Vec<String> = ["stem", "layer1", "layer2", "layer3", "layer4"]
+            .map(String::from)
+            .to_vec();
         let taps = m.forward_taps(&x, &names).unwrap();
         let shapes: Vec<Vec<i64>> = taps.iter().map(|t| t.size()).collect();
-        assert_eq!(shapes, vec![vec![2, 8, 16, 16], vec![2, 8, 16, 16], vec![2, 16, 8, 8], vec![2, 32, 4, 4], vec![2, 64, 2, 2]]);
+        assert_eq!(
+            shapes,
+            vec![
+                vec![2, 8, 16, 16],
+                vec![2, 8, 16, 16],
+                vec![2, 16, 8, 8],
+                vec![2, 32, 4, 4],
+                vec![2, 64, 2, 2]
+            ]
+        );
         assert_eq!(m.forward_t(&x, false).size(), vec![2, 3]);
         assert!(!bool::try_from(m.forward_t(&x, false).isnan().any()).unwrap());
         let r50 = Model::new(&spec(Arch::Resnet50, 8), 2, 64, Device::Cpu).unwrap();
-        let taps = r50.forward_taps(&x, &["layer3".to_string(), "layer4".to_string()]).unwrap();
+        let taps = r50
+            .forward_taps(&x, &["layer3".to_string(), "layer4".to_string()])
+            .unwrap();
         assert_eq!(taps[0].size(), vec![2, 128, 4, 4]);
         assert_eq!(taps[1].size(), vec![2, 256, 2, 2]);
     }
 
     #[test]
     fn vit_tap_shapes_with_registers_and_other_sizes() {
-        let s = ModelSpec { arch: Arch::VitS16, width: Some(64), init: None, registers: 4 };
+        let s = ModelSpec {
+            arch: Arch::VitS16,
+            width: Some(64),
+            init: None,
+            registers: 4,
+        };
         let m = Model::new(&s, 2, 64, Device::Cpu).unwrap();
         let x = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
-        let taps = m.forward_taps(&x, &["block0".to_string(), "block11".to_string()]).unwrap();
+        let taps = m
+            .forward_taps(&x, &["block0".to_string(), "block11".to_string()])
+            .unwrap();
         assert_eq!(taps[1].size(), vec![2, 64, 4, 4]);
         // Another image size interpolates the position embeddings.
         let x = Tensor::randn([1, 3, 96, 96], (Kind::Float, Device::Cpu));
-        assert_eq!(m.forward_taps(&x, &["block11".to_string()]).unwrap()[0].size(), vec![1, 64, 6, 6]);
+        assert_eq!(
+            m.forward_taps(&x, &["block11".to_string()]).unwrap()[0].size(),
+            vec![1, 64, 6, 6]
+        );
         assert_eq!(m.forward_t(&x, false).size(), vec![1, 2]);
     }
 
@@ -292,7 +402,10 @@ mod tests {
     fn unknown_tap_lists_the_valid_ones() {
         let m = Model::new(&spec(Arch::Resnet18, 4), 2, 32, Device::Cpu).unwrap();
         let err = m.tap_index("layer9").unwrap_err().to_string();
-        assert!(err.contains("layer9") && err.contains("layer1, layer2"), "{err}");
+        assert!(
+            err.contains("layer9") && err.contains("layer1, layer2"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -302,22 +415,40 @@ mod tests {
         let path = dir.join("m.safetensors");
         let m = Model::new(&spec(Arch::Resnet18, 4), 2, 32, Device::Cpu).unwrap();
         m.save(&path, 7).unwrap();
-        let names: Vec<String> = Tensor::read_safetensors(&path).unwrap().into_iter().map(|(n, _)| n).collect();
-        for expected in ["conv1.weight", "bn1.running_var", "layer2.0.downsample.0.weight", "layer3.1.bn2.num_batches_tracked", "fc.bias"] {
+        let names: Vec<String> = Tensor::read_safetensors(&path)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        for expected in [
+            "conv1.weight",
+            "bn1.running_var",
+            "layer2.0.downsample.0.weight",
+            "layer3.1.bn2.num_batches_tracked",
+            "fc.bias",
+        ] {
             assert!(names.iter().any(|n| n == expected), "missing {expected}");
         }
         let mut other = Model::new(&spec(Arch::Resnet18, 4), 2, 32, Device::Cpu).unwrap();
         other.load(&path, true).unwrap();
         let x = Tensor::randn([1, 3, 32, 32], (Kind::Float, Device::Cpu));
-        assert!(m.forward_t(&x, false).allclose(&other.forward_t(&x, false), 1e-6, 1e-6, false));
+        assert!(m
+            .forward_t(&x, false)
+            .allclose(&other.forward_t(&x, false), 1e-6, 1e-6, false));
         // Another class count: strict fails naming the tensor, init skips the head.
         let mut three = Model::new(&spec(Arch::Resnet18, 4), 3, 32, Device::Cpu).unwrap();
         let err = three.load(&path, true).unwrap_err().to_string();
         assert!(err.contains("fc.") && err.contains("shape"), "{err}");
-        assert_eq!(three.load(&path, false).unwrap(), vec!["fc.bias".to_string(), "fc.weight".to_string()]);
+        assert_eq!(
+            three.load(&path, false).unwrap(),
+            vec!["fc.bias".to_string(), "fc.weight".to_string()]
+        );
         // Another width is an error naming the tensor.
         let mut wide = Model::new(&spec(Arch::Resnet18, 8), 2, 32, Device::Cpu).unwrap();
         let err = wide.load(&path, false).unwrap_err().to_string();
-        assert!(err.contains("bn1.bias") && err.contains("m.safetensors"), "{err}");
+        assert!(
+            err.contains("bn1.bias") && err.contains("m.safetensors"),
+            "{err}"
+        );
     }
 }

@@ -24,10 +24,18 @@ pub struct ResNetConfig {
 
 impl ResNetConfig {
     pub fn resnet18(width: i64) -> Self {
-        Self { block: Block::Basic, layers: [2, 2, 2, 2], width }
+        Self {
+            block: Block::Basic,
+            layers: [2, 2, 2, 2],
+            width,
+        }
     }
     pub fn resnet50(width: i64) -> Self {
-        Self { block: Block::Bottleneck, layers: [3, 4, 6, 3], width }
+        Self {
+            block: Block::Bottleneck,
+            layers: [3, 4, 6, 3],
+            width,
+        }
     }
     fn expansion(&self) -> i64 {
         match self.block {
@@ -39,7 +47,10 @@ impl ResNetConfig {
     pub fn tap_channels(&self) -> Vec<(String, i64)> {
         let mut out = vec![("stem".to_string(), self.width)];
         for i in 0..4 {
-            out.push((format!("layer{}", i + 1), self.width * (1 << i) * self.expansion()));
+            out.push((
+                format!("layer{}", i + 1),
+                self.width * (1 << i) * self.expansion(),
+            ));
         }
         out
     }
@@ -50,7 +61,18 @@ impl ResNetConfig {
 }
 
 fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
-    nn::conv2d(p, cin, cout, k, nn::ConvConfig { stride, padding, bias: false, ..Default::default() })
+    nn::conv2d(
+        p,
+        cin,
+        cout,
+        k,
+        nn::ConvConfig {
+            stride,
+            padding,
+            bias: false,
+            ..Default::default()
+        },
+    )
 }
 
 fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
@@ -69,7 +91,10 @@ impl ResidualBlock {
         let cout = planes * expansion;
         let (convs, bns) = match block {
             Block::Basic => (
-                vec![conv(&p / "conv1", cin, planes, 3, stride, 1), conv(&p / "conv2", planes, planes, 3, 1, 1)],
+                vec![
+                    conv(&p / "conv1", cin, planes, 3, stride, 1),
+                    conv(&p / "conv2", planes, planes, 3, 1, 1),
+                ],
                 vec![bn(&p / "bn1", planes), bn(&p / "bn2", planes)],
             ),
             Block::Bottleneck => (
@@ -78,12 +103,24 @@ impl ResidualBlock {
                     conv(&p / "conv2", planes, planes, 3, stride, 1),
                     conv(&p / "conv3", planes, cout, 1, 1, 0),
                 ],
-                vec![bn(&p / "bn1", planes), bn(&p / "bn2", planes), bn(&p / "bn3", cout)],
+                vec![
+                    bn(&p / "bn1", planes),
+                    bn(&p / "bn2", planes),
+                    bn(&p / "bn3", cout),
+                ],
             ),
         };
-        let downsample = (stride != 1 || cin != cout)
-            .then(|| (conv(&p / "downsample" / 0, cin, cout, 1, stride, 0), bn(&p / "downsample" / 1, cout)));
-        Self { convs, bns, downsample }
+        let downsample = (stride != 1 || cin != cout).then(|| {
+            (
+                conv(&p / "downsample" / 0, cin, cout, 1, stride, 0),
+                bn(&p / "downsample" / 1, cout),
+            )
+        });
+        Self {
+            convs,
+            bns,
+            downsample,
+        }
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
@@ -126,23 +163,46 @@ impl ResNet {
             let lp = p / format!("layer{}", stage + 1);
             let mut stage_blocks = Vec::new();
             for b in 0..blocks {
-                stage_blocks.push(ResidualBlock::new(&lp / b, config.block, cin, planes, if b == 0 { stride } else { 1 }, expansion));
+                stage_blocks.push(ResidualBlock::new(
+                    &lp / b,
+                    config.block,
+                    cin,
+                    planes,
+                    if b == 0 { stride } else { 1 },
+                    expansion,
+                ));
                 cin = planes * expansion;
             }
             layers.push(stage_blocks);
         }
         let fc = nn::linear(p / "fc", cin, num_classes, Default::default());
-        Self { config, conv1, bn1, layers, fc }
+        Self {
+            config,
+            conv1,
+            bn1,
+            layers,
+            fc,
+        }
     }
 
     /// Runs the encoder and returns the requested taps (in the order asked)
     /// and, when `logits` is true, the classifier output. Stops after the last
     /// tap needed when no logits are wanted.
-    pub fn forward_taps(&self, x: &Tensor, train: bool, taps: &[usize], logits: bool) -> (Vec<Tensor>, Option<Tensor>) {
+    pub fn forward_taps(
+        &self,
+        x: &Tensor,
+        train: bool,
+        taps: &[usize],
+        logits: bool,
+    ) -> (Vec<Tensor>, Option<Tensor>) {
         let mut found: Vec<Option<Tensor>> = (0..5).map(|_| None).collect();
         let deepest = taps.iter().copied().max().unwrap_or(0);
         // [B, w, H/4, W/4]
-        let mut y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        let mut y = x
+            .apply(&self.conv1)
+            .apply_t(&self.bn1, train)
+            .relu()
+            .max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         found[0] = Some(y.shallow_clone());
         for (i, stage) in self.layers.iter().enumerate() {
             if !logits && deepest <= i {
@@ -153,7 +213,10 @@ impl ResNet {
             }
             found[i + 1] = Some(y.shallow_clone());
         }
-        let out = taps.iter().map(|&t| found[t].as_ref().expect("tap computed").shallow_clone()).collect();
+        let out = taps
+            .iter()
+            .map(|&t| found[t].as_ref().expect("tap computed").shallow_clone())
+            .collect();
         let logits = logits.then(|| y.adaptive_avg_pool2d([1, 1]).flatten(1, -1).apply(&self.fc));
         (out, logits)
     }

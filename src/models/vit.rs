@@ -26,17 +26,33 @@ pub struct VitConfig {
 
 impl VitConfig {
     pub fn small(patch: i64, dim: i64, registers: i64, image_size: i64) -> Self {
-        Self { patch, dim, depth: 12, heads: (dim / 64).max(1), registers, image_size }
+        Self {
+            patch,
+            dim,
+            depth: 12,
+            heads: (dim / 64).max(1),
+            registers,
+            image_size,
+        }
     }
     pub fn tap_channels(&self) -> Vec<(String, i64)> {
-        (0..self.depth).map(|i| (format!("block{i}"), self.dim)).collect()
+        (0..self.depth)
+            .map(|i| (format!("block{i}"), self.dim))
+            .collect()
     }
 }
 
 const LN_EPS: f64 = 1e-6;
 
 fn layer_norm(p: nn::Path, dim: i64) -> nn::LayerNorm {
-    nn::layer_norm(p, vec![dim], nn::LayerNormConfig { eps: LN_EPS, ..Default::default() })
+    nn::layer_norm(
+        p,
+        vec![dim],
+        nn::LayerNormConfig {
+            eps: LN_EPS,
+            ..Default::default()
+        },
+    )
 }
 
 #[derive(Debug)]
@@ -67,11 +83,28 @@ impl Block {
         let (b, n, d) = x.size3().expect("[B, N, D]");
         let h = self.heads;
         // [3, B, heads, N, D/heads]
-        let qkv = x.apply(&self.norm1).apply(&self.qkv).view([b, n, 3, h, d / h]).permute([2, 0, 3, 1, 4]);
+        let qkv = x
+            .apply(&self.norm1)
+            .apply(&self.qkv)
+            .view([b, n, 3, h, d / h])
+            .permute([2, 0, 3, 1, 4]);
         let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
-        let attn = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, false, None, false);
+        let attn = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            None::<Tensor>,
+            0.0,
+            false,
+            None,
+            false,
+        );
         let x = x + attn.transpose(1, 2).reshape([b, n, d]).apply(&self.proj);
-        let mlp = x.apply(&self.norm2).apply(&self.fc1).gelu("none").apply(&self.fc2);
+        let mlp = x
+            .apply(&self.norm2)
+            .apply(&self.fc1)
+            .gelu("none")
+            .apply(&self.fc2);
         x + mlp
     }
 }
@@ -92,15 +125,39 @@ impl Vit {
     pub fn new(p: &nn::Path, config: VitConfig, num_classes: i64) -> Self {
         let d = config.dim;
         let grid = config.image_size / config.patch;
-        let patch_embed = nn::conv2d(p / "patch_embed" / "proj", 3, d, config.patch, nn::ConvConfig { stride: config.patch, ..Default::default() });
-        let init = nn::Init::Randn { mean: 0.0, stdev: 0.02 };
+        let patch_embed = nn::conv2d(
+            p / "patch_embed" / "proj",
+            3,
+            d,
+            config.patch,
+            nn::ConvConfig {
+                stride: config.patch,
+                ..Default::default()
+            },
+        );
+        let init = nn::Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        };
         let cls_token = p.var("cls_token", &[1, 1, d], init);
-        let reg_token = (config.registers > 0).then(|| p.var("reg_token", &[1, config.registers, d], init));
+        let reg_token =
+            (config.registers > 0).then(|| p.var("reg_token", &[1, config.registers, d], init));
         let pos_embed = p.var("pos_embed", &[1, 1 + grid * grid, d], init);
-        let blocks = (0..config.depth).map(|i| Block::new(p / "blocks" / i, d, config.heads)).collect();
+        let blocks = (0..config.depth)
+            .map(|i| Block::new(p / "blocks" / i, d, config.heads))
+            .collect();
         let norm = layer_norm(p / "norm", d);
         let head = nn::linear(p / "head", d, num_classes, Default::default());
-        Self { config, patch_embed, cls_token, reg_token, pos_embed, blocks, norm, head }
+        Self {
+            config,
+            patch_embed,
+            cls_token,
+            reg_token,
+            pos_embed,
+            blocks,
+            norm,
+            head,
+        }
     }
 
     /// Position embeddings for an `h` x `w` patch grid: the stored grid
@@ -113,14 +170,26 @@ impl Vit {
             return self.pos_embed.shallow_clone();
         }
         let cls = self.pos_embed.narrow(1, 0, 1);
-        let grid = self.pos_embed.narrow(1, 1, n).reshape([1, side, side, d]).permute([0, 3, 1, 2]);
-        let grid = grid.upsample_bicubic2d([h, w], false, None, None).permute([0, 2, 3, 1]).reshape([1, h * w, d]);
+        let grid = self
+            .pos_embed
+            .narrow(1, 1, n)
+            .reshape([1, side, side, d])
+            .permute([0, 3, 1, 2]);
+        let grid = grid
+            .upsample_bicubic2d([h, w], false, None, None)
+            .permute([0, 2, 3, 1])
+            .reshape([1, h * w, d]);
         Tensor::cat(&[cls, grid], 1)
     }
 
     /// Runs the encoder; returns the requested block outputs as patch grids
     /// and, when asked, the logits (head on the normalised CLS token).
-    pub fn forward_taps(&self, x: &Tensor, taps: &[usize], logits: bool) -> (Vec<Tensor>, Option<Tensor>) {
+    pub fn forward_taps(
+        &self,
+        x: &Tensor,
+        taps: &[usize],
+        logits: bool,
+    ) -> (Vec<Tensor>, Option<Tensor>) {
         let b = x.size()[0];
         let d = self.config.dim;
         // [B, D, h, w]
@@ -143,10 +212,17 @@ impl Vit {
             y = block.forward(&y);
             if taps.contains(&i) {
                 // [B, D, h, w]
-                found[i] = Some(y.narrow(1, prefix, h * w).transpose(1, 2).reshape([b, d, h, w]));
+                found[i] = Some(
+                    y.narrow(1, prefix, h * w)
+                        .transpose(1, 2)
+                        .reshape([b, d, h, w]),
+                );
             }
         }
-        let out = taps.iter().map(|&t| found[t].as_ref().expect("tap computed").shallow_clone()).collect();
+        let out = taps
+            .iter()
+            .map(|&t| found[t].as_ref().expect("tap computed").shallow_clone())
+            .collect();
         let logits = logits.then(|| y.apply(&self.norm).select(1, 0).apply(&self.head));
         (out, logits)
     }

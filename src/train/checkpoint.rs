@@ -1,0 +1,160 @@
+//! The run folder: the contract between `train` and `audit` (DESIGN.md).
+//!
+//! `run.yaml` (the resolved run), `model.safetensors` (final weights,
+//! torchvision/timm names), `last.safetensors` + `state.safetensors` +
+//! `state.json` (what resume needs), `metrics.jsonl` (one line per epoch),
+//! TensorBoard event files, and `COMPLETE`, written last. Every file is written
+//! to a temporary name and renamed into place.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use crate::config::RunSpec;
+use crate::io::{write_atomic, write_atomic_with};
+
+pub struct RunFolder {
+    pub dir: PathBuf,
+}
+
+/// Progress saved after every epoch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResumeState {
+    /// Epochs finished (the next epoch to run is this number).
+    pub epochs_done: usize,
+    pub step: i64,
+    pub seed: u64,
+    /// Images skipped because they could not be decoded.
+    pub skipped_files: usize,
+}
+
+impl RunFolder {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn run_yaml(&self) -> PathBuf {
+        self.dir.join("run.yaml")
+    }
+    pub fn model(&self) -> PathBuf {
+        self.dir.join("model.safetensors")
+    }
+    pub fn last(&self) -> PathBuf {
+        self.dir.join("last.safetensors")
+    }
+    pub fn state_tensors(&self) -> PathBuf {
+        self.dir.join("state.safetensors")
+    }
+    pub fn state_json(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.dir.join("metrics.jsonl")
+    }
+    pub fn complete(&self) -> PathBuf {
+        self.dir.join("COMPLETE")
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.complete().is_file()
+    }
+
+    pub fn create(&self, spec: &RunSpec) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
+        let yaml = yaml_serde::to_string(spec)?;
+        if let Ok(existing) = std::fs::read_to_string(self.run_yaml()) {
+            if existing != yaml {
+                anyhow::bail!(
+                    "{} holds a run with other settings (the experiment changed since it started); move it away or train under another name",
+                    self.dir.display()
+                );
+            }
+            return Ok(());
+        }
+        write_atomic(&self.run_yaml(), yaml.as_bytes())
+    }
+
+    pub fn read_state(&self) -> anyhow::Result<Option<ResumeState>> {
+        let path = self.state_json();
+        if !path.is_file() || !self.last().is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Ok(Some(serde_json::from_str(&text).with_context(|| {
+            format!("{}: not a valid resume state", path.display())
+        })?))
+    }
+
+    pub fn read_optimizer_state(&self) -> anyhow::Result<HashMap<String, Tensor>> {
+        let path = self.state_tensors();
+        if !path.is_file() {
+            return Ok(HashMap::new());
+        }
+        Ok(Tensor::read_safetensors(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .into_iter()
+            .collect())
+    }
+
+    /// Saves the end-of-epoch state. The weights and buffers go first, the
+    /// small state.json last: a kill in between leaves the previous
+    /// state.json, whose epoch is replayed (the weights of a later epoch are
+    /// then overwritten by that replay, which is deterministic).
+    pub fn save_epoch(
+        &self,
+        state: &ResumeState,
+        optimizer: &[(String, Tensor)],
+        metrics_lines: &[String],
+    ) -> anyhow::Result<()> {
+        let cpu: Vec<(String, Tensor)> = optimizer
+            .iter()
+            .map(|(n, t)| (n.clone(), t.to_device(tch::Device::Cpu)))
+            .collect();
+        let refs: Vec<(&str, &Tensor)> = cpu.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        write_atomic_with(&self.state_tensors(), |tmp| {
+            Ok(Tensor::write_safetensors(&refs, tmp)?)
+        })?;
+        let mut text = metrics_lines.join("\n");
+        text.push('\n');
+        write_atomic(&self.metrics(), text.as_bytes())?;
+        write_atomic(
+            &self.state_json(),
+            serde_json::to_string_pretty(state)?.as_bytes(),
+        )
+    }
+
+    /// Metrics lines of the epochs already done.
+    pub fn read_metrics(&self, epochs_done: usize) -> Vec<String> {
+        std::fs::read_to_string(self.metrics())
+            .map(|t| {
+                t.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .take(epochs_done)
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn mark_complete(&self) -> anyhow::Result<()> {
+        write_atomic(&self.complete(), b"")
+    }
+}
+
+/// Every run folder under `dir` (one level, or `dir` itself), sorted.
+pub fn find_runs(dir: &Path) -> anyhow::Result<Vec<RunFolder>> {
+    if dir.join("run.yaml").is_file() {
+        return Ok(vec![RunFolder::new(dir)]);
+    }
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let mut runs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("run.yaml").is_file())
+        .collect();
+    runs.sort();
+    Ok(runs.into_iter().map(RunFolder::new).collect())
+}

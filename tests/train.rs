@@ -1,0 +1,243 @@
+//! `nave-lab train` end to end on tiny synthetic experiments.
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{nave_lab, scratch};
+
+fn experiment(dir: &Path, epochs: usize, train: usize) -> std::path::PathBuf {
+    let text = format!(
+        "name: t\ndataset:\n  kind: synthetic\n  image_size: 32\n  synthetic: {{seed: 0, train: {train}, test: 64}}\nmodel:\n  arch: resnet18\n  width: 8\ntrain:\n  epochs: {epochs}\n  batch_size: 16\n  optimizer: {{kind: sgd, lr: 0.05}}\nwatermark: {{size: 0.2}}\ngrid:\n  augment: [false]\n  watermark: [false, true]\n  seed: [0]\n"
+    );
+    let p = dir.join("t.yaml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn metrics(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn list_run_and_index_select_runs() {
+    let dir = scratch("train_list");
+    let exp = experiment(&dir, 1, 32);
+    let out = nave_lab()
+        .args([
+            "train",
+            exp.to_str().unwrap(),
+            "--list",
+            "--checkpoints",
+            dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("resnet18-aug0-wm0-s0")
+            && text.contains("resnet18-aug0-wm1-s0")
+            && text.contains("new"),
+        "{text}"
+    );
+    let out = nave_lab()
+        .args([
+            "train",
+            exp.to_str().unwrap(),
+            "--run",
+            "nope",
+            "--checkpoints",
+            dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resnet18-aug0-wm1-s0"));
+    let out = nave_lab()
+        .args([
+            "-q",
+            "train",
+            exp.to_str().unwrap(),
+            "--index",
+            "1",
+            "--checkpoints",
+            dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.join("t/resnet18-aug0-wm1-s0/COMPLETE").is_file());
+    assert!(!dir.join("t/resnet18-aug0-wm0-s0").exists());
+}
+
+#[test]
+fn bad_experiment_names_key_and_line() {
+    let dir = scratch("train_bad");
+    let exp = experiment(&dir, 1, 32);
+    let text = std::fs::read_to_string(&exp)
+        .unwrap()
+        .replace("  batch_size: 16\n", "  batch_size: 16\n  bach: 3\n");
+    std::fs::write(&exp, text).unwrap();
+    let out = nave_lab()
+        .args([
+            "train",
+            exp.to_str().unwrap(),
+            "--checkpoints",
+            dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("t.yaml") && err.contains("bach") && err.contains("line 12"),
+        "{err}"
+    );
+    assert!(
+        !dir.join("t").exists(),
+        "nothing is written for a bad experiment"
+    );
+}
+
+#[test]
+fn same_seed_gives_identical_metrics_and_a_killed_run_resumes() {
+    let dir = scratch("train_resume");
+    let exp = experiment(&dir, 4, 160);
+    let a = dir.join("a");
+    let b = dir.join("b");
+    // Uninterrupted reference run.
+    let ok = nave_lab()
+        .args([
+            "-q",
+            "train",
+            exp.to_str().unwrap(),
+            "--index",
+            "0",
+            "--checkpoints",
+            a.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    // The same run, killed (SIGKILL) once the first epoch is saved, mid-way through a later one.
+    let mut child = nave_lab()
+        .args([
+            "-q",
+            "train",
+            exp.to_str().unwrap(),
+            "--index",
+            "0",
+            "--checkpoints",
+            b.to_str().unwrap(),
+        ])
+        .spawn()
+        .unwrap();
+    let run_b = b.join("t/resnet18-aug0-wm0-s0");
+    let start = Instant::now();
+    while !run_b.join("state.json").is_file() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no epoch finished in time"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let killed_complete = run_b.join("COMPLETE").is_file();
+    // Rerunning resumes and completes; the folder is whole.
+    let ok = nave_lab()
+        .args([
+            "-q",
+            "train",
+            exp.to_str().unwrap(),
+            "--index",
+            "0",
+            "--checkpoints",
+            b.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    for f in [
+        "run.yaml",
+        "model.safetensors",
+        "last.safetensors",
+        "state.json",
+        "state.safetensors",
+        "metrics.jsonl",
+        "COMPLETE",
+    ] {
+        assert!(run_b.join(f).is_file(), "{f} missing");
+    }
+    assert!(std::fs::read_dir(&run_b).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("events.out.tfevents")));
+    assert!(!std::fs::read_dir(&run_b).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains(".tmp")));
+    let (ma, mb) = (metrics(&a.join("t/resnet18-aug0-wm0-s0")), metrics(&run_b));
+    assert_eq!(ma.len(), 4);
+    assert_eq!(mb.len(), 4);
+    // Same seed on the CPU: identical losses and accuracies, with or without the kill.
+    for (x, y) in ma.iter().zip(&mb) {
+        assert_eq!(
+            x["train_loss"], y["train_loss"],
+            "killed complete before kill: {killed_complete}"
+        );
+        assert_eq!(x["test_accuracy"], y["test_accuracy"]);
+    }
+}
+
+#[test]
+fn on_the_demo_the_watermark_regime_learns_the_shortcut() {
+    // experiments/demo.yaml itself, without augmentation and with one seed (2 runs).
+    let dir = scratch("train_shortcut");
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/demo.yaml");
+    let ok = nave_lab()
+        .args([
+            "-q",
+            "train",
+            demo,
+            "--set",
+            "grid.augment=[false]",
+            "--set",
+            "grid.seed=[0]",
+            "--checkpoints",
+            dir.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let last = |id: &str| metrics(&dir.join("demo").join(id)).pop().unwrap();
+    let wm = last("resnet18-aug0-wm1-s0");
+    let clean = wm["test_accuracy"]["clean"].as_f64().unwrap();
+    let flipped = wm["test_accuracy"]["flipped"].as_f64().unwrap();
+    assert!(
+        flipped < clean - 0.3,
+        "watermark regime: clean {clean} flipped {flipped}"
+    );
+    let no = last("resnet18-aug0-wm0-s0");
+    let clean0 = no["test_accuracy"]["clean"].as_f64().unwrap();
+    let flipped0 = no["test_accuracy"]["flipped"].as_f64().unwrap();
+    assert!(
+        (clean0 - flipped0).abs() < 0.15,
+        "no-watermark regime: clean {clean0} flipped {flipped0}"
+    );
+    assert!(
+        clean0 > 0.8,
+        "the no-watermark regime learns the real signal: clean {clean0}"
+    );
+}
