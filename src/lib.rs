@@ -12,5 +12,6 @@ pub mod data;
 pub mod device;
 pub mod io;
 pub mod models;
+pub mod nave;
 pub mod train;
 pub mod ui;
