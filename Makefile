@@ -23,6 +23,7 @@ build: setup
 demo: build
 	$(BIN) doctor
 	$(BIN) train experiments/demo.yaml
+	$(BIN) audit checkpoints/demo/
 
 # Tests build in release mode: one build of libtorch's bindings serves demo and tests.
 test: setup

@@ -34,6 +34,8 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Train every run of an experiment's grid (resumes unfinished runs, skips complete ones).
     Train(TrainArgs),
+    /// Run NAVE on every finished run of an experiment and measure the watermark shortcut.
+    Audit(AuditArgs),
     /// Inspect and generate datasets.
     #[command(subcommand)]
     Data(DataCommand),
@@ -148,4 +150,35 @@ pub struct TrainArgs {
     /// Where run folders go: <checkpoints>/<experiment name>/<run id>/.
     #[arg(long, default_value = "checkpoints")]
     pub checkpoints: std::path::PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// An experiment's checkpoint folder (checkpoints/<experiment>/) or one run folder.
+    pub runs: std::path::PathBuf,
+    /// Taps to cluster, comma-separated (default: run.yaml's audit.taps, else ResNet layer3,layer4 / ViT the last block).
+    #[arg(long, value_delimiter = ',')]
+    pub taps: Option<Vec<String>>,
+    /// Number of clusters.
+    #[arg(short = 'k', long)]
+    pub k: Option<usize>,
+    #[arg(long, value_enum)]
+    pub method: Option<crate::config::ClusterMethod>,
+    #[arg(long, value_enum)]
+    pub scope: Option<crate::config::Scope>,
+    /// Number of probe images from the test split.
+    #[arg(long)]
+    pub probes: Option<usize>,
+    /// Clustering repeats with different seeds.
+    #[arg(long)]
+    pub repeats: Option<usize>,
+    /// Cluster on a finer grid of this side.
+    #[arg(long)]
+    pub resolution: Option<i64>,
+    /// Redo runs whose audit is up to date.
+    #[arg(long)]
+    pub force: bool,
+    /// Where reports go: <reports>/<experiment>/.
+    #[arg(long, default_value = "reports")]
+    pub reports: std::path::PathBuf,
 }

@@ -5,6 +5,7 @@
 //!
 //! Data flows one way: config -> data -> models -> train -> run folder ->
 //! audit (nave) -> report. A module never imports one further along.
+pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;

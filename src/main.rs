@@ -37,6 +37,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Train(args) => commands::train::run(args, cli.device),
+        Command::Audit(a) => {
+            let overrides = nave_lab::audit::AuditOverrides {
+                taps: a.taps,
+                k: a.k,
+                method: a.method,
+                scope: a.scope,
+                probes: a.probes,
+                repeats: a.repeats,
+                resolution: a.resolution,
+            };
+            let path = nave_lab::audit::audit(
+                &a.runs,
+                &a.reports,
+                &overrides,
+                a.force,
+                cli.device.resolve()?,
+            )?;
+            println!("audit written to {}", path.display());
+            Ok(())
+        }
         Command::Data(cmd) => commands::data::run(cmd),
         Command::Bench(cmd) => commands::bench::run(cmd, cli.device.resolve()?),
     }

@@ -1,0 +1,594 @@
+//! `nave-lab audit`: NAVE on every finished run of an experiment, the Clever
+//! Hans measures, and the pictures, under `reports/<experiment>/`.
+//!
+//! Layout written:
+//!   audit.json                              settings, per-run and per-regime results
+//!   runs/<run-id>/result.json               one run's results (reused when unchanged)
+//!   runs/<run-id>/pNNN_{clean,wm}_{overlay,avg,labels}.png
+//!   regimes/<regime>/pNNN_{clean,wm}_avgmap.png   average-colour map over seeds and repeats
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use image::RgbImage;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+use crate::config::{AuditSpec, ClusterMethod, RunSpec, Scope};
+use crate::data::loader::normalize_u8;
+use crate::data::watermark::{self, WmBox};
+use crate::data::{Split, SplitData};
+use crate::models::Model;
+use crate::nave::{self, colour, extract, score};
+use crate::train::checkpoint::{find_runs, RunFolder};
+use crate::train::metrics::EpochMetrics;
+use crate::train::DataStore;
+
+/// Seed of the probe choice and of the probes' watermark boxes: the same for
+/// every run, so that regimes are compared on the same pictures.
+const PROBE_SEED: u64 = 0;
+
+/// Audit settings after merging the command line over run.yaml's `audit:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditSettings {
+    pub taps: Vec<String>,
+    pub k: usize,
+    pub method: ClusterMethod,
+    pub scope: Scope,
+    pub probes: usize,
+    pub classes: Vec<String>,
+    pub repeats: usize,
+    pub tol: f64,
+    pub max_iter: usize,
+    pub resolution: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditOverrides {
+    pub taps: Option<Vec<String>>,
+    pub k: Option<usize>,
+    pub method: Option<ClusterMethod>,
+    pub scope: Option<Scope>,
+    pub probes: Option<usize>,
+    pub repeats: Option<usize>,
+    pub resolution: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResult {
+    pub id: String,
+    pub regime: String,
+    pub seed: u64,
+    pub augment: bool,
+    pub watermark: bool,
+    pub arch: String,
+    /// Mean over probes (and repeats) of max-segment IoU with the watermark box.
+    pub wm_iou: f64,
+    /// Mean over probes (and repeats) of 1 - ARI(clean, watermarked) outside the dilated box.
+    pub wm_shift: f64,
+    /// Final test accuracy per watermark variant.
+    pub accuracy: BTreeMap<String, f64>,
+    /// accuracy clean - accuracy flipped.
+    pub shortcut_gap: f64,
+    /// Cluster grid side (h = w).
+    pub grid: i64,
+    pub feature_dim: i64,
+    pub seconds: f64,
+    /// Identifies the weights and settings this result was computed from.
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MeanSd {
+    pub mean: f64,
+    pub sd: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegimeResult {
+    pub regime: String,
+    pub arch: String,
+    pub augment: bool,
+    pub watermark: bool,
+    pub runs: Vec<String>,
+    pub wm_iou: MeanSd,
+    pub wm_shift: MeanSd,
+    pub shortcut_gap: MeanSd,
+    pub accuracy: BTreeMap<String, MeanSd>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditReport {
+    pub schema: u32,
+    pub experiment: String,
+    pub device: String,
+    pub created_unix: u64,
+    pub settings: AuditSettings,
+    /// Probe indices into the test split.
+    pub probes: Vec<usize>,
+    pub runs: Vec<RunResult>,
+    pub regimes: Vec<RegimeResult>,
+    /// Run folders without COMPLETE: listed, never audited.
+    pub skipped_unfinished: Vec<String>,
+}
+
+fn settings_for(
+    spec: &AuditSpec,
+    run: &RunSpec,
+    o: &AuditOverrides,
+    class_names: &[String],
+) -> anyhow::Result<AuditSettings> {
+    let target = run
+        .watermark_spec
+        .target_index(class_names)
+        .map_err(anyhow::Error::msg)?;
+    Ok(AuditSettings {
+        taps: o
+            .taps
+            .clone()
+            .or_else(|| spec.taps.clone())
+            .unwrap_or_else(|| run.model.arch.default_taps()),
+        k: o.k.unwrap_or(spec.k),
+        method: o.method.unwrap_or(spec.method),
+        scope: o.scope.unwrap_or(spec.scope),
+        probes: o.probes.unwrap_or(spec.probes),
+        classes: spec
+            .classes
+            .clone()
+            .unwrap_or_else(|| vec![class_names[target as usize].clone()]),
+        repeats: o.repeats.unwrap_or(spec.repeats).max(1),
+        tol: spec.tol,
+        max_iter: spec.max_iter,
+        resolution: o.resolution.or(spec.resolution),
+    })
+}
+
+/// The probe images: up to N test images of the chosen classes, in a fixed
+/// random order.
+fn choose_probes(test: &SplitData, classes: &[String], n: usize) -> anyhow::Result<Vec<usize>> {
+    let wanted: Vec<i64> = classes
+        .iter()
+        .map(|c| {
+            test.class_names
+                .iter()
+                .position(|x| x == c)
+                .map(|i| i as i64)
+                .with_context(|| format!("audit class '{c}' is not one of {:?}", test.class_names))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut idx: Vec<usize> = (0..test.len())
+        .filter(|&i| wanted.contains(&test.labels[i]))
+        .collect();
+    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(PROBE_SEED));
+    idx.truncate(n);
+    idx.sort();
+    if idx.is_empty() {
+        bail!("no test images of the classes {classes:?} to probe");
+    }
+    Ok(idx)
+}
+
+fn rgb_image(images: &Tensor, i: i64) -> RgbImage {
+    let s = images.size()[2];
+    let hwc = images
+        .get(i)
+        .permute([1, 2, 0])
+        .contiguous()
+        .to_device(Device::Cpu);
+    RgbImage::from_raw(
+        s as u32,
+        s as u32,
+        Vec::<u8>::try_from(hwc.flatten(0, -1)).expect("u8 image"),
+    )
+    .expect("size")
+}
+
+fn save_png(
+    img: &[u8],
+    w: u32,
+    h: u32,
+    colour: image::ExtendedColorType,
+    path: &Path,
+) -> anyhow::Result<()> {
+    crate::io::write_atomic_with(path, |tmp| {
+        image::save_buffer_with_format(tmp, img, w, h, colour, image::ImageFormat::Png)
+            .with_context(|| format!("writing {}", path.display()))
+    })
+}
+
+fn file_key(path: &Path, settings: &AuditSettings) -> String {
+    let meta = std::fs::metadata(path).ok();
+    let stamp = meta.map(|m| {
+        (
+            m.len(),
+            m.modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        )
+    });
+    format!(
+        "{stamp:?}|{}",
+        serde_json::to_string(settings).unwrap_or_default()
+    )
+}
+
+/// Audits one run; returns its result and, per probe, the average-colour
+/// images (clean, watermarked) averaged over the repeats.
+#[allow(clippy::too_many_arguments)]
+fn audit_run(
+    spec: &RunSpec,
+    folder: &RunFolder,
+    test: &SplitData,
+    probes: &[usize],
+    boxes: &[WmBox],
+    settings: &AuditSettings,
+    out_dir: &Path,
+    device: Device,
+) -> anyhow::Result<(RunResult, Vec<(RgbImage, RgbImage)>)> {
+    let started = std::time::Instant::now();
+    let size = test.image_size();
+    let mut model = Model::new(&spec.model, test.class_names.len() as i64, size, device)?;
+    model.load(&folder.model(), true).with_context(|| {
+        format!(
+            "{}: the weights do not match its run.yaml",
+            folder.dir.display()
+        )
+    })?;
+    for t in &settings.taps {
+        model.tap_index(t)?;
+    }
+    let index = Tensor::from_slice(&probes.iter().map(|&i| i as i64).collect::<Vec<_>>());
+    let clean = test.images.index_select(0, &index);
+    let marked = watermark::stamp(
+        &clean,
+        &boxes.iter().map(|b| Some(*b)).collect::<Vec<_>>(),
+        spec.watermark_spec.colour,
+    );
+    let both = Tensor::cat(&[&clean, &marked], 0); // [2N, 3, S, S] uint8
+    let feats = extract::features(
+        &model,
+        &normalize_u8(&both.to_device(device)),
+        &settings.taps,
+        settings.resolution,
+        32,
+    )?; // [2N, D, h, w]
+    let (n2, d, h, w) = feats.size4()?;
+    let n = probes.len();
+    let mut iou_sum = 0.0;
+    let mut shift_sum = 0.0;
+    let mut avg_maps: Vec<Vec<RgbImage>> = vec![Vec::new(); 2 * n];
+    let run_dir = out_dir.join("runs").join(&spec.id);
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let s = size as usize;
+    for r in 0..settings.repeats {
+        let seed = r as u64;
+        // [2N, h*w] labels
+        let labels: Vec<Vec<i64>> = match settings.scope {
+            Scope::Set => {
+                let rows = extract::to_rows(&feats);
+                let l = nave::cluster(
+                    &rows,
+                    settings.method,
+                    settings.k,
+                    seed,
+                    settings.tol,
+                    settings.max_iter,
+                )?
+                .to_device(Device::Cpu)
+                .view([n2, h * w]);
+                (0..n2)
+                    .map(|i| Vec::<i64>::try_from(l.get(i)).expect("labels"))
+                    .collect()
+            }
+            Scope::Image => (0..n2)
+                .map(|i| {
+                    let rows = extract::to_rows(&feats.narrow(0, i, 1));
+                    let l = nave::cluster(
+                        &rows,
+                        settings.method,
+                        settings.k,
+                        seed,
+                        settings.tol,
+                        settings.max_iter,
+                    )?;
+                    Ok(Vec::<i64>::try_from(l.to_device(Device::Cpu)).expect("labels"))
+                })
+                .collect::<anyhow::Result<_>>()?,
+        };
+        for p in 0..n {
+            let up_clean = colour::upsample_labels(&labels[p], h as usize, w as usize, s);
+            let up_marked = colour::upsample_labels(&labels[n + p], h as usize, w as usize, s);
+            iou_sum += score::wm_iou(&up_marked, s, &boxes[p]);
+            shift_sum += score::wm_shift(
+                &up_clean,
+                &up_marked,
+                s,
+                &boxes[p],
+                (boxes[p].side / 2).max(1),
+            );
+            for (v, up) in [(0usize, &up_clean), (1, &up_marked)] {
+                let img = rgb_image(&both, (v * n + p) as i64);
+                let avg = colour::average_colour(&img, up);
+                if r == 0 {
+                    let tag = if v == 0 { "clean" } else { "wm" };
+                    let ov = colour::overlay(&img, up);
+                    save_png(
+                        ov.as_raw(),
+                        ov.width(),
+                        ov.height(),
+                        image::ExtendedColorType::Rgb8,
+                        &run_dir.join(format!("p{p:03}_{tag}_overlay.png")),
+                    )?;
+                    save_png(
+                        avg.as_raw(),
+                        avg.width(),
+                        avg.height(),
+                        image::ExtendedColorType::Rgb8,
+                        &run_dir.join(format!("p{p:03}_{tag}_avg.png")),
+                    )?;
+                    let lab = colour::label_image(&labels[v * n + p], w as u32, h as u32);
+                    save_png(
+                        lab.as_raw(),
+                        lab.width(),
+                        lab.height(),
+                        image::ExtendedColorType::L8,
+                        &run_dir.join(format!("p{p:03}_{tag}_labels.png")),
+                    )?;
+                }
+                avg_maps[v * n + p].push(avg);
+            }
+        }
+    }
+    let repeats = settings.repeats as f64;
+    let metrics: Option<EpochMetrics> = std::fs::read_to_string(folder.metrics())
+        .ok()
+        .and_then(|t| t.lines().last().and_then(|l| serde_json::from_str(l).ok()));
+    let accuracy = metrics.map(|m| m.test_accuracy).unwrap_or_default();
+    let gap = accuracy
+        .get("clean")
+        .zip(accuracy.get("flipped"))
+        .map(|(c, f)| c - f)
+        .unwrap_or(f64::NAN);
+    let result = RunResult {
+        id: spec.id.clone(),
+        regime: spec.regime(),
+        seed: spec.seed,
+        augment: spec.augment,
+        watermark: spec.watermark,
+        arch: spec.model.arch.to_string(),
+        wm_iou: iou_sum / (n as f64 * repeats),
+        wm_shift: shift_sum / (n as f64 * repeats),
+        accuracy,
+        shortcut_gap: gap,
+        grid: h,
+        feature_dim: d,
+        seconds: started.elapsed().as_secs_f64(),
+        key: file_key(&folder.model(), settings),
+    };
+    crate::io::write_atomic(
+        &run_dir.join("result.json"),
+        serde_json::to_string_pretty(&result)?.as_bytes(),
+    )?;
+    let means: Vec<RgbImage> = avg_maps
+        .iter()
+        .map(|v| colour::mean_image(v).expect("at least one repeat"))
+        .collect();
+    let (c, m) = means.split_at(n);
+    Ok((result, c.iter().cloned().zip(m.iter().cloned()).collect()))
+}
+
+/// Audits every finished run under `dir` (an experiment's checkpoint folder).
+pub fn audit(
+    dir: &Path,
+    reports: &Path,
+    overrides: &AuditOverrides,
+    force: bool,
+    device: Device,
+) -> anyhow::Result<PathBuf> {
+    if !dir.is_dir() {
+        bail!(
+            "{} is not a folder of runs (expected checkpoints/<experiment>/)",
+            dir.display()
+        );
+    }
+    let folders = find_runs(dir)?;
+    if folders.is_empty() {
+        bail!(
+            "{}: no run folders (folders with run.yaml); train the experiment first",
+            dir.display()
+        );
+    }
+    let mut specs = Vec::new();
+    let mut unfinished = Vec::new();
+    for f in folders {
+        let spec = RunSpec::read(&f.run_yaml())?;
+        if f.is_complete() {
+            specs.push((spec, f));
+        } else {
+            crate::info!("{}: unfinished (no COMPLETE), skipped", spec.id);
+            unfinished.push(spec.id);
+        }
+    }
+    if specs.is_empty() {
+        bail!(
+            "{}: no finished run to audit ({} unfinished)",
+            dir.display(),
+            unfinished.len()
+        );
+    }
+    let experiment = specs[0].0.experiment.clone();
+    let out_dir = reports.join(&experiment);
+    let mut store = DataStore::default();
+    let first = specs[0].0.clone();
+    let test = &store.get(&first)?.test;
+    let settings = settings_for(&first.audit, &first, overrides, &test.class_names)?;
+    let probes = choose_probes(test, &settings.classes, settings.probes)?;
+    let wm = &first.watermark_spec;
+    let boxes: Vec<WmBox> = probes
+        .iter()
+        .map(|&i| watermark::box_for(wm, PROBE_SEED, Split::Test, i, test.image_size()))
+        .collect();
+    crate::info!(
+        "auditing {} run(s) of {experiment}: {} probes, taps {}, K = {}, {:?}, scope {:?}",
+        specs.len(),
+        probes.len(),
+        settings.taps.join(","),
+        settings.k,
+        settings.method,
+        settings.scope
+    );
+
+    let mut results = Vec::new();
+    let mut maps: BTreeMap<String, Vec<Vec<(RgbImage, RgbImage)>>> = BTreeMap::new();
+    let bar = crate::ui::progress_bar(specs.len() as u64, "auditing");
+    for (spec, folder) in &specs {
+        if spec.dataset != first.dataset {
+            bail!(
+                "{}: its dataset differs from {}'s; audit one experiment at a time",
+                spec.id,
+                first.id
+            );
+        }
+        let run_settings = AuditSettings {
+            taps: overrides
+                .taps
+                .clone()
+                .or_else(|| spec.audit.taps.clone())
+                .unwrap_or_else(|| spec.model.arch.default_taps()),
+            ..settings.clone()
+        };
+        let cached = out_dir.join("runs").join(&spec.id).join("result.json");
+        let key = file_key(&folder.model(), &run_settings);
+        if !force {
+            if let Some(prev) = std::fs::read_to_string(&cached)
+                .ok()
+                .and_then(|t| serde_json::from_str::<RunResult>(&t).ok())
+                .filter(|r| r.key == key)
+            {
+                // Unchanged run and settings: reuse the result; the regime maps are rebuilt from the saved average images.
+                let n = probes.len();
+                let load = |p: usize, tag: &str| {
+                    image::open(
+                        out_dir
+                            .join("runs")
+                            .join(&spec.id)
+                            .join(format!("p{p:03}_{tag}_avg.png")),
+                    )
+                    .map(|i| i.to_rgb8())
+                };
+                if let Ok(pairs) = (0..n)
+                    .map(|p| Ok((load(p, "clean")?, load(p, "wm")?)))
+                    .collect::<Result<Vec<_>, image::ImageError>>()
+                {
+                    crate::detail!("{}: unchanged, audit reused", spec.id);
+                    maps.entry(spec.regime()).or_default().push(pairs);
+                    results.push(prev);
+                    bar.inc(1);
+                    continue;
+                }
+            }
+        }
+        let (result, pairs) = audit_run(
+            spec,
+            folder,
+            test,
+            &probes,
+            &boxes,
+            &run_settings,
+            &out_dir,
+            device,
+        )
+        .with_context(|| format!("auditing {}", folder.dir.display()))?;
+        maps.entry(spec.regime()).or_default().push(pairs);
+        results.push(result);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    // Per regime: the average-colour map over seeds (and repeats), and mean ± sd of the measures.
+    let mut regimes = Vec::new();
+    for (regime, per_run) in &maps {
+        let dir = out_dir.join("regimes").join(regime);
+        std::fs::create_dir_all(&dir)?;
+        for p in 0..probes.len() {
+            for (tag, pick) in [("clean", 0usize), ("wm", 1)] {
+                let imgs: Vec<RgbImage> = per_run
+                    .iter()
+                    .map(|pairs| {
+                        if pick == 0 {
+                            pairs[p].0.clone()
+                        } else {
+                            pairs[p].1.clone()
+                        }
+                    })
+                    .collect();
+                let mean = colour::mean_image(&imgs).expect("one run at least");
+                save_png(
+                    mean.as_raw(),
+                    mean.width(),
+                    mean.height(),
+                    image::ExtendedColorType::Rgb8,
+                    &dir.join(format!("p{p:03}_{tag}_avgmap.png")),
+                )?;
+            }
+        }
+        let members: Vec<&RunResult> = results.iter().filter(|r| &r.regime == regime).collect();
+        let ms = |f: &dyn Fn(&RunResult) -> f64| {
+            let (mean, sd) = score::mean_sd(&members.iter().map(|r| f(r)).collect::<Vec<_>>());
+            MeanSd { mean, sd }
+        };
+        let mut accuracy = BTreeMap::new();
+        for v in ["clean", "as-train", "flipped"] {
+            accuracy.insert(
+                v.to_string(),
+                ms(&|r| r.accuracy.get(v).copied().unwrap_or(f64::NAN)),
+            );
+        }
+        regimes.push(RegimeResult {
+            regime: regime.clone(),
+            arch: members[0].arch.clone(),
+            augment: members[0].augment,
+            watermark: members[0].watermark,
+            runs: members.iter().map(|r| r.id.clone()).collect(),
+            wm_iou: ms(&|r| r.wm_iou),
+            wm_shift: ms(&|r| r.wm_shift),
+            shortcut_gap: ms(&|r| r.shortcut_gap),
+            accuracy,
+        });
+    }
+    let report = AuditReport {
+        schema: 1,
+        experiment: experiment.clone(),
+        device: crate::device::device_name(device),
+        created_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        settings,
+        probes,
+        runs: results,
+        regimes,
+        skipped_unfinished: unfinished,
+    };
+    let path = out_dir.join("audit.json");
+    crate::io::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    for r in &report.regimes {
+        println!(
+            "{:<24} wm_iou {:.3} ± {:.3}  wm_shift {:.3} ± {:.3}  gap {:+.3} ± {:.3}  ({} runs)",
+            r.regime,
+            r.wm_iou.mean,
+            r.wm_iou.sd,
+            r.wm_shift.mean,
+            r.wm_shift.sd,
+            r.shortcut_gap.mean,
+            r.shortcut_gap.sd,
+            r.runs.len()
+        );
+    }
+    Ok(path)
+}
