@@ -5,6 +5,7 @@
 //! shuffled (and, in augmentation regimes, augmented) batches, evaluate on the
 //! test split in the three watermark variants, and save the resume state. The
 //! final weights and `COMPLETE` are written last.
+pub mod amp;
 pub mod checkpoint;
 pub mod metrics;
 pub mod optim;
@@ -25,9 +26,8 @@ use checkpoint::{ResumeState, RunFolder};
 use metrics::{Board, EpochMetrics};
 use optim::{learning_rate, Optimizer};
 
-extern "C" {
-    fn nave_autocast_use_bf16_on_cuda();
-}
+/// Steps between reads of the running loss (each read waits for the device).
+const SYNC_EVERY: usize = 20;
 
 /// The train and test splits of a dataset at one image size, loaded once per process.
 pub struct LoadedData {
@@ -117,7 +117,7 @@ pub fn evaluate(
         let len = (batch_size as i64).min(n - start);
         let x = normalize_u8(&images.narrow(0, start, len).to_device(device));
         let y = labels_t.narrow(0, start, len).to_device(device);
-        let logits = tch::autocast(autocast, || model.forward_t(&x, false)).to_kind(Kind::Float);
+        let logits = amp::with_bf16(autocast, || model.forward_t(&x, false)).to_kind(Kind::Float);
         correct += logits
             .argmax(-1, false)
             .eq_tensor(&y)
@@ -200,9 +200,9 @@ pub fn train_run(
     }
 
     let autocast = device.is_cuda() && spec.train.mixed_precision;
-    if autocast {
-        // SAFETY: sets a process-wide libtorch setting; takes no pointers.
-        unsafe { nave_autocast_use_bf16_on_cuda() };
+    if device.is_cuda() {
+        // Fixed input sizes: let cuDNN pick the fastest convolution algorithms.
+        tch::Cuda::cudnn_set_benchmark(true);
     }
     let batches = BatchSpec {
         batch_size: spec.train.batch_size,
@@ -223,9 +223,15 @@ pub fn train_run(
             per_epoch as u64,
             &format!("{} {}/{}", spec.id, epoch + 1, spec.train.epochs),
         );
-        let (mut loss_sum, mut correct, mut seen) = (0.0, 0i64, 0usize);
+        // Running sums stay on the device; reading them forces a sync, so
+        // that happens only every few steps (and at the end of the epoch).
+        let loss_sum = Tensor::zeros([], (Kind::Float, device));
+        let correct = Tensor::zeros([], (Kind::Int64, device));
+        let mut seen = 0usize;
         let mut lr = spec.train.optimizer.lr;
-        for batch in epoch_batches(&train_images, &data.train.labels, &batches, epoch) {
+        for (i, batch) in
+            epoch_batches(&train_images, &data.train.labels, &batches, epoch).enumerate()
+        {
             lr = learning_rate(
                 spec.train.optimizer.lr,
                 &spec.train.schedule,
@@ -233,7 +239,7 @@ pub fn train_run(
                 per_epoch,
                 total_steps,
             );
-            let logits = tch::autocast(autocast, || model.forward_t(&batch.images, true))
+            let logits = amp::with_bf16(autocast, || model.forward_t(&batch.images, true))
                 .to_kind(Kind::Float);
             let loss = logits.cross_entropy_loss(
                 &batch.labels,
@@ -242,36 +248,43 @@ pub fn train_run(
                 -100,
                 spec.train.label_smoothing,
             );
-            let loss_value = loss.double_value(&[]);
-            if !loss_value.is_finite() {
-                bail!(
-                    "{}: the training loss became {loss_value} at epoch {} step {}; lower train.optimizer.lr (now {}) or check the data",
-                    spec.id,
-                    epoch + 1,
-                    state.step,
-                    spec.train.optimizer.lr
-                );
-            }
             optimizer.zero_grad();
             loss.backward();
             optimizer.step(lr);
             state.step += 1;
             let b = batch.indices.len();
-            loss_sum += loss_value * b as f64;
-            correct += logits
-                .argmax(-1, false)
-                .eq_tensor(&batch.labels)
-                .sum(Kind::Int64)
-                .int64_value(&[]);
+            let _ = tch::no_grad(|| {
+                let _ = loss_sum.shallow_clone().g_add_(&(loss.detach() * b as f64));
+                correct.shallow_clone().g_add_(
+                    &logits
+                        .argmax(-1, false)
+                        .eq_tensor(&batch.labels)
+                        .sum(Kind::Int64),
+                )
+            });
             seen += b;
             bar.inc(1);
-            bar.set_prefix(format!(
-                "loss {:.3} acc {:.3} {:.0} img/s",
-                loss_sum / seen as f64,
-                correct as f64 / seen as f64,
-                seen as f64 / started.elapsed().as_secs_f64()
-            ));
+            if i % SYNC_EVERY == SYNC_EVERY - 1 || i + 1 == per_epoch {
+                let mean_loss = loss_sum.double_value(&[]) / seen as f64;
+                if !mean_loss.is_finite() {
+                    bail!(
+                        "{}: the training loss became {mean_loss} in epoch {} by step {}; lower train.optimizer.lr (now {}) or check the data",
+                        spec.id,
+                        epoch + 1,
+                        state.step,
+                        spec.train.optimizer.lr
+                    );
+                }
+                bar.set_prefix(format!(
+                    "loss {:.3} acc {:.3} {:.0} img/s",
+                    mean_loss,
+                    correct.int64_value(&[]) as f64 / seen as f64,
+                    seen as f64 / started.elapsed().as_secs_f64()
+                ));
+            }
         }
+        let loss_sum = loss_sum.double_value(&[]);
+        let correct = correct.int64_value(&[]);
         bar.finish_and_clear();
         let train_seconds = started.elapsed().as_secs_f64();
         let mut test_accuracy = BTreeMap::new();
