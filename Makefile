@@ -10,7 +10,7 @@ SETUP_MODE := $(if $(filter 1 yes true,$(GPU)),gpu,cpu)
 CARGO ?= cargo
 BIN := target/release/nave-lab
 
-.PHONY: setup build demo test bench clean-runs
+.PHONY: setup setup-reference build demo test clean-runs
 
 setup:
 ifndef LIBTORCH
@@ -25,9 +25,14 @@ demo: build
 	$(BIN) train experiments/demo.yaml
 	$(BIN) audit checkpoints/demo/
 
-# Tests build in release mode: one build of libtorch's bindings serves demo and tests.
-test: setup
+# Tests build in release mode: one build of libtorch's bindings serves demo and
+# tests. They compare against PyTorch, torchvision, timm, TensorBoard and
+# scikit-learn, installed once into .venv-ref by setup-reference.
+test: setup setup-reference
 	$(CARGO) test --release
+
+setup-reference:
+	@scripts/setup-reference.sh
 
 clean-runs:
 	rm -rf checkpoints/*/ reports/*/

@@ -241,3 +241,48 @@ fn on_the_demo_the_watermark_regime_learns_the_shortcut() {
         "the no-watermark regime learns the real signal: clean {clean0}"
     );
 }
+
+#[test]
+fn tensorboard_reads_the_scalars_back() {
+    let dir = scratch("train_tensorboard");
+    let exp = experiment(&dir, 2, 32);
+    let ok = nave_lab()
+        .args([
+            "-q",
+            "train",
+            exp.to_str().unwrap(),
+            "--index",
+            "0",
+            "--checkpoints",
+            dir.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let run = dir.join("t/resnet18-aug0-wm0-s0");
+    let text = common::run_reference("read_tensorboard.py", &[run.to_str().unwrap()]);
+    let scalars: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let ours = metrics(&run);
+    for (tag, key) in [
+        ("train/loss", "train_loss"),
+        ("train/accuracy", "train_accuracy"),
+        ("test/accuracy_flipped", ""),
+    ] {
+        let points = scalars[tag]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {tag} in {text}"));
+        assert_eq!(points.len(), 2, "{tag}");
+        for (p, m) in points.iter().zip(&ours) {
+            assert_eq!(p[0].as_u64(), m["epoch"].as_u64());
+            let expected = if key.is_empty() {
+                m["test_accuracy"]["flipped"].as_f64().unwrap()
+            } else {
+                m[key].as_f64().unwrap()
+            };
+            assert!(
+                (p[1].as_f64().unwrap() - expected).abs() < 1e-5,
+                "{tag}: {p} vs {expected}"
+            );
+        }
+    }
+}

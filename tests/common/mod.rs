@@ -18,3 +18,33 @@ pub fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// The Python of the reference stack (PyTorch, torchvision, timm, TensorBoard,
+/// scikit-learn) that `make test` installs with scripts/setup-reference.sh.
+pub fn reference_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("NAVE_LAB_REFERENCE_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-ref/bin/python");
+    assert!(p.is_file(), "{} is missing: run `make test` (or scripts/setup-reference.sh) to install the reference stack", p.display());
+    p
+}
+
+/// Runs a script of tests/python with the reference Python; panics with its output on failure.
+pub fn run_reference(script: &str, args: &[&str]) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let out = Command::new(reference_python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("starting the reference Python");
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

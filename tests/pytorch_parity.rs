@@ -1,0 +1,94 @@
+//! nave-lab's models against torchvision's and timm's, through their weights:
+//! our checkpoints load into PyTorch with `load_state_dict(strict=True)` and
+//! give the same logits, and PyTorch's weights load into nave-lab and give the
+//! same logits. The PyTorch side is tests/python/parity.py, run live with the
+//! reference stack.
+mod common;
+
+use common::{run_reference, scratch};
+use nave_lab::models::{Arch, Model, ModelSpec};
+use tch::{Device, Kind, Tensor};
+
+fn logits_of(path: &std::path::Path) -> Tensor {
+    Tensor::read_safetensors(path)
+        .unwrap()
+        .into_iter()
+        .find(|(n, _)| n == "logits")
+        .unwrap()
+        .1
+}
+
+fn check(arch: Arch, num_classes: i64, image_size: i64) {
+    let dir = scratch(&format!("parity_{arch}"));
+    tch::manual_seed(1);
+    let spec = ModelSpec {
+        arch,
+        width: None,
+        init: None,
+        registers: 0,
+    };
+    let ours = Model::new(&spec, num_classes, image_size, Device::Cpu).unwrap();
+    // Non-trivial BatchNorm statistics in our weights too.
+    tch::no_grad(|| {
+        for (name, mut t) in ours.vs.variables() {
+            if name.ends_with("running_var") {
+                let _ = t.uniform_(0.5, 1.5);
+            } else if name.ends_with("running_mean") {
+                let _ = t.uniform_(-0.1, 0.1);
+            }
+        }
+    });
+    ours.save(&dir.join("ours.safetensors"), 0).unwrap();
+    let x = Tensor::randn([2, 3, image_size, image_size], (Kind::Float, Device::Cpu));
+    Tensor::write_safetensors(&[("x", &x)], dir.join("input.safetensors")).unwrap();
+
+    run_reference(
+        "parity.py",
+        &[
+            arch.as_str(),
+            &num_classes.to_string(),
+            &image_size.to_string(),
+            dir.to_str().unwrap(),
+        ],
+    );
+
+    let mine = tch::no_grad(|| ours.forward_t(&x, false));
+    let theirs = logits_of(&dir.join("theirs_on_ours.safetensors"));
+    let diff = (&mine - &theirs).abs().max().double_value(&[]);
+    assert!(
+        diff < 1e-4,
+        "{arch}: our weights give other logits in PyTorch (max diff {diff})"
+    );
+
+    let mut loaded = Model::new(&spec, num_classes, image_size, Device::Cpu).unwrap();
+    loaded
+        .load(&dir.join("reference.safetensors"), true)
+        .unwrap();
+    let mine = tch::no_grad(|| loaded.forward_t(&x, false));
+    let reference = logits_of(&dir.join("reference_logits.safetensors"));
+    let diff = (&mine - &reference).abs().max().double_value(&[]);
+    assert!(
+        diff < 1e-4,
+        "{arch}: PyTorch's weights give other logits in nave-lab (max diff {diff})"
+    );
+}
+
+#[test]
+fn resnet18_matches_torchvision() {
+    check(Arch::Resnet18, 10, 64);
+}
+
+#[test]
+fn resnet50_matches_torchvision() {
+    check(Arch::Resnet50, 2, 64);
+}
+
+#[test]
+fn vit_s16_matches_timm() {
+    check(Arch::VitS16, 5, 64);
+}
+
+#[test]
+fn vit_s14_matches_timm() {
+    check(Arch::VitS14, 3, 56);
+}
