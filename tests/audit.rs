@@ -1,0 +1,211 @@
+//! `nave-lab audit` end to end on two runs of the demo experiment
+//! (without augmentation, seed 0: one run with the watermark, one without).
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use common::{nave_lab, scratch};
+
+/// Trains the two runs once for all tests of this file.
+fn trained() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = scratch("audit_runs");
+        let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/demo.yaml");
+        let ok = nave_lab()
+            .args([
+                "-q",
+                "train",
+                demo,
+                "--set",
+                "grid.augment=[false]",
+                "--set",
+                "grid.seed=[0]",
+                "--checkpoints",
+                dir.to_str().unwrap(),
+            ])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        dir.join("demo")
+    })
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn audit(runs: &Path, reports: &Path, extra: &[&str]) -> std::process::Output {
+    nave_lab()
+        .args([
+            "-q",
+            "audit",
+            runs.to_str().unwrap(),
+            "--reports",
+            reports.to_str().unwrap(),
+            "--probes",
+            "16",
+        ])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn audit_writes_results_pictures_and_regime_maps() {
+    let runs = trained();
+    let reports = scratch("audit_ok");
+    let out = audit(runs, &reports, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reports.join("demo/audit.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["experiment"], "demo");
+    assert_eq!(
+        json["settings"]["taps"],
+        serde_json::json!(["layer3", "layer4"])
+    );
+    assert_eq!(json["probes"].as_array().unwrap().len(), 16);
+    assert_eq!(json["runs"].as_array().unwrap().len(), 2);
+    let regime = |name: &str| {
+        json["regimes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["regime"] == name)
+            .unwrap()
+            .clone()
+    };
+    let wm = regime("resnet18-aug0-wm1");
+    let clean = regime("resnet18-aug0-wm0");
+    // The shortcut, measured: the watermark-trained model relies on the box
+    // (accuracy gap) and reads the rest of the image differently when it is there.
+    assert!(wm["shortcut_gap"]["mean"].as_f64().unwrap() > 0.3, "{wm}");
+    assert!(
+        clean["shortcut_gap"]["mean"].as_f64().unwrap().abs() < 0.15,
+        "{clean}"
+    );
+    assert!(
+        wm["wm_shift"]["mean"].as_f64().unwrap()
+            > clean["wm_shift"]["mean"].as_f64().unwrap() + 0.1,
+        "{wm}\n{clean}"
+    );
+    for key in ["wm_iou", "wm_shift", "shortcut_gap"] {
+        let v = wm[key]["mean"].as_f64().unwrap();
+        assert!(v.is_finite(), "{key}");
+    }
+    // Pictures: per run and probe, and the regime's average-colour maps.
+    let run_dir = reports.join("demo/runs/resnet18-aug0-wm1-s0");
+    for f in [
+        "p000_clean_overlay.png",
+        "p000_wm_overlay.png",
+        "p015_wm_avg.png",
+        "p015_clean_labels.png",
+        "result.json",
+    ] {
+        assert!(run_dir.join(f).is_file(), "{f}");
+    }
+    let label_png = image::open(run_dir.join("p000_clean_labels.png"))
+        .unwrap()
+        .to_luma8();
+    assert_eq!(
+        label_png.width(),
+        json["runs"][0]["grid"].as_u64().unwrap() as u32
+    );
+    assert!(label_png
+        .pixels()
+        .all(|p| (p.0[0] as u64) < json["settings"]["k"].as_u64().unwrap()));
+    assert!(reports
+        .join("demo/regimes/resnet18-aug0-wm0/p007_wm_avgmap.png")
+        .is_file());
+
+    // An unchanged audit is reused; --force recomputes.
+    let result = run_dir.join("result.json");
+    let before = std::fs::metadata(&result).unwrap().modified().unwrap();
+    assert!(audit(runs, &reports, &[]).status.success());
+    assert_eq!(
+        std::fs::metadata(&result).unwrap().modified().unwrap(),
+        before
+    );
+    assert!(audit(runs, &reports, &["--force"]).status.success());
+    assert_ne!(
+        std::fs::metadata(&result).unwrap().modified().unwrap(),
+        before
+    );
+}
+
+#[test]
+fn unfinished_runs_are_listed_never_audited() {
+    let runs = trained();
+    let dir = scratch("audit_unfinished");
+    copy_dir(
+        &runs.join("resnet18-aug0-wm0-s0"),
+        &dir.join("demo/resnet18-aug0-wm0-s0"),
+    );
+    copy_dir(
+        &runs.join("resnet18-aug0-wm1-s0"),
+        &dir.join("demo/resnet18-aug0-wm1-s0"),
+    );
+    std::fs::remove_file(dir.join("demo/resnet18-aug0-wm1-s0/COMPLETE")).unwrap();
+    let reports = dir.join("reports");
+    let out = audit(&dir.join("demo"), &reports, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reports.join("demo/audit.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        json["skipped_unfinished"],
+        serde_json::json!(["resnet18-aug0-wm1-s0"])
+    );
+    assert_eq!(json["runs"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn bad_input_is_a_clear_error_and_writes_nothing() {
+    let runs = trained();
+    let dir = scratch("audit_bad");
+    let check = |runs: &Path, extra: &[&str], needle: &[&str]| {
+        let reports = dir.join(format!("reports-{}", needle[0].replace(' ', "_")));
+        let out = audit(runs, &reports, extra);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        for n in needle {
+            assert!(err.contains(n), "expected '{n}' in: {err}");
+        }
+        assert!(
+            !reports.join("demo/audit.json").exists(),
+            "audit.json written despite the error"
+        );
+    };
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    check(&dir.join("empty"), &[], &["no run folders"]);
+    check(runs, &["--taps", "layer9"], &["layer9", "layer1, layer2"]);
+    check(runs, &["-k", "100000"], &["100000", "points"]);
+    // Weights that do not match run.yaml (another width).
+    let bad = dir.join("demo/resnet18-aug0-wm0-s0");
+    copy_dir(&runs.join("resnet18-aug0-wm0-s0"), &bad);
+    let yaml = std::fs::read_to_string(bad.join("run.yaml"))
+        .unwrap()
+        .replace("width: 16", "width: 8");
+    std::fs::write(bad.join("run.yaml"), yaml).unwrap();
+    check(
+        &dir.join("demo"),
+        &[],
+        &["do not match its run.yaml", "resnet18-aug0-wm0-s0"],
+    );
+}
