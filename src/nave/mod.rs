@@ -5,6 +5,7 @@ pub mod colour;
 pub mod extract;
 pub mod kmeans;
 pub mod pca;
+pub mod reference;
 pub mod score;
 
 use tch::Tensor;
@@ -28,8 +29,7 @@ pub fn cluster(
     match method {
         ClusterMethod::Kmeans => Ok(kmeans::kmeans(x, k, seed, tol, max_iter).labels),
         ClusterMethod::Pca => Ok(pca::pca_labels(x, k)),
-        ClusterMethod::Linfa | ClusterMethod::Ward => {
-            anyhow::bail!("the {method:?} engine is not available in this build; use kmeans or pca")
-        }
+        ClusterMethod::Linfa => Ok(reference::linfa_kmeans(x, k, seed, tol, max_iter)?.0),
+        ClusterMethod::Ward => reference::ward(x, k, seed),
     }
 }
