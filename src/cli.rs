@@ -36,6 +36,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Run NAVE on every finished run of an experiment and measure the watermark shortcut.
     Audit(AuditArgs),
+    /// NAVE on one image: overlay, average-colour image and label map.
+    Explain(ExplainArgs),
     /// Inspect and generate datasets.
     #[command(subcommand)]
     Data(DataCommand),
@@ -108,6 +110,62 @@ pub struct ShowArgs {
 pub enum BenchCommand {
     /// Loader + augmentation throughput (images/s) on the chosen device.
     Data(BenchDataArgs),
+    /// k-means engines on a real NAVE feature matrix: time, iterations, inertia, peak memory.
+    Kmeans(BenchKmeansArgs),
+    /// Training throughput (images/s) of one architecture, for comparison with PyTorch.
+    Train(BenchTrainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchKmeansArgs {
+    /// Use this feature matrix (.npy, float32, rows x dims) instead of extracting one.
+    #[arg(long)]
+    pub features: Option<std::path::PathBuf>,
+    /// Save the extracted matrix here (for benches/kmeans_sklearn.py).
+    #[arg(long)]
+    pub save_features: Option<std::path::PathBuf>,
+    #[arg(long, value_enum, default_value = "resnet50")]
+    pub arch: crate::models::Arch,
+    /// Weights (safetensors, torchvision/timm names); default a seeded random initialisation.
+    #[arg(long)]
+    pub weights: Option<std::path::PathBuf>,
+    #[arg(long, value_delimiter = ',')]
+    pub taps: Option<Vec<String>>,
+    /// Synthetic probe images to extract features from.
+    #[arg(long, default_value_t = 200)]
+    pub images: usize,
+    #[arg(long, default_value_t = 224)]
+    pub image_size: i64,
+    #[arg(short = 'k', long, value_delimiter = ',', default_value = "5,10")]
+    pub k: Vec<usize>,
+    /// Engines to time: kmeans (tensor), linfa, ward, pca.
+    #[arg(long, value_delimiter = ',', default_value = "kmeans,linfa")]
+    pub engines: Vec<crate::config::ClusterMethod>,
+    #[arg(long, default_value_t = 1e-4)]
+    pub tol: f64,
+    #[arg(long, default_value_t = 300)]
+    pub max_iter: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchTrainArgs {
+    #[arg(long, value_enum, default_value = "resnet18")]
+    pub arch: crate::models::Arch,
+    /// Model width (default: the standard model).
+    #[arg(long)]
+    pub width: Option<i64>,
+    #[arg(long, default_value_t = 96)]
+    pub image_size: i64,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: i64,
+    /// Timed steps (after 3 warm-up steps).
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// bf16 autocast (CUDA only).
+    #[arg(long)]
+    pub mixed_precision: bool,
 }
 
 #[derive(Debug, Args)]
@@ -181,4 +239,42 @@ pub struct AuditArgs {
     /// Where reports go: <reports>/<experiment>/.
     #[arg(long, default_value = "reports")]
     pub reports: std::path::PathBuf,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("model").required(true).args(["run", "weights"])))]
+pub struct ExplainArgs {
+    /// A run folder (its run.yaml and model.safetensors).
+    #[arg(long)]
+    pub run: Option<std::path::PathBuf>,
+    /// Weights with torchvision/timm names (safetensors); needs --arch.
+    #[arg(long, requires = "arch")]
+    pub weights: Option<std::path::PathBuf>,
+    #[arg(long, value_enum)]
+    pub arch: Option<crate::models::Arch>,
+    /// The image to explain (JPEG or PNG).
+    #[arg(long)]
+    pub image: std::path::PathBuf,
+    /// Number of clusters.
+    #[arg(short = 'k', long, default_value_t = 5)]
+    pub k: usize,
+    /// Taps, comma-separated (default: ResNet layer3,layer4; ViT the last block).
+    #[arg(long, value_delimiter = ',')]
+    pub taps: Option<Vec<String>>,
+    #[arg(long, value_enum, default_value = "kmeans")]
+    pub method: crate::config::ClusterMethod,
+    /// Side the image is resized to (default: the run's image size, else 224).
+    #[arg(long)]
+    pub image_size: Option<i64>,
+    /// Cluster on a finer grid of this side.
+    #[arg(long)]
+    pub resolution: Option<i64>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output overlay PNG; <stem>_avg.png, <stem>_labels.png and <stem>_labels_up.png go beside it.
+    #[arg(short, long)]
+    pub out: std::path::PathBuf,
+    /// Also write the NAVE feature matrix (rows = grid cells in row-major order, float32 .npy).
+    #[arg(long)]
+    pub save_features: Option<std::path::PathBuf>,
 }

@@ -57,6 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("audit written to {}", path.display());
             Ok(())
         }
+        Command::Explain(a) => commands::explain::run(a, cli.device.resolve()?),
         Command::Data(cmd) => commands::data::run(cmd),
         Command::Bench(cmd) => commands::bench::run(cmd, cli.device.resolve()?),
     }

@@ -209,3 +209,122 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
         &["do not match its run.yaml", "resnet18-aug0-wm0-s0"],
     );
 }
+
+#[test]
+fn explain_one_image_from_a_run_and_from_weights() {
+    let runs = trained();
+    let dir = scratch("explain");
+    let image_path = dir.join("x.png");
+    let pixels = nave_lab::data::synthetic::render(9, nave_lab::data::Split::Test, 1, 80);
+    image::GrayImage::from_raw(80, 80, pixels)
+        .unwrap()
+        .save(&image_path)
+        .unwrap();
+    let out = dir.join("x_nave.png");
+    let npy = dir.join("x.npy");
+    let run = runs.join("resnet18-aug0-wm1-s0");
+    let o = nave_lab()
+        .args([
+            "explain",
+            "--run",
+            run.to_str().unwrap(),
+            "--image",
+            image_path.to_str().unwrap(),
+            "-k",
+            "4",
+            "--taps",
+            "layer2,layer3",
+        ])
+        .args([
+            "-o",
+            out.to_str().unwrap(),
+            "--save-features",
+            npy.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The demo's image size is 64: layer2 gives an 8x8 grid.
+    let overlay = image::open(&out).unwrap();
+    assert_eq!((overlay.width(), overlay.height()), (64, 64));
+    let labels = image::open(dir.join("x_nave_labels.png"))
+        .unwrap()
+        .to_luma8();
+    assert_eq!(labels.dimensions(), (8, 8));
+    assert!(labels.pixels().all(|p| p.0[0] < 4));
+    let up = image::open(dir.join("x_nave_labels_up.png"))
+        .unwrap()
+        .to_luma8();
+    assert_eq!(
+        up.get_pixel(63, 63).0,
+        labels.get_pixel(7, 7).0,
+        "nearest-neighbour upsampling"
+    );
+    assert!(dir.join("x_nave_avg.png").is_file());
+    // Features: 64 rows (grid cells, row-major) of layer2 (32 channels at width 16) + layer3 (64).
+    let (shape, data) = nave_lab::io::read_npy_f32(&npy).unwrap();
+    assert_eq!(shape, vec![64, 96]);
+    // The layer2 block of every row is L2-normalised (weight 1).
+    for row in data.chunks(96) {
+        let norm: f32 = row[..32].iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-3 || norm < 1e-3, "{norm}");
+    }
+    // --arch/--weights with the same file gives the same labels.
+    let out2 = dir.join("y.png");
+    let o = nave_lab()
+        .args([
+            "-q",
+            "explain",
+            "--arch",
+            "resnet18",
+            "--weights",
+            run.join("model.safetensors").to_str().unwrap(),
+            "--image-size",
+            "64",
+        ])
+        .args([
+            "--image",
+            image_path.to_str().unwrap(),
+            "-k",
+            "4",
+            "--taps",
+            "layer2,layer3",
+            "-o",
+            out2.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        image::open(dir.join("y_labels.png")).unwrap().to_luma8(),
+        labels
+    );
+    // Errors: an unknown tap, and no model at all (usage error).
+    let o = nave_lab()
+        .args([
+            "explain",
+            "--run",
+            run.to_str().unwrap(),
+            "--image",
+            image_path.to_str().unwrap(),
+            "--taps",
+            "block3",
+            "-o",
+            out2.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("block3"));
+    let o = nave_lab()
+        .args([
+            "explain",
+            "--image",
+            image_path.to_str().unwrap(),
+            "-o",
+            out2.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}

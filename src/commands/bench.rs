@@ -1,22 +1,38 @@
 //! `nave-lab bench ...`: speed measurements printed as JSON (never asserted in tests).
 use std::time::Instant;
 
+use anyhow::Context;
 use serde_json::json;
-use tch::Device;
+use tch::{Device, Kind, Tensor};
 
-use crate::cli::{BenchCommand, BenchDataArgs};
-use crate::data::loader::{epoch_batches, BatchSpec};
+use crate::cli::{BenchCommand, BenchDataArgs, BenchKmeansArgs, BenchTrainArgs};
+use crate::config::{ClusterMethod, OptimizerKind, OptimizerSpec};
+use crate::data::loader::{epoch_batches, normalize_u8, BatchSpec};
 use crate::data::synthetic::{self, SyntheticSpec};
 use crate::data::transforms::AugmentSpec;
 use crate::data::Split;
+use crate::models::{Model, ModelSpec};
+use crate::nave::{extract, kmeans, pca, reference};
+use crate::train::amp;
+use crate::train::optim::Optimizer;
 
 pub fn run(cmd: BenchCommand, device: Device) -> anyhow::Result<()> {
-    match cmd {
-        BenchCommand::Data(a) => bench_data(&a, device),
+    let out = match cmd {
+        BenchCommand::Data(a) => bench_data(&a, device)?,
+        BenchCommand::Kmeans(a) => bench_kmeans(&a, device)?,
+        BenchCommand::Train(a) => bench_train(&a, device)?,
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
     }
 }
 
-fn bench_data(a: &BenchDataArgs, device: Device) -> anyhow::Result<()> {
+fn bench_data(a: &BenchDataArgs, device: Device) -> anyhow::Result<serde_json::Value> {
     let spec = SyntheticSpec {
         train: a.images,
         ..Default::default()
@@ -34,28 +50,222 @@ fn bench_data(a: &BenchDataArgs, device: Device) -> anyhow::Result<()> {
         };
         // Warm-up epoch (allocations, CUDA context), then timed epochs.
         for b in epoch_batches(&data.images, &data.labels, &batches, 0) {
-            let _ = b.images.sum(tch::Kind::Float).double_value(&[]);
+            let _ = b.images.sum(Kind::Float).double_value(&[]);
         }
         let start = Instant::now();
         let mut n = 0;
         for epoch in 1..=a.epochs {
             for b in epoch_batches(&data.images, &data.labels, &batches, epoch) {
                 // Force the work to finish, as a consumer would.
-                let _ = b.images.sum(tch::Kind::Float).double_value(&[]);
+                let _ = b.images.sum(Kind::Float).double_value(&[]);
                 n += b.indices.len();
             }
         }
         let secs = start.elapsed().as_secs_f64();
         results.push(json!({ "augment": augment, "images": n, "seconds": secs, "images_per_s": n as f64 / secs }));
     }
-    let out = json!({
+    Ok(json!({
         "bench": "data",
         "device": crate::device::device_name(device),
         "threads": tch::get_num_threads(),
         "image_size": a.image_size,
         "batch_size": a.batch_size,
         "results": results,
-    });
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
+    }))
+}
+
+/// Peak resident memory of this process (VmHWM), in bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()
+        .map(|kb| kb * 1024)
+}
+
+fn reset_peak_rss() {
+    // Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn bench_kmeans(a: &BenchKmeansArgs, device: Device) -> anyhow::Result<serde_json::Value> {
+    let (x, source) = match &a.features {
+        Some(path) => {
+            let (shape, data) = crate::io::read_npy_f32(path)?;
+            anyhow::ensure!(
+                shape.len() == 2,
+                "{}: expected a 2-D matrix, got shape {shape:?}",
+                path.display()
+            );
+            (
+                Tensor::from_slice(&data)
+                    .view([shape[0] as i64, shape[1] as i64])
+                    .to_device(device),
+                path.display().to_string(),
+            )
+        }
+        None => {
+            let spec = ModelSpec {
+                arch: a.arch,
+                width: None,
+                init: None,
+                registers: 0,
+            };
+            tch::manual_seed(a.seed as i64);
+            let mut model = Model::new(&spec, 2, a.image_size, device)?;
+            if let Some(w) = &a.weights {
+                model
+                    .load(w, false)
+                    .with_context(|| format!("loading {}", w.display()))?;
+            }
+            let taps = a.taps.clone().unwrap_or_else(|| a.arch.default_taps());
+            let data = synthetic::generate(
+                &SyntheticSpec {
+                    test: a.images,
+                    ..Default::default()
+                },
+                Split::Test,
+                a.image_size,
+            );
+            let images = normalize_u8(&data.images.to_device(device));
+            let feats = extract::features(&model, &images, &taps, None, 16)?;
+            let rows = extract::to_rows(&feats);
+            if let Some(p) = &a.save_features {
+                let cpu = rows.to_device(Device::Cpu).contiguous();
+                let v: Vec<f32> = Vec::try_from(cpu.flatten(0, -1))?;
+                crate::io::write_npy_f32(
+                    p,
+                    &[rows.size()[0] as usize, rows.size()[1] as usize],
+                    &v,
+                )?;
+            }
+            (
+                rows,
+                format!(
+                    "{} {} over {} synthetic images at {}",
+                    a.arch,
+                    taps.join("+"),
+                    a.images,
+                    a.image_size
+                ),
+            )
+        }
+    };
+    let (n, d) = x.size2()?;
+    let matrix_bytes = (n * d * 4) as u64;
+    let mut results = Vec::new();
+    for &k in &a.k {
+        for &engine in &a.engines {
+            sync(device);
+            reset_peak_rss();
+            let before = peak_rss();
+
+            let start = Instant::now();
+            let (inertia, iterations) = match engine {
+                ClusterMethod::Kmeans => {
+                    let r = kmeans::kmeans(&x, k, a.seed, a.tol, a.max_iter);
+                    (Some(r.inertia), Some(r.iterations))
+                }
+                ClusterMethod::Linfa => (
+                    Some(reference::linfa_kmeans(&x, k, a.seed, a.tol, a.max_iter)?.1),
+                    None,
+                ),
+                ClusterMethod::Ward => {
+                    let _ = reference::ward(&x, k, a.seed)?;
+                    (None, None)
+                }
+                ClusterMethod::Pca => {
+                    let _ = pca::pca_labels(&x, k);
+                    (None, None)
+                }
+            };
+            sync(device);
+            let seconds = start.elapsed().as_secs_f64();
+            let extra = peak_rss().zip(before).map(|(p, b)| p.saturating_sub(b));
+            results.push(json!({
+                "engine": format!("{engine:?}").to_lowercase(),
+                "k": k,
+                "seconds": seconds,
+                "iterations": iterations,
+                "inertia": inertia,
+                // Host memory the engine added above the matrix already held (CPU runs).
+                "extra_host_bytes": extra,
+                "peak_over_matrix": extra.map(|e| (matrix_bytes + e) as f64 / matrix_bytes as f64),
+            }));
+        }
+    }
+    Ok(json!({
+        "bench": "kmeans",
+        "device": crate::device::device_name(device),
+        "threads": tch::get_num_threads(),
+        "source": source,
+        "rows": n,
+        "dims": d,
+        "matrix_bytes": matrix_bytes,
+        "tol": a.tol,
+        "max_iter": a.max_iter,
+        "results": results,
+    }))
+}
+
+fn bench_train(a: &BenchTrainArgs, device: Device) -> anyhow::Result<serde_json::Value> {
+    tch::manual_seed(0);
+    let spec = ModelSpec {
+        arch: a.arch,
+        width: a.width,
+        init: None,
+        registers: 0,
+    };
+    let model = Model::new(&spec, 10, a.image_size, device)?;
+    let mut opt = Optimizer::new(
+        OptimizerSpec {
+            kind: OptimizerKind::Sgd,
+            lr: 0.01,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            betas: [0.9, 0.999],
+        },
+        model.trainable(),
+    );
+    let x = Tensor::randn(
+        [a.batch_size, 3, a.image_size, a.image_size],
+        (Kind::Float, device),
+    );
+    let y = Tensor::randint(10, [a.batch_size], (Kind::Int64, device));
+    let amp_on = a.mixed_precision && device.is_cuda();
+    if device.is_cuda() {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+    let step = |opt: &mut Optimizer| {
+        let logits = amp::with_bf16(amp_on, || model.forward_t(&x, true)).to_kind(Kind::Float);
+        let loss = logits.cross_entropy_for_logits(&y);
+        opt.zero_grad();
+        loss.backward();
+        opt.step(0.01);
+    };
+    for _ in 0..3 {
+        step(&mut opt);
+    }
+    sync(device);
+    let start = Instant::now();
+    for _ in 0..a.steps {
+        step(&mut opt);
+    }
+    sync(device);
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(json!({
+        "bench": "train",
+        "device": crate::device::device_name(device),
+        "threads": tch::get_num_threads(),
+        "arch": a.arch.as_str(),
+        "width": a.width.unwrap_or(a.arch.default_width()),
+        "image_size": a.image_size,
+        "batch_size": a.batch_size,
+        "mixed_precision": amp_on,
+        "steps": a.steps,
+        "seconds": seconds,
+        "images_per_s": (a.steps as i64 * a.batch_size) as f64 / seconds,
+    }))
 }

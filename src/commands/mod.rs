@@ -2,4 +2,5 @@
 //! library calls and prints the result.
 pub mod bench;
 pub mod data;
+pub mod explain;
 pub mod train;

@@ -311,6 +311,43 @@ impl Model {
     }
 }
 
+/// Builds a model whose shape (classes, width, registers) is read off a
+/// weights file with torchvision/timm names, and loads it (strict).
+pub fn from_weights(
+    arch: Arch,
+    path: &Path,
+    image_size: i64,
+    device: Device,
+) -> anyhow::Result<Model> {
+    let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(path)
+        .with_context(|| format!("reading weights {}", path.display()))?
+        .into_iter()
+        .collect();
+    let dim = |name: &str, axis: usize| -> anyhow::Result<i64> {
+        let t = tensors.get(name).ok_or_else(|| ModelError::MissingTensor {
+            path: path.display().to_string(),
+            name: name.to_string(),
+            arch,
+        })?;
+        Ok(t.size()[axis])
+    };
+    let (classes, width, registers) = if arch.is_vit() {
+        let registers = tensors.get("reg_token").map(|t| t.size()[1]).unwrap_or(0);
+        (dim("head.weight", 0)?, dim("cls_token", 2)?, registers)
+    } else {
+        (dim("fc.weight", 0)?, dim("conv1.weight", 0)?, 0)
+    };
+    let spec = ModelSpec {
+        arch,
+        width: Some(width),
+        init: None,
+        registers,
+    };
+    let mut model = Model::new(&spec, classes, image_size, device)?;
+    model.load(path, true)?;
+    Ok(model)
+}
+
 /// `[1, 1 + n*n, D]` -> `[1, 1 + m*m, D]`: the patch grid resized bicubically
 /// (pretrained ViTs at 224 used on other image sizes).
 fn resample_pos_embed(src: &Tensor, target: &[i64]) -> Tensor {

@@ -129,14 +129,18 @@ impl ResidualBlock {
         for (i, (c, b)) in self.convs.iter().zip(&self.bns).enumerate() {
             y = y.apply(c).apply_t(b, train);
             if i < last {
-                y = y.relu();
+                // In place, as torchvision's ReLU(inplace=True): batch norm's
+                // backward does not need its output, and it saves a pass over memory.
+                let _ = y.relu_();
             }
         }
         let shortcut = match &self.downsample {
             Some((c, b)) => x.apply(c).apply_t(b, train),
             None => x.shallow_clone(),
         };
-        (y + shortcut).relu()
+        let _ = y.g_add_(&shortcut);
+        let _ = y.relu_();
+        y
     }
 }
 

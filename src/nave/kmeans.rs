@@ -15,34 +15,101 @@ pub struct KMeansResult {
     pub iterations: usize,
 }
 
-/// Rows processed at once when computing distances.
-const CHUNK: i64 = 8192;
+/// Rows processed at once. Small enough that a chunk stays in cache while it
+/// is used twice (distances, then the centre sums), so one Lloyd iteration
+/// reads the matrix from memory once.
+const CHUNK: i64 = 1024;
 
-/// Squared distances of every row to its nearest centre, and that centre's index.
+/// Squared Euclidean distances `[len, C]` of rows `xc` (with squared norms `xc_sq`) to `centres`.
+fn sq_dists(xc: &Tensor, xc_sq: &Tensor, centres: &Tensor, c_sq: &Tensor) -> Tensor {
+    // |x|^2 - 2 x.c + |c|^2
+    (xc.matmul(&centres.tr()) * -2.0 + xc_sq.unsqueeze(1) + c_sq.unsqueeze(0)).clamp_min(0.0)
+}
+
+fn row_sq_norms(x: &Tensor) -> Tensor {
+    let n = x.size()[0];
+    // A norm reduces without materialising the squared chunk.
+    let parts: Vec<Tensor> = (0..n)
+        .step_by(CHUNK as usize)
+        .map(|s| {
+            x.narrow(0, s, CHUNK.min(n - s))
+                .norm_scalaropt_dim(2, [1i64].as_slice(), false)
+                .square()
+        })
+        .collect();
+    Tensor::cat(&parts, 0)
+}
+
+/// Mean over features of the per-feature variance, in chunks (no full-size temporary).
+fn mean_variance(x: &Tensor) -> f64 {
+    let (n, d) = x.size2().expect("[N, D]");
+    let mut sum = Tensor::zeros([d], (Kind::Double, x.device()));
+    let mut sum_sq = Tensor::zeros([d], (Kind::Double, x.device()));
+    for s in (0..n).step_by(CHUNK as usize) {
+        let c = x.narrow(0, s, CHUNK.min(n - s));
+        sum += c.sum_dim_intlist([0i64].as_slice(), false, Kind::Double);
+        sum_sq += c
+            .norm_scalaropt_dim(2, [0i64].as_slice(), false)
+            .to_kind(Kind::Double)
+            .square();
+    }
+    let mean = &sum / n as f64;
+    (sum_sq / n as f64 - mean.square())
+        .mean(Kind::Double)
+        .double_value(&[])
+}
+
+/// Squared distance of every row to the nearest of `centres`, and its index.
 fn assign(x: &Tensor, x_sq: &Tensor, centres: &Tensor) -> (Tensor, Tensor) {
     let c_sq = centres
         .square()
-        .sum_dim_intlist([1i64].as_slice(), false, Kind::Float); // [K]
+        .sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
     let n = x.size()[0];
     let (mut dists, mut labels) = (Vec::new(), Vec::new());
-    let mut start = 0;
-    while start < n {
-        let len = CHUNK.min(n - start);
-        let xc = x.narrow(0, start, len);
-        // |x|^2 - 2 x.c + |c|^2, [len, K]
-        let d = xc.matmul(&centres.tr()) * -2.0
-            + x_sq.narrow(0, start, len).unsqueeze(1)
-            + c_sq.unsqueeze(0);
-        let (v, i) = d.min_dim(1, false);
-        dists.push(v.clamp_min(0.0));
+    for s in (0..n).step_by(CHUNK as usize) {
+        let len = CHUNK.min(n - s);
+        let (v, i) = sq_dists(
+            &x.narrow(0, s, len),
+            &x_sq.narrow(0, s, len),
+            centres,
+            &c_sq,
+        )
+        .min_dim(1, false);
+        dists.push(v);
         labels.push(i);
-        start += len;
     }
     (Tensor::cat(&dists, 0), Tensor::cat(&labels, 0))
 }
 
+/// One Lloyd iteration in a single pass over `x`: nearest centre of every
+/// row, and per-centre sums and counts of the rows assigned to it.
+fn lloyd_pass(x: &Tensor, x_sq: &Tensor, centres: &Tensor) -> (Tensor, Tensor, Tensor) {
+    let (k, d) = centres.size2().expect("[K, D]");
+    let c_sq = centres
+        .square()
+        .sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+    let n = x.size()[0];
+    let sums = Tensor::zeros([k, d], (Kind::Float, x.device()));
+    let counts = Tensor::zeros([k], (Kind::Float, x.device()));
+    let mut labels = Vec::new();
+    for s in (0..n).step_by(CHUNK as usize) {
+        let len = CHUNK.min(n - s);
+        let xc = x.narrow(0, s, len);
+        let l = sq_dists(&xc, &x_sq.narrow(0, s, len), centres, &c_sq).argmin(1, false);
+        let _ = sums.shallow_clone().index_add_(0, &l, &xc);
+        let _ = counts.shallow_clone().index_add_(
+            0,
+            &l,
+            &Tensor::ones([len], (Kind::Float, x.device())),
+        );
+        labels.push(l);
+    }
+    (Tensor::cat(&labels, 0), sums, counts)
+}
+
 /// Greedy k-means++ (as scikit-learn): each new centre is the best of several
 /// candidates drawn with probability proportional to the squared distance.
+/// The candidates' distances come from one pass over the matrix.
 fn init_plus_plus(x: &Tensor, x_sq: &Tensor, k: usize, rng: &mut ChaCha8Rng) -> Tensor {
     let n = x.size()[0];
     let trials = 2 + (k as f64).ln() as usize;
@@ -56,25 +123,38 @@ fn init_plus_plus(x: &Tensor, x_sq: &Tensor, k: usize, rng: &mut ChaCha8Rng) -> 
             .to_device(tch::Device::Cpu);
         let total = cum.double_value(&[n - 1]);
         let draws: Vec<f64> = (0..trials).map(|_| rng.gen::<f64>() * total).collect();
-        let draws_t = Tensor::from_slice(&draws);
-        let idx = draws_t
+        let idx = Tensor::from_slice(&draws)
             .searchsorted(&cum, false, false, "left", None::<Tensor>)
             .clamp(0, n - 1)
             .to_device(x.device());
         let candidates = x.index_select(0, &idx); // [trials, D]
-                                                  // Potential of each candidate: sum of min(closest, d(x, candidate)).
-        let mut best: Option<(f64, i64, Tensor)> = None;
-        for t in 0..trials as i64 {
-            let (d, _) = assign(x, x_sq, &candidates.get(t).unsqueeze(0));
-            let new_closest = closest.minimum(&d);
-            let pot = new_closest.sum(Kind::Double).double_value(&[]);
-            if best.as_ref().is_none_or(|(p, _, _)| pot < *p) {
-                best = Some((pot, t, new_closest));
-            }
+        let c_sq = candidates
+            .square()
+            .sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+        // Potential of each candidate: sum over rows of min(closest, d(row, candidate)).
+        let mut potential = Tensor::zeros([trials as i64], (Kind::Double, x.device()));
+        let mut per_chunk = Vec::new();
+        for s in (0..n).step_by(CHUNK as usize) {
+            let len = CHUNK.min(n - s);
+            let d = sq_dists(
+                &x.narrow(0, s, len),
+                &x_sq.narrow(0, s, len),
+                &candidates,
+                &c_sq,
+            );
+            let m = d.minimum(&closest.narrow(0, s, len).unsqueeze(1)); // [len, trials]
+            potential += m.sum_dim_intlist([0i64].as_slice(), false, Kind::Double);
+            per_chunk.push(m);
         }
-        let (_, t, new_closest) = best.expect("at least one trial");
-        centres.push(candidates.get(t));
-        closest = new_closest;
+        let best = potential.argmin(0, false).int64_value(&[]);
+        closest = Tensor::cat(
+            &per_chunk
+                .iter()
+                .map(|m| m.select(1, best))
+                .collect::<Vec<_>>(),
+            0,
+        );
+        centres.push(candidates.get(best));
     }
     Tensor::stack(&centres, 0)
 }
@@ -82,32 +162,17 @@ fn init_plus_plus(x: &Tensor, x_sq: &Tensor, k: usize, rng: &mut ChaCha8Rng) -> 
 pub fn kmeans(x: &Tensor, k: usize, seed: u64, tol: f64, max_iter: usize) -> KMeansResult {
     let _guard = tch::no_grad_guard();
     let x = x.to_kind(Kind::Float);
-    let x_sq = x
-        .square()
-        .sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+    let x_sq = row_sq_norms(&x);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut centres = init_plus_plus(&x, &x_sq, k, &mut rng);
-    let variance = x
-        .var_dim([0i64].as_slice(), false, false)
-        .mean(Kind::Float)
-        .double_value(&[]);
-    let threshold = tol * variance;
-    let d = x.size()[1];
+    let threshold = tol * mean_variance(&x);
     let mut labels = Tensor::zeros([x.size()[0]], (Kind::Int64, x.device()));
     let mut iterations = 0;
     for it in 0..max_iter.max(1) {
         iterations = it + 1;
-        let (_, new_labels) = assign(&x, &x_sq, &centres);
-        // Centre update: sums and counts through scatter-add.
-        let sums =
-            Tensor::zeros([k as i64, d], (Kind::Float, x.device())).index_add(0, &new_labels, &x);
-        let counts = Tensor::zeros([k as i64], (Kind::Float, x.device())).index_add(
-            0,
-            &new_labels,
-            &Tensor::ones_like(&new_labels).to_kind(Kind::Float),
-        );
-        let empty = counts.eq(0.0);
+        let (new_labels, sums, counts) = lloyd_pass(&x, &x_sq, &centres);
         // An empty cluster keeps its previous centre.
+        let empty = counts.eq(0.0);
         let new_centres = (sums / counts.clamp_min(1.0).unsqueeze(1))
             .where_self(&empty.logical_not().unsqueeze(1), &centres);
         let shift = (&new_centres - &centres)
