@@ -153,9 +153,11 @@ mod tests {
 
     #[test]
     fn sgd_matches_pytorch_by_hand() {
-        // Two steps of torch.optim.SGD(lr=0.1, momentum=0.9, weight_decay=0.01) on p = [1, -2] with grad 2p:
-        // step 1: d = 2p + 0.01p = [2.01, -4.02]; buf = d; p = [0.799, -1.598]
-        // step 2: d = 2.01 * p = [1.60599, -3.21198]; buf = 0.9*[2.01,-4.02] + d = [3.41499, -6.82998]; p = [0.457501, -0.914998]
+        // Two steps of torch.optim.SGD(lr=0.1, momentum=0.9, weight_decay=0.01) on p = [1, -2], loss sum(p^2):
+        //   p = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
+        //   o = torch.optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.01)
+        //   for _ in range(2): o.zero_grad(); (p**2).sum().backward(); o.step()
+        //   p.tolist() == [0.457501, -0.915002]
         let p = Tensor::from_slice(&[1.0f64, -2.0]).set_requires_grad(true);
         let spec = OptimizerSpec {
             kind: OptimizerKind::Sgd,
