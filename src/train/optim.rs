@@ -174,7 +174,7 @@ mod tests {
         }
         let got: Vec<f64> = Vec::try_from(&p.detach()).unwrap();
         assert!(
-            (got[0] - 0.457501).abs() < 1e-9 && (got[1] + 0.914998).abs() < 1e-9,
+            (got[0] - 0.457501).abs() < 1e-9 && (got[1] + 0.915002).abs() < 1e-9,
             "{got:?}"
         );
     }
