@@ -79,10 +79,10 @@ fn libtorch_version(lib_dir: &Path) -> Option<String> {
     None
 }
 
-/// Compiles csrc/autocast.cpp (sets CUDA autocast to bfloat16) against the
+/// Compiles csrc/torch_extras.cpp (bf16 autocast, gradient release) against the
 /// libtorch headers beside `lib/`.
 fn compile_autocast_shim(lib_dir: &Path) {
-    println!("cargo:rerun-if-changed=csrc/autocast.cpp");
+    println!("cargo:rerun-if-changed=csrc/torch_extras.cpp");
     let root = lib_dir.parent().expect("libtorch lib folder has a parent");
     cc::Build::new()
         .cpp(true)
@@ -92,6 +92,6 @@ fn compile_autocast_shim(lib_dir: &Path) {
         .include(root.join("include/torch/csrc/api/include"))
         .flag("-std=c++17")
         .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
-        .file("csrc/autocast.cpp")
-        .compile("nave_autocast");
+        .file("csrc/torch_extras.cpp")
+        .compile("nave_torch_extras");
 }

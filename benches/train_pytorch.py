@@ -19,6 +19,7 @@ ap.add_argument("--image-size", type=int, default=96)
 ap.add_argument("--batch-size", type=int, default=64)
 ap.add_argument("--steps", type=int, default=20)
 ap.add_argument("--device", default="cpu")
+ap.add_argument("--no-optimizer", action="store_true", help="time forward and backward only")
 args = ap.parse_args()
 
 torch.manual_seed(0)
@@ -32,7 +33,8 @@ def step():
     loss = torch.nn.functional.cross_entropy(model(x), y)
     opt.zero_grad()
     loss.backward()
-    opt.step()
+    if not args.no_optimizer:
+        opt.step()
 
 
 for _ in range(3):
@@ -46,5 +48,5 @@ if args.device.startswith("cuda"):
     torch.cuda.synchronize()
 seconds = time.perf_counter() - start
 print(json.dumps({"bench": "train_pytorch", "arch": args.arch, "threads": torch.get_num_threads(), "image_size": args.image_size,
-                  "batch_size": args.batch_size, "steps": args.steps, "seconds": seconds,
+                  "batch_size": args.batch_size, "optimizer": not args.no_optimizer, "steps": args.steps, "seconds": seconds,
                   "images_per_s": args.steps * args.batch_size / seconds}, indent=2))

@@ -166,6 +166,9 @@ pub struct BenchTrainArgs {
     /// bf16 autocast (CUDA only).
     #[arg(long)]
     pub mixed_precision: bool,
+    /// Time forward and backward only (no optimiser step), to separate the two costs.
+    #[arg(long)]
+    pub no_optimizer: bool,
 }
 
 #[derive(Debug, Args)]

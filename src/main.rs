@@ -5,6 +5,12 @@ use nave_lab::cli::{Cli, Command};
 use nave_lab::{commands, device, ui};
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`nave-lab train x.yaml --list | head`), as
+    // command-line tools do, instead of panicking on the next print.
+    // SAFETY: restores the default action of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     // Usage errors exit with 2 (clap's convention); --help and --version with 0.
     let cli = Cli::parse();
     ui::set_verbosity(if cli.quiet {

@@ -286,3 +286,30 @@ fn tensorboard_reads_the_scalars_back() {
         }
     }
 }
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_error() {
+    let dir = scratch("train_nan");
+    let exp = experiment(&dir, 2, 64);
+    let out = nave_lab()
+        .args([
+            "-q",
+            "train",
+            exp.to_str().unwrap(),
+            "--index",
+            "0",
+            "--set",
+            "train.optimizer.lr=1e30",
+            "--checkpoints",
+            dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("loss became") && err.contains("train.optimizer.lr"),
+        "{err}"
+    );
+    assert!(!dir.join("t/resnet18-aug0-wm0-s0/COMPLETE").exists());
+}

@@ -243,7 +243,9 @@ fn bench_train(a: &BenchTrainArgs, device: Device) -> anyhow::Result<serde_json:
         let loss = logits.cross_entropy_for_logits(&y);
         opt.zero_grad();
         loss.backward();
-        opt.step(0.01);
+        if !a.no_optimizer {
+            opt.step(0.01);
+        }
     };
     for _ in 0..3 {
         step(&mut opt);
@@ -264,6 +266,7 @@ fn bench_train(a: &BenchTrainArgs, device: Device) -> anyhow::Result<serde_json:
         "image_size": a.image_size,
         "batch_size": a.batch_size,
         "mixed_precision": amp_on,
+        "optimizer": !a.no_optimizer,
         "steps": a.steps,
         "seconds": seconds,
         "images_per_s": (a.steps as i64 * a.batch_size) as f64 / seconds,

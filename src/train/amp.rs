@@ -1,4 +1,4 @@
-//! bfloat16 autocast on CUDA (csrc/autocast.cpp): matrix products and
+//! bfloat16 autocast on CUDA (csrc/torch_extras.cpp): matrix products and
 //! convolutions run in bf16, reductions and the loss stay in float32.
 extern "C" {
     fn nave_autocast_enter_bf16_cuda();

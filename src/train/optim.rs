@@ -8,6 +8,10 @@ use tch::Tensor;
 
 use crate::config::{OptimizerKind, OptimizerSpec, ScheduleKind, ScheduleSpec};
 
+extern "C" {
+    fn nave_clear_grad(tensor: *mut std::ffi::c_void);
+}
+
 pub struct Optimizer {
     spec: OptimizerSpec,
     params: Vec<(String, Tensor)>,
@@ -29,12 +33,11 @@ impl Optimizer {
         }
     }
 
+    /// Releases the gradients (PyTorch's `zero_grad(set_to_none=True)`).
     pub fn zero_grad(&mut self) {
         for (_, p) in &mut self.params {
-            let mut g = p.grad();
-            if g.defined() {
-                let _ = g.zero_();
-            }
+            // SAFETY: `as_mut_ptr` is the live `torch::Tensor*` of a parameter we own.
+            unsafe { nave_clear_grad(p.as_mut_ptr() as *mut std::ffi::c_void) };
         }
     }
 
@@ -50,12 +53,15 @@ impl Optimizer {
             }
             match s.kind {
                 OptimizerKind::Sgd => {
-                    // PyTorch: d = g + wd * p; buf = momentum * buf + d (buf = d at first); p -= lr * buf
-                    let d = if s.weight_decay != 0.0 {
-                        &g + &*p * s.weight_decay
-                    } else {
-                        g.shallow_clone()
-                    };
+                    // PyTorch: d = g + wd * p; buf = momentum * buf + d (buf = d at first); p -= lr * buf.
+                    // In place, with no temporaries: the gradient is cleared before the next backward.
+                    let mut d = g;
+                    if s.weight_decay != 0.0 {
+                        let wd = Tensor::from(s.weight_decay)
+                            .to_kind(p.kind())
+                            .to_device(p.device());
+                        let _ = d.addcmul_(p, &wd);
+                    }
                     let update = if s.momentum != 0.0 {
                         match &mut self.first[i] {
                             Some(buf) => {
@@ -71,7 +77,8 @@ impl Optimizer {
                     } else {
                         d
                     };
-                    let _ = p.g_sub_(&(update * lr));
+                    let neg_lr = Tensor::from(-lr).to_kind(p.kind()).to_device(p.device());
+                    let _ = p.addcmul_(&update, &neg_lr);
                 }
                 OptimizerKind::Adamw => {
                     let [b1, b2] = s.betas;
