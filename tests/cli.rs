@@ -126,3 +126,29 @@ fn doctor_fails_when_the_requested_device_is_unusable() {
         "stderr: {err}"
     );
 }
+
+#[test]
+fn architecture_names_are_spelled_as_in_yaml() {
+    // vit_s16 parses (the error is about the missing weights file, exit 1, not a usage error).
+    let out = nave_lab()
+        .args([
+            "explain",
+            "--arch",
+            "vit_s16",
+            "--weights",
+            "/nonexistent.safetensors",
+            "--image",
+            "x.png",
+            "-o",
+            "y.png",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nonexistent.safetensors"));
+}

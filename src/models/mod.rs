@@ -17,11 +17,16 @@ use vit::{Vit, VitConfig};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Arch {
+    // The command line spells them as the YAML does.
+    #[value(name = "resnet18")]
     Resnet18,
+    #[value(name = "resnet50")]
     Resnet50,
     /// ViT-S/16
+    #[value(name = "vit_s16")]
     VitS16,
     /// ViT-S/14 (DINOv2's patch size)
+    #[value(name = "vit_s14")]
     VitS14,
 }
 

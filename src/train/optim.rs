@@ -46,6 +46,17 @@ impl Optimizer {
         let _guard = tch::no_grad_guard();
         self.step += 1;
         let s = &self.spec;
+        // The step's scalars as 0-dim tensors on the parameters' device, made
+        // once per step: a host-to-device copy per parameter would stall CUDA.
+        let Some((_, first)) = self.params.first() else {
+            return;
+        };
+        let scalar = |v: f64| {
+            Tensor::from(v)
+                .to_kind(first.kind())
+                .to_device(first.device())
+        };
+        let (neg_lr, wd) = (scalar(-lr), scalar(s.weight_decay));
         for (i, (_, p)) in self.params.iter_mut().enumerate() {
             let g = p.grad();
             if !g.defined() {
@@ -77,7 +88,6 @@ impl Optimizer {
                     } else {
                         d
                     };
-                    let neg_lr = Tensor::from(-lr).to_kind(p.kind()).to_device(p.device());
                     let _ = p.addcmul_(&update, &neg_lr);
                 }
                 OptimizerKind::Adamw => {
