@@ -10,7 +10,7 @@ SETUP_MODE := $(if $(filter 1 yes true,$(GPU)),gpu,cpu)
 CARGO ?= cargo
 BIN := target/release/nave-lab
 
-.PHONY: setup setup-reference build demo test clean-runs
+.PHONY: setup setup-reference setup-browser build demo test clean-runs
 
 setup:
 ifndef LIBTORCH
@@ -24,15 +24,21 @@ demo: build
 	$(BIN) doctor
 	$(BIN) train experiments/demo.yaml
 	$(BIN) audit checkpoints/demo/
+	@echo "open reports/demo/index.html"
 
 # Tests build in release mode: one build of libtorch's bindings serves demo and
 # tests. They compare against PyTorch, torchvision, timm, TensorBoard and
 # scikit-learn, installed once into .venv-ref by setup-reference.
-test: setup setup-reference
+test: setup setup-reference setup-browser
 	$(CARGO) test --release
 
 setup-reference:
 	@scripts/setup-reference.sh
+
+# The report tests render in Debian's Chromium.
+setup-browser:
+	@command -v chromium >/dev/null || { echo "nave-lab setup: installing Debian's chromium for the report tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 clean-runs:
 	rm -rf checkpoints/*/ reports/*/

@@ -59,6 +59,9 @@ pub struct AuditOverrides {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunResult {
+    /// The run folder the result was computed from.
+    #[serde(default)]
+    pub run_dir: Option<PathBuf>,
     pub id: String,
     pub regime: String,
     pub seed: u64,
@@ -104,6 +107,16 @@ pub struct RegimeResult {
 pub struct AuditReport {
     pub schema: u32,
     pub experiment: String,
+    /// The checkpoint folder that was audited.
+    #[serde(default)]
+    pub checkpoints: Option<PathBuf>,
+    #[serde(default)]
+    pub class_names: Vec<String>,
+    #[serde(default)]
+    pub image_size: i64,
+    /// Watermark box of each probe (pixels of the image_size image).
+    #[serde(default)]
+    pub probe_boxes: Vec<WmBox>,
     pub device: String,
     pub created_unix: u64,
     pub settings: AuditSettings,
@@ -355,6 +368,7 @@ fn audit_run(
         .map(|(c, f)| c - f)
         .unwrap_or(f64::NAN);
     let result = RunResult {
+        run_dir: Some(folder.dir.clone()),
         id: spec.id.clone(),
         regime: spec.regime(),
         seed: spec.seed,
@@ -487,7 +501,10 @@ pub fn audit(
                 {
                     crate::detail!("{}: unchanged, audit reused", spec.id);
                     maps.entry(spec.regime()).or_default().push(pairs);
-                    results.push(prev);
+                    results.push(RunResult {
+                        run_dir: Some(folder.dir.clone()),
+                        ..prev
+                    });
                     bar.inc(1);
                     continue;
                 }
@@ -564,6 +581,10 @@ pub fn audit(
     let report = AuditReport {
         schema: 1,
         experiment: experiment.clone(),
+        checkpoints: Some(dir.to_path_buf()),
+        class_names: test.class_names.clone(),
+        image_size: test.image_size(),
+        probe_boxes: boxes.clone(),
         device: crate::device::device_name(device),
         created_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

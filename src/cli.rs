@@ -36,6 +36,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Run NAVE on every finished run of an experiment and measure the watermark shortcut.
     Audit(AuditArgs),
+    /// Rebuild the HTML report of an audit (reports/<experiment>/index.html) from its audit.json.
+    Report(ReportArgs),
     /// NAVE on one image: overlay, average-colour image and label map.
     Explain(ExplainArgs),
     /// Inspect and generate datasets.
@@ -242,6 +244,18 @@ pub struct AuditArgs {
     /// Where reports go: <reports>/<experiment>/.
     #[arg(long, default_value = "reports")]
     pub reports: std::path::PathBuf,
+    /// Probe images shown in the report's comparison grid.
+    #[arg(long, default_value_t = 12)]
+    pub grid_probes: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The audit's folder: reports/<experiment>/ (holding audit.json).
+    pub dir: std::path::PathBuf,
+    /// Probe images shown in the comparison grid.
+    #[arg(long, default_value_t = 12)]
+    pub grid_probes: usize,
 }
 
 #[derive(Debug, Args)]

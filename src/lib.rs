@@ -14,5 +14,6 @@ pub mod device;
 pub mod io;
 pub mod models;
 pub mod nave;
+pub mod report;
 pub mod train;
 pub mod ui;

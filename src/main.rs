@@ -43,26 +43,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Train(args) => commands::train::run(args, cli.device),
-        Command::Audit(a) => {
-            let overrides = nave_lab::audit::AuditOverrides {
-                taps: a.taps,
-                k: a.k,
-                method: a.method,
-                scope: a.scope,
-                probes: a.probes,
-                repeats: a.repeats,
-                resolution: a.resolution,
-            };
-            let path = nave_lab::audit::audit(
-                &a.runs,
-                &a.reports,
-                &overrides,
-                a.force,
-                cli.device.resolve()?,
-            )?;
-            println!("audit written to {}", path.display());
-            Ok(())
-        }
+        Command::Audit(a) => commands::audit::run(a, cli.device.resolve()?),
+        Command::Report(a) => commands::audit::report(&a.dir, a.grid_probes),
         Command::Explain(a) => commands::explain::run(a, cli.device.resolve()?),
         Command::Data(cmd) => commands::data::run(cmd),
         Command::Bench(cmd) => commands::bench::run(cmd, cli.device.resolve()?),

@@ -328,3 +328,224 @@ fn explain_one_image_from_a_run_and_from_weights() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// Debian's Chromium, which `make test` installs.
+fn chromium() -> PathBuf {
+    if let Some(p) = std::env::var_os("NAVE_LAB_CHROMIUM") {
+        return PathBuf::from(p);
+    }
+    for p in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
+        if Path::new(p).is_file() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("chromium is not installed: run `make test` (it installs Debian's chromium) or set NAVE_LAB_CHROMIUM");
+}
+
+fn headless(profile: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(chromium());
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--allow-file-access-from-files",
+        "--virtual-time-budget=15000",
+    ]);
+    cmd.arg(format!("--user-data-dir={}", profile.display()));
+    cmd
+}
+
+/// Loads `page` in the browser with a probe script; returns (images, broken image sources, errors).
+fn browser_check(page: &Path, profile: &Path) -> (u64, Vec<String>, Vec<String>) {
+    const PROBE: &str = r#"<script>
+window.__errors = [];
+window.addEventListener('error', e => window.__errors.push(String(e.message || (e.target && (e.target.src || e.target.href)))), true);
+const __err = console.error; console.error = function (...a) { window.__errors.push(a.join(' ')); __err.apply(console, a); };
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const broken = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src'));
+  document.body.setAttribute('data-check', btoa(JSON.stringify({images: imgs.length, broken, errors: window.__errors})));
+});
+</script>"#;
+    let html = std::fs::read_to_string(page).unwrap();
+    // Every picture is loaded (not lazily), so that each one is checked.
+    let probe = html
+        .replacen("<head>", &format!("<head>{PROBE}"), 1)
+        .replace(r#" loading="lazy""#, "");
+    let check_page = page.with_file_name(format!(
+        ".check-{}",
+        page.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&check_page, probe).unwrap();
+    let out = headless(profile)
+        .arg("--dump-dom")
+        .arg(format!("file://{}", check_page.display()))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let encoded = dom
+        .split("data-check=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_else(|| {
+            panic!(
+                "the page did not finish loading:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let json = decode_base64(encoded);
+    let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    let strings = |k: &str| {
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap_or("?").to_string())
+            .collect::<Vec<_>>()
+    };
+    (
+        v["images"].as_u64().unwrap(),
+        strings("broken"),
+        strings("errors"),
+    )
+}
+
+fn decode_base64(s: &str) -> Vec<u8> {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut buf, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|&c| c != b'=') {
+        buf = (buf << 6) | A.iter().position(|&a| a == c).expect("base64") as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_report_renders_in_a_real_browser() {
+    let runs = trained();
+    let reports = scratch("report_browser");
+    let out = audit(runs, &reports, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("index.html"));
+    let dir = reports.join("demo");
+    let index = dir.join("index.html");
+    let html = std::fs::read_to_string(&index).unwrap();
+    // Self-contained: no network, no external script or font.
+    for bad in ["http://", "https://", "<script", "@import", "url("] {
+        assert!(!html.contains(bad), "index.html contains {bad}");
+    }
+    for expected in [
+        "resnet18-aug0-wm1",
+        "resnet18-aug0-wm0",
+        "curves_accuracy.svg",
+        "run-resnet18-aug0-wm1-s0.html",
+        "wm_shift",
+    ] {
+        assert!(html.contains(expected), "index.html lacks {expected}");
+    }
+    let profile = reports.join("profile");
+    let (images, broken, errors) = browser_check(&index, &profile);
+    assert!(
+        images >= 2 * 12 * 2 * 2 + 2,
+        "only {images} images on the overview"
+    );
+    assert!(broken.is_empty(), "images that did not load: {broken:?}");
+    assert!(errors.is_empty(), "errors in the page: {errors:?}");
+    let (images, broken, errors) =
+        browser_check(&dir.join("run-resnet18-aug0-wm1-s0.html"), &profile);
+    assert_eq!(images, 16 * 2 * 3);
+    assert!(
+        broken.is_empty() && errors.is_empty(),
+        "{broken:?} {errors:?}"
+    );
+    // A screenshot, kept as a test artefact.
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("report-screenshot.png");
+    let _ = std::fs::remove_file(&shot);
+    let ok = headless(&profile)
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg("--window-size=1400,2200")
+        .arg(format!("file://{}", index.display()))
+        .output()
+        .unwrap();
+    assert!(
+        shot.is_file(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let img = image::open(&shot).unwrap();
+    assert_eq!((img.width(), img.height()), (1400, 2200));
+    eprintln!("report screenshot: {}", shot.display());
+}
+
+#[test]
+fn the_report_escapes_hostile_names_and_says_what_is_missing() {
+    let runs = trained();
+    let reports = scratch("report_hostile");
+    assert!(audit(runs, &reports, &[]).status.success());
+    let dir = reports.join("demo");
+    let path = dir.join("audit.json");
+    let mut audit_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let hostile = "<script>alert(1)</script>";
+    audit_json["experiment"] = serde_json::json!(hostile);
+    audit_json["settings"]["classes"] = serde_json::json!(["<img src=x onerror=alert(2)>"]);
+    // An older audit: no boxes, no run folders; and one regime missing.
+    audit_json.as_object_mut().unwrap().remove("probe_boxes");
+    for r in audit_json["runs"].as_array_mut().unwrap() {
+        r.as_object_mut().unwrap().remove("run_dir");
+    }
+    audit_json["regimes"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|r| r["regime"] != "resnet18-aug0-wm1");
+    std::fs::write(&path, serde_json::to_string(&audit_json).unwrap()).unwrap();
+
+    let out = nave_lab()
+        .args(["report", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("regime resnet18-aug0-wm1: no results"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no watermark boxes"), "{stderr}");
+    let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
+    assert!(
+        !html.contains(hostile) && !html.contains("<img src=x"),
+        "unescaped user text in the report"
+    );
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;")
+            || html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "the name is not shown as text"
+    );
+    assert!(
+        html.contains("regime resnet18-aug0-wm1: no results"),
+        "the report does not say what is missing"
+    );
+    // The browser shows the name as text: the title is the literal string, and no alert ran.
+    let (_, broken, errors) = browser_check(&dir.join("index.html"), &reports.join("profile"));
+    assert!(
+        broken.is_empty() && errors.is_empty(),
+        "{broken:?} {errors:?}"
+    );
+}

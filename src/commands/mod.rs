@@ -1,5 +1,6 @@
 //! The bodies of the CLI's subcommands: each turns parsed arguments into
 //! library calls and prints the result.
+pub mod audit;
 pub mod bench;
 pub mod data;
 pub mod explain;

@@ -68,9 +68,6 @@ impl Optimizer {
                     // In place, with no temporaries: the gradient is cleared before the next backward.
                     let mut d = g;
                     if s.weight_decay != 0.0 {
-                        let wd = Tensor::from(s.weight_decay)
-                            .to_kind(p.kind())
-                            .to_device(p.device());
                         let _ = d.addcmul_(p, &wd);
                     }
                     let update = if s.momentum != 0.0 {
