@@ -40,6 +40,8 @@ pub enum Command {
     Report(ReportArgs),
     /// NAVE on one image: overlay, average-colour image and label map.
     Explain(ExplainArgs),
+    /// Object localisation with NAVE segments on VOC07/VOC12/COCO20k (the paper's Tables 1-7).
+    Localize(LocalizeArgs),
     /// Inspect and generate datasets.
     #[command(subcommand)]
     Data(DataCommand),
@@ -294,4 +296,52 @@ pub struct ExplainArgs {
     /// Also write the NAVE feature matrix (rows = grid cells in row-major order, float32 .npy).
     #[arg(long)]
     pub save_features: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("model").required(true).args(["run", "weights"])))]
+pub struct LocalizeArgs {
+    #[arg(long, value_enum)]
+    pub dataset: crate::localize::dataset::LocalizeDataset,
+    /// voc07/voc12: the folder that contains VOCdevkit/; coco20k: the COCO folder (annotations/, images/train2014/, coco_20k_filenames.txt).
+    #[arg(long)]
+    pub root: std::path::PathBuf,
+    /// A run folder (its run.yaml and model.safetensors).
+    #[arg(long)]
+    pub run: Option<std::path::PathBuf>,
+    /// Weights with torchvision/timm/DINO names (safetensors); needs --arch.
+    #[arg(long, requires = "arch")]
+    pub weights: Option<std::path::PathBuf>,
+    #[arg(long, value_enum)]
+    pub arch: Option<crate::models::Arch>,
+    /// Taps (default: ResNet layer3,layer4; ViT the last block).
+    #[arg(long, value_delimiter = ',')]
+    pub taps: Option<Vec<String>>,
+    /// Numbers of clusters to evaluate.
+    #[arg(short = 'k', long, value_delimiter = ',', default_value = "5")]
+    pub k: Vec<usize>,
+    #[arg(long, value_enum, default_value = "kmeans")]
+    pub method: crate::config::ClusterMethod,
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "inner,outer")]
+    pub strategy: Vec<crate::localize::Strategy>,
+    /// Drop difficult and truncated VOC objects.
+    #[arg(long)]
+    pub no_hard: bool,
+    /// Components smaller than this many pixels are dropped.
+    #[arg(long, default_value_t = 784)]
+    pub min_size: usize,
+    /// Also evaluate SLIC superpixels (K segments) through the same selection.
+    #[arg(long)]
+    pub slic: bool,
+    /// Evaluate only the first N images.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Images drawn with their chosen boxes.
+    #[arg(long, default_value_t = 8)]
+    pub examples: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output folder (default reports/localize-<dataset>).
+    #[arg(short, long)]
+    pub out: Option<std::path::PathBuf>,
 }

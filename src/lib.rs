@@ -12,6 +12,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod io;
+pub mod localize;
 pub mod models;
 pub mod nave;
 pub mod report;

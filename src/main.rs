@@ -45,6 +45,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => commands::train::run(args, cli.device),
         Command::Audit(a) => commands::audit::run(a, cli.device.resolve()?),
         Command::Report(a) => commands::audit::report(&a.dir, a.grid_probes),
+        Command::Localize(a) => commands::localize::run(a, cli.device.resolve()?),
         Command::Explain(a) => commands::explain::run(a, cli.device.resolve()?),
         Command::Data(cmd) => commands::data::run(cmd),
         Command::Bench(cmd) => commands::bench::run(cmd, cli.device.resolve()?),

@@ -4,4 +4,5 @@ pub mod audit;
 pub mod bench;
 pub mod data;
 pub mod explain;
+pub mod localize;
 pub mod train;

@@ -1,0 +1,158 @@
+//! Segments to boxes (paper appendix A) and LOST's IoU.
+//!
+//! Boxes are `[x1, y1, x2, y2]` in continuous image coordinates. The outer and
+//! inner boxes follow Algorithms 2 and 3 literally (pixel indices, medians as
+//! NumPy computes them); the IoU is LOST's (`bbox_iou`: widths x2 - x1, with
+//! its 1e-7 guards).
+
+pub type BBox = [f64; 4];
+
+/// One 4-connected component of a label map: its pixels as (y, x).
+#[derive(Debug, Clone)]
+pub struct Component {
+    pub label: i64,
+    pub pixels: Vec<(usize, usize)>,
+}
+
+/// Splits every label of an `h x w` map into 4-connected components and drops
+/// those with fewer than `min_size` pixels.
+pub fn components(labels: &[i64], h: usize, w: usize, min_size: usize) -> Vec<Component> {
+    let mut seen = vec![false; h * w];
+    let mut out = Vec::new();
+    let mut stack = Vec::new();
+    for start in 0..h * w {
+        if seen[start] {
+            continue;
+        }
+        let label = labels[start];
+        seen[start] = true;
+        stack.push(start);
+        let mut pixels = Vec::new();
+        while let Some(i) = stack.pop() {
+            let (y, x) = (i / w, i % w);
+            pixels.push((y, x));
+            let mut visit = |j: usize| {
+                if !seen[j] && labels[j] == label {
+                    seen[j] = true;
+                    stack.push(j);
+                }
+            };
+            if x > 0 {
+                visit(i - 1);
+            }
+            if x + 1 < w {
+                visit(i + 1);
+            }
+            if y > 0 {
+                visit(i - w);
+            }
+            if y + 1 < h {
+                visit(i + w);
+            }
+        }
+        if pixels.len() >= min_size {
+            out.push(Component { label, pixels });
+        }
+    }
+    out
+}
+
+/// Algorithm 2: min and max of the component's pixel coordinates.
+pub fn outer_box(c: &Component) -> BBox {
+    let xmin = c.pixels.iter().map(|p| p.1).min().unwrap_or(0) as f64;
+    let xmax = c.pixels.iter().map(|p| p.1).max().unwrap_or(0) as f64;
+    let ymin = c.pixels.iter().map(|p| p.0).min().unwrap_or(0) as f64;
+    let ymax = c.pixels.iter().map(|p| p.0).max().unwrap_or(0) as f64;
+    [xmin, ymin, xmax, ymax]
+}
+
+/// NumPy's median: the mean of the two middle values for an even count.
+fn median(mut v: Vec<usize>) -> f64 {
+    v.sort_unstable();
+    let n = v.len();
+    if n == 0 {
+        return 0.0;
+    }
+    if n % 2 == 1 {
+        v[n / 2] as f64
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) as f64 / 2.0
+    }
+}
+
+/// Algorithm 3: a box centred on the component's median pixel, its half-extent
+/// the smaller distance from the median to the extremes, clipped to the image.
+pub fn inner_box(c: &Component, h: usize, w: usize) -> BBox {
+    let xs = median(c.pixels.iter().map(|p| p.1).collect());
+    let ys = median(c.pixels.iter().map(|p| p.0).collect());
+    let [xmin, ymin, xmax, ymax] = outer_box(c);
+    let xd = (xs - xmin).abs().min((xs - xmax).abs());
+    let yd = (ys - ymin).abs().min((ys - ymax).abs());
+    [
+        (xs - xd).clamp(0.0, w as f64),
+        (ys - yd).clamp(0.0, h as f64),
+        (xs + xd).clamp(0.0, w as f64),
+        (ys + yd).clamp(0.0, h as f64),
+    ]
+}
+
+/// LOST's IoU of two boxes.
+pub fn iou(a: &BBox, b: &BBox) -> f64 {
+    const EPS: f64 = 1e-7;
+    let inter =
+        (a[2].min(b[2]) - a[0].max(b[0])).max(0.0) * (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let (w1, h1) = (a[2] - a[0], a[3] - a[1] + EPS);
+    let (w2, h2) = (b[2] - b[0], b[3] - b[1] + EPS);
+    inter / (w1 * h1 + w2 * h2 - inter + EPS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_are_four_connected_and_small_ones_dropped() {
+        // 0 0 1
+        // 1 0 1
+        // 1 1 0   -> label 0: {(0,0),(0,1),(1,1)} and {(2,2)}; label 1: {(0,2),(1,2)}, {(1,0),(2,0),(2,1)}
+        let labels = [0, 0, 1, 1, 0, 1, 1, 1, 0];
+        let cs = components(&labels, 3, 3, 1);
+        let mut sizes: Vec<(i64, usize)> = cs.iter().map(|c| (c.label, c.pixels.len())).collect();
+        sizes.sort();
+        assert_eq!(sizes, vec![(0, 1), (0, 3), (1, 2), (1, 3)]);
+        assert_eq!(components(&labels, 3, 3, 3).len(), 2);
+    }
+
+    #[test]
+    fn outer_and_inner_boxes_of_a_non_convex_component() {
+        // An L: the column x = 1, y = 1..=8 and the row y = 8, x = 1..=8 (15 pixels).
+        let mut pixels: Vec<(usize, usize)> = (1..=8).map(|y| (y, 1)).collect();
+        pixels.extend((2..=8).map(|x| (8, x)));
+        let c = Component { label: 0, pixels };
+        assert_eq!(outer_box(&c), [1.0, 1.0, 8.0, 8.0]);
+        // xs: eight 1s then 2..=8 -> median 1 (8th of 15 sorted values); ys: 1..=7 then eight 8s -> median 8.
+        // xd = min(|1-1|, |1-8|) = 0; yd = min(|8-1|, |8-8|) = 0: the inner box collapses onto the corner,
+        // far from the outer box, as the paper's Figure 7 illustrates.
+        assert_eq!(inner_box(&c, 10, 10), [1.0, 8.0, 1.0, 8.0]);
+        // A plus sign: median at the centre, half-extent to the nearer end.
+        let mut plus: Vec<(usize, usize)> = (0..=6).map(|x| (3, x)).collect();
+        plus.extend([0, 1, 2, 4, 5].iter().map(|&y| (y, 3)));
+        let c = Component {
+            label: 0,
+            pixels: plus,
+        };
+        // xs: 0..=6 plus five 3s -> median 3; ys: 0,1,2,4,5 plus seven 3s -> median 3.
+        // xd = min(3, 3) = 3; yd = min(3, |3-5| = 2) = 2.
+        assert_eq!(inner_box(&c, 7, 7), [0.0, 1.0, 6.0, 5.0]);
+        // Even counts take the mean of the middle values.
+        assert_eq!(median(vec![1, 2, 3, 10]), 2.5);
+    }
+
+    #[test]
+    fn iou_as_lost_computes_it() {
+        assert!((iou(&[0.0, 0.0, 10.0, 10.0], &[0.0, 0.0, 10.0, 10.0]) - 1.0).abs() < 1e-6);
+        // Half overlap: inter 50, union 150.
+        assert!((iou(&[0.0, 0.0, 10.0, 10.0], &[5.0, 0.0, 15.0, 10.0]) - 1.0 / 3.0).abs() < 1e-6);
+        assert_eq!(iou(&[0.0, 0.0, 1.0, 1.0], &[2.0, 2.0, 3.0, 3.0]), 0.0);
+    }
+}

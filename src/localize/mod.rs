@@ -1,0 +1,388 @@
+//! Object-localisation evaluation (paper section 4.2, Tables 1-7): how well
+//! NAVE's segments isolate objects. Each NAVE cluster map is upsampled to the
+//! image, split into 4-connected components (small ones dropped), each
+//! component gives an inner and an outer box, the component whose box best
+//! overlaps a ground-truth box is selected, and the image counts as found when
+//! that IoU is at least 0.5 (AP@50, LOST's CorLoc). SLIC superpixels go
+//! through the same selection as the reference row.
+pub mod boxes;
+pub mod dataset;
+pub mod slic;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use image::RgbImage;
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use crate::config::ClusterMethod;
+use crate::data::{IMAGENET_MEAN, IMAGENET_STD};
+use crate::models::Model;
+use crate::nave::{self, colour, extract};
+use boxes::{components, inner_box, iou, outer_box, BBox};
+use dataset::Item;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    Inner,
+    Outer,
+}
+
+pub struct Settings {
+    pub taps: Vec<String>,
+    pub ks: Vec<usize>,
+    pub method: ClusterMethod,
+    pub strategies: Vec<Strategy>,
+    /// Components smaller than this many pixels are dropped (the authors' 784).
+    pub min_size: usize,
+    /// Images are zero-padded (right, bottom) to a multiple of this.
+    pub pad_multiple: i64,
+    pub slic: bool,
+    pub seed: u64,
+    /// Images drawn with their chosen boxes.
+    pub examples: usize,
+}
+
+/// One selection: the best component of one segmentation for one strategy.
+#[derive(Debug, Clone, Serialize)]
+pub struct Selection {
+    pub iou: f64,
+    pub found: bool,
+    pub r#box: Option<BBox>,
+}
+
+/// Best component box of a label map (`h x w`, image resolution) against the ground truth.
+pub fn select(
+    labels: &[i64],
+    h: usize,
+    w: usize,
+    gt: &[BBox],
+    strategy: Strategy,
+    min_size: usize,
+) -> Selection {
+    let mut best = Selection {
+        iou: 0.0,
+        found: false,
+        r#box: None,
+    };
+    for c in components(labels, h, w, min_size) {
+        let b = match strategy {
+            Strategy::Inner => inner_box(&c, h, w),
+            Strategy::Outer => outer_box(&c),
+        };
+        let score = gt.iter().map(|g| iou(&b, g)).fold(0.0, f64::max);
+        if best.r#box.is_none() || score > best.iou {
+            best = Selection {
+                iou: score,
+                found: score >= 0.5,
+                r#box: Some(b),
+            };
+        }
+    }
+    best
+}
+
+/// AP@50 (CorLoc) in percent: the share of images whose selection is found.
+pub fn corloc(selections: &[Selection]) -> f64 {
+    100.0 * selections.iter().filter(|s| s.found).count() as f64 / selections.len().max(1) as f64
+}
+
+/// The image as NAVE sees it here: ImageNet-normalised, no resize, zero-padded
+/// on the right and bottom to a multiple of `multiple`. Returns `[1, 3, Hp, Wp]`.
+pub fn prepare(img: &RgbImage, multiple: i64) -> Tensor {
+    let (w, h) = (img.width() as i64, img.height() as i64);
+    let x = Tensor::from_slice(img.as_raw())
+        .view([1, h, w, 3])
+        .permute([0, 3, 1, 2])
+        .to_kind(Kind::Float)
+        / 255.0;
+    let mean = Tensor::from_slice(&IMAGENET_MEAN)
+        .view([1, 3, 1, 1])
+        .to_kind(Kind::Float);
+    let std = Tensor::from_slice(&IMAGENET_STD)
+        .view([1, 3, 1, 1])
+        .to_kind(Kind::Float);
+    let x = (x - mean) / std;
+    let (hp, wp) = (
+        (h + multiple - 1) / multiple * multiple,
+        (w + multiple - 1) / multiple * multiple,
+    );
+    x.constant_pad_nd([0, wp - w, 0, hp - h])
+}
+
+/// NAVE label maps of one image for every K, at image resolution (the padded
+/// map upsampled with nearest neighbour, then cropped to the image).
+fn nave_maps(
+    model: &Model,
+    img: &RgbImage,
+    s: &Settings,
+    device: Device,
+) -> anyhow::Result<Vec<Vec<i64>>> {
+    let x = prepare(img, s.pad_multiple).to_device(device);
+    let (hp, wp) = (x.size()[2] as usize, x.size()[3] as usize);
+    let feats = extract::features(model, &x, &s.taps, None, 1)?; // [1, D, h, w]
+    let (gh, gw) = (feats.size()[2] as usize, feats.size()[3] as usize);
+    let rows = extract::to_rows(&feats);
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    s.ks.iter()
+        .map(|&k| {
+            let k = k.min(gh * gw);
+            let grid: Vec<i64> = Vec::try_from(
+                nave::cluster(&rows, s.method, k, s.seed, 1e-4, 300)?.to_device(Device::Cpu),
+            )?;
+            // Nearest neighbour onto the padded image, then the image's part.
+            let mut out = Vec::with_capacity(w * h);
+            for y in 0..h {
+                let gy = (y * gh / hp).min(gh - 1);
+                for x in 0..w {
+                    out.push(grid[gy * gw + (x * gw / wp).min(gw - 1)]);
+                }
+            }
+            Ok(out)
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    image: &'a str,
+    source: &'a str,
+    k: usize,
+    strategy: Strategy,
+    iou: f64,
+    found: bool,
+    r#box: Option<BBox>,
+    gt: &'a [BBox],
+}
+
+pub struct Summary {
+    /// (source, K, strategy) -> (found, evaluated)
+    pub scores: BTreeMap<(String, usize, Strategy), (usize, usize)>,
+    pub images: usize,
+    pub skipped: Vec<String>,
+    pub seconds_per_image: f64,
+}
+
+impl Summary {
+    pub fn percent(&self, key: &(String, usize, Strategy)) -> f64 {
+        self.scores
+            .get(key)
+            .map(|&(f, n)| 100.0 * f as f64 / n.max(1) as f64)
+            .unwrap_or(f64::NAN)
+    }
+}
+
+fn draw_example(
+    img: &RgbImage,
+    gt: &[BBox],
+    chosen: &[(Strategy, Option<BBox>)],
+    path: &Path,
+) -> anyhow::Result<()> {
+    let mut canvas = img.clone();
+    let rect = |c: &mut RgbImage, b: &BBox, colour: [u8; 3]| {
+        let (x, y) = (b[0].round() as i32, b[1].round() as i32);
+        let (w, h) = (
+            ((b[2] - b[0]).round() as u32).max(1),
+            ((b[3] - b[1]).round() as u32).max(1),
+        );
+        for d in 0..2 {
+            let r =
+                imageproc::rect::Rect::at(x - d, y - d).of_size(w + 2 * d as u32, h + 2 * d as u32);
+            imageproc::drawing::draw_hollow_rect_mut(c, r, image::Rgb(colour));
+        }
+    };
+    for g in gt {
+        rect(&mut canvas, g, [40, 220, 40]);
+    }
+    for (strategy, b) in chosen {
+        if let Some(b) = b {
+            rect(
+                &mut canvas,
+                b,
+                if *strategy == Strategy::Inner {
+                    [40, 90, 255]
+                } else {
+                    [230, 30, 30]
+                },
+            );
+        }
+    }
+    crate::io::write_atomic_with(path, |tmp| {
+        canvas
+            .save_with_format(tmp, image::ImageFormat::Png)
+            .map_err(anyhow::Error::from)
+    })
+}
+
+/// Evaluates `items`; writes `per_image.jsonl`, `summary.json` and examples into `out`.
+pub fn evaluate(
+    model: &Model,
+    items: &[Item],
+    skipped: Vec<String>,
+    s: &Settings,
+    out: &Path,
+    device: Device,
+) -> anyhow::Result<Summary> {
+    std::fs::create_dir_all(out.join("examples"))
+        .with_context(|| format!("creating {}", out.display()))?;
+    let lines_path = out.join("per_image.jsonl");
+    let tmp_lines = crate::io::temp_path(&lines_path);
+    let mut lines = std::io::BufWriter::new(
+        std::fs::File::create(&tmp_lines)
+            .with_context(|| format!("creating {}", tmp_lines.display()))?,
+    );
+    let mut scores: BTreeMap<(String, usize, Strategy), (usize, usize)> = BTreeMap::new();
+    let source = format!("nave-{}", format!("{:?}", s.method).to_lowercase());
+    let bar = crate::ui::progress_bar(items.len() as u64, "localizing");
+    let started = Instant::now();
+    let mut unreadable = Vec::new();
+    for (n, item) in items.iter().enumerate() {
+        let img = match image::open(&item.image) {
+            Ok(i) => i.to_rgb8(),
+            Err(e) => {
+                crate::warn!("cannot read {}: {e}; skipped", item.image.display());
+                unreadable.push(item.id.clone());
+                bar.inc(1);
+                continue;
+            }
+        };
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let mut maps: Vec<(String, usize, Vec<i64>)> = nave_maps(model, &img, s, device)?
+            .into_iter()
+            .zip(&s.ks)
+            .map(|(m, &k)| (source.clone(), k, m))
+            .collect();
+        if s.slic {
+            for &k in &s.ks {
+                maps.push(("slic".to_string(), k, slic::slic(&img, k, 10.0, 10)));
+            }
+        }
+        let mut chosen_first = Vec::new();
+        for (src, k, labels) in &maps {
+            for &strategy in &s.strategies {
+                let sel = select(labels, h, w, &item.boxes, strategy, s.min_size);
+                let e = scores.entry((src.clone(), *k, strategy)).or_default();
+                e.0 += sel.found as usize;
+                e.1 += 1;
+                serde_json::to_writer(
+                    &mut lines,
+                    &Line {
+                        image: &item.id,
+                        source: src,
+                        k: *k,
+                        strategy,
+                        iou: sel.iou,
+                        found: sel.found,
+                        r#box: sel.r#box,
+                        gt: &item.boxes,
+                    },
+                )?;
+                lines.write_all(b"\n")?;
+                if src == &source && *k == s.ks[0] {
+                    chosen_first.push((strategy, sel.r#box));
+                }
+            }
+        }
+        if n < s.examples {
+            let labels_first = &maps[0].2;
+            let overlay = colour::overlay(&img, labels_first);
+            draw_example(
+                &overlay,
+                &item.boxes,
+                &chosen_first,
+                &out.join("examples")
+                    .join(format!("{}.png", item.id.replace(['/', '.'], "_"))),
+            )?;
+        }
+        bar.inc(1);
+        let key = (source.clone(), s.ks[0], s.strategies[0]);
+        if let Some(&(f, t)) = scores.get(&key) {
+            bar.set_prefix(format!(
+                "{source} K={} {:?}: {:.1}%",
+                s.ks[0],
+                s.strategies[0],
+                100.0 * f as f64 / t as f64
+            ));
+        }
+    }
+    bar.finish_and_clear();
+    lines.flush()?;
+    drop(lines);
+    std::fs::rename(&tmp_lines, &lines_path)
+        .with_context(|| format!("moving {} into place", lines_path.display()))?;
+    let evaluated = items.len() - unreadable.len();
+    let summary = Summary {
+        scores,
+        images: evaluated,
+        skipped: skipped.into_iter().chain(unreadable).collect(),
+        seconds_per_image: started.elapsed().as_secs_f64() / evaluated.max(1) as f64,
+    };
+    let json = serde_json::json!({
+        "images": summary.images,
+        "skipped": summary.skipped,
+        "seconds_per_image": summary.seconds_per_image,
+        "taps": s.taps, "method": format!("{:?}", s.method).to_lowercase(), "min_size": s.min_size, "pad_multiple": s.pad_multiple,
+        "scores": summary.scores.iter().map(|((src, k, st), (f, n))| serde_json::json!({"source": src, "k": k, "strategy": st, "found": f, "images": n, "percent": 100.0 * *f as f64 / (*n).max(1) as f64})).collect::<Vec<_>>(),
+    });
+    crate::io::write_atomic(
+        &out.join("summary.json"),
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
+    Ok(summary)
+}
+
+/// Where `localize` writes by default.
+pub fn default_out(dataset: dataset::LocalizeDataset) -> PathBuf {
+    PathBuf::from("reports").join(format!("localize-{}", dataset.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_segment_scores_one_and_a_miss_scores_zero() {
+        // A 40x40 image whose segment 1 is exactly the box [10, 10, 30, 30) in pixels.
+        let (h, w) = (40, 40);
+        let labels: Vec<i64> = (0..h * w)
+            .map(|i| {
+                if (10..30).contains(&(i % w)) && (10..30).contains(&(i / w)) {
+                    1
+                } else {
+                    0
+                }
+            })
+            .collect();
+        // Outer box of that component is [10, 10, 29, 29] (Algorithm 2 returns pixel indices).
+        let gt = [[10.0, 10.0, 29.0, 29.0]];
+        let sel = select(&labels, h, w, &gt, Strategy::Outer, 10);
+        assert!((sel.iou - 1.0).abs() < 1e-6 && sel.found);
+        // Inner box of a square is the same square (median at the centre).
+        let sel = select(&labels, h, w, &gt, Strategy::Inner, 10);
+        assert!(sel.found, "{sel:?}");
+        let far = [[0.0, 0.0, 3.0, 3.0]];
+        let miss = select(&labels, h, w, &far, Strategy::Outer, 500);
+        assert!(!miss.found && miss.iou < 0.5);
+        assert_eq!(corloc(&[sel.clone(), sel.clone()]), 100.0);
+        assert_eq!(corloc(&[miss.clone(), miss.clone()]), 0.0);
+        assert_eq!(corloc(&[sel, miss]), 50.0);
+    }
+
+    #[test]
+    fn padding_is_zero_on_the_right_and_bottom() {
+        let img = RgbImage::from_pixel(20, 10, image::Rgb([255, 255, 255]));
+        let x = prepare(&img, 16);
+        assert_eq!(x.size(), vec![1, 3, 16, 32]);
+        assert_eq!(x.double_value(&[0, 0, 15, 31]), 0.0);
+        assert!(
+            (x.double_value(&[0, 0, 9, 19]) - (1.0 - IMAGENET_MEAN[0]) / IMAGENET_STD[0]).abs()
+                < 1e-5
+        );
+        assert_eq!(x.double_value(&[0, 1, 10, 0]), 0.0);
+    }
+}
