@@ -103,7 +103,7 @@ pub fn run(a: LocalizeArgs, device: Device) -> anyhow::Result<()> {
     );
     let sources: std::collections::BTreeSet<String> =
         summary.scores.keys().map(|k| k.0.clone()).collect();
-    for src in sources.iter().rev() {
+    for src in &sources {
         for &k in &a.k {
             let cols: Vec<String> = a
                 .strategy
