@@ -364,6 +364,7 @@ impl Experiment {
                                 width: f.model.width,
                                 init: f.model.init.clone(),
                                 registers: f.model.registers,
+                                layer_scale: false,
                             },
                             train: f.train.clone(),
                             augment_spec: f.augment.clone(),

@@ -190,6 +190,7 @@ fn localize_end_to_end_writes_a_table_lines_and_examples() {
         width: Some(8),
         init: None,
         registers: 0,
+        layer_scale: false,
     };
     nave_lab::models::Model::new(&spec, 2, 64, tch::Device::Cpu)
         .unwrap()

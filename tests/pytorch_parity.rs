@@ -19,13 +19,23 @@ fn logits_of(path: &std::path::Path) -> Tensor {
 }
 
 fn check(arch: Arch, num_classes: i64, image_size: i64) {
-    let dir = scratch(&format!("parity_{arch}"));
+    check_variant(arch, false, num_classes, image_size)
+}
+
+fn check_variant(arch: Arch, layer_scale: bool, num_classes: i64, image_size: i64) {
+    let name = if layer_scale {
+        format!("{arch}_ls")
+    } else {
+        arch.to_string()
+    };
+    let dir = scratch(&format!("parity_{name}"));
     tch::manual_seed(1);
     let spec = ModelSpec {
         arch,
         width: None,
         init: None,
         registers: 0,
+        layer_scale,
     };
     let ours = Model::new(&spec, num_classes, image_size, Device::Cpu).unwrap();
     // Non-trivial BatchNorm statistics in our weights too.
@@ -35,6 +45,8 @@ fn check(arch: Arch, num_classes: i64, image_size: i64) {
                 let _ = t.uniform_(0.5, 1.5);
             } else if name.ends_with("running_mean") {
                 let _ = t.uniform_(-0.1, 0.1);
+            } else if name.ends_with(".gamma") {
+                let _ = t.uniform_(0.2, 0.8);
             }
         }
     });
@@ -45,7 +57,7 @@ fn check(arch: Arch, num_classes: i64, image_size: i64) {
     run_reference(
         "parity.py",
         &[
-            arch.as_str(),
+            &name,
             &num_classes.to_string(),
             &image_size.to_string(),
             dir.to_str().unwrap(),
@@ -91,4 +103,9 @@ fn vit_s16_matches_timm() {
 #[test]
 fn vit_s14_matches_timm() {
     check(Arch::VitS14, 3, 56);
+}
+
+#[test]
+fn vit_s14_with_layer_scale_matches_timm() {
+    check_variant(Arch::VitS14, true, 4, 56);
 }

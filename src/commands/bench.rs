@@ -112,6 +112,7 @@ fn bench_kmeans(a: &BenchKmeansArgs, device: Device) -> anyhow::Result<serde_jso
                 width: None,
                 init: None,
                 registers: 0,
+                layer_scale: false,
             };
             tch::manual_seed(a.seed as i64);
             let mut model = Model::new(&spec, 2, a.image_size, device)?;
@@ -217,6 +218,7 @@ fn bench_train(a: &BenchTrainArgs, device: Device) -> anyhow::Result<serde_json:
         width: a.width,
         init: None,
         registers: 0,
+        layer_scale: false,
     };
     let model = Model::new(&spec, 10, a.image_size, device)?;
     let mut opt = Optimizer::new(

@@ -84,6 +84,9 @@ pub struct ModelSpec {
     /// ViT register tokens.
     #[serde(default)]
     pub registers: i64,
+    /// ViT LayerScale (DINOv2); set from the weights by `from_weights`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub layer_scale: bool,
 }
 
 #[derive(Debug)]
@@ -157,7 +160,10 @@ impl Model {
                 if image_size % patch != 0 {
                     bail!("dataset.image_size {image_size} is not a multiple of {}'s patch size {patch}", spec.arch);
                 }
-                let config = VitConfig::small(patch, width, spec.registers, image_size);
+                let config = VitConfig {
+                    layer_scale: spec.layer_scale,
+                    ..VitConfig::small(patch, width, spec.registers, image_size)
+                };
                 (
                     Net::Vit(Vit::new(&root, config, num_classes)),
                     config.tap_channels(),
@@ -279,8 +285,35 @@ impl Model {
         let _guard = tch::no_grad_guard();
         let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
+        // Tensors of the file that no variable takes: silently ignoring them
+        // would explain another model than the file's (e.g. LayerScale).
+        let known: HashSet<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
+        let unexpected: Vec<&String> = loaded
+            .keys()
+            .filter(|n| {
+                !known.contains(n.as_str())
+                    && !n.ends_with("num_batches_tracked")
+                    && *n != "mask_token"
+                    && !(*n == "register_tokens" && known.contains("reg_token"))
+            })
+            .filter(|n| strict || !n.starts_with(head))
+            .collect();
+        if !unexpected.is_empty() {
+            let mut names: Vec<&str> = unexpected.iter().map(|s| s.as_str()).collect();
+            names.sort();
+            let listed = names.iter().take(6).copied().collect::<Vec<_>>().join(", ");
+            anyhow::bail!("{shown}: {} tensor(s) that the {} model has no place for, e.g. {listed} (weights of another architecture or variant?)", names.len(), self.arch);
+        }
         for (name, mut var) in vars {
-            let Some(src) = loaded.get(&name) else {
+            // DINOv2 names its registers register_tokens, timm reg_token.
+            let src = loaded.get(&name).or_else(|| {
+                if name == "reg_token" {
+                    loaded.get("register_tokens")
+                } else {
+                    None
+                }
+            });
+            let Some(src) = src else {
                 if !strict && name.starts_with(head) {
                     skipped.push(name);
                     continue;
@@ -336,20 +369,29 @@ pub fn from_weights(
         })?;
         Ok(t.size()[axis])
     };
-    let (classes, width, registers) = if arch.is_vit() {
-        let registers = tensors.get("reg_token").map(|t| t.size()[1]).unwrap_or(0);
-        (dim("head.weight", 0)?, dim("cls_token", 2)?, registers)
+    // Self-supervised checkpoints (DINO) have no classifier: a 1-class head, unused by NAVE.
+    let (head, width_tensor, width_axis) = if arch.is_vit() {
+        ("head.weight", "cls_token", 2)
     } else {
-        (dim("fc.weight", 0)?, dim("conv1.weight", 0)?, 0)
+        ("fc.weight", "conv1.weight", 0)
     };
+    let has_head = tensors.contains_key(head);
+    let classes = tensors.get(head).map(|t| t.size()[0]).unwrap_or(1);
+    let registers = tensors
+        .get("reg_token")
+        .or_else(|| tensors.get("register_tokens"))
+        .map(|t| t.size()[1])
+        .unwrap_or(0);
     let spec = ModelSpec {
         arch,
-        width: Some(width),
+        width: Some(dim(width_tensor, width_axis)?),
         init: None,
         registers,
+        layer_scale: tensors.contains_key("blocks.0.ls1.gamma"),
     };
     let mut model = Model::new(&spec, classes, image_size, device)?;
-    model.load(path, true)?;
+    // Strict when the file has a classifier; without one, the head stays as initialised.
+    model.load(path, has_head)?;
     Ok(model)
 }
 
@@ -357,8 +399,23 @@ pub fn from_weights(
 /// (pretrained ViTs at 224 used on other image sizes).
 fn resample_pos_embed(src: &Tensor, target: &[i64]) -> Tensor {
     let d = src.size()[2];
-    let n = src.size()[1] - 1;
     let m = target[1] - 1;
+    // Patch-only position embeddings (timm's no_embed_class): CLS gets none, a zero row.
+    let total = src.size()[1];
+    let side = (total as f64).sqrt().round() as i64;
+    let src = if side * side == total {
+        Tensor::cat(
+            &[
+                Tensor::zeros([1, 1, d], (src.kind(), src.device())),
+                src.shallow_clone(),
+            ],
+            1,
+        )
+    } else {
+        src.shallow_clone()
+    };
+    let src = &src;
+    let n = src.size()[1] - 1;
     let (from, to) = ((n as f64).sqrt() as i64, (m as f64).sqrt() as i64);
     if from * from != n || to * to != m {
         return src.shallow_clone();
@@ -385,6 +442,7 @@ mod tests {
             width: Some(width),
             init: None,
             registers: 0,
+            layer_scale: false,
         }
     }
 
@@ -424,6 +482,7 @@ mod tests {
             width: Some(64),
             init: None,
             registers: 4,
+            layer_scale: false,
         };
         let m = Model::new(&s, 2, 64, Device::Cpu).unwrap();
         let x = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
@@ -492,5 +551,43 @@ mod tests {
             err.contains("bn1.bias") && err.contains("m.safetensors"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn unexpected_tensors_are_an_error_not_silently_ignored() {
+        let dir = std::env::temp_dir().join(format!("nave-model-extra-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A ViT with LayerScale: its gammas have no place in a ViT without.
+        let with_ls = ModelSpec {
+            arch: Arch::VitS16,
+            width: Some(64),
+            init: None,
+            registers: 0,
+            layer_scale: true,
+        };
+        let m = Model::new(&with_ls, 2, 32, Device::Cpu).unwrap();
+        let path = dir.join("ls.safetensors");
+        m.save(&path, 0).unwrap();
+        let mut plain = Model::new(
+            &ModelSpec {
+                layer_scale: false,
+                ..with_ls.clone()
+            },
+            2,
+            32,
+            Device::Cpu,
+        )
+        .unwrap();
+        let err = plain.load(&path, true).unwrap_err().to_string();
+        assert!(
+            err.contains("ls1.gamma") && err.contains("no place"),
+            "{err}"
+        );
+        // from_weights reads the variant off the file.
+        let rebuilt = from_weights(Arch::VitS16, &path, 32, Device::Cpu).unwrap();
+        let x = Tensor::randn([1, 3, 32, 32], (Kind::Float, Device::Cpu));
+        assert!(m
+            .forward_t(&x, false)
+            .allclose(&rebuilt.forward_t(&x, false), 1e-6, 1e-6, false));
     }
 }

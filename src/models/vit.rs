@@ -20,6 +20,8 @@ pub struct VitConfig {
     pub depth: usize,
     pub heads: i64,
     pub registers: i64,
+    /// LayerScale (`ls1.gamma`, `ls2.gamma` per block), as in DINOv2.
+    pub layer_scale: bool,
     /// Image side the position embeddings are laid out for.
     pub image_size: i64,
 }
@@ -32,6 +34,7 @@ impl VitConfig {
             depth: 12,
             heads: (dim / 64).max(1),
             registers,
+            layer_scale: false,
             image_size,
         }
     }
@@ -63,11 +66,20 @@ struct Block {
     norm2: nn::LayerNorm,
     fc1: nn::Linear,
     fc2: nn::Linear,
+    /// LayerScale factors of the attention and MLP branches.
+    ls: Option<(Tensor, Tensor)>,
     heads: i64,
 }
 
 impl Block {
-    fn new(p: nn::Path, dim: i64, heads: i64) -> Self {
+    fn new(p: nn::Path, dim: i64, heads: i64, layer_scale: bool) -> Self {
+        let ls = layer_scale.then(|| {
+            let init = nn::Init::Const(1e-5);
+            (
+                (&p / "ls1").var("gamma", &[dim], init),
+                (&p / "ls2").var("gamma", &[dim], init),
+            )
+        });
         Self {
             norm1: layer_norm(&p / "norm1", dim),
             qkv: nn::linear(&p / "attn" / "qkv", dim, 3 * dim, Default::default()),
@@ -75,6 +87,7 @@ impl Block {
             norm2: layer_norm(&p / "norm2", dim),
             fc1: nn::linear(&p / "mlp" / "fc1", dim, 4 * dim, Default::default()),
             fc2: nn::linear(&p / "mlp" / "fc2", 4 * dim, dim, Default::default()),
+            ls,
             heads,
         }
     }
@@ -99,12 +112,21 @@ impl Block {
             None,
             false,
         );
-        let x = x + attn.transpose(1, 2).reshape([b, n, d]).apply(&self.proj);
-        let mlp = x
+        let mut attn = attn.transpose(1, 2).reshape([b, n, d]).apply(&self.proj);
+        let mut mlp_scale = None;
+        if let Some((g1, g2)) = &self.ls {
+            attn = attn * g1;
+            mlp_scale = Some(g2);
+        }
+        let x = x + attn;
+        let mut mlp = x
             .apply(&self.norm2)
             .apply(&self.fc1)
             .gelu("none")
             .apply(&self.fc2);
+        if let Some(g2) = mlp_scale {
+            mlp = mlp * g2;
+        }
         x + mlp
     }
 }
@@ -144,7 +166,7 @@ impl Vit {
             (config.registers > 0).then(|| p.var("reg_token", &[1, config.registers, d], init));
         let pos_embed = p.var("pos_embed", &[1, 1 + grid * grid, d], init);
         let blocks = (0..config.depth)
-            .map(|i| Block::new(p / "blocks" / i, d, config.heads))
+            .map(|i| Block::new(p / "blocks" / i, d, config.heads, config.layer_scale))
             .collect();
         let norm = layer_norm(p / "norm", d);
         let head = nn::linear(p / "head", d, num_classes, Default::default());

@@ -26,10 +26,12 @@ def build():
         return torchvision.models.resnet18(num_classes=num_classes)
     if arch == "resnet50":
         return torchvision.models.resnet50(num_classes=num_classes)
-    if arch in ("vit_s16", "vit_s14"):
+    if arch in ("vit_s16", "vit_s14", "vit_s14_ls"):
         patch = 16 if arch == "vit_s16" else 14
+        # vit_s14_ls: with LayerScale, as DINOv2 (gammas at 0.5 so that they matter).
+        init_values = 0.5 if arch == "vit_s14_ls" else None
         return timm.models.vision_transformer.VisionTransformer(
-            img_size=image_size, patch_size=patch, embed_dim=384, depth=12, num_heads=6, num_classes=num_classes
+            img_size=image_size, patch_size=patch, embed_dim=384, depth=12, num_heads=6, num_classes=num_classes, init_values=init_values
         )
     raise SystemExit(f"unknown arch {arch}")
 
