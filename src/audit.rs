@@ -281,35 +281,31 @@ fn audit_run(
     for r in 0..settings.repeats {
         let seed = r as u64;
         // [2N, h*w] labels
+        let cluster = |rows: &Tensor| {
+            nave::cluster(
+                rows,
+                settings.method,
+                settings.k,
+                seed,
+                settings.tol,
+                settings.max_iter,
+            )
+            .map(|l| l.to_device(Device::Cpu))
+        };
+        // One label list of h*w cells per image (clean probes, then watermarked).
         let labels: Vec<Vec<i64>> = match settings.scope {
             Scope::Set => {
-                let rows = extract::to_rows(&feats);
-                let l = nave::cluster(
-                    &rows,
-                    settings.method,
-                    settings.k,
-                    seed,
-                    settings.tol,
-                    settings.max_iter,
-                )?
-                .to_device(Device::Cpu)
-                .view([n2, h * w]);
+                let l = cluster(&extract::to_rows(&feats))?.view([n2, h * w]);
                 (0..n2)
                     .map(|i| Vec::<i64>::try_from(l.get(i)).expect("labels"))
                     .collect()
             }
             Scope::Image => (0..n2)
                 .map(|i| {
-                    let rows = extract::to_rows(&feats.narrow(0, i, 1));
-                    let l = nave::cluster(
-                        &rows,
-                        settings.method,
-                        settings.k,
-                        seed,
-                        settings.tol,
-                        settings.max_iter,
-                    )?;
-                    Ok(Vec::<i64>::try_from(l.to_device(Device::Cpu)).expect("labels"))
+                    Ok(
+                        Vec::<i64>::try_from(cluster(&extract::to_rows(&feats.narrow(0, i, 1)))?)
+                            .expect("labels"),
+                    )
                 })
                 .collect::<anyhow::Result<_>>()?,
         };

@@ -36,9 +36,20 @@ pub struct BatchSpec {
     pub prefetch: usize,
 }
 
+/// ImageNet mean and standard deviation as `[1, 3, 1, 1]` tensors on `device`.
+fn imagenet_stats(device: Device) -> (Tensor, Tensor) {
+    let stat = |v: &[f64; 3]| {
+        Tensor::from_slice(v)
+            .view([1, 3, 1, 1])
+            .to_kind(Kind::Float)
+            .to_device(device)
+    };
+    (stat(&IMAGENET_MEAN), stat(&IMAGENET_STD))
+}
+
 /// uint8 `[B, 3, S, S]` (any device) -> normalised float on the same device.
 pub fn normalize_u8(images: &Tensor) -> Tensor {
-    to_unit(images).pipe_normalize()
+    normalize_unit(to_unit(images))
 }
 
 /// uint8 -> float in [0, 1].
@@ -46,42 +57,10 @@ pub fn to_unit(images: &Tensor) -> Tensor {
     images.to_kind(Kind::Float) / 255.0
 }
 
-trait Normalize {
-    fn pipe_normalize(self) -> Tensor;
-}
-
-impl Normalize for Tensor {
-    fn pipe_normalize(self) -> Tensor {
-        let device = self.device();
-        let mean = Tensor::from_slice(&IMAGENET_MEAN)
-            .view([1, 3, 1, 1])
-            .to_kind(Kind::Float)
-            .to_device(device);
-        let std = Tensor::from_slice(&IMAGENET_STD)
-            .view([1, 3, 1, 1])
-            .to_kind(Kind::Float)
-            .to_device(device);
-        (self - mean) / std
-    }
-}
-
-/// Float in [0, 1] -> normalised.
+/// Float in [0, 1] -> normalised with ImageNet's statistics.
 pub fn normalize_unit(images: Tensor) -> Tensor {
-    images.pipe_normalize()
-}
-
-/// Normalised float -> float in [0, 1] (for pictures).
-pub fn denormalize(images: &Tensor) -> Tensor {
-    let device = images.device();
-    let mean = Tensor::from_slice(&IMAGENET_MEAN)
-        .view([1, 3, 1, 1])
-        .to_kind(Kind::Float)
-        .to_device(device);
-    let std = Tensor::from_slice(&IMAGENET_STD)
-        .view([1, 3, 1, 1])
-        .to_kind(Kind::Float)
-        .to_device(device);
-    (images * std + mean).clamp(0.0, 1.0)
+    let (mean, std) = imagenet_stats(images.device());
+    (images - mean) / std
 }
 
 /// The order of one epoch: a permutation drawn from (seed, epoch), so that a

@@ -17,10 +17,9 @@ use std::time::Instant;
 use anyhow::Context;
 use image::RgbImage;
 use serde::Serialize;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use crate::config::ClusterMethod;
-use crate::data::{IMAGENET_MEAN, IMAGENET_STD};
 use crate::models::Model;
 use crate::nave::{self, colour, extract};
 use boxes::{components, inner_box, iou, outer_box, BBox};
@@ -96,18 +95,12 @@ pub fn corloc(selections: &[Selection]) -> f64 {
 /// on the right and bottom to a multiple of `multiple`. Returns `[1, 3, Hp, Wp]`.
 pub fn prepare(img: &RgbImage, multiple: i64) -> Tensor {
     let (w, h) = (img.width() as i64, img.height() as i64);
-    let x = Tensor::from_slice(img.as_raw())
-        .view([1, h, w, 3])
-        .permute([0, 3, 1, 2])
-        .to_kind(Kind::Float)
-        / 255.0;
-    let mean = Tensor::from_slice(&IMAGENET_MEAN)
-        .view([1, 3, 1, 1])
-        .to_kind(Kind::Float);
-    let std = Tensor::from_slice(&IMAGENET_STD)
-        .view([1, 3, 1, 1])
-        .to_kind(Kind::Float);
-    let x = (x - mean) / std;
+    // [1, 3, H, W]
+    let x = crate::data::loader::normalize_u8(
+        &Tensor::from_slice(img.as_raw())
+            .view([1, h, w, 3])
+            .permute([0, 3, 1, 2]),
+    );
     let (hp, wp) = (
         (h + multiple - 1) / multiple * multiple,
         (w + multiple - 1) / multiple * multiple,
@@ -344,6 +337,7 @@ pub fn default_out(dataset: dataset::LocalizeDataset) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::{IMAGENET_MEAN, IMAGENET_STD};
 
     #[test]
     fn exact_segment_scores_one_and_a_miss_scores_zero() {
