@@ -45,6 +45,7 @@ pub fn run(args: TrainArgs, device: DeviceRequest) -> anyhow::Result<()> {
         runs = vec![runs.swap_remove(i)];
     }
     let device = device.resolve()?;
+    write_experiment_copy(&experiment, &args)?;
     let outcomes = train::train_runs(&runs, &args.checkpoints, device)?;
     let trained = outcomes
         .iter()
@@ -57,4 +58,18 @@ pub fn run(args: TrainArgs, device: DeviceRequest) -> anyhow::Result<()> {
         args.checkpoints.join(experiment.name()).display()
     );
     Ok(())
+}
+
+/// Keeps the experiment file beside its runs (`checkpoints/<name>/experiment.yaml`),
+/// with the --set overrides noted, for the report.
+fn write_experiment_copy(experiment: &Experiment, args: &TrainArgs) -> anyhow::Result<()> {
+    let dir = args.checkpoints.join(experiment.name());
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    let mut text = format!("# {}\n", experiment.source_path.display());
+    for o in &args.overrides {
+        text += &format!("# --set {o}\n");
+    }
+    text += &experiment.source_text;
+    crate::io::write_atomic(&dir.join("experiment.yaml"), text.as_bytes())
 }

@@ -328,6 +328,10 @@ pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
     let mut env = Environment::new();
     env.add_template("index.html", INDEX)?;
     env.add_template("run.html", RUN)?;
+    let experiment_yaml = audit
+        .get("checkpoints")
+        .and_then(Value::as_str)
+        .and_then(|d| std::fs::read_to_string(Path::new(d).join("experiment.yaml")).ok());
     let first_dir = runs.first().and_then(run_dir_of);
     let run_yaml = first_dir
         .as_ref()
@@ -375,6 +379,7 @@ pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
         grid => &grid,
         runs => &run_rows,
         run_yaml => &run_yaml,
+        experiment_yaml => &experiment_yaml,
         first_run => runs.first().map(|r| str_of(r, "id")).unwrap_or_default(),
         version => env!("CARGO_PKG_VERSION"),
         report_dir => report_dir.display().to_string(),
