@@ -10,26 +10,7 @@ use common::{nave_lab, scratch};
 /// Trains the two runs once for all tests of this file.
 fn trained() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = scratch("audit_runs");
-        let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/demo.yaml");
-        let ok = nave_lab()
-            .args([
-                "-q",
-                "train",
-                demo,
-                "--set",
-                "grid.augment=[false]",
-                "--set",
-                "grid.seed=[0]",
-                "--checkpoints",
-                dir.to_str().unwrap(),
-            ])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        dir.join("demo")
-    })
+    DIR.get_or_init(|| common::train_demo_pair(&scratch("audit_runs")))
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -205,22 +205,7 @@ fn same_seed_gives_identical_metrics_and_a_killed_run_resumes() {
 fn on_the_demo_the_watermark_regime_learns_the_shortcut() {
     // experiments/demo.yaml itself, without augmentation and with one seed (2 runs).
     let dir = scratch("train_shortcut");
-    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/demo.yaml");
-    let ok = nave_lab()
-        .args([
-            "-q",
-            "train",
-            demo,
-            "--set",
-            "grid.augment=[false]",
-            "--set",
-            "grid.seed=[0]",
-            "--checkpoints",
-            dir.to_str().unwrap(),
-        ])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    common::train_demo_pair(&dir);
     let last = |id: &str| metrics(&dir.join("demo").join(id)).pop().unwrap();
     let wm = last("resnet18-aug0-wm1-s0");
     let clean = wm["test_accuracy"]["clean"].as_f64().unwrap();

@@ -48,3 +48,25 @@ pub fn run_reference(script: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Trains two runs of experiments/demo.yaml (no augmentation, seed 0, with
+/// and without the watermark) under `dir`; returns `dir/demo`.
+pub fn train_demo_pair(dir: &std::path::Path) -> PathBuf {
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/demo.yaml");
+    let ok = nave_lab()
+        .args([
+            "-q",
+            "train",
+            demo,
+            "--set",
+            "grid.augment=[false]",
+            "--set",
+            "grid.seed=[0]",
+            "--checkpoints",
+            dir.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "training the demo pair failed");
+    dir.join("demo")
+}
