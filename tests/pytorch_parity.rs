@@ -109,3 +109,42 @@ fn vit_s14_matches_timm() {
 fn vit_s14_with_layer_scale_matches_timm() {
     check_variant(Arch::VitS14, true, 4, 56);
 }
+
+#[test]
+fn converted_pth_checkpoints_load_and_match() {
+    // scripts/convert_pth.py unwraps {"state_dict": ...} and strips "module.".
+    let dir = scratch("convert_pth");
+    run_reference("make_pth.py", &[dir.to_str().unwrap()]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/convert_pth.py");
+    let out = std::process::Command::new(common::reference_python())
+        .args([
+            script,
+            dir.join("ckpt.pth").to_str().unwrap(),
+            dir.join("r18.safetensors").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let model = nave_lab::models::from_weights(
+        Arch::Resnet18,
+        &dir.join("r18.safetensors"),
+        64,
+        Device::Cpu,
+    )
+    .unwrap();
+    let x = Tensor::read_safetensors(dir.join("input.safetensors"))
+        .unwrap()
+        .remove(0)
+        .1;
+    let mine = tch::no_grad(|| model.forward_t(&x, false));
+    assert_eq!(mine.size(), vec![1, 7]);
+    let diff = (&mine - logits_of(&dir.join("logits.safetensors")))
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(diff < 1e-4, "max diff {diff}");
+}
