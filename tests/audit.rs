@@ -434,6 +434,11 @@ fn the_report_renders_in_a_real_browser() {
         "curves_accuracy.svg",
         "run-resnet18-aug0-wm1-s0.html",
         "wm_shift",
+        "The experiment file",
+        "# --set grid.augment=[false]",
+        "name: demo",
+        "trained on cpu",
+        "(1 per regime)",
     ] {
         assert!(html.contains(expected), "index.html lacks {expected}");
     }

@@ -245,6 +245,12 @@ pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
                 .push(lines);
         }
     }
+    let mut trained_on: BTreeSet<String> = per_regime_metrics
+        .values()
+        .flatten()
+        .filter_map(|lines| lines.last().and_then(|m| m.get("device")).and_then(Value::as_str).map(String::from))
+        .collect();
+    trained_on.remove("");
     let mut curve_files = Vec::new();
     if !per_regime_metrics.is_empty() {
         for (file, svg) in curves::plots(&per_regime_metrics)? {
@@ -370,6 +376,7 @@ pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
         n_probes => probes.len(),
         dataset => first_spec.as_ref().map(|s| format!("{} at {} px{}", s.dataset.kind.as_str(), s.dataset.image_size, s.dataset.root.as_ref().map(|r| format!(" ({})", r.display())).unwrap_or_default())).unwrap_or_else(|| "(run.yaml not found)".into()),
         model => first_spec.as_ref().map(|s| format!("{} width {}", regimes.iter().map(|r| str_of(r, "regime").split('-').next().unwrap_or("").to_string()).collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(", "), s.model.width.map(|w| w.to_string()).unwrap_or("standard".into()))).unwrap_or_default(),
+        trained_on => trained_on.iter().cloned().collect::<Vec<_>>().join(", "),
         runs_per_regime => n_per_regime.into_iter().map(|n| n.to_string()).collect::<Vec<_>>().join("/"),
         settings => &settings,
         missing => &missing,

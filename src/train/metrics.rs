@@ -15,6 +15,9 @@ pub struct EpochMetrics {
     pub test_loss: f64,
     pub seconds: f64,
     pub images_per_second: f64,
+    /// The device the epoch trained on (cpu, cuda:0 ...).
+    #[serde(default)]
+    pub device: String,
 }
 
 /// TensorBoard scalars, written with tensorboard-rs (its files are read by TensorBoard's own reader).

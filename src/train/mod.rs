@@ -312,6 +312,7 @@ pub fn train_run(
             test_loss,
             seconds: started.elapsed().as_secs_f64(),
             images_per_second: seen as f64 / train_seconds,
+            device: crate::device::device_name(device),
         };
         crate::info!(
             "{} epoch {}/{}: loss {:.4} acc {:.3} | test clean {:.3} as-train {:.3} flipped {:.3} | {:.0} img/s",
