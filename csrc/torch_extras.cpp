@@ -25,3 +25,30 @@ extern "C" void nave_autocast_exit_cuda() {
 extern "C" void nave_clear_grad(void* tensor) {
   static_cast<at::Tensor*>(tensor)->mutable_grad() = at::Tensor();
 }
+
+// One SGD-with-momentum step for many parameters with libtorch's multi-tensor
+// (foreach) kernels, as torch.optim.SGD(foreach=True) does: on CUDA a few
+// fused launches instead of several per parameter. `params` and `bufs` are
+// `torch::Tensor*` arrays of length n; every parameter has a gradient and a
+// momentum buffer (the first step, which creates the buffers, is done per
+// parameter by the caller).
+//   g += wd * p;  buf = momentum * buf + g;  p -= lr * buf
+extern "C" void nave_sgd_foreach(void** params, void** bufs, int64_t n, double lr, double momentum, double weight_decay) {
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> ps, gs, bs;
+  ps.reserve(n);
+  gs.reserve(n);
+  bs.reserve(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const at::Tensor& p = *static_cast<at::Tensor*>(params[i]);
+    ps.push_back(p);
+    gs.push_back(p.grad());
+    bs.push_back(*static_cast<at::Tensor*>(bufs[i]));
+  }
+  if (weight_decay != 0.0) {
+    at::_foreach_add_(gs, ps, weight_decay);
+  }
+  at::_foreach_mul_(bs, momentum);
+  at::_foreach_add_(bs, gs);
+  at::_foreach_add_(ps, bs, -lr);
+}

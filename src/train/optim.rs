@@ -10,6 +10,7 @@ use crate::config::{OptimizerKind, OptimizerSpec, ScheduleKind, ScheduleSpec};
 
 extern "C" {
     fn nave_clear_grad(tensor: *mut std::ffi::c_void);
+    fn nave_sgd_foreach(params: *mut *mut std::ffi::c_void, bufs: *mut *mut std::ffi::c_void, n: i64, lr: f64, momentum: f64, weight_decay: f64);
 }
 
 pub struct Optimizer {
@@ -45,6 +46,9 @@ impl Optimizer {
     pub fn step(&mut self, lr: f64) {
         let _guard = tch::no_grad_guard();
         self.step += 1;
+        if self.try_sgd_foreach(lr) {
+            return;
+        }
         let s = &self.spec;
         // The step's scalars as 0-dim tensors on the parameters' device, made
         // once per step: a host-to-device copy per parameter would stall CUDA.
@@ -104,6 +108,20 @@ impl Optimizer {
                 }
             }
         }
+    }
+
+    /// SGD with momentum once every buffer exists and every parameter has a
+    /// gradient: one multi-tensor update (see csrc/torch_extras.cpp).
+    fn try_sgd_foreach(&mut self, lr: f64) -> bool {
+        let s = &self.spec;
+        if s.kind != OptimizerKind::Sgd || s.momentum == 0.0 || self.first.iter().any(Option::is_none) || self.params.iter().any(|(_, p)| !p.grad().defined()) {
+            return false;
+        }
+        let mut params: Vec<*mut std::ffi::c_void> = self.params.iter_mut().map(|(_, p)| p.as_mut_ptr() as *mut std::ffi::c_void).collect();
+        let mut bufs: Vec<*mut std::ffi::c_void> = self.first.iter_mut().map(|b| b.as_mut().expect("checked above").as_mut_ptr() as *mut std::ffi::c_void).collect();
+        // SAFETY: both arrays hold `n` live `torch::Tensor*` owned by this optimiser for the call's duration.
+        unsafe { nave_sgd_foreach(params.as_mut_ptr(), bufs.as_mut_ptr(), params.len() as i64, lr, s.momentum, s.weight_decay) };
+        true
     }
 
     /// The buffers by name (`<param>.m1`, `<param>.m2`) for the resume state.
