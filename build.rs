@@ -79,7 +79,7 @@ fn libtorch_version(lib_dir: &Path) -> Option<String> {
     None
 }
 
-/// Compiles csrc/torch_extras.cpp (bf16 autocast, gradient release) against the
+/// Compiles csrc/torch_extras.cpp (bf16 autocast, gradient release, foreach SGD) against the
 /// libtorch headers beside `lib/`.
 fn compile_autocast_shim(lib_dir: &Path) {
     println!("cargo:rerun-if-changed=csrc/torch_extras.cpp");
