@@ -248,7 +248,13 @@ pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
     let mut trained_on: BTreeSet<String> = per_regime_metrics
         .values()
         .flatten()
-        .filter_map(|lines| lines.last().and_then(|m| m.get("device")).and_then(Value::as_str).map(String::from))
+        .filter_map(|lines| {
+            lines
+                .last()
+                .and_then(|m| m.get("device"))
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
         .collect();
     trained_on.remove("");
     let mut curve_files = Vec::new();

@@ -10,7 +10,14 @@ use crate::config::{OptimizerKind, OptimizerSpec, ScheduleKind, ScheduleSpec};
 
 extern "C" {
     fn nave_clear_grad(tensor: *mut std::ffi::c_void);
-    fn nave_sgd_foreach(params: *mut *mut std::ffi::c_void, bufs: *mut *mut std::ffi::c_void, n: i64, lr: f64, momentum: f64, weight_decay: f64);
+    fn nave_sgd_foreach(
+        params: *mut *mut std::ffi::c_void,
+        bufs: *mut *mut std::ffi::c_void,
+        n: i64,
+        lr: f64,
+        momentum: f64,
+        weight_decay: f64,
+    );
 }
 
 pub struct Optimizer {
@@ -114,13 +121,34 @@ impl Optimizer {
     /// gradient: one multi-tensor update (see csrc/torch_extras.cpp).
     fn try_sgd_foreach(&mut self, lr: f64) -> bool {
         let s = &self.spec;
-        if s.kind != OptimizerKind::Sgd || s.momentum == 0.0 || self.first.iter().any(Option::is_none) || self.params.iter().any(|(_, p)| !p.grad().defined()) {
+        if s.kind != OptimizerKind::Sgd
+            || s.momentum == 0.0
+            || self.first.iter().any(Option::is_none)
+            || self.params.iter().any(|(_, p)| !p.grad().defined())
+        {
             return false;
         }
-        let mut params: Vec<*mut std::ffi::c_void> = self.params.iter_mut().map(|(_, p)| p.as_mut_ptr() as *mut std::ffi::c_void).collect();
-        let mut bufs: Vec<*mut std::ffi::c_void> = self.first.iter_mut().map(|b| b.as_mut().expect("checked above").as_mut_ptr() as *mut std::ffi::c_void).collect();
+        let mut params: Vec<*mut std::ffi::c_void> = self
+            .params
+            .iter_mut()
+            .map(|(_, p)| p.as_mut_ptr() as *mut std::ffi::c_void)
+            .collect();
+        let mut bufs: Vec<*mut std::ffi::c_void> = self
+            .first
+            .iter_mut()
+            .map(|b| b.as_mut().expect("checked above").as_mut_ptr() as *mut std::ffi::c_void)
+            .collect();
         // SAFETY: both arrays hold `n` live `torch::Tensor*` owned by this optimiser for the call's duration.
-        unsafe { nave_sgd_foreach(params.as_mut_ptr(), bufs.as_mut_ptr(), params.len() as i64, lr, s.momentum, s.weight_decay) };
+        unsafe {
+            nave_sgd_foreach(
+                params.as_mut_ptr(),
+                bufs.as_mut_ptr(),
+                params.len() as i64,
+                lr,
+                s.momentum,
+                s.weight_decay,
+            )
+        };
         true
     }
 
