@@ -139,11 +139,7 @@ fn settings_for(
         .target_index(class_names)
         .map_err(anyhow::Error::msg)?;
     Ok(AuditSettings {
-        taps: o
-            .taps
-            .clone()
-            .or_else(|| spec.taps.clone())
-            .unwrap_or_else(|| run.model.arch.default_taps()),
+        taps: taps_for(run, o),
         k: o.k.unwrap_or(spec.k),
         method: o.method.unwrap_or(spec.method),
         scope: o.scope.unwrap_or(spec.scope),
@@ -157,6 +153,15 @@ fn settings_for(
         max_iter: spec.max_iter,
         resolution: o.resolution.or(spec.resolution),
     })
+}
+
+/// The taps of one run: the command line's, else run.yaml's `audit.taps`,
+/// else the architecture's default.
+fn taps_for(run: &RunSpec, o: &AuditOverrides) -> Vec<String> {
+    o.taps
+        .clone()
+        .or_else(|| run.audit.taps.clone())
+        .unwrap_or_else(|| run.model.arch.default_taps())
 }
 
 /// The probe images: up to N test images of the chosen classes, in a fixed
@@ -464,12 +469,9 @@ pub fn audit(
                 first.id
             );
         }
+        // Runs of several architectures share the settings but not the taps.
         let run_settings = AuditSettings {
-            taps: overrides
-                .taps
-                .clone()
-                .or_else(|| spec.audit.taps.clone())
-                .unwrap_or_else(|| spec.model.arch.default_taps()),
+            taps: taps_for(spec, overrides),
             ..settings.clone()
         };
         let cached = out_dir.join("runs").join(&spec.id).join("result.json");

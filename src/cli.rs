@@ -260,17 +260,24 @@ pub struct ReportArgs {
     pub grid_probes: usize,
 }
 
+/// Which model to explain: a run folder, or weights with an architecture.
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("model").required(true).args(["run", "weights"])))]
-pub struct ExplainArgs {
+pub struct ModelSource {
     /// A run folder (its run.yaml and model.safetensors).
     #[arg(long)]
     pub run: Option<std::path::PathBuf>,
-    /// Weights with torchvision/timm names (safetensors); needs --arch.
+    /// Weights with torchvision/timm/DINO names (safetensors); needs --arch.
     #[arg(long, requires = "arch")]
     pub weights: Option<std::path::PathBuf>,
     #[arg(long, value_enum)]
     pub arch: Option<crate::models::Arch>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub model: ModelSource,
     /// The image to explain (JPEG or PNG).
     #[arg(long)]
     pub image: std::path::PathBuf,
@@ -299,21 +306,14 @@ pub struct ExplainArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("model").required(true).args(["run", "weights"])))]
 pub struct LocalizeArgs {
     #[arg(long, value_enum)]
     pub dataset: crate::localize::dataset::LocalizeDataset,
     /// voc07/voc12: the folder that contains VOCdevkit/; coco20k: the COCO folder (annotations/, images/train2014/, coco_20k_filenames.txt).
     #[arg(long)]
     pub root: std::path::PathBuf,
-    /// A run folder (its run.yaml and model.safetensors).
-    #[arg(long)]
-    pub run: Option<std::path::PathBuf>,
-    /// Weights with torchvision/timm/DINO names (safetensors); needs --arch.
-    #[arg(long, requires = "arch")]
-    pub weights: Option<std::path::PathBuf>,
-    #[arg(long, value_enum)]
-    pub arch: Option<crate::models::Arch>,
+    #[command(flatten)]
+    pub model: ModelSource,
     /// Taps (default: ResNet layer3,layer4; ViT the last block).
     #[arg(long, value_delimiter = ',')]
     pub taps: Option<Vec<String>>,

@@ -15,6 +15,20 @@ fn experiment(dir: &Path, epochs: usize, train: usize) -> std::path::PathBuf {
     p
 }
 
+/// `nave-lab [-q] train EXP --checkpoints DIR ARGS...`
+fn train(exp: &Path, checkpoints: &Path, quiet: bool, args: &[&str]) -> std::process::Command {
+    let mut cmd = nave_lab();
+    if quiet {
+        cmd.arg("-q");
+    }
+    cmd.arg("train")
+        .arg(exp)
+        .arg("--checkpoints")
+        .arg(checkpoints)
+        .args(args);
+    cmd
+}
+
 fn metrics(dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()
@@ -27,16 +41,7 @@ fn metrics(dir: &Path) -> Vec<serde_json::Value> {
 fn list_run_and_index_select_runs() {
     let dir = scratch("train_list");
     let exp = experiment(&dir, 1, 32);
-    let out = nave_lab()
-        .args([
-            "train",
-            exp.to_str().unwrap(),
-            "--list",
-            "--checkpoints",
-            dir.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = train(&exp, &dir, false, &["--list"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("resnet18-aug0-wm0-s0")
@@ -44,31 +49,12 @@ fn list_run_and_index_select_runs() {
             && text.contains("new"),
         "{text}"
     );
-    let out = nave_lab()
-        .args([
-            "train",
-            exp.to_str().unwrap(),
-            "--run",
-            "nope",
-            "--checkpoints",
-            dir.to_str().unwrap(),
-        ])
+    let out = train(&exp, &dir, false, &["--run", "nope"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("resnet18-aug0-wm1-s0"));
-    let out = nave_lab()
-        .args([
-            "-q",
-            "train",
-            exp.to_str().unwrap(),
-            "--index",
-            "1",
-            "--checkpoints",
-            dir.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = train(&exp, &dir, true, &["--index", "1"]).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -86,15 +72,7 @@ fn bad_experiment_names_key_and_line() {
         .unwrap()
         .replace("  batch_size: 16\n", "  batch_size: 16\n  bach: 3\n");
     std::fs::write(&exp, text).unwrap();
-    let out = nave_lab()
-        .args([
-            "train",
-            exp.to_str().unwrap(),
-            "--checkpoints",
-            dir.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = train(&exp, &dir, false, &[]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -114,32 +92,10 @@ fn same_seed_gives_identical_metrics_and_a_killed_run_resumes() {
     let a = dir.join("a");
     let b = dir.join("b");
     // Uninterrupted reference run.
-    let ok = nave_lab()
-        .args([
-            "-q",
-            "train",
-            exp.to_str().unwrap(),
-            "--index",
-            "0",
-            "--checkpoints",
-            a.to_str().unwrap(),
-        ])
-        .status()
-        .unwrap();
+    let ok = train(&exp, &a, true, &["--index", "0"]).status().unwrap();
     assert!(ok.success());
     // The same run, killed (SIGKILL) once the first epoch is saved, mid-way through a later one.
-    let mut child = nave_lab()
-        .args([
-            "-q",
-            "train",
-            exp.to_str().unwrap(),
-            "--index",
-            "0",
-            "--checkpoints",
-            b.to_str().unwrap(),
-        ])
-        .spawn()
-        .unwrap();
+    let mut child = train(&exp, &b, true, &["--index", "0"]).spawn().unwrap();
     let run_b = b.join("t/resnet18-aug0-wm0-s0");
     let start = Instant::now();
     while !run_b.join("state.json").is_file() {
@@ -154,18 +110,7 @@ fn same_seed_gives_identical_metrics_and_a_killed_run_resumes() {
     child.wait().unwrap();
     let killed_complete = run_b.join("COMPLETE").is_file();
     // Rerunning resumes and completes; the folder is whole.
-    let ok = nave_lab()
-        .args([
-            "-q",
-            "train",
-            exp.to_str().unwrap(),
-            "--index",
-            "0",
-            "--checkpoints",
-            b.to_str().unwrap(),
-        ])
-        .status()
-        .unwrap();
+    let ok = train(&exp, &b, true, &["--index", "0"]).status().unwrap();
     assert!(ok.success());
     for f in [
         "run.yaml",
@@ -231,18 +176,7 @@ fn on_the_demo_the_watermark_regime_learns_the_shortcut() {
 fn tensorboard_reads_the_scalars_back() {
     let dir = scratch("train_tensorboard");
     let exp = experiment(&dir, 2, 32);
-    let ok = nave_lab()
-        .args([
-            "-q",
-            "train",
-            exp.to_str().unwrap(),
-            "--index",
-            "0",
-            "--checkpoints",
-            dir.to_str().unwrap(),
-        ])
-        .status()
-        .unwrap();
+    let ok = train(&exp, &dir, true, &["--index", "0"]).status().unwrap();
     assert!(ok.success());
     let run = dir.join("t/resnet18-aug0-wm0-s0");
     let text = common::run_reference("read_tensorboard.py", &[run.to_str().unwrap()]);
@@ -276,20 +210,14 @@ fn tensorboard_reads_the_scalars_back() {
 fn a_diverging_run_stops_with_a_clear_error() {
     let dir = scratch("train_nan");
     let exp = experiment(&dir, 2, 64);
-    let out = nave_lab()
-        .args([
-            "-q",
-            "train",
-            exp.to_str().unwrap(),
-            "--index",
-            "0",
-            "--set",
-            "train.optimizer.lr=1e30",
-            "--checkpoints",
-            dir.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = train(
+        &exp,
+        &dir,
+        true,
+        &["--index", "0", "--set", "train.optimizer.lr=1e30"],
+    )
+    .output()
+    .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

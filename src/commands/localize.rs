@@ -1,33 +1,13 @@
-use anyhow::Context;
 use tch::Device;
 
 use crate::cli::LocalizeArgs;
-use crate::config::RunSpec;
 use crate::localize::{self, dataset, Settings};
-use crate::models::{self, Arch};
-use crate::train::checkpoint::RunFolder;
+use crate::models::Arch;
 
 pub fn run(a: LocalizeArgs, device: Device) -> anyhow::Result<()> {
-    // No resize here: the image size only lays out ViT position embeddings, which are interpolated per image.
-    let (model, arch) = match (&a.run, &a.weights) {
-        (Some(dir), _) => {
-            let folder = RunFolder::new(dir);
-            let spec = RunSpec::read(&folder.run_yaml())?;
-            let m = models::from_weights(
-                spec.model.arch,
-                &folder.model(),
-                spec.dataset.image_size,
-                device,
-            )
-            .with_context(|| format!("{}: the weights do not match its run.yaml", dir.display()))?;
-            (m, spec.model.arch)
-        }
-        (None, Some(w)) => {
-            let arch = a.arch.expect("clap requires --arch with --weights");
-            (models::from_weights(arch, w, 224, device)?, arch)
-        }
-        (None, None) => unreachable!("clap requires --run or --weights"),
-    };
+    // Images are not resized: the size only lays out ViT position embeddings,
+    // which are interpolated to each image's patch grid.
+    let (model, arch, _) = super::load_model(&a.model, None, device)?;
     let taps = a.taps.clone().unwrap_or_else(|| arch.default_taps());
     for t in &taps {
         model.tap_index(t)?;

@@ -45,16 +45,11 @@ pub fn list_split(
 ) -> Result<(Vec<String>, Vec<(PathBuf, i64)>), DataError> {
     let dir = root.join(split.as_str());
     if !dir.is_dir() {
-        let found = available_splits(root)?;
-        return Err(DataError::MissingSplit {
-            path: root.to_path_buf(),
+        return Err(DataError::missing_split(
+            root,
             split,
-            found: found
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
+            &available_splits(root)?,
+        ));
     }
     let mut classes = Vec::new();
     let mut stray = Vec::new();

@@ -173,6 +173,22 @@ pub enum DataError {
     },
 }
 
+impl DataError {
+    /// The split the experiment needs is absent; `found` lists those present.
+    pub fn missing_split(path: &Path, split: Split, found: &[Split]) -> Self {
+        let found = found
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        DataError::MissingSplit {
+            path: path.to_path_buf(),
+            split,
+            found,
+        }
+    }
+}
+
 /// Where a dataset comes from and how to read it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatasetSource {

@@ -95,16 +95,11 @@ pub fn load(root: &Path, split: Split, image_size: i64) -> Result<SplitData, Dat
     let dir = folder(root)?;
     let (x_path, y_path) = files(&dir, split);
     if !x_path.is_file() {
-        let found = available_splits(root)?;
-        return Err(DataError::MissingSplit {
-            path: dir,
+        return Err(DataError::missing_split(
+            &dir,
             split,
-            found: found
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
+            &available_splits(root)?,
+        ));
     }
     let n = check_sizes(&x_path, &y_path)?;
     let class_names = class_names(&dir);
