@@ -1,7 +1,7 @@
 """scikit-learn's KMeans on the same feature matrix as `nave-lab bench kmeans`.
 
-    target/release/nave-lab --device cpu bench kmeans --save-features /tmp/feats.npy > ours.json
-    .venv-ref/bin/python benches/kmeans_sklearn.py /tmp/feats.npy -k 5,10 > sklearn.json
+    target/release/nave-lab --device cpu bench kmeans --save-features /tmp/feats.npy --seeds 10 > ours.json
+    .venv-ref/bin/python benches/kmeans_sklearn.py /tmp/feats.npy -k 5,10 --seeds 10 > sklearn.json
 
 Same settings as nave-lab's engines: n_init=1, k-means++ initialisation, tol, max_iter.
 """
@@ -19,12 +19,17 @@ ap.add_argument("-k", default="5,10")
 ap.add_argument("--tol", type=float, default=1e-4)
 ap.add_argument("--max-iter", type=int, default=300)
 ap.add_argument("--seed", type=int, default=0)
+ap.add_argument("--seeds", type=int, default=1, help="run seeds seed, seed + 1, ... and report the medians")
 args = ap.parse_args()
 
 x = np.load(args.features)
-results = []
+results, medians = [], []
 for k in [int(v) for v in args.k.split(",")]:
-    start = time.perf_counter()
-    km = KMeans(n_clusters=k, n_init=1, init="k-means++", tol=args.tol, max_iter=args.max_iter, random_state=args.seed).fit(x)
-    results.append({"engine": "sklearn", "k": k, "seconds": time.perf_counter() - start, "iterations": int(km.n_iter_), "inertia": float(km.inertia_)})
-print(json.dumps({"bench": "kmeans_sklearn", "rows": x.shape[0], "dims": x.shape[1], "threads": os.cpu_count(), "results": results}, indent=2))
+    runs = []
+    for seed in range(args.seed, args.seed + max(args.seeds, 1)):
+        start = time.perf_counter()
+        km = KMeans(n_clusters=k, n_init=1, init="k-means++", tol=args.tol, max_iter=args.max_iter, random_state=seed).fit(x)
+        runs.append({"engine": "sklearn", "k": k, "seed": seed, "seconds": time.perf_counter() - start, "iterations": int(km.n_iter_), "inertia": float(km.inertia_)})
+    medians.append({"engine": "sklearn", "k": k, "runs": len(runs), **{key: float(np.median([r[key] for r in runs])) for key in ("seconds", "iterations", "inertia")}, "inertia_mean": float(np.mean([r["inertia"] for r in runs]))})
+    results += runs
+print(json.dumps({"bench": "kmeans_sklearn", "rows": x.shape[0], "dims": x.shape[1], "threads": os.cpu_count(), "results": results, "medians": medians}, indent=2))

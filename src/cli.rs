@@ -151,6 +151,11 @@ pub struct BenchKmeansArgs {
     pub max_iter: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Run each engine and K with this many seeds (seed, seed + 1, ...) and
+    /// report the medians: the iteration count, and so the time, depends on
+    /// the initial centres.
+    #[arg(long, default_value_t = 1)]
+    pub seeds: u64,
 }
 
 #[derive(Debug, Args)]

@@ -152,3 +152,88 @@ fn architecture_names_are_spelled_as_in_yaml() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("nonexistent.safetensors"));
 }
+
+/// `bench kmeans` and benches/kmeans_sklearn.py on the same saved matrix:
+/// one result per engine and seed, medians over them, and clusterings as
+/// good as scikit-learn's.
+#[test]
+fn kmeans_bench_runs_every_seed_and_matches_scikit_learn() {
+    let dir = common::scratch("bench-kmeans");
+    let features = dir.join("feats.npy");
+    let out = nave_lab()
+        .args([
+            "--device",
+            "cpu",
+            "bench",
+            "kmeans",
+            "--arch",
+            "resnet18",
+            "--images",
+            "6",
+            "--image-size",
+            "64",
+            "-k",
+            "3",
+            "--seeds",
+            "3",
+            "--engines",
+            "kmeans,linfa",
+            "--save-features",
+        ])
+        .arg(&features)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ours: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ours["rows"], 6 * 4 * 4, "6 images on layer3's 4x4 grid");
+    let results = ours["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2 * 3);
+    let seeds: Vec<u64> = results
+        .iter()
+        .map(|r| r["seed"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seeds, [0, 1, 2, 0, 1, 2]);
+    let kmeans: Vec<&serde_json::Value> =
+        results.iter().filter(|r| r["engine"] == "kmeans").collect();
+    let mut secs: Vec<f64> = kmeans
+        .iter()
+        .map(|r| r["seconds"].as_f64().unwrap())
+        .collect();
+    secs.sort_by(f64::total_cmp);
+    let medians = ours["medians"].as_array().unwrap();
+    assert_eq!(medians[0]["engine"], "kmeans");
+    assert_eq!(medians[0]["runs"], 3);
+    assert_eq!(medians[0]["seconds"].as_f64().unwrap(), secs[1]);
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/kmeans_sklearn.py");
+    let out = std::process::Command::new(common::reference_python())
+        .arg(script)
+        .arg(&features)
+        .args(["-k", "3", "--seeds", "3"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sklearn: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sklearn["rows"], ours["rows"]);
+    let best = |runs: Vec<&serde_json::Value>| {
+        runs.iter()
+            .map(|r| r["inertia"].as_f64().unwrap())
+            .fold(f64::INFINITY, f64::min)
+    };
+    let (a, b) = (
+        best(kmeans),
+        best(sklearn["results"].as_array().unwrap().iter().collect()),
+    );
+    assert!(
+        (a - b).abs() / b < 0.01,
+        "best inertia: ours {a}, scikit-learn {b}"
+    );
+}

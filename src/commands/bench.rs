@@ -74,7 +74,6 @@ fn bench_data(a: &BenchDataArgs, device: Device) -> anyhow::Result<serde_json::V
     }))
 }
 
-/// Peak resident memory of this process (VmHWM), in bytes.
 fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -157,44 +156,28 @@ fn bench_kmeans(a: &BenchKmeansArgs, device: Device) -> anyhow::Result<serde_jso
     let (n, d) = x.size2()?;
     let matrix_bytes = (n * d * 4) as u64;
     let mut results = Vec::new();
+    let mut medians = Vec::new();
     for &k in &a.k {
         for &engine in &a.engines {
-            sync(device);
-            reset_peak_rss();
-            let before = peak_rss();
-
-            let start = Instant::now();
-            let (inertia, iterations) = match engine {
-                ClusterMethod::Kmeans => {
-                    let r = kmeans::kmeans(&x, k, a.seed, a.tol, a.max_iter);
-                    (Some(r.inertia), Some(r.iterations))
-                }
-                ClusterMethod::Linfa => (
-                    Some(reference::linfa_kmeans(&x, k, a.seed, a.tol, a.max_iter)?.1),
-                    None,
-                ),
-                ClusterMethod::Ward => {
-                    let _ = reference::ward(&x, k, a.seed)?;
-                    (None, None)
-                }
-                ClusterMethod::Pca => {
-                    let _ = pca::pca_labels(&x, k);
-                    (None, None)
-                }
+            let mut runs = Vec::new();
+            for seed in a.seed..a.seed + a.seeds.max(1) {
+                runs.push(time_engine(engine, &x, k, seed, a, device)?);
+            }
+            let column = |key: &str| -> Option<f64> {
+                median(runs.iter().filter_map(|r| r[key].as_f64()).collect())
             };
-            sync(device);
-            let seconds = start.elapsed().as_secs_f64();
-            let extra = peak_rss().zip(before).map(|(p, b)| p.saturating_sub(b));
-            results.push(json!({
-                "engine": format!("{engine:?}").to_lowercase(),
+            medians.push(json!({
+                "engine": engine_name(engine),
                 "k": k,
-                "seconds": seconds,
-                "iterations": iterations,
-                "inertia": inertia,
-                // Host memory the engine added above the matrix already held (CPU runs).
-                "extra_host_bytes": extra,
-                "peak_over_matrix": extra.map(|e| (matrix_bytes + e) as f64 / matrix_bytes as f64),
+                "runs": runs.len(),
+                "seconds": column("seconds"),
+                "iterations": column("iterations"),
+                "inertia": column("inertia"),
+                // Runs end in different local optima; the mean weighs them all.
+                "inertia_mean": mean(runs.iter().filter_map(|r| r["inertia"].as_f64()).collect()),
+                "peak_over_matrix": column("peak_over_matrix"),
             }));
+            results.extend(runs);
         }
     }
     Ok(json!({
@@ -208,6 +191,78 @@ fn bench_kmeans(a: &BenchKmeansArgs, device: Device) -> anyhow::Result<serde_jso
         "tol": a.tol,
         "max_iter": a.max_iter,
         "results": results,
+        "medians": medians,
+    }))
+}
+
+fn engine_name(engine: ClusterMethod) -> String {
+    format!("{engine:?}").to_lowercase()
+}
+
+fn mean(v: Vec<f64>) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// Median of the values (mean of the middle two for an even count).
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
+}
+
+/// One timed clustering of `x`: seconds, iterations, inertia and the host
+/// memory it added.
+fn time_engine(
+    engine: ClusterMethod,
+    x: &Tensor,
+    k: usize,
+    seed: u64,
+    a: &BenchKmeansArgs,
+    device: Device,
+) -> anyhow::Result<serde_json::Value> {
+    let matrix_bytes = (x.numel() * 4) as u64;
+    sync(device);
+    reset_peak_rss();
+    let before = peak_rss();
+    let start = Instant::now();
+    let (inertia, iterations) = match engine {
+        ClusterMethod::Kmeans => {
+            let r = kmeans::kmeans(x, k, seed, a.tol, a.max_iter);
+            (Some(r.inertia), Some(r.iterations))
+        }
+        ClusterMethod::Linfa => (
+            Some(reference::linfa_kmeans(x, k, seed, a.tol, a.max_iter)?.1),
+            None,
+        ),
+        ClusterMethod::Ward => {
+            let _ = reference::ward(x, k, seed)?;
+            (None, None)
+        }
+        ClusterMethod::Pca => {
+            let _ = pca::pca_labels(x, k);
+            (None, None)
+        }
+    };
+    sync(device);
+    let seconds = start.elapsed().as_secs_f64();
+    let extra = peak_rss().zip(before).map(|(p, b)| p.saturating_sub(b));
+    Ok(json!({
+        "engine": engine_name(engine),
+        "k": k,
+        "seed": seed,
+        "seconds": seconds,
+        "iterations": iterations,
+        "inertia": inertia,
+        // Host memory the engine added above the matrix already held (CPU runs).
+        "extra_host_bytes": extra,
+        "peak_over_matrix": extra.map(|e| (matrix_bytes + e) as f64 / matrix_bytes as f64),
     }))
 }
 

@@ -1,9 +1,11 @@
 //! k-means as tensor ops on the features' device: k-means++ initialisation
 //! (scikit-learn's greedy variant, 2 + ln k candidates per centre) and Lloyd
 //! iterations whose distances come from one matrix product per chunk of rows,
-//! so memory stays near the size of the feature matrix itself. `tol` is
-//! scikit-learn's: relative to the mean per-feature variance, on the squared
-//! shift of the centres.
+//! so memory stays near the size of the feature matrix itself. Elkan's
+//! triangle-inequality bounds skip the rows whose centre cannot have changed,
+//! so late iterations read a few percent of the matrix; the assignments are
+//! those of plain Lloyd iterations. `tol` is scikit-learn's: relative to the
+//! mean per-feature variance, on the squared shift of the centres.
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
@@ -40,30 +42,23 @@ fn row_sq_norms(x: &Tensor) -> Tensor {
     Tensor::cat(&parts, 0)
 }
 
-/// Mean over features of the per-feature variance, in chunks (no full-size temporary).
-fn mean_variance(x: &Tensor) -> f64 {
+/// Mean over features of the per-feature variance (scikit-learn's scale for
+/// `tol`): (mean of |x|^2 - |mean of x|^2) / D, from the row norms already at
+/// hand and one matrix-vector product for the column means.
+fn mean_variance(x: &Tensor, x_sq: &Tensor) -> f64 {
     let (n, d) = x.size2().expect("[N, D]");
-    let mut sum = Tensor::zeros([d], (Kind::Double, x.device()));
-    let mut sum_sq = Tensor::zeros([d], (Kind::Double, x.device()));
-    for s in (0..n).step_by(CHUNK as usize) {
-        let c = x.narrow(0, s, CHUNK.min(n - s));
-        sum += c.sum_dim_intlist([0i64].as_slice(), false, Kind::Double);
-        sum_sq += c
-            .norm_scalaropt_dim(2, [0i64].as_slice(), false)
-            .to_kind(Kind::Double)
-            .square();
-    }
-    let mean = &sum / n as f64;
-    (sum_sq / n as f64 - mean.square())
+    let ones = Tensor::ones([1, n], (Kind::Float, x.device())) / n as f64;
+    let mean = ones.matmul(x).to_kind(Kind::Double);
+    let mean_sq = x_sq
+        .to_kind(Kind::Double)
         .mean(Kind::Double)
-        .double_value(&[])
+        .double_value(&[]);
+    ((mean_sq - mean.square().sum(Kind::Double).double_value(&[])) / d as f64).max(0.0)
 }
 
 /// Squared distance of every row to the nearest of `centres`, and its index.
 fn assign(x: &Tensor, x_sq: &Tensor, centres: &Tensor) -> (Tensor, Tensor) {
-    let c_sq = centres
-        .square()
-        .sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+    let c_sq = sq_norms(centres);
     let n = x.size()[0];
     let (mut dists, mut labels) = (Vec::new(), Vec::new());
     for s in (0..n).step_by(CHUNK as usize) {
@@ -79,32 +74,6 @@ fn assign(x: &Tensor, x_sq: &Tensor, centres: &Tensor) -> (Tensor, Tensor) {
         labels.push(i);
     }
     (Tensor::cat(&dists, 0), Tensor::cat(&labels, 0))
-}
-
-/// One Lloyd iteration in a single pass over `x`: nearest centre of every
-/// row, and per-centre sums and counts of the rows assigned to it.
-fn lloyd_pass(x: &Tensor, x_sq: &Tensor, centres: &Tensor) -> (Tensor, Tensor, Tensor) {
-    let (k, d) = centres.size2().expect("[K, D]");
-    let c_sq = centres
-        .square()
-        .sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
-    let n = x.size()[0];
-    let sums = Tensor::zeros([k, d], (Kind::Float, x.device()));
-    let counts = Tensor::zeros([k], (Kind::Float, x.device()));
-    let mut labels = Vec::new();
-    for s in (0..n).step_by(CHUNK as usize) {
-        let len = CHUNK.min(n - s);
-        let xc = x.narrow(0, s, len);
-        let l = sq_dists(&xc, &x_sq.narrow(0, s, len), centres, &c_sq).argmin(1, false);
-        let _ = sums.shallow_clone().index_add_(0, &l, &xc);
-        let _ = counts.shallow_clone().index_add_(
-            0,
-            &l,
-            &Tensor::ones([len], (Kind::Float, x.device())),
-        );
-        labels.push(l);
-    }
-    (Tensor::cat(&labels, 0), sums, counts)
 }
 
 /// Greedy k-means++ (as scikit-learn): each new centre is the best of several
@@ -159,36 +128,169 @@ fn init_plus_plus(x: &Tensor, x_sq: &Tensor, k: usize, rng: &mut ChaCha8Rng) -> 
     Tensor::stack(&centres, 0)
 }
 
+/// Lloyd's algorithm with Elkan's bounds (Elkan 2003), kept per row as
+/// tensors: an upper bound on the distance to the row's own centre and a
+/// lower bound on the distance to every centre. After the centres move, the
+/// bounds move by at most the centres' shifts; a row is read again only when
+/// some other centre could now be nearer. Assignments are those of plain
+/// Lloyd iterations, but once the clustering settles an iteration touches a
+/// small part of the matrix instead of all of it.
+struct Bounded {
+    labels: Tensor,
+    /// `[N]` upper bound on the distance of each row to its centre.
+    upper: Tensor,
+    /// `[N, K]` lower bounds on the distance of each row to each centre.
+    lower: Tensor,
+    /// `[K, D]` per-centre sums of the assigned rows, in f64 so that many
+    /// incremental moves do not drift.
+    sums: Tensor,
+    /// `[K]` rows per centre (f64).
+    counts: Tensor,
+}
+
+impl Bounded {
+    /// The first iteration: every row's distances to every centre.
+    fn first_pass(x: &Tensor, x_sq: &Tensor, centres: &Tensor) -> Self {
+        let (k, d) = centres.size2().expect("[K, D]");
+        let c_sq = sq_norms(centres);
+        let n = x.size()[0];
+        let sums = Tensor::zeros([k, d], (Kind::Float, x.device()));
+        let counts = Tensor::zeros([k], (Kind::Float, x.device()));
+        let (mut labels, mut upper, mut lower) = (Vec::new(), Vec::new(), Vec::new());
+        for s in (0..n).step_by(CHUNK as usize) {
+            let len = CHUNK.min(n - s);
+            let xc = x.narrow(0, s, len);
+            let dist = sq_dists(&xc, &x_sq.narrow(0, s, len), centres, &c_sq).sqrt();
+            let (best, l) = dist.min_dim(1, false);
+            let _ = sums.shallow_clone().index_add_(0, &l, &xc);
+            let _ = counts.shallow_clone().index_add_(
+                0,
+                &l,
+                &Tensor::ones([len], (Kind::Float, x.device())),
+            );
+            labels.push(l);
+            upper.push(best);
+            lower.push(dist);
+        }
+        Bounded {
+            labels: Tensor::cat(&labels, 0),
+            upper: Tensor::cat(&upper, 0),
+            lower: Tensor::cat(&lower, 0),
+            sums: sums.to_kind(Kind::Double),
+            counts: counts.to_kind(Kind::Double),
+        }
+    }
+
+    /// Means of the assigned rows; an empty cluster keeps its previous centre.
+    fn centres(&self, previous: &Tensor) -> Tensor {
+        let empty = self.counts.eq(0.0);
+        (&self.sums / self.counts.clamp_min(1.0).unsqueeze(1))
+            .to_kind(Kind::Float)
+            .where_self(&empty.logical_not().unsqueeze(1), previous)
+    }
+
+    /// The centres moved by `shift` (per centre): loosen the bounds so they
+    /// still hold.
+    fn centres_moved(&mut self, shift: &Tensor) {
+        self.upper += shift.index_select(0, &self.labels);
+        self.lower = (&self.lower - shift.unsqueeze(0)).clamp_min(0.0);
+    }
+
+    /// Re-reads the rows whose nearest centre may have changed, moves those
+    /// whose did, and returns how many moved. `margin` covers float32
+    /// rounding of the computed distances.
+    fn reassign(&mut self, x: &Tensor, x_sq: &Tensor, centres: &Tensor, margin: f64) -> i64 {
+        let c_sq = sq_norms(centres);
+        let half_gap = sq_dists(centres, &c_sq, centres, &c_sq).sqrt() * 0.5; // [K, K]
+        let upper = (&self.upper + margin).unsqueeze(1);
+        // Centre j may be nearer than the own centre a only if neither its
+        // lower bound nor half the distance between a and j rules it out.
+        let open = upper
+            .gt_tensor(&self.lower)
+            .logical_and(&upper.gt_tensor(&half_gap.index_select(0, &self.labels)))
+            .scatter_value(1, &self.labels.unsqueeze(1), 0);
+        let rows = open.any_dim(1, false).nonzero().squeeze_dim(1);
+        let m = rows.size()[0];
+        let mut moved = 0;
+        for s in (0..m).step_by(CHUNK as usize) {
+            let idx = rows.narrow(0, s, CHUNK.min(m - s));
+            let xc = x.index_select(0, &idx);
+            let dist = sq_dists(&xc, &x_sq.index_select(0, &idx), centres, &c_sq).sqrt();
+            let (best, new) = dist.min_dim(1, false);
+            let old = self.labels.index_select(0, &idx);
+            let _ = self.upper.index_copy_(0, &idx, &best);
+            let _ = self.lower.index_copy_(0, &idx, &dist);
+            let _ = self.labels.index_copy_(0, &idx, &new);
+            let which = new.ne_tensor(&old).nonzero().squeeze_dim(1);
+            let count = which.size()[0];
+            if count == 0 {
+                continue;
+            }
+            let rows_moved = xc.index_select(0, &which).to_kind(Kind::Double);
+            let (from, to) = (old.index_select(0, &which), new.index_select(0, &which));
+            let ones = Tensor::ones([count], (Kind::Double, x.device()));
+            let _ = self.sums.index_add_(0, &from, &(-&rows_moved));
+            let _ = self.sums.index_add_(0, &to, &rows_moved);
+            let _ = self.counts.index_add_(0, &from, &(-&ones));
+            let _ = self.counts.index_add_(0, &to, &ones);
+            moved += count;
+        }
+        moved
+    }
+}
+
+fn sq_norms(centres: &Tensor) -> Tensor {
+    centres
+        .square()
+        .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
+}
+
+fn squared_shift(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).square().sum(Kind::Double).double_value(&[])
+}
+
 pub fn kmeans(x: &Tensor, k: usize, seed: u64, tol: f64, max_iter: usize) -> KMeansResult {
     let _guard = tch::no_grad_guard();
     let x = x.to_kind(Kind::Float);
     let x_sq = row_sq_norms(&x);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut centres = init_plus_plus(&x, &x_sq, k, &mut rng);
-    let threshold = tol * mean_variance(&x);
-    let mut labels = Tensor::zeros([x.size()[0]], (Kind::Int64, x.device()));
-    let mut iterations = 0;
-    for it in 0..max_iter.max(1) {
-        iterations = it + 1;
-        let (new_labels, sums, counts) = lloyd_pass(&x, &x_sq, &centres);
-        // An empty cluster keeps its previous centre.
-        let empty = counts.eq(0.0);
-        let new_centres = (sums / counts.clamp_min(1.0).unsqueeze(1))
-            .where_self(&empty.logical_not().unsqueeze(1), &centres);
-        let shift = (&new_centres - &centres)
-            .square()
-            .sum(Kind::Double)
-            .double_value(&[]);
-        let unchanged =
-            it > 0 && bool::try_from(new_labels.eq_tensor(&labels).all()).unwrap_or(false);
-        centres = new_centres;
-        labels = new_labels;
-        if unchanged || shift <= threshold {
-            break;
+    let centres = init_plus_plus(&x, &x_sq, k, &mut rng);
+    lloyd_elkan(&x, &x_sq, centres, tol, max_iter)
+}
+
+/// Lloyd iterations from `centres`, with Elkan's bounds.
+fn lloyd_elkan(
+    x: &Tensor,
+    x_sq: &Tensor,
+    mut centres: Tensor,
+    tol: f64,
+    max_iter: usize,
+) -> KMeansResult {
+    let threshold = tol * mean_variance(x, x_sq);
+    // Distances from |x|^2 - 2 x.c + |c|^2 in float32 carry rounding of about
+    // 1e-5 of the typical row norm; rows within that of a tie are re-read
+    // rather than trusted to the bounds.
+    let margin = 1e-5 * x_sq.mean(Kind::Double).double_value(&[]).sqrt();
+    let mut state = Bounded::first_pass(x, x_sq, &centres);
+    let mut next = state.centres(&centres);
+    let mut iterations = 1;
+    if squared_shift(&next, &centres) > threshold {
+        for it in 1..max_iter {
+            iterations = it + 1;
+            let shift = (&next - &centres).norm_scalaropt_dim(2, [1i64].as_slice(), false);
+            centres = next;
+            state.centres_moved(&shift);
+            let moved = state.reassign(x, x_sq, &centres, margin);
+            next = state.centres(&centres);
+            // Stop on unchanged labels or a small shift, as scikit-learn does.
+            if moved == 0 || squared_shift(&next, &centres) <= threshold {
+                break;
+            }
         }
     }
+    centres = next;
     // Final assignment to the final centres, as scikit-learn does.
-    let (dist, final_labels) = assign(&x, &x_sq, &centres);
+    let (dist, final_labels) = assign(x, x_sq, &centres);
     KMeansResult {
         inertia: dist.sum(Kind::Double).double_value(&[]),
         labels: final_labels,
@@ -218,5 +320,79 @@ mod tests {
         let again: Vec<i64> = Vec::try_from(&kmeans(&x, 4, 3, 1e-4, 300).labels).unwrap();
         assert_eq!(a, again);
         assert!(r.inertia > 0.0 && r.inertia < 400.0 * 2.0);
+    }
+
+    /// Plain Lloyd iterations (every row, every iteration), the definition
+    /// the bounded engine must reproduce.
+    fn plain_lloyd(
+        x: &Tensor,
+        mut centres: Tensor,
+        tol: f64,
+        max_iter: usize,
+    ) -> (Vec<i64>, usize) {
+        let x_sq = row_sq_norms(x);
+        let threshold = tol * mean_variance(x, &x_sq);
+        let k = centres.size()[0];
+        let mut labels = Tensor::zeros([x.size()[0]], (Kind::Int64, x.device()));
+        let mut iterations = 0;
+        for it in 0..max_iter {
+            iterations = it + 1;
+            let (_, new_labels) = assign(x, &x_sq, &centres);
+            let mut next = centres.copy();
+            for c in 0..k {
+                let members = new_labels.eq(c).nonzero().squeeze_dim(1);
+                if members.size()[0] > 0 {
+                    next.get(c).copy_(&x.index_select(0, &members).mean_dim(
+                        [0i64].as_slice(),
+                        false,
+                        Kind::Float,
+                    ));
+                }
+            }
+            let unchanged = it > 0 && bool::try_from(new_labels.eq_tensor(&labels).all()).unwrap();
+            let shift = squared_shift(&next, &centres);
+            centres = next;
+            labels = new_labels;
+            if unchanged || shift <= threshold {
+                break;
+            }
+        }
+        let (_, labels) = assign(x, &x_sq, &centres);
+        (Vec::try_from(&labels).unwrap(), iterations)
+    }
+
+    #[test]
+    fn bounds_reproduce_plain_lloyd() {
+        // Overlapping clusters in 16 dimensions, so many rows change centre
+        // over many iterations and the bounds are really exercised.
+        tch::manual_seed(1);
+        let opts = (Kind::Float, tch::Device::Cpu);
+        let truth = Tensor::arange(3000, (Kind::Int64, tch::Device::Cpu)).remainder(6);
+        let x = Tensor::randn([6, 16], opts).index_select(0, &truth) * 0.6
+            + Tensor::randn([3000, 16], opts);
+        for seed in 0..3 {
+            let x_sq = row_sq_norms(&x);
+            let init = init_plus_plus(&x, &x_sq, 6, &mut ChaCha8Rng::seed_from_u64(seed));
+            let (want, want_iterations) = plain_lloyd(&x, init.copy(), 0.0, 300);
+            let got = lloyd_elkan(&x, &x_sq, init, 0.0, 300);
+            assert!(
+                want_iterations > 5,
+                "too easy a case: {want_iterations} iterations"
+            );
+            assert_eq!(got.iterations, want_iterations, "seed {seed}");
+            assert_eq!(
+                Vec::<i64>::try_from(&got.labels).unwrap(),
+                want,
+                "seed {seed}"
+            );
+        }
+    }
+
+    #[test]
+    fn mean_variance_is_the_mean_per_feature_variance() {
+        let x = Tensor::from_slice(&[1.0f32, 10.0, 3.0, 10.0, 5.0, 16.0]).view([3, 2]);
+        // Feature 0: 1, 3, 5 -> variance 8/3; feature 1: 10, 10, 16 -> 8. Mean 16/3.
+        let v = mean_variance(&x, &row_sq_norms(&x));
+        assert!((v - 16.0 / 3.0).abs() < 1e-4, "{v}");
     }
 }
