@@ -103,6 +103,67 @@ pub struct RegimeResult {
     pub accuracy: BTreeMap<String, MeanSd>,
 }
 
+/// The Clever Hans measures over all runs trained with the watermark and over
+/// all runs trained without it (mean ± sd over runs), and their ratios: the
+/// paper's Figure 6 comparison as numbers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WatermarkComparison {
+    pub runs_with: usize,
+    pub runs_without: usize,
+    pub wm_iou_with: MeanSd,
+    pub wm_iou_without: MeanSd,
+    pub wm_shift_with: MeanSd,
+    pub wm_shift_without: MeanSd,
+    pub gap_with: MeanSd,
+    pub gap_without: MeanSd,
+}
+
+impl WatermarkComparison {
+    /// None unless the audit holds runs of both kinds.
+    pub fn of(results: &[RunResult]) -> Option<Self> {
+        let pick = |wm: bool, f: &dyn Fn(&RunResult) -> f64| {
+            let v: Vec<f64> = results
+                .iter()
+                .filter(|r| r.watermark == wm)
+                .map(f)
+                .collect();
+            let (mean, sd) = score::mean_sd(&v);
+            MeanSd { mean, sd }
+        };
+        let count = |wm: bool| results.iter().filter(|r| r.watermark == wm).count();
+        if count(true) == 0 || count(false) == 0 {
+            return None;
+        }
+        Some(WatermarkComparison {
+            runs_with: count(true),
+            runs_without: count(false),
+            wm_iou_with: pick(true, &|r| r.wm_iou),
+            wm_iou_without: pick(false, &|r| r.wm_iou),
+            wm_shift_with: pick(true, &|r| r.wm_shift),
+            wm_shift_without: pick(false, &|r| r.wm_shift),
+            gap_with: pick(true, &|r| r.shortcut_gap),
+            gap_without: pick(false, &|r| r.shortcut_gap),
+        })
+    }
+
+    /// One line for the terminal and the report.
+    pub fn summary(&self) -> String {
+        format!(
+            "trained with the watermark ({} runs) vs without ({}): wm_iou {:.3} vs {:.3} ({:.2}x), wm_shift {:.3} vs {:.3} ({:.1}x), gap {:+.3} vs {:+.3}",
+            self.runs_with,
+            self.runs_without,
+            self.wm_iou_with.mean,
+            self.wm_iou_without.mean,
+            self.wm_iou_with.mean / self.wm_iou_without.mean,
+            self.wm_shift_with.mean,
+            self.wm_shift_without.mean,
+            self.wm_shift_with.mean / self.wm_shift_without.mean,
+            self.gap_with.mean,
+            self.gap_without.mean,
+        )
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditReport {
     pub schema: u32,
@@ -124,6 +185,9 @@ pub struct AuditReport {
     pub probes: Vec<usize>,
     pub runs: Vec<RunResult>,
     pub regimes: Vec<RegimeResult>,
+    /// Runs trained with vs without the watermark (absent unless both exist).
+    #[serde(default)]
+    pub by_watermark: Option<WatermarkComparison>,
     /// Run folders without COMPLETE: listed, never audited.
     pub skipped_unfinished: Vec<String>,
 }
@@ -576,6 +640,7 @@ pub fn audit(
             accuracy,
         });
     }
+    let by_watermark = WatermarkComparison::of(&results);
     let report = AuditReport {
         schema: 1,
         experiment: experiment.clone(),
@@ -591,6 +656,7 @@ pub fn audit(
         settings,
         probes,
         runs: results,
+        by_watermark,
         regimes,
         skipped_unfinished: unfinished,
     };
@@ -608,6 +674,9 @@ pub fn audit(
             r.shortcut_gap.sd,
             r.runs.len()
         );
+    }
+    if let Some(c) = &report.by_watermark {
+        println!("{}", c.summary());
     }
     Ok(path)
 }

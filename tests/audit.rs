@@ -55,7 +55,7 @@ fn audit_writes_results_pictures_and_regime_maps() {
     assert_eq!(json["experiment"], "demo");
     assert_eq!(
         json["settings"]["taps"],
-        serde_json::json!(["layer3", "layer4"])
+        serde_json::json!(["layer2", "layer3"])
     );
     assert_eq!(json["probes"].as_array().unwrap().len(), 16);
     assert_eq!(json["runs"].as_array().unwrap().len(), 2);
@@ -79,13 +79,21 @@ fn audit_writes_results_pictures_and_regime_maps() {
     );
     assert!(
         wm["wm_shift"]["mean"].as_f64().unwrap()
-            > clean["wm_shift"]["mean"].as_f64().unwrap() + 0.1,
+            > clean["wm_shift"]["mean"].as_f64().unwrap() * 1.5,
         "{wm}\n{clean}"
     );
-    for key in ["wm_iou", "wm_shift", "shortcut_gap"] {
-        let v = wm[key]["mean"].as_f64().unwrap();
-        assert!(v.is_finite(), "{key}");
-    }
+    // NAVE gives the box a segment of its own only in the model that learned it.
+    assert!(
+        wm["wm_iou"]["mean"].as_f64().unwrap() > clean["wm_iou"]["mean"].as_f64().unwrap() * 1.2,
+        "{wm}\n{clean}"
+    );
+    // The comparison over runs with and without the watermark (one run each here).
+    let by = &json["by_watermark"];
+    assert_eq!(by["runs_with"], 1);
+    assert_eq!(by["wm_iou_with"]["mean"], wm["wm_iou"]["mean"]);
+    assert_eq!(by["wm_shift_without"]["mean"], clean["wm_shift"]["mean"]);
+    let index = std::fs::read_to_string(reports.join("demo/index.html")).unwrap();
+    assert!(index.contains("trained with the watermark (1 runs) vs without (1)"));
     // Pictures: per run and probe, and the regime's average-colour maps.
     let run_dir = reports.join("demo/runs/resnet18-aug0-wm1-s0");
     for f in [

@@ -226,3 +226,56 @@ fn a_diverging_run_stops_with_a_clear_error() {
     );
     assert!(!dir.join("t/resnet18-aug0-wm0-s0/COMPLETE").exists());
 }
+
+#[test]
+fn a_complete_run_with_other_settings_is_an_error_but_a_new_audit_block_is_taken() {
+    let dir = scratch("train_changed");
+    let exp = experiment(&dir, 1, 32);
+    let ok = train(&exp, &dir, true, &["--run", "resnet18-aug0-wm0-s0"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let run = dir.join("t/resnet18-aug0-wm0-s0");
+    let weights = std::fs::read(run.join("model.safetensors")).unwrap();
+
+    // A training setting changed: an error naming the key, the run untouched.
+    let out = train(
+        &exp,
+        &dir,
+        true,
+        &["--run", "resnet18-aug0-wm0-s0", "--set", "train.epochs=2"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("train.epochs: 1 -> 2") && err.contains("resnet18-aug0-wm0-s0"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(run.join("model.safetensors")).unwrap(),
+        weights
+    );
+
+    // Only the audit block changed: nothing retrains, run.yaml carries the new block.
+    let out = train(
+        &exp,
+        &dir,
+        true,
+        &["--run", "resnet18-aug0-wm0-s0", "--set", "audit.k=7"],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(run.join("model.safetensors")).unwrap(),
+        weights
+    );
+    let run_yaml = std::fs::read_to_string(run.join("run.yaml")).unwrap();
+    assert!(run_yaml.contains("k: 7"), "{run_yaml}");
+}

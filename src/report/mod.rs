@@ -387,6 +387,11 @@ pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
         settings => &settings,
         missing => &missing,
         regimes => &regime_rows,
+        // Older audit.json files lack it; the report then omits the line.
+        by_watermark => audit
+            .get("by_watermark")
+            .and_then(|v| serde_json::from_value::<crate::audit::WatermarkComparison>(v.clone()).ok())
+            .map(|c| c.summary()),
         curves => &curve_files,
         legend => &legend,
         grid => &grid,

@@ -64,19 +64,40 @@ impl RunFolder {
     pub fn create(&self, spec: &RunSpec) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
-        let yaml = yaml_serde::to_string(spec)?;
-        if let Ok(existing) = std::fs::read_to_string(self.run_yaml()) {
-            if existing != yaml {
-                anyhow::bail!(
-                    "{} holds a run with other settings (the experiment changed since it started); move it away or train under another name",
-                    self.dir.display()
-                );
-            }
-            return Ok(());
+        if self.run_yaml().is_file() {
+            return self.check_settings(spec);
         }
-        write_atomic(&self.run_yaml(), yaml.as_bytes())
+        write_atomic(&self.run_yaml(), yaml_serde::to_string(spec)?.as_bytes())
     }
 
+    /// Compares the run this folder holds with `spec`. Any difference in how
+    /// it trains is an error that names the keys; a new `audit` block alone
+    /// is written into run.yaml, since the audit reads it from there.
+    pub fn check_settings(&self, spec: &RunSpec) -> anyhow::Result<()> {
+        let path = self.run_yaml();
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let held: yaml_serde::Value = yaml_serde::from_str(&text)
+            .with_context(|| format!("{}: not a run.yaml", path.display()))?;
+        let wanted = yaml_serde::to_value(spec)?;
+        let mut differences = Vec::new();
+        diff_values("", &held, &wanted, &mut differences);
+        let (audit, training): (Vec<_>, Vec<_>) = differences
+            .into_iter()
+            .partition(|d| d.starts_with("audit.") || d.starts_with("audit:"));
+        if !training.is_empty() {
+            anyhow::bail!(
+                "{} holds a run trained with other settings ({}): the experiment changed since; \
+                 move the folder away (`make clean-runs` for the demo) or train under another name (--set name=...)",
+                self.dir.display(),
+                training.join(", ")
+            );
+        }
+        if !audit.is_empty() {
+            write_atomic(&path, yaml_serde::to_string(spec)?.as_bytes())?;
+        }
+        Ok(())
+    }
     pub fn read_state(&self) -> anyhow::Result<Option<ResumeState>> {
         let path = self.state_json();
         if !path.is_file() || !self.last().is_file() {
@@ -146,6 +167,47 @@ impl RunFolder {
 }
 
 /// Every run folder under `dir` (one level, or `dir` itself), sorted.
+/// The keys (dotted paths) where `a` and `b` differ, as "key: a -> b".
+fn diff_values(prefix: &str, a: &yaml_serde::Value, b: &yaml_serde::Value, out: &mut Vec<String>) {
+    use yaml_serde::Value;
+    if let (Value::Mapping(ma), Value::Mapping(mb)) = (a, b) {
+        let mut keys: Vec<&Value> = ma.keys().chain(mb.keys()).collect();
+        keys.dedup();
+        let mut seen = Vec::new();
+        for key in keys {
+            if seen.contains(&key) {
+                continue;
+            }
+            seen.push(key);
+            let name = match key {
+                Value::String(s) => s.clone(),
+                other => yaml_serde::to_string(other)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+            };
+            let path = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}.{name}")
+            };
+            let (va, vb) = (
+                ma.get(key).unwrap_or(&Value::Null),
+                mb.get(key).unwrap_or(&Value::Null),
+            );
+            diff_values(&path, va, vb, out);
+        }
+    } else if a != b {
+        let show = |v: &yaml_serde::Value| {
+            yaml_serde::to_string(v)
+                .unwrap_or_default()
+                .trim()
+                .replace('\n', " ")
+        };
+        out.push(format!("{prefix}: {} -> {}", show(a), show(b)));
+    }
+}
+
 pub fn find_runs(dir: &Path) -> anyhow::Result<Vec<RunFolder>> {
     if dir.join("run.yaml").is_file() {
         return Ok(vec![RunFolder::new(dir)]);

@@ -354,6 +354,7 @@ pub fn train_runs(
     for (i, spec) in runs.iter().enumerate() {
         let folder = RunFolder::new(checkpoints.join(&spec.experiment).join(&spec.id));
         if folder.is_complete() {
+            folder.check_settings(spec)?;
             crate::info!(
                 "[{}/{}] {} is complete, skipped",
                 i + 1,
