@@ -3,6 +3,8 @@
 // and the switch it calls is deprecated. nave-lab trains in bfloat16, which
 // needs no loss scaling.
 #include <ATen/autocast_mode.h>
+#include <cmath>
+#include <vector>
 
 extern "C" void nave_autocast_enter_bf16_cuda() {
   at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
@@ -51,4 +53,39 @@ extern "C" void nave_sgd_foreach(void** params, void** bufs, int64_t n, double l
   at::_foreach_mul_(bs, momentum);
   at::_foreach_add_(bs, gs);
   at::_foreach_add_(ps, bs, -lr);
+}
+
+// One AdamW step for many parameters with the multi-tensor kernels, in the
+// order and form of torch.optim.AdamW(foreach=True), so the numbers match it.
+// `params`, `exp_avgs` and `exp_avg_sqs` are `torch::Tensor*` arrays of length
+// n; parameters without a gradient this step are left alone (no decay either),
+// as PyTorch does. `step` counts from 1.
+//   p *= 1 - lr*wd;  m = lerp(m, g, 1-b1);  v = b2*v + (1-b2)*g*g
+//   p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
+extern "C" void nave_adamw_foreach(void** params, void** exp_avgs, void** exp_avg_sqs, int64_t n,
+                                   double lr, double beta1, double beta2, double eps,
+                                   double weight_decay, int64_t step) {
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> ps, gs, ms, vs;
+  for (int64_t i = 0; i < n; ++i) {
+    const at::Tensor& p = *static_cast<at::Tensor*>(params[i]);
+    if (!p.grad().defined()) continue;
+    ps.push_back(p);
+    gs.push_back(p.grad());
+    ms.push_back(*static_cast<at::Tensor*>(exp_avgs[i]));
+    vs.push_back(*static_cast<at::Tensor*>(exp_avg_sqs[i]));
+  }
+  if (ps.empty()) return;
+  if (weight_decay != 0.0) {
+    at::_foreach_mul_(ps, 1.0 - lr * weight_decay);
+  }
+  at::_foreach_lerp_(ms, gs, 1.0 - beta1);
+  at::_foreach_mul_(vs, beta2);
+  at::_foreach_addcmul_(vs, gs, gs, 1.0 - beta2);
+  const double bias1 = 1.0 - std::pow(beta1, static_cast<double>(step));
+  const double bias2_sqrt = std::sqrt(1.0 - std::pow(beta2, static_cast<double>(step)));
+  std::vector<at::Tensor> denom = at::_foreach_sqrt(vs);
+  at::_foreach_div_(denom, bias2_sqrt);
+  at::_foreach_add_(denom, eps);
+  at::_foreach_addcdiv_(ps, ms, denom, -lr / bias1);
 }

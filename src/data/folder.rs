@@ -53,10 +53,7 @@ pub fn list_split(
     }
     let mut classes = Vec::new();
     let mut stray = Vec::new();
-    for entry in std::fs::read_dir(&dir).map_err(|e| DataError::MissingRoot {
-        path: dir.clone(),
-        hint: e.to_string(),
-    })? {
+    for entry in std::fs::read_dir(&dir).map_err(|e| DataError::io(&dir, e))? {
         let Ok(entry) = entry else { continue };
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
@@ -72,10 +69,7 @@ pub fn list_split(
     let mut files = Vec::new();
     for (index, class) in classes.iter().enumerate() {
         let mut in_class: Vec<PathBuf> = std::fs::read_dir(dir.join(class))
-            .map_err(|e| DataError::MissingRoot {
-                path: dir.join(class),
-                hint: e.to_string(),
-            })?
+            .map_err(|e| DataError::io(&dir.join(class), e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.is_file() && is_image(p))
             .collect();

@@ -140,6 +140,14 @@ impl SplitData {
 pub enum DataError {
     #[error("dataset folder {path} does not exist ({hint})")]
     MissingRoot { path: PathBuf, hint: String },
+    /// A file or folder that exists (or should) could not be read.
+    #[error("cannot read {path}: {source}{hint}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+        /// Empty, or " (what the layout needs)".
+        hint: String,
+    },
     #[error(
         "{path}: the {split} split is absent; the experiment needs it (found splits: {found})"
     )]
@@ -174,6 +182,14 @@ pub enum DataError {
 }
 
 impl DataError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        DataError::Io {
+            path: path.to_path_buf(),
+            source,
+            hint: String::new(),
+        }
+    }
+
     /// The split the experiment needs is absent; `found` lists those present.
     pub fn missing_split(path: &Path, split: Split, found: &[Split]) -> Self {
         let found = found

@@ -63,9 +63,10 @@ pub fn class_names(dir: &Path) -> Vec<String> {
 fn file_size(path: &Path) -> Result<u64, DataError> {
     std::fs::metadata(path)
         .map(|m| m.len())
-        .map_err(|e| DataError::MissingRoot {
+        .map_err(|source| DataError::Io {
             path: path.to_path_buf(),
-            hint: format!("an STL-10 split needs both _X.bin and _y.bin ({e})"),
+            source,
+            hint: " (an STL-10 split needs both _X.bin and _y.bin)".into(),
         })
 }
 
@@ -103,12 +104,7 @@ pub fn load(root: &Path, split: Split, image_size: i64) -> Result<SplitData, Dat
     }
     let n = check_sizes(&x_path, &y_path)?;
     let class_names = class_names(&dir);
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|e| DataError::MissingRoot {
-            path: p.to_path_buf(),
-            hint: e.to_string(),
-        })
-    };
+    let read = |p: &Path| std::fs::read(p).map_err(|e| DataError::io(p, e));
     let x = read(&x_path)?;
     let y = read(&y_path)?;
     let mut labels = Vec::with_capacity(n);
@@ -158,10 +154,7 @@ pub fn stats(root: &Path) -> Result<Vec<SplitStats>, DataError> {
             continue;
         }
         let n = check_sizes(&x_path, &y_path)?;
-        let y = std::fs::read(&y_path).map_err(|e| DataError::MissingRoot {
-            path: y_path.clone(),
-            hint: e.to_string(),
-        })?;
+        let y = std::fs::read(&y_path).map_err(|e| DataError::io(&y_path, e))?;
         let mut counts = vec![0; names.len()];
         for (index, &l) in y.iter().enumerate() {
             if l < 1 || l as usize > names.len() {

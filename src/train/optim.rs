@@ -1,7 +1,11 @@
 //! SGD with momentum and AdamW, written out so that their buffers can be
 //! saved with the run and a resumed run continues exactly where it stopped
 //! (tch's optimisers keep their state inside libtorch, out of reach).
-//! Both follow PyTorch's update rules (torch.optim.SGD, torch.optim.AdamW).
+//! Both follow PyTorch's update rules (torch.optim.SGD, torch.optim.AdamW,
+//! foreach=True) and run through libtorch's multi-tensor kernels (csrc/), so a
+//! step is a few launches on CUDA rather than several per parameter. Bias
+//! correction uses the optimiser's step count: every trained parameter gets
+//! a gradient at every step in these models.
 use std::collections::HashMap;
 
 use tch::Tensor;
@@ -18,6 +22,28 @@ extern "C" {
         momentum: f64,
         weight_decay: f64,
     );
+    fn nave_adamw_foreach(
+        params: *mut *mut std::ffi::c_void,
+        exp_avgs: *mut *mut std::ffi::c_void,
+        exp_avg_sqs: *mut *mut std::ffi::c_void,
+        n: i64,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+        step: i64,
+    );
+}
+
+/// Adam's epsilon, as torch.optim.AdamW's default.
+const ADAM_EPS: f64 = 1e-8;
+
+/// `torch::Tensor*` of each tensor, for the multi-tensor calls of csrc/.
+fn raw_pointers<'a>(tensors: impl Iterator<Item = &'a mut Tensor>) -> Vec<*mut std::ffi::c_void> {
+    tensors
+        .map(|t| t.as_mut_ptr() as *mut std::ffi::c_void)
+        .collect()
 }
 
 pub struct Optimizer {
@@ -53,9 +79,56 @@ impl Optimizer {
     pub fn step(&mut self, lr: f64) {
         let _guard = tch::no_grad_guard();
         self.step += 1;
-        if self.try_sgd_foreach(lr) {
-            return;
+        match self.spec.kind {
+            OptimizerKind::Adamw => self.adamw_step(lr),
+            OptimizerKind::Sgd => {
+                if !self.try_sgd_foreach(lr) {
+                    self.sgd_step_per_parameter(lr);
+                }
+            }
         }
+    }
+
+    /// AdamW through libtorch's multi-tensor kernels (csrc/torch_extras.cpp),
+    /// in torch.optim.AdamW's order of operations. The moments of every
+    /// parameter exist from the first step (zeros until its first gradient).
+    fn adamw_step(&mut self, lr: f64) {
+        for (i, (_, p)) in self.params.iter().enumerate() {
+            self.first[i].get_or_insert_with(|| p.zeros_like());
+            self.second[i].get_or_insert_with(|| p.zeros_like());
+        }
+        let s = &self.spec;
+        let mut params = raw_pointers(self.params.iter_mut().map(|(_, p)| p));
+        let mut m = raw_pointers(
+            self.first
+                .iter_mut()
+                .map(|t| t.as_mut().expect("made above")),
+        );
+        let mut v = raw_pointers(
+            self.second
+                .iter_mut()
+                .map(|t| t.as_mut().expect("made above")),
+        );
+        // SAFETY: the three arrays hold `n` live `torch::Tensor*` owned by this optimiser for the call's duration.
+        unsafe {
+            nave_adamw_foreach(
+                params.as_mut_ptr(),
+                m.as_mut_ptr(),
+                v.as_mut_ptr(),
+                params.len() as i64,
+                lr,
+                s.betas[0],
+                s.betas[1],
+                ADAM_EPS,
+                s.weight_decay,
+                self.step,
+            )
+        };
+    }
+
+    /// SGD parameter by parameter: the first step, which creates the momentum
+    /// buffers, and steps where some parameter has no gradient.
+    fn sgd_step_per_parameter(&mut self, lr: f64) {
         let s = &self.spec;
         // The step's scalars as 0-dim tensors on the parameters' device, made
         // once per step: a host-to-device copy per parameter would stall CUDA.
@@ -73,47 +146,28 @@ impl Optimizer {
             if !g.defined() {
                 continue;
             }
-            match s.kind {
-                OptimizerKind::Sgd => {
-                    // PyTorch: d = g + wd * p; buf = momentum * buf + d (buf = d at first); p -= lr * buf.
-                    // In place, with no temporaries: the gradient is cleared before the next backward.
-                    let mut d = g;
-                    if s.weight_decay != 0.0 {
-                        let _ = d.addcmul_(p, &wd);
-                    }
-                    let update = if s.momentum != 0.0 {
-                        match &mut self.first[i] {
-                            Some(buf) => {
-                                let _ = buf.g_mul_scalar_(s.momentum).g_add_(&d);
-                                buf.shallow_clone()
-                            }
-                            None => {
-                                let buf = d.detach().copy();
-                                self.first[i] = Some(buf.shallow_clone());
-                                buf
-                            }
-                        }
-                    } else {
-                        d
-                    };
-                    let _ = p.addcmul_(&update, &neg_lr);
-                }
-                OptimizerKind::Adamw => {
-                    let [b1, b2] = s.betas;
-                    let eps = 1e-8;
-                    if s.weight_decay != 0.0 {
-                        let _ = p.g_mul_scalar_(1.0 - lr * s.weight_decay);
-                    }
-                    let m = self.first[i].get_or_insert_with(|| p.zeros_like());
-                    let _ = m.g_mul_scalar_(b1).g_add_(&(&g * (1.0 - b1)));
-                    let v = self.second[i].get_or_insert_with(|| p.zeros_like());
-                    let _ = v.g_mul_scalar_(b2).g_add_(&(&g * &g * (1.0 - b2)));
-                    let t = self.step as i32;
-                    let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
-                    let denom = (v.shallow_clone() / c2).sqrt() + eps;
-                    let _ = p.g_sub_(&(m.shallow_clone() / denom * (lr / c1)));
-                }
+            // PyTorch: d = g + wd * p; buf = momentum * buf + d (buf = d at first); p -= lr * buf.
+            // In place, with no temporaries: the gradient is cleared before the next backward.
+            let mut d = g;
+            if s.weight_decay != 0.0 {
+                let _ = d.addcmul_(p, &wd);
             }
+            let update = if s.momentum != 0.0 {
+                match &mut self.first[i] {
+                    Some(buf) => {
+                        let _ = buf.g_mul_scalar_(s.momentum).g_add_(&d);
+                        buf.shallow_clone()
+                    }
+                    None => {
+                        let buf = d.detach().copy();
+                        self.first[i] = Some(buf.shallow_clone());
+                        buf
+                    }
+                }
+            } else {
+                d
+            };
+            let _ = p.addcmul_(&update, &neg_lr);
         }
     }
 
@@ -128,16 +182,12 @@ impl Optimizer {
         {
             return false;
         }
-        let mut params: Vec<*mut std::ffi::c_void> = self
-            .params
-            .iter_mut()
-            .map(|(_, p)| p.as_mut_ptr() as *mut std::ffi::c_void)
-            .collect();
-        let mut bufs: Vec<*mut std::ffi::c_void> = self
-            .first
-            .iter_mut()
-            .map(|b| b.as_mut().expect("checked above").as_mut_ptr() as *mut std::ffi::c_void)
-            .collect();
+        let mut params = raw_pointers(self.params.iter_mut().map(|(_, p)| p));
+        let mut bufs = raw_pointers(
+            self.first
+                .iter_mut()
+                .map(|b| b.as_mut().expect("checked above")),
+        );
         // SAFETY: both arrays hold `n` live `torch::Tensor*` owned by this optimiser for the call's duration.
         unsafe {
             nave_sgd_foreach(
