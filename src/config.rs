@@ -401,7 +401,8 @@ fn validate(f: &ExperimentFile) -> anyhow::Result<()> {
     if f.train.epochs == 0 || f.train.batch_size == 0 {
         bail!("train.epochs and train.batch_size must be at least 1");
     }
-    if !(f.train.optimizer.lr > 0.0) {
+    // Written so that NaN is refused too.
+    if f.train.optimizer.lr.is_nan() || f.train.optimizer.lr <= 0.0 {
         bail!(
             "train.optimizer.lr must be positive, got {}",
             f.train.optimizer.lr

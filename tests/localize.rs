@@ -23,7 +23,9 @@ fn write_voc(root: &Path) {
     for d in ["JPEGImages", "Annotations", "ImageSets/Main"] {
         std::fs::create_dir_all(base.join(d)).unwrap();
     }
-    let objects: [(&str, Vec<(&str, [u32; 4], bool, bool)>); 3] = [
+    // (image id, [(class, box, difficult, truncated)])
+    type Objects = (&'static str, Vec<(&'static str, [u32; 4], bool, bool)>);
+    let objects: [Objects; 3] = [
         ("000001", vec![("cat", [11, 21, 50, 60], false, false)]),
         (
             "000002",

@@ -37,12 +37,12 @@ fn is_image(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
+/// Class names, and every image file with its class index.
+pub type SplitListing = (Vec<String>, Vec<(PathBuf, i64)>);
+
 /// The class folders of a split and their image files, both sorted by name so
 /// that indices are stable across machines.
-pub fn list_split(
-    root: &Path,
-    split: Split,
-) -> Result<(Vec<String>, Vec<(PathBuf, i64)>), DataError> {
+pub fn list_split(root: &Path, split: Split) -> Result<SplitListing, DataError> {
     let dir = root.join(split.as_str());
     if !dir.is_dir() {
         return Err(DataError::missing_split(

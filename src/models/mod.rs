@@ -291,10 +291,12 @@ impl Model {
         let unexpected: Vec<&String> = loaded
             .keys()
             .filter(|n| {
-                !known.contains(n.as_str())
-                    && !n.ends_with("num_batches_tracked")
-                    && *n != "mask_token"
-                    && !(*n == "register_tokens" && known.contains("reg_token"))
+                // Buffers PyTorch saves that have no variable here, and timm's
+                // other name for the register tokens.
+                let ignorable = n.ends_with("num_batches_tracked")
+                    || *n == "mask_token"
+                    || (*n == "register_tokens" && known.contains("reg_token"));
+                !known.contains(n.as_str()) && !ignorable
             })
             .filter(|n| strict || !n.starts_with(head))
             .collect();

@@ -115,7 +115,7 @@ impl Block {
         let mut attn = attn.transpose(1, 2).reshape([b, n, d]).apply(&self.proj);
         let mut mlp_scale = None;
         if let Some((g1, g2)) = &self.ls {
-            attn = attn * g1;
+            attn *= g1;
             mlp_scale = Some(g2);
         }
         let x = x + attn;
@@ -125,7 +125,7 @@ impl Block {
             .gelu("none")
             .apply(&self.fc2);
         if let Some(g2) = mlp_scale {
-            mlp = mlp * g2;
+            mlp *= g2;
         }
         x + mlp
     }

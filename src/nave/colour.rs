@@ -74,8 +74,8 @@ pub fn average_colour(image: &RgbImage, labels: &[i64]) -> RgbImage {
     let mut counts = vec![0u64; k];
     for (i, p) in image.pixels().enumerate() {
         let l = labels[i] as usize;
-        for c in 0..3 {
-            sums[l][c] += p.0[c] as u64;
+        for (sum, &v) in sums[l].iter_mut().zip(&p.0) {
+            *sum += v as u64;
         }
         counts[l] += 1;
     }

@@ -338,7 +338,7 @@ mod tests {
         for it in 0..max_iter {
             iterations = it + 1;
             let (_, new_labels) = assign(x, &x_sq, &centres);
-            let mut next = centres.copy();
+            let next = centres.copy();
             for c in 0..k {
                 let members = new_labels.eq(c).nonzero().squeeze_dim(1);
                 if members.size()[0] > 0 {
