@@ -44,6 +44,10 @@ pub struct AuditSettings {
     pub tol: f64,
     pub max_iter: usize,
     pub resolution: Option<i64>,
+    /// Pictures are written for the first this many probes (None: all);
+    /// the measures always use every probe.
+    #[serde(default)]
+    pub pictures: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -55,6 +59,7 @@ pub struct AuditOverrides {
     pub probes: Option<usize>,
     pub repeats: Option<usize>,
     pub resolution: Option<i64>,
+    pub pictures: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -216,6 +221,7 @@ fn settings_for(
         tol: spec.tol,
         max_iter: spec.max_iter,
         resolution: o.resolution.or(spec.resolution),
+        pictures: o.pictures,
     })
 }
 
@@ -343,7 +349,9 @@ fn audit_run(
     let n = probes.len();
     let mut iou_sum = 0.0;
     let mut shift_sum = 0.0;
-    let mut avg_maps: Vec<Vec<RgbImage>> = vec![Vec::new(); 2 * n];
+    let pictures = settings.pictures.unwrap_or(n).min(n);
+    // Average-colour images per pictured probe (clean ones, then watermarked), over the repeats.
+    let mut avg_maps: Vec<Vec<RgbImage>> = vec![Vec::new(); 2 * pictures];
     let run_dir = out_dir.join("runs").join(&spec.id);
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let s = size as usize;
@@ -389,6 +397,9 @@ fn audit_run(
                 &boxes[p],
                 (boxes[p].side / 2).max(1),
             );
+            if p >= pictures {
+                continue;
+            }
             for (v, up) in [(0usize, &up_clean), (1, &up_marked)] {
                 let img = rgb_image(&both, (v * n + p) as i64);
                 let avg = colour::average_colour(&img, up);
@@ -418,7 +429,7 @@ fn audit_run(
                         &run_dir.join(format!("p{p:03}_{tag}_labels.png")),
                     )?;
                 }
-                avg_maps[v * n + p].push(avg);
+                avg_maps[v * pictures + p].push(avg);
             }
         }
     }
@@ -457,7 +468,7 @@ fn audit_run(
         .iter()
         .map(|v| colour::mean_image(v).expect("at least one repeat"))
         .collect();
-    let (c, m) = means.split_at(n);
+    let (c, m) = means.split_at(pictures);
     Ok((result, c.iter().cloned().zip(m.iter().cloned()).collect()))
 }
 
@@ -594,7 +605,8 @@ pub fn audit(
     for (regime, per_run) in &maps {
         let dir = out_dir.join("regimes").join(regime);
         std::fs::create_dir_all(&dir)?;
-        for p in 0..probes.len() {
+        let pictured = per_run.iter().map(Vec::len).min().unwrap_or(0);
+        for p in 0..pictured {
             for (tag, pick) in [("clean", 0usize), ("wm", 1)] {
                 let imgs: Vec<RgbImage> = per_run
                     .iter()

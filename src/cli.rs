@@ -245,6 +245,10 @@ pub struct AuditArgs {
     /// Cluster on a finer grid of this side.
     #[arg(long)]
     pub resolution: Option<i64>,
+    /// Write pictures for the first N probe images only (default: all); the
+    /// measures always use every probe.
+    #[arg(long)]
+    pub pictures: Option<usize>,
     /// Redo runs whose audit is up to date.
     #[arg(long)]
     pub force: bool,

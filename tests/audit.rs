@@ -132,6 +132,37 @@ fn audit_writes_results_pictures_and_regime_maps() {
         std::fs::metadata(&result).unwrap().modified().unwrap(),
         before
     );
+
+    // --pictures 3: pictures of the first 3 probes only, the same measures
+    // (they use every probe), and a report that misses nothing.
+    let few = scratch("audit_pictures");
+    let out = audit(runs, &few, &["--pictures", "3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run_dir = few.join("demo/runs/resnet18-aug0-wm1-s0");
+    assert!(run_dir.join("p002_wm_overlay.png").is_file());
+    assert!(!run_dir.join("p003_wm_overlay.png").exists());
+    let regime_dir = few.join("demo/regimes/resnet18-aug0-wm1");
+    assert!(regime_dir.join("p002_clean_avgmap.png").is_file());
+    assert!(!regime_dir.join("p003_clean_avgmap.png").exists());
+    let limited: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(few.join("demo/audit.json")).unwrap())
+            .unwrap();
+    assert_eq!(limited["settings"]["pictures"], 3);
+    for i in 0..2 {
+        for key in ["wm_iou", "wm_shift"] {
+            assert_eq!(limited["runs"][i][key], json["runs"][i][key], "{key}");
+        }
+    }
+    let index = std::fs::read_to_string(few.join("demo/index.html")).unwrap();
+    assert!(
+        !index.contains("class=\"warn\""),
+        "the report warns: {index}"
+    );
+    assert!(index.contains("p002_wm_overlay.png") && !index.contains("p003_"));
 }
 
 #[test]

@@ -15,6 +15,7 @@ pub fn run(a: AuditArgs, device: Device) -> anyhow::Result<()> {
         probes: a.probes,
         repeats: a.repeats,
         resolution: a.resolution,
+        pictures: a.pictures,
     };
     let path = audit(&a.runs, &a.reports, &overrides, a.force, device)?;
     println!("audit written to {}", path.display());

@@ -294,7 +294,12 @@ pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
     };
     let mut grid = Vec::new();
     let mut missing_pictures = 0;
-    for p in 0..probes.len().min(grid_probes) {
+    // An audit with --pictures N has pictures for the first N probes only.
+    let pictured = settings
+        .get("pictures")
+        .and_then(Value::as_u64)
+        .map_or(probes.len(), |n| n as usize);
+    for p in 0..probes.len().min(grid_probes).min(pictured) {
         for (tag, label) in [("clean", "clean"), ("wm", "watermarked")] {
             let cells: Vec<Option<Cell>> = regimes
                 .iter()
