@@ -264,26 +264,26 @@ fn explain_one_image_from_a_run_and_from_weights() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    // The demo's image size is 64: layer2 gives an 8x8 grid.
+    // The demo's image size is 112: layer2 gives a 14x14 grid.
     let overlay = image::open(&out).unwrap();
-    assert_eq!((overlay.width(), overlay.height()), (64, 64));
+    assert_eq!((overlay.width(), overlay.height()), (112, 112));
     let labels = image::open(dir.join("x_nave_labels.png"))
         .unwrap()
         .to_luma8();
-    assert_eq!(labels.dimensions(), (8, 8));
+    assert_eq!(labels.dimensions(), (14, 14));
     assert!(labels.pixels().all(|p| p.0[0] < 4));
     let up = image::open(dir.join("x_nave_labels_up.png"))
         .unwrap()
         .to_luma8();
     assert_eq!(
-        up.get_pixel(63, 63).0,
-        labels.get_pixel(7, 7).0,
+        up.get_pixel(111, 111).0,
+        labels.get_pixel(13, 13).0,
         "nearest-neighbour upsampling"
     );
     assert!(dir.join("x_nave_avg.png").is_file());
-    // Features: 64 rows (grid cells, row-major) of layer2 (32 channels at width 16) + layer3 (64).
+    // Features: 196 rows (grid cells, row-major) of layer2 (32 channels at width 16) + layer3 (64).
     let (shape, data) = nave_lab::io::read_npy_f32(&npy).unwrap();
-    assert_eq!(shape, vec![64, 96]);
+    assert_eq!(shape, vec![196, 96]);
     // The layer2 block of every row is L2-normalised (weight 1).
     for row in data.chunks(96) {
         let norm: f32 = row[..32].iter().map(|v| v * v).sum::<f32>().sqrt();
@@ -300,7 +300,7 @@ fn explain_one_image_from_a_run_and_from_weights() {
             "--weights",
             run.join("model.safetensors").to_str().unwrap(),
             "--image-size",
-            "64",
+            "112",
         ])
         .args([
             "--image",
