@@ -156,6 +156,11 @@ pub struct BenchKmeansArgs {
     /// the initial centres.
     #[arg(long, default_value_t = 1)]
     pub seeds: u64,
+    /// Save each seed's k-means++ centres to DIR/centres_k<K>_s<seed>.npy and
+    /// time the initialisation and the iterations apart, so that
+    /// benches/kmeans_sklearn.py --start DIR iterates from the same centres.
+    #[arg(long)]
+    pub same_start: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

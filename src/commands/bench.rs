@@ -171,6 +171,8 @@ fn bench_kmeans(a: &BenchKmeansArgs, device: Device) -> anyhow::Result<serde_jso
                 "k": k,
                 "runs": runs.len(),
                 "seconds": column("seconds"),
+                "init_seconds": column("init_seconds"),
+                "iteration_seconds": column("iteration_seconds"),
                 "iterations": column("iterations"),
                 "inertia": column("inertia"),
                 // Runs end in different local optima; the mean weighs them all.
@@ -232,11 +234,34 @@ fn time_engine(
     reset_peak_rss();
     let before = peak_rss();
     let start = Instant::now();
+    // With --same-start: the initialisation and the iterations timed apart.
+    let mut phases: Vec<(&str, f64)> = Vec::new();
     let (inertia, iterations) = match engine {
-        ClusterMethod::Kmeans => {
-            let r = kmeans::kmeans(x, k, seed, a.tol, a.max_iter);
-            (Some(r.inertia), Some(r.iterations))
-        }
+        ClusterMethod::Kmeans => match &a.same_start {
+            None => {
+                let r = kmeans::kmeans(x, k, seed, a.tol, a.max_iter);
+                (Some(r.inertia), Some(r.iterations))
+            }
+            Some(dir) => {
+                let centres = kmeans::initial_centres(x, k, seed);
+                sync(device);
+                phases.push(("init_seconds", start.elapsed().as_secs_f64()));
+                let cpu = centres.to_device(Device::Cpu).contiguous();
+                let path = dir.join(format!("centres_k{k}_s{seed}.npy"));
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                crate::io::write_npy_f32(
+                    &path,
+                    &[k, x.size()[1] as usize],
+                    &Vec::<f32>::try_from(cpu.flatten(0, -1))?,
+                )?;
+                let iterating = Instant::now();
+                let r = kmeans::kmeans_from(x, &centres, a.tol, a.max_iter);
+                sync(device);
+                phases.push(("iteration_seconds", iterating.elapsed().as_secs_f64()));
+                (Some(r.inertia), Some(r.iterations))
+            }
+        },
         ClusterMethod::Linfa => (
             Some(reference::linfa_kmeans(x, k, seed, a.tol, a.max_iter)?.1),
             None,
@@ -253,7 +278,7 @@ fn time_engine(
     sync(device);
     let seconds = start.elapsed().as_secs_f64();
     let extra = peak_rss().zip(before).map(|(p, b)| p.saturating_sub(b));
-    Ok(json!({
+    let mut row = json!({
         "engine": engine_name(engine),
         "k": k,
         "seed": seed,
@@ -263,7 +288,11 @@ fn time_engine(
         // Host memory the engine added above the matrix already held (CPU runs).
         "extra_host_bytes": extra,
         "peak_over_matrix": extra.map(|e| (matrix_bytes + e) as f64 / matrix_bytes as f64),
-    }))
+    });
+    for (name, secs) in phases {
+        row[name] = json!(secs);
+    }
+    Ok(row)
 }
 
 fn bench_train(a: &BenchTrainArgs, device: Device) -> anyhow::Result<serde_json::Value> {

@@ -258,6 +258,23 @@ pub fn kmeans(x: &Tensor, k: usize, seed: u64, tol: f64, max_iter: usize) -> KMe
     lloyd_elkan(&x, &x_sq, centres, tol, max_iter)
 }
 
+/// The k-means++ centres `kmeans` starts from with this seed (`[K, D]`).
+pub fn initial_centres(x: &Tensor, k: usize, seed: u64) -> Tensor {
+    let _guard = tch::no_grad_guard();
+    let x = x.to_kind(Kind::Float);
+    let x_sq = row_sq_norms(&x);
+    init_plus_plus(&x, &x_sq, k, &mut ChaCha8Rng::seed_from_u64(seed))
+}
+
+/// k-means from given centres: `kmeans` without its initialisation, e.g. to
+/// compare the iterations with another implementation from the same start.
+pub fn kmeans_from(x: &Tensor, centres: &Tensor, tol: f64, max_iter: usize) -> KMeansResult {
+    let _guard = tch::no_grad_guard();
+    let x = x.to_kind(Kind::Float);
+    let x_sq = row_sq_norms(&x);
+    lloyd_elkan(&x, &x_sq, centres.to_kind(Kind::Float), tol, max_iter)
+}
+
 /// Lloyd iterations from `centres`, with Elkan's bounds.
 fn lloyd_elkan(
     x: &Tensor,
