@@ -42,20 +42,6 @@ fn row_sq_norms(x: &Tensor) -> Tensor {
     Tensor::cat(&parts, 0)
 }
 
-/// Mean over features of the per-feature variance (scikit-learn's scale for
-/// `tol`): (mean of |x|^2 - |mean of x|^2) / D, from the row norms already at
-/// hand and one matrix-vector product for the column means.
-fn mean_variance(x: &Tensor, x_sq: &Tensor) -> f64 {
-    let (n, d) = x.size2().expect("[N, D]");
-    let ones = Tensor::ones([1, n], (Kind::Float, x.device())) / n as f64;
-    let mean = ones.matmul(x).to_kind(Kind::Double);
-    let mean_sq = x_sq
-        .to_kind(Kind::Double)
-        .mean(Kind::Double)
-        .double_value(&[]);
-    ((mean_sq - mean.square().sum(Kind::Double).double_value(&[])) / d as f64).max(0.0)
-}
-
 /// Squared distance of every row to the nearest of `centres`, and its index.
 fn assign(x: &Tensor, x_sq: &Tensor, centres: &Tensor) -> (Tensor, Tensor) {
     let c_sq = sq_norms(centres);
@@ -181,6 +167,18 @@ impl Bounded {
         }
     }
 
+    /// scikit-learn's scale for `tol`, the mean per-feature variance: the
+    /// column sums are the total of the centre sums.
+    fn mean_variance(&self, x_sq: &Tensor) -> f64 {
+        let (n, d) = (x_sq.size()[0] as f64, self.sums.size()[1] as f64);
+        let mean = self
+            .sums
+            .sum_dim_intlist([0i64].as_slice(), false, Kind::Double)
+            / n;
+        let mean_sq = x_sq.sum(Kind::Double).double_value(&[]) / n;
+        ((mean_sq - mean.square().sum(Kind::Double).double_value(&[])) / d).max(0.0)
+    }
+
     /// Means of the assigned rows; an empty cluster keeps its previous centre.
     fn centres(&self, previous: &Tensor) -> Tensor {
         let empty = self.counts.eq(0.0);
@@ -193,29 +191,47 @@ impl Bounded {
     /// still hold.
     fn centres_moved(&mut self, shift: &Tensor) {
         self.upper += shift.index_select(0, &self.labels);
-        self.lower = (&self.lower - shift.unsqueeze(0)).clamp_min(0.0);
+        // A bound below zero is merely loose; no need to clamp it.
+        self.lower -= shift.unsqueeze(0);
     }
 
     /// Re-reads the rows whose nearest centre may have changed, moves those
     /// whose did, and returns how many moved. `margin` covers float32
     /// rounding of the computed distances.
     fn reassign(&mut self, x: &Tensor, x_sq: &Tensor, centres: &Tensor, margin: f64) -> i64 {
+        let (n, k) = (x.size()[0], centres.size()[0]);
         let c_sq = sq_norms(centres);
-        let half_gap = sq_dists(centres, &c_sq, centres, &c_sq).sqrt() * 0.5; // [K, K]
+        // Half the distance between centres; infinite on the diagonal, so
+        // that a row's own centre never counts as a rival.
+        let half_gap = (sq_dists(centres, &c_sq, centres, &c_sq).sqrt() * 0.5).masked_fill(
+            &Tensor::eye(k, (Kind::Bool, centres.device())),
+            f64::INFINITY,
+        );
         let upper = (&self.upper + margin).unsqueeze(1);
         // Centre j may be nearer than the own centre a only if neither its
         // lower bound nor half the distance between a and j rules it out.
         let open = upper
             .gt_tensor(&self.lower)
-            .logical_and(&upper.gt_tensor(&half_gap.index_select(0, &self.labels)))
-            .scatter_value(1, &self.labels.unsqueeze(1), 0);
+            .logical_and_(&upper.gt_tensor(&half_gap.index_select(0, &self.labels)));
         let rows = open.any_dim(1, false).nonzero().squeeze_dim(1);
         let m = rows.size()[0];
+        // With most rows to re-read, contiguous chunks beat gathering them.
+        let all = 2 * m > n;
+        let (to_read, rows) = if all {
+            (n, Tensor::arange(n, (Kind::Int64, x.device())))
+        } else {
+            (m, rows)
+        };
         let mut moved = 0;
-        for s in (0..m).step_by(CHUNK as usize) {
-            let idx = rows.narrow(0, s, CHUNK.min(m - s));
-            let xc = x.index_select(0, &idx);
-            let dist = sq_dists(&xc, &x_sq.index_select(0, &idx), centres, &c_sq).sqrt();
+        for s in (0..to_read).step_by(CHUNK as usize) {
+            let len = CHUNK.min(to_read - s);
+            let idx = rows.narrow(0, s, len);
+            let (xc, xc_sq) = if all {
+                (x.narrow(0, s, len), x_sq.narrow(0, s, len))
+            } else {
+                (x.index_select(0, &idx), x_sq.index_select(0, &idx))
+            };
+            let dist = sq_dists(&xc, &xc_sq, centres, &c_sq).sqrt();
             let (best, new) = dist.min_dim(1, false);
             let old = self.labels.index_select(0, &idx);
             let _ = self.upper.index_copy_(0, &idx, &best);
@@ -283,12 +299,12 @@ fn lloyd_elkan(
     tol: f64,
     max_iter: usize,
 ) -> KMeansResult {
-    let threshold = tol * mean_variance(x, x_sq);
     // Distances from |x|^2 - 2 x.c + |c|^2 in float32 carry rounding of about
     // 1e-5 of the typical row norm; rows within that of a tie are re-read
     // rather than trusted to the bounds.
     let margin = 1e-5 * x_sq.mean(Kind::Double).double_value(&[]).sqrt();
     let mut state = Bounded::first_pass(x, x_sq, &centres);
+    let threshold = tol * state.mean_variance(x_sq);
     let mut next = state.centres(&centres);
     let mut iterations = 1;
     if squared_shift(&next, &centres) > threshold {
@@ -306,7 +322,8 @@ fn lloyd_elkan(
         }
     }
     centres = next;
-    // Final assignment to the final centres, as scikit-learn does.
+    // Final assignment to the final centres, as scikit-learn does; one full
+    // pass, which also gives the exact inertia.
     let (dist, final_labels) = assign(x, x_sq, &centres);
     KMeansResult {
         inertia: dist.sum(Kind::Double).double_value(&[]),
@@ -348,7 +365,7 @@ mod tests {
         max_iter: usize,
     ) -> (Vec<i64>, usize) {
         let x_sq = row_sq_norms(x);
-        let threshold = tol * mean_variance(x, &x_sq);
+        let threshold = tol * naive_mean_variance(x);
         let k = centres.size()[0];
         let mut labels = Tensor::zeros([x.size()[0]], (Kind::Int64, x.device()));
         let mut iterations = 0;
@@ -405,11 +422,23 @@ mod tests {
         }
     }
 
+    /// The mean over features of the (population) variance of each feature.
+    fn naive_mean_variance(x: &Tensor) -> f64 {
+        x.to_kind(Kind::Double)
+            .var_correction(Some([0i64].as_slice()), 0, false)
+            .mean(Kind::Double)
+            .double_value(&[])
+    }
+
     #[test]
-    fn mean_variance_is_the_mean_per_feature_variance() {
+    fn tolerance_scale_from_the_first_pass() {
         let x = Tensor::from_slice(&[1.0f32, 10.0, 3.0, 10.0, 5.0, 16.0]).view([3, 2]);
         // Feature 0: 1, 3, 5 -> variance 8/3; feature 1: 10, 10, 16 -> 8. Mean 16/3.
-        let v = mean_variance(&x, &row_sq_norms(&x));
+        assert!((naive_mean_variance(&x) - 16.0 / 3.0).abs() < 1e-9);
+        let x_sq = row_sq_norms(&x);
+        let centres = Tensor::from_slice(&[2.0f32, 10.0, 4.0, 14.0]).view([2, 2]);
+        let state = Bounded::first_pass(&x, &x_sq, &centres);
+        let v = state.mean_variance(&x_sq);
         assert!((v - 16.0 / 3.0).abs() < 1e-4, "{v}");
     }
 }
