@@ -44,11 +44,7 @@ fn audit_writes_results_pictures_and_regime_maps() {
     let runs = trained();
     let reports = scratch("audit_ok");
     let out = audit(runs, &reports, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(reports.join("demo/audit.json")).unwrap())
             .unwrap();
@@ -137,11 +133,7 @@ fn audit_writes_results_pictures_and_regime_maps() {
     // (they use every probe), and a report that misses nothing.
     let few = scratch("audit_pictures");
     let out = audit(runs, &few, &["--pictures", "3"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let run_dir = few.join("demo/runs/resnet18-aug0-wm1-s0");
     assert!(run_dir.join("p002_wm_overlay.png").is_file());
     assert!(!run_dir.join("p003_wm_overlay.png").exists());
@@ -180,11 +172,7 @@ fn unfinished_runs_are_listed_never_audited() {
     std::fs::remove_file(dir.join("demo/resnet18-aug0-wm1-s0/COMPLETE")).unwrap();
     let reports = dir.join("reports");
     let out = audit(&dir.join("demo"), &reports, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(reports.join("demo/audit.json")).unwrap())
             .unwrap();
@@ -263,7 +251,7 @@ fn explain_one_image_from_a_run_and_from_weights() {
         ])
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    common::assert_ok(&o);
     // The demo's image size is 112: layer2 gives a 14x14 grid.
     let overlay = image::open(&out).unwrap();
     assert_eq!((overlay.width(), overlay.height()), (112, 112));
@@ -314,7 +302,7 @@ fn explain_one_image_from_a_run_and_from_weights() {
         ])
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    common::assert_ok(&o);
     assert_eq!(
         image::open(dir.join("y_labels.png")).unwrap().to_luma8(),
         labels
@@ -454,11 +442,7 @@ fn the_report_renders_in_a_real_browser() {
     let runs = trained();
     let reports = scratch("report_browser");
     let out = audit(runs, &reports, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("index.html"));
     let dir = reports.join("demo");
     let index = dir.join("index.html");
@@ -542,11 +526,7 @@ fn the_report_escapes_hostile_names_and_says_what_is_missing() {
         .args(["report", dir.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("regime resnet18-aug0-wm1: no results"),

@@ -186,11 +186,7 @@ fn kmeans_bench_runs_every_seed_and_matches_scikit_learn() {
         .arg(&starts)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let ours: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(ours["rows"], 6 * 4 * 4, "6 images on layer3's 4x4 grid");
     let results = ours["results"].as_array().unwrap();
@@ -224,11 +220,7 @@ fn kmeans_bench_runs_every_seed_and_matches_scikit_learn() {
         .arg(&starts)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let sklearn: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(sklearn["rows"], ours["rows"]);
     for (a, b) in kmeans.iter().zip(sklearn["results"].as_array().unwrap()) {

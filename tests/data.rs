@@ -267,11 +267,7 @@ fn data_stats_and_show_work_end_to_end() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["count_per_class"], serde_json::json!([2, 2]));
     assert_eq!(v[0]["undecodable"].as_array().unwrap().len(), 1);
@@ -296,11 +292,7 @@ fn data_stats_and_show_work_end_to_end() {
         .env("NAVE_LAB_CACHE", root.join("cache"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let img = image::open(&png).unwrap();
     // 3 rows x 3 columns of 16 px tiles zoomed 4x, with 2 px gaps.
     assert_eq!((img.width(), img.height()), (3 * 66 + 2, 3 * 66 + 2));

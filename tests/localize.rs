@@ -225,7 +225,7 @@ fn localize_end_to_end_writes_a_table_lines_and_examples() {
         ])
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    common::assert_ok(&o);
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(
         table.contains("voc07 — 2 images")
@@ -284,6 +284,6 @@ fn localize_end_to_end_writes_a_table_lines_and_examples() {
         ])
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    common::assert_ok(&o);
     assert!(String::from_utf8_lossy(&o.stdout).contains("1 images"));
 }

@@ -124,11 +124,7 @@ fn converted_pth_checkpoints_load_and_match() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let model = nave_lab::models::from_weights(
         Arch::Resnet18,
         &dir.join("r18.safetensors"),

@@ -55,11 +55,7 @@ fn list_run_and_index_select_runs() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("resnet18-aug0-wm1-s0"));
     let out = train(&exp, &dir, true, &["--index", "1"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     assert!(dir.join("t/resnet18-aug0-wm1-s0/COMPLETE").is_file());
     assert!(!dir.join("t/resnet18-aug0-wm0-s0").exists());
 }
@@ -267,11 +263,7 @@ fn a_complete_run_with_other_settings_is_an_error_but_a_new_audit_block_is_taken
     )
     .output()
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     assert_eq!(
         std::fs::read(run.join("model.safetensors")).unwrap(),
         weights

@@ -70,3 +70,13 @@ pub fn train_demo_pair(dir: &std::path::Path) -> PathBuf {
     assert!(ok.success(), "training the demo pair failed");
     dir.join("demo")
 }
+
+/// Asserts that a finished command succeeded, showing its stderr otherwise.
+pub fn assert_ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
