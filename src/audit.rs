@@ -154,8 +154,9 @@ impl WatermarkComparison {
     /// One line for the terminal and the report.
     pub fn summary(&self) -> String {
         format!(
-            "trained with the watermark ({} runs) vs without ({}): wm_iou {:.3} vs {:.3} ({:.2}x), wm_shift {:.3} vs {:.3} ({:.1}x), gap {:+.3} vs {:+.3}",
+            "trained with the watermark ({} run{}) vs without ({}): wm_iou {:.3} vs {:.3} ({:.2}x), wm_shift {:.3} vs {:.3} ({:.1}x), gap {:+.3} vs {:+.3}",
             self.runs_with,
+            if self.runs_with == 1 { "" } else { "s" },
             self.runs_without,
             self.wm_iou_with.mean,
             self.wm_iou_without.mean,

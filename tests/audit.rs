@@ -89,7 +89,7 @@ fn audit_writes_results_pictures_and_regime_maps() {
     assert_eq!(by["wm_iou_with"]["mean"], wm["wm_iou"]["mean"]);
     assert_eq!(by["wm_shift_without"]["mean"], clean["wm_shift"]["mean"]);
     let index = std::fs::read_to_string(reports.join("demo/index.html")).unwrap();
-    assert!(index.contains("trained with the watermark (1 runs) vs without (1)"));
+    assert!(index.contains("trained with the watermark (1 run) vs without (1)"));
     // Pictures: per run and probe, and the regime's average-colour maps.
     let run_dir = reports.join("demo/runs/resnet18-aug0-wm1-s0");
     for f in [
