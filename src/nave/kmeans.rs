@@ -17,10 +17,17 @@ pub struct KMeansResult {
     pub iterations: usize,
 }
 
-/// Rows processed at once. Small enough that a chunk stays in cache while it
-/// is used twice (distances, then the centre sums), so one Lloyd iteration
-/// reads the matrix from memory once.
-const CHUNK: i64 = 1024;
+/// Rows processed at once: about 4 MB of them (at least 1,024 rows), small
+/// enough that a chunk stays in cache while it is used twice (distances, then
+/// the centre sums), so one Lloyd iteration reads the matrix from memory once,
+/// and large enough that narrow rows do not pay a dozen small tensor ops per
+/// thousand rows.
+fn chunk_rows(x: &Tensor) -> i64 {
+    let d = x.size()[1].max(1);
+    (CHUNK_BYTES / (4 * d)).clamp(1024, 16384)
+}
+
+const CHUNK_BYTES: i64 = 4 << 20;
 
 /// Squared Euclidean distances `[len, C]` of rows `xc` (with squared norms `xc_sq`) to `centres`.
 fn sq_dists(xc: &Tensor, xc_sq: &Tensor, centres: &Tensor, c_sq: &Tensor) -> Tensor {
@@ -29,12 +36,12 @@ fn sq_dists(xc: &Tensor, xc_sq: &Tensor, centres: &Tensor, c_sq: &Tensor) -> Ten
 }
 
 fn row_sq_norms(x: &Tensor) -> Tensor {
-    let n = x.size()[0];
+    let (n, chunk) = (x.size()[0], chunk_rows(x));
     // A norm reduces without materialising the squared chunk.
     let parts: Vec<Tensor> = (0..n)
-        .step_by(CHUNK as usize)
+        .step_by(chunk as usize)
         .map(|s| {
-            x.narrow(0, s, CHUNK.min(n - s))
+            x.narrow(0, s, chunk.min(n - s))
                 .norm_scalaropt_dim(2, [1i64].as_slice(), false)
                 .square()
         })
@@ -45,10 +52,10 @@ fn row_sq_norms(x: &Tensor) -> Tensor {
 /// Squared distance of every row to the nearest of `centres`, and its index.
 fn assign(x: &Tensor, x_sq: &Tensor, centres: &Tensor) -> (Tensor, Tensor) {
     let c_sq = sq_norms(centres);
-    let n = x.size()[0];
+    let (n, chunk) = (x.size()[0], chunk_rows(x));
     let (mut dists, mut labels) = (Vec::new(), Vec::new());
-    for s in (0..n).step_by(CHUNK as usize) {
-        let len = CHUNK.min(n - s);
+    for s in (0..n).step_by(chunk as usize) {
+        let len = chunk.min(n - s);
         let (v, i) = sq_dists(
             &x.narrow(0, s, len),
             &x_sq.narrow(0, s, len),
@@ -89,8 +96,9 @@ fn init_plus_plus(x: &Tensor, x_sq: &Tensor, k: usize, rng: &mut ChaCha8Rng) -> 
         // Potential of each candidate: sum over rows of min(closest, d(row, candidate)).
         let mut potential = Tensor::zeros([trials as i64], (Kind::Double, x.device()));
         let mut per_chunk = Vec::new();
-        for s in (0..n).step_by(CHUNK as usize) {
-            let len = CHUNK.min(n - s);
+        let chunk = chunk_rows(x);
+        for s in (0..n).step_by(chunk as usize) {
+            let len = chunk.min(n - s);
             let d = sq_dists(
                 &x.narrow(0, s, len),
                 &x_sq.narrow(0, s, len),
@@ -139,12 +147,12 @@ impl Bounded {
     fn first_pass(x: &Tensor, x_sq: &Tensor, centres: &Tensor) -> Self {
         let (k, d) = centres.size2().expect("[K, D]");
         let c_sq = sq_norms(centres);
-        let n = x.size()[0];
+        let (n, chunk) = (x.size()[0], chunk_rows(x));
         let sums = Tensor::zeros([k, d], (Kind::Float, x.device()));
         let counts = Tensor::zeros([k], (Kind::Float, x.device()));
         let (mut labels, mut upper, mut lower) = (Vec::new(), Vec::new(), Vec::new());
-        for s in (0..n).step_by(CHUNK as usize) {
-            let len = CHUNK.min(n - s);
+        for s in (0..n).step_by(chunk as usize) {
+            let len = chunk.min(n - s);
             let xc = x.narrow(0, s, len);
             let dist = sq_dists(&xc, &x_sq.narrow(0, s, len), centres, &c_sq).sqrt();
             let (best, l) = dist.min_dim(1, false);
@@ -199,7 +207,7 @@ impl Bounded {
     /// whose did, and returns how many moved. `margin` covers float32
     /// rounding of the computed distances.
     fn reassign(&mut self, x: &Tensor, x_sq: &Tensor, centres: &Tensor, margin: f64) -> i64 {
-        let (n, k) = (x.size()[0], centres.size()[0]);
+        let (n, k, chunk) = (x.size()[0], centres.size()[0], chunk_rows(x));
         let c_sq = sq_norms(centres);
         // Half the distance between centres; infinite on the diagonal, so
         // that a row's own centre never counts as a rival.
@@ -223,8 +231,8 @@ impl Bounded {
             (m, rows)
         };
         let mut moved = 0;
-        for s in (0..to_read).step_by(CHUNK as usize) {
-            let len = CHUNK.min(to_read - s);
+        for s in (0..to_read).step_by(chunk as usize) {
+            let len = chunk.min(to_read - s);
             let idx = rows.narrow(0, s, len);
             let (xc, xc_sq) = if all {
                 (x.narrow(0, s, len), x_sq.narrow(0, s, len))
