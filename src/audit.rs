@@ -275,19 +275,6 @@ fn rgb_image(images: &Tensor, i: i64) -> RgbImage {
     .expect("size")
 }
 
-fn save_png(
-    img: &[u8],
-    w: u32,
-    h: u32,
-    colour: image::ExtendedColorType,
-    path: &Path,
-) -> anyhow::Result<()> {
-    crate::io::write_atomic_with(path, |tmp| {
-        image::save_buffer_with_format(tmp, img, w, h, colour, image::ImageFormat::Png)
-            .with_context(|| format!("writing {}", path.display()))
-    })
-}
-
 fn file_key(path: &Path, settings: &AuditSettings) -> String {
     let meta = std::fs::metadata(path).ok();
     let stamp = meta.map(|m| {
@@ -407,28 +394,10 @@ fn audit_run(
                 if r == 0 {
                     let tag = if v == 0 { "clean" } else { "wm" };
                     let ov = colour::overlay(&img, up);
-                    save_png(
-                        ov.as_raw(),
-                        ov.width(),
-                        ov.height(),
-                        image::ExtendedColorType::Rgb8,
-                        &run_dir.join(format!("p{p:03}_{tag}_overlay.png")),
-                    )?;
-                    save_png(
-                        avg.as_raw(),
-                        avg.width(),
-                        avg.height(),
-                        image::ExtendedColorType::Rgb8,
-                        &run_dir.join(format!("p{p:03}_{tag}_avg.png")),
-                    )?;
+                    crate::io::write_png(&ov, &run_dir.join(format!("p{p:03}_{tag}_overlay.png")))?;
+                    crate::io::write_png(&avg, &run_dir.join(format!("p{p:03}_{tag}_avg.png")))?;
                     let lab = colour::label_image(&labels[v * n + p], w as u32, h as u32);
-                    save_png(
-                        lab.as_raw(),
-                        lab.width(),
-                        lab.height(),
-                        image::ExtendedColorType::L8,
-                        &run_dir.join(format!("p{p:03}_{tag}_labels.png")),
-                    )?;
+                    crate::io::write_png(&lab, &run_dir.join(format!("p{p:03}_{tag}_labels.png")))?;
                 }
                 avg_maps[v * pictures + p].push(avg);
             }
@@ -620,13 +589,7 @@ pub fn audit(
                     })
                     .collect();
                 let mean = colour::mean_image(&imgs).expect("one run at least");
-                save_png(
-                    mean.as_raw(),
-                    mean.width(),
-                    mean.height(),
-                    image::ExtendedColorType::Rgb8,
-                    &dir.join(format!("p{p:03}_{tag}_avgmap.png")),
-                )?;
+                crate::io::write_png(&mean, &dir.join(format!("p{p:03}_{tag}_avgmap.png")))?;
             }
         }
         let members: Vec<&RunResult> = results.iter().filter(|r| &r.regime == regime).collect();

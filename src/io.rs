@@ -39,6 +39,21 @@ pub fn write_atomic_with(
     std::fs::rename(&tmp, path).with_context(|| format!("moving {} into place", path.display()))
 }
 
+/// Writes an image (RGB, gray, ...) as a PNG, atomically.
+pub fn write_png<P>(
+    img: &image::ImageBuffer<P, Vec<P::Subpixel>>,
+    path: &Path,
+) -> anyhow::Result<()>
+where
+    P: image::PixelWithColorType,
+    [P::Subpixel]: image::EncodableLayout,
+{
+    write_atomic_with(path, |tmp| {
+        img.save_with_format(tmp, image::ImageFormat::Png)
+            .with_context(|| format!("writing {}", path.display()))
+    })
+}
+
 /// Writes a float32 array in NumPy's .npy format (version 1.0, C order), atomically.
 pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> anyhow::Result<()> {
     anyhow::ensure!(

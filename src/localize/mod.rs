@@ -205,11 +205,7 @@ fn draw_example(
             );
         }
     }
-    crate::io::write_atomic_with(path, |tmp| {
-        canvas
-            .save_with_format(tmp, image::ImageFormat::Png)
-            .map_err(anyhow::Error::from)
-    })
+    crate::io::write_png(&canvas, path)
 }
 
 /// Evaluates `items`; writes `per_image.jsonl`, `summary.json` and examples into `out`.

@@ -75,30 +75,22 @@ pub fn explain(
     let up = colour::upsample_labels(&labels, h as usize, w as usize, size as usize);
     let stem = out.with_extension("");
     let stem = stem.to_string_lossy();
-    let mut written = Vec::new();
-    let mut save =
-        |path: PathBuf, f: &dyn Fn(&Path) -> image::ImageResult<()>| -> anyhow::Result<()> {
-            crate::io::write_atomic_with(&path, |tmp| {
-                f(tmp).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
-            })?;
-            written.push(path);
-            Ok(())
-        };
-    let png = image::ImageFormat::Png;
+    // The files written, in order: the overlay, the average-colour image, the
+    // labels on the grid and upsampled to the image.
     let overlay = colour::overlay(&img, &up);
-    save(out.to_path_buf(), &|p| overlay.save_with_format(p, png))?;
     let avg = colour::average_colour(&img, &up);
-    save(PathBuf::from(format!("{stem}_avg.png")), &|p| {
-        avg.save_with_format(p, png)
-    })?;
     let grid = colour::label_image(&labels, w as u32, h as u32);
-    save(PathBuf::from(format!("{stem}_labels.png")), &|p| {
-        grid.save_with_format(p, png)
-    })?;
     let grid_up = colour::label_image(&up, size as u32, size as u32);
-    save(PathBuf::from(format!("{stem}_labels_up.png")), &|p| {
-        grid_up.save_with_format(p, png)
-    })?;
+    let mut written = vec![
+        out.to_path_buf(),
+        PathBuf::from(format!("{stem}_avg.png")),
+        PathBuf::from(format!("{stem}_labels.png")),
+        PathBuf::from(format!("{stem}_labels_up.png")),
+    ];
+    crate::io::write_png(&overlay, &written[0])?;
+    crate::io::write_png(&avg, &written[1])?;
+    crate::io::write_png(&grid, &written[2])?;
+    crate::io::write_png(&grid_up, &written[3])?;
     if let Some(path) = save_features {
         let v: Vec<f32> = Vec::try_from(rows.to_device(Device::Cpu).contiguous().flatten(0, -1))?;
         crate::io::write_npy_f32(path, &[(h * w) as usize, d as usize], &v)?;

@@ -127,11 +127,7 @@ fn thumb(report_dir: &Path, rel: &str) -> Option<String> {
                 .ok()?
                 .resize(THUMB, THUMB, image::imageops::FilterType::Triangle);
         std::fs::create_dir_all(dst.parent()?).ok()?;
-        crate::io::write_atomic_with(&dst, |tmp| {
-            img.save_with_format(tmp, image::ImageFormat::Png)
-                .map_err(anyhow::Error::from)
-        })
-        .ok()?;
+        crate::io::write_png(&img.to_rgb8(), &dst).ok()?;
     }
     Some(name)
 }
