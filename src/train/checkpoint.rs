@@ -77,8 +77,11 @@ impl RunFolder {
         let path = self.run_yaml();
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        let held: yaml_serde::Value = yaml_serde::from_str(&text)
-            .with_context(|| format!("{}: not a run.yaml", path.display()))?;
+        // Through RunSpec and back, so that a field added since the run was
+        // written compares as its default rather than as a difference.
+        let held: RunSpec = yaml_serde::from_str(&text)
+            .with_context(|| format!("{}: not a run.yaml nave-lab can read", path.display()))?;
+        let held = yaml_serde::to_value(&held)?;
         let wanted = yaml_serde::to_value(spec)?;
         let mut differences = Vec::new();
         diff_values("", &held, &wanted, &mut differences);
