@@ -270,4 +270,23 @@ fn a_complete_run_with_other_settings_is_an_error_but_a_new_audit_block_is_taken
     );
     let run_yaml = std::fs::read_to_string(run.join("run.yaml")).unwrap();
     assert!(run_yaml.contains("k: 7"), "{run_yaml}");
+
+    // A run.yaml from before a field existed (here without model.registers)
+    // is read with the field's default: no difference, nothing rewritten.
+    let older = run_yaml.replace("  registers: 0\n", "");
+    assert_ne!(older, run_yaml);
+    std::fs::write(run.join("run.yaml"), &older).unwrap();
+    let out = train(
+        &exp,
+        &dir,
+        true,
+        &["--run", "resnet18-aug0-wm0-s0", "--set", "audit.k=7"],
+    )
+    .output()
+    .unwrap();
+    common::assert_ok(&out);
+    assert_eq!(
+        std::fs::read_to_string(run.join("run.yaml")).unwrap(),
+        older
+    );
 }
