@@ -72,7 +72,9 @@ for so in libtorch.so libtorch_cpu.so libc10.so libgomp.so.1; do
 done
 # libtorch_cuda is linked only when every library it needs can be found, i.e.
 # after a gpu install; ldd runs with the torch lib folder's own RPATH.
-if ! ldd "$lib/libtorch_cuda.so" 2>/dev/null | grep -q "not found"; then
+# (ldd's output is captured first: under pipefail, `ldd | grep -q` can fail
+# by SIGPIPE when grep stops reading early, which would read as "loadable".)
+if ldd_out=$(ldd "$lib/libtorch_cuda.so" 2>&1) && ! grep -q "not found" <<<"$ldd_out"; then
   for so in libtorch_cuda.so libc10_cuda.so; do
     [ -e "$lib/$so" ] && ln -s "$lib/$so" "$link.tmp/lib/$so"
   done
