@@ -231,26 +231,30 @@ fn explain_one_image_from_a_run_and_from_weights() {
     let out = dir.join("x_nave.png");
     let npy = dir.join("x.npy");
     let run = runs.join("resnet18-aug0-wm1-s0");
-    let o = nave_lab()
-        .args([
-            "explain",
-            "--run",
-            run.to_str().unwrap(),
-            "--image",
-            image_path.to_str().unwrap(),
-            "-k",
-            "4",
-            "--taps",
-            "layer2,layer3",
-        ])
-        .args([
-            "-o",
-            out.to_str().unwrap(),
-            "--save-features",
-            npy.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let run_arg = run.to_str().unwrap();
+    let weights = run.join("model.safetensors");
+    // `nave-lab explain <args> --image x.png`
+    let explain = |args: &[&str]| {
+        nave_lab()
+            .arg("explain")
+            .args(args)
+            .arg("--image")
+            .arg(&image_path)
+            .output()
+            .unwrap()
+    };
+    let o = explain(&[
+        "--run",
+        run_arg,
+        "-k",
+        "4",
+        "--taps",
+        "layer2,layer3",
+        "-o",
+        out.to_str().unwrap(),
+        "--save-features",
+        npy.to_str().unwrap(),
+    ]);
     common::assert_ok(&o);
     // The demo's image size is 112: layer2 gives a 14x14 grid.
     let overlay = image::open(&out).unwrap();
@@ -279,61 +283,38 @@ fn explain_one_image_from_a_run_and_from_weights() {
     }
     // --arch/--weights with the same file gives the same labels.
     let out2 = dir.join("y.png");
-    let o = nave_lab()
-        .args([
-            "-q",
-            "explain",
-            "--arch",
-            "resnet18",
-            "--weights",
-            run.join("model.safetensors").to_str().unwrap(),
-            "--image-size",
-            "112",
-        ])
-        .args([
-            "--image",
-            image_path.to_str().unwrap(),
-            "-k",
-            "4",
-            "--taps",
-            "layer2,layer3",
-            "-o",
-            out2.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let o = explain(&[
+        "-q",
+        "--arch",
+        "resnet18",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--image-size",
+        "112",
+        "-k",
+        "4",
+        "--taps",
+        "layer2,layer3",
+        "-o",
+        out2.to_str().unwrap(),
+    ]);
     common::assert_ok(&o);
     assert_eq!(
         image::open(dir.join("y_labels.png")).unwrap().to_luma8(),
         labels
     );
     // Errors: an unknown tap, and no model at all (usage error).
-    let o = nave_lab()
-        .args([
-            "explain",
-            "--run",
-            run.to_str().unwrap(),
-            "--image",
-            image_path.to_str().unwrap(),
-            "--taps",
-            "block3",
-            "-o",
-            out2.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let o = explain(&[
+        "--run",
+        run_arg,
+        "--taps",
+        "block3",
+        "-o",
+        out2.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("block3"));
-    let o = nave_lab()
-        .args([
-            "explain",
-            "--image",
-            image_path.to_str().unwrap(),
-            "-o",
-            out2.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let o = explain(&["-o", out2.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
 }
 

@@ -12,7 +12,7 @@ use crate::data::synthetic::{self, SyntheticSpec};
 use crate::data::transforms::AugmentSpec;
 use crate::data::Split;
 use crate::models::{Model, ModelSpec};
-use crate::nave::{extract, kmeans, pca, reference};
+use crate::nave::{extract, kmeans, pca, reference, score};
 use crate::train::amp;
 use crate::train::optim::Optimizer;
 
@@ -163,9 +163,11 @@ fn bench_kmeans(a: &BenchKmeansArgs, device: Device) -> anyhow::Result<serde_jso
             for seed in a.seed..a.seed + a.seeds.max(1) {
                 runs.push(time_engine(engine, &x, k, seed, a, device)?);
             }
-            let column = |key: &str| -> Option<f64> {
-                median(runs.iter().filter_map(|r| r[key].as_f64()).collect())
-            };
+            let values =
+                |key: &str| -> Vec<f64> { runs.iter().filter_map(|r| r[key].as_f64()).collect() };
+            // Absent (null) where the engine does not report the value.
+            let finite = |v: f64| v.is_finite().then_some(v);
+            let column = |key: &str| finite(score::median(&values(key)));
             medians.push(json!({
                 "engine": engine_name(engine),
                 "k": k,
@@ -176,7 +178,7 @@ fn bench_kmeans(a: &BenchKmeansArgs, device: Device) -> anyhow::Result<serde_jso
                 "iterations": column("iterations"),
                 "inertia": column("inertia"),
                 // Runs end in different local optima; the mean weighs them all.
-                "inertia_mean": mean(runs.iter().filter_map(|r| r["inertia"].as_f64()).collect()),
+                "inertia_mean": finite(score::mean_sd(&values("inertia")).0),
                 "peak_over_matrix": column("peak_over_matrix"),
             }));
             results.extend(runs);
@@ -199,24 +201,6 @@ fn bench_kmeans(a: &BenchKmeansArgs, device: Device) -> anyhow::Result<serde_jso
 
 fn engine_name(engine: ClusterMethod) -> String {
     format!("{engine:?}").to_lowercase()
-}
-
-fn mean(v: Vec<f64>) -> Option<f64> {
-    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-}
-
-/// Median of the values (mean of the middle two for an even count).
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    Some(if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    })
 }
 
 /// One timed clustering of `x`: seconds, iterations, inertia and the host

@@ -215,30 +215,30 @@ mod tests {
             / 15.0
     }
 
-    #[test]
-    fn identity_settings_leave_the_image_unchanged() {
-        let spec = AugmentSpec {
+    /// Settings that change nothing.
+    fn identity() -> AugmentSpec {
+        AugmentSpec {
             crop_scale: [1.0, 1.0],
             crop_ratio: [1.0, 1.0],
             hflip: 0.0,
             rotation: 0.0,
             brightness: 0.0,
             contrast: 0.0,
-        };
+        }
+    }
+
+    #[test]
+    fn identity_settings_leave_the_image_unchanged() {
         let x = ramp();
-        let y = Augmenter::new(spec, 0).apply(&x);
+        let y = Augmenter::new(identity(), 0).apply(&x);
         assert!((y - x).abs().max().double_value(&[]) < 1e-5);
     }
 
     #[test]
     fn a_certain_flip_mirrors_the_image() {
         let spec = AugmentSpec {
-            crop_scale: [1.0, 1.0],
-            crop_ratio: [1.0, 1.0],
             hflip: 1.0,
-            rotation: 0.0,
-            brightness: 0.0,
-            contrast: 0.0,
+            ..identity()
         };
         let x = ramp();
         let y = Augmenter::new(spec, 0).apply(&x);

@@ -4,6 +4,7 @@
 //! inner boxes follow Algorithms 2 and 3 literally (pixel indices, medians as
 //! NumPy computes them); the IoU is LOST's (`bbox_iou`: widths x2 - x1, with
 //! its 1e-7 guards).
+use crate::nave::score::median;
 
 pub type BBox = [f64; 4];
 
@@ -66,25 +67,11 @@ pub fn outer_box(c: &Component) -> BBox {
     [xmin, ymin, xmax, ymax]
 }
 
-/// NumPy's median: the mean of the two middle values for an even count.
-fn median(mut v: Vec<usize>) -> f64 {
-    v.sort_unstable();
-    let n = v.len();
-    if n == 0 {
-        return 0.0;
-    }
-    if n % 2 == 1 {
-        v[n / 2] as f64
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) as f64 / 2.0
-    }
-}
-
 /// Algorithm 3: a box centred on the component's median pixel, its half-extent
 /// the smaller distance from the median to the extremes, clipped to the image.
 pub fn inner_box(c: &Component, h: usize, w: usize) -> BBox {
-    let xs = median(c.pixels.iter().map(|p| p.1).collect());
-    let ys = median(c.pixels.iter().map(|p| p.0).collect());
+    let xs = median(&c.pixels.iter().map(|p| p.1 as f64).collect::<Vec<_>>());
+    let ys = median(&c.pixels.iter().map(|p| p.0 as f64).collect::<Vec<_>>());
     let [xmin, ymin, xmax, ymax] = outer_box(c);
     let xd = (xs - xmin).abs().min((xs - xmax).abs());
     let yd = (ys - ymin).abs().min((ys - ymax).abs());
@@ -145,7 +132,7 @@ mod tests {
         // xd = min(3, 3) = 3; yd = min(3, |3-5| = 2) = 2.
         assert_eq!(inner_box(&c, 7, 7), [0.0, 1.0, 6.0, 5.0]);
         // Even counts take the mean of the middle values.
-        assert_eq!(median(vec![1, 2, 3, 10]), 2.5);
+        assert_eq!(median(&[1.0, 2.0, 3.0, 10.0]), 2.5);
     }
 
     #[test]

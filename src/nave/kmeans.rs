@@ -269,8 +269,16 @@ fn sq_norms(centres: &Tensor) -> Tensor {
         .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
 }
 
-fn squared_shift(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b).square().sum(Kind::Double).double_value(&[])
+/// `[K]` distance each centre moved from `old` to `new`.
+fn centre_shifts(new: &Tensor, old: &Tensor) -> Tensor {
+    (new - old).norm_scalaropt_dim(2, [1i64].as_slice(), false)
+}
+
+fn sum_of_squares(v: &Tensor) -> f64 {
+    v.to_kind(Kind::Double)
+        .square()
+        .sum(Kind::Double)
+        .double_value(&[])
 }
 
 pub fn kmeans(x: &Tensor, k: usize, seed: u64, tol: f64, max_iter: usize) -> KMeansResult {
@@ -314,19 +322,18 @@ fn lloyd_elkan(
     let mut state = Bounded::first_pass(x, x_sq, &centres);
     let threshold = tol * state.mean_variance(x_sq);
     let mut next = state.centres(&centres);
+    let mut shift = centre_shifts(&next, &centres);
     let mut iterations = 1;
-    if squared_shift(&next, &centres) > threshold {
-        for it in 1..max_iter {
-            iterations = it + 1;
-            let shift = (&next - &centres).norm_scalaropt_dim(2, [1i64].as_slice(), false);
-            centres = next;
-            state.centres_moved(&shift);
-            let moved = state.reassign(x, x_sq, &centres, margin);
-            next = state.centres(&centres);
-            // Stop on unchanged labels or a small shift, as scikit-learn does.
-            if moved == 0 || squared_shift(&next, &centres) <= threshold {
-                break;
-            }
+    // Stop on a small shift or unchanged labels, as scikit-learn does.
+    while iterations < max_iter && sum_of_squares(&shift) > threshold {
+        iterations += 1;
+        centres = next;
+        state.centres_moved(&shift);
+        let moved = state.reassign(x, x_sq, &centres, margin);
+        next = state.centres(&centres);
+        shift = centre_shifts(&next, &centres);
+        if moved == 0 {
+            break;
         }
     }
     centres = next;
@@ -392,7 +399,7 @@ mod tests {
                 }
             }
             let unchanged = it > 0 && bool::try_from(new_labels.eq_tensor(&labels).all()).unwrap();
-            let shift = squared_shift(&next, &centres);
+            let shift = sum_of_squares(&centre_shifts(&next, &centres));
             centres = next;
             labels = new_labels;
             if unchanged || shift <= threshold {

@@ -169,19 +169,16 @@ mod tests {
         tch::manual_seed(3);
         let x = Tensor::randn([3000, 16], (Kind::Float, Device::Cpu))
             + Tensor::randint(4, [3000, 1], (Kind::Float, Device::Cpu)) * 3.0;
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            v[v.len() / 2]
-        };
+        use crate::nave::score::median;
         let ours = median(
-            (0..5)
+            &(0..5)
                 .map(|s| crate::nave::kmeans::kmeans(&x, 6, s, 1e-4, 300).inertia)
-                .collect(),
+                .collect::<Vec<_>>(),
         );
         let theirs = median(
-            (0..5)
+            &(0..5)
                 .map(|s| linfa_kmeans(&x, 6, s, 1e-4, 300).unwrap().1)
-                .collect(),
+                .collect::<Vec<_>>(),
         );
         assert!(
             (ours - theirs).abs() / theirs < 0.01,

@@ -76,6 +76,19 @@ pub fn wm_shift(clean: &[i64], marked: &[i64], size: usize, b: &WmBox, margin: i
     1.0 - adjusted_rand_index(&a, &m)
 }
 
+/// NumPy's median: the mean of the two middle values for an even count; NaN
+/// for no values.
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[m],
+        _ => (v[m - 1] + v[m]) / 2.0,
+    }
+}
+
 /// Mean and (sample) standard deviation.
 pub fn mean_sd(values: &[f64]) -> (f64, f64) {
     let n = values.len() as f64;
@@ -136,5 +149,8 @@ mod tests {
         }
         assert!(wm_shift(&labels, &changed, size, &b, 0) > 0.3);
         assert_eq!(mean_sd(&[1.0, 3.0]), (2.0, 2f64.sqrt()));
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[10.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
     }
 }

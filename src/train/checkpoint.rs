@@ -173,26 +173,21 @@ impl RunFolder {
 /// The keys (dotted paths) where `a` and `b` differ, as "key: a -> b".
 fn diff_values(prefix: &str, a: &yaml_serde::Value, b: &yaml_serde::Value, out: &mut Vec<String>) {
     use yaml_serde::Value;
+    // A value on one line, as YAML writes it.
+    let show = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => yaml_serde::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .replace('\n', " "),
+    };
     if let (Value::Mapping(ma), Value::Mapping(mb)) = (a, b) {
-        let mut keys: Vec<&Value> = ma.keys().chain(mb.keys()).collect();
-        keys.dedup();
-        let mut seen = Vec::new();
-        for key in keys {
-            if seen.contains(&key) {
-                continue;
-            }
-            seen.push(key);
-            let name = match key {
-                Value::String(s) => s.clone(),
-                other => yaml_serde::to_string(other)
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string(),
-            };
+        let only_in_b = mb.keys().filter(|k| !ma.contains_key(*k));
+        for key in ma.keys().chain(only_in_b) {
             let path = if prefix.is_empty() {
-                name
+                show(key)
             } else {
-                format!("{prefix}.{name}")
+                format!("{prefix}.{}", show(key))
             };
             let (va, vb) = (
                 ma.get(key).unwrap_or(&Value::Null),
@@ -201,12 +196,6 @@ fn diff_values(prefix: &str, a: &yaml_serde::Value, b: &yaml_serde::Value, out: 
             diff_values(&path, va, vb, out);
         }
     } else if a != b {
-        let show = |v: &yaml_serde::Value| {
-            yaml_serde::to_string(v)
-                .unwrap_or_default()
-                .trim()
-                .replace('\n', " ")
-        };
         out.push(format!("{prefix}: {} -> {}", show(a), show(b)));
     }
 }
