@@ -19,7 +19,7 @@ use tch::{Device, Tensor};
 
 use crate::config::{AuditSpec, ClusterMethod, RunSpec, Scope};
 use crate::data::loader::normalize_u8;
-use crate::data::watermark::{self, WmBox};
+use crate::data::watermark::{Artefact, WmBox};
 use crate::data::{Split, SplitData};
 use crate::models::Model;
 use crate::nave::{self, colour, extract, score};
@@ -73,20 +73,95 @@ pub struct RunResult {
     pub augment: bool,
     pub watermark: bool,
     pub arch: String,
+    /// The grid variant (artefact family) of the run, if the grid has variants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
     /// Mean over probes (and repeats) of max-segment IoU with the watermark box.
     pub wm_iou: f64,
+    /// `wm_iou` relative to the best IoU the clustering grid allows for each
+    /// box (1.0 = isolated as well as the grid allows), mean over probes.
+    #[serde(default = "nan")]
+    pub wm_iou_fair: f64,
+    /// Share of the box covered by the best segment, mean over probes.
+    #[serde(default = "nan")]
+    pub wm_recall: f64,
+    /// Share of the best segment inside the box, mean over probes.
+    #[serde(default = "nan")]
+    pub wm_precision: f64,
     /// Mean over probes (and repeats) of 1 - ARI(clean, watermarked) outside the dilated box.
     pub wm_shift: f64,
     /// Final test accuracy per watermark variant.
     pub accuracy: BTreeMap<String, f64>,
     /// accuracy clean - accuracy flipped.
     pub shortcut_gap: f64,
+    /// Whether the run relies on its artefact, from `shortcut_gap`.
+    #[serde(default)]
+    pub truth: Truth,
+    /// Probe indices into this run's test split.
+    #[serde(default)]
+    pub probes: Vec<usize>,
+    /// Where the artefact was stamped on each probe (the picture's extent).
+    #[serde(default)]
+    pub probe_boxes: Vec<WmBox>,
+    /// The artefact's visible pixels (its alpha mask's bounding box) on each
+    /// probe: the box every measure uses. Equal to `probe_boxes` for a square.
+    #[serde(default)]
+    pub mask_boxes: Vec<WmBox>,
     /// Cluster grid side (h = w).
     pub grid: i64,
     pub feature_dim: i64,
     pub seconds: f64,
     /// Identifies the weights and settings this result was computed from.
     pub key: String,
+}
+
+fn nan() -> f64 {
+    f64::NAN
+}
+
+/// Gap at or above which a run relies on its artefact.
+pub const RELIES_GAP: f64 = 0.2;
+/// Gap at or below which it does not.
+pub const DOES_NOT_GAP: f64 = 0.05;
+
+/// Whether a run relies on its artefact, measured with the known artefact:
+/// the shortcut gap (clean - flipped test accuracy, flipped stamping the
+/// run's own artefact on the other classes). What detectors are scored against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Truth {
+    /// gap >= 0.2
+    Relies,
+    /// gap <= 0.05
+    DoesNot,
+    /// in between: left out when detectors are scored
+    Ambiguous,
+    /// no gap recorded (an older run without the test variants)
+    #[default]
+    Unknown,
+}
+
+impl Truth {
+    pub fn of_gap(gap: f64) -> Self {
+        if gap.is_nan() {
+            Truth::Unknown
+        } else if gap >= RELIES_GAP {
+            Truth::Relies
+        } else if gap <= DOES_NOT_GAP {
+            Truth::DoesNot
+        } else {
+            Truth::Ambiguous
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Truth::Relies => "relies",
+            Truth::DoesNot => "does-not",
+            Truth::Ambiguous => "ambiguous",
+            Truth::Unknown => "unknown",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,6 +178,8 @@ pub struct RegimeResult {
     pub watermark: bool,
     pub runs: Vec<String>,
     pub wm_iou: MeanSd,
+    #[serde(default = "MeanSd::missing")]
+    pub wm_iou_fair: MeanSd,
     pub wm_shift: MeanSd,
     pub shortcut_gap: MeanSd,
     pub accuracy: BTreeMap<String, MeanSd>,
@@ -121,6 +198,107 @@ pub struct WatermarkComparison {
     pub wm_shift_without: MeanSd,
     pub gap_with: MeanSd,
     pub gap_without: MeanSd,
+}
+
+impl MeanSd {
+    pub fn of(values: &[f64]) -> Self {
+        let (mean, sd) = score::mean_sd(values);
+        MeanSd { mean, sd }
+    }
+
+    fn missing() -> Self {
+        MeanSd {
+            mean: f64::NAN,
+            sd: f64::NAN,
+        }
+    }
+}
+
+/// One artefact family (grid variant): how many of its runs rely on the
+/// artefact, and how well NAVE isolates it in runs that do and runs that don't.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FamilySummary {
+    pub variant: String,
+    pub runs: usize,
+    pub relies: usize,
+    pub does_not: usize,
+    pub ambiguous: usize,
+    pub shortcut_gap: MeanSd,
+    pub wm_iou_fair_relies: MeanSd,
+    pub wm_iou_fair_does_not: MeanSd,
+    pub wm_shift_relies: MeanSd,
+    pub wm_shift_does_not: MeanSd,
+}
+
+impl FamilySummary {
+    /// One summary per variant, in first-seen order; empty without variants.
+    pub fn of(results: &[RunResult]) -> Vec<Self> {
+        let mut names: Vec<&str> = Vec::new();
+        for r in results {
+            if let Some(v) = r.variant.as_deref() {
+                if !names.contains(&v) {
+                    names.push(v);
+                }
+            }
+        }
+        names
+            .into_iter()
+            .map(|name| {
+                let members: Vec<&RunResult> = results
+                    .iter()
+                    .filter(|r| r.variant.as_deref() == Some(name))
+                    .collect();
+                let count = |t: Truth| members.iter().filter(|r| r.truth == t).count();
+                let of = |t: Truth, f: fn(&RunResult) -> f64| {
+                    MeanSd::of(
+                        &members
+                            .iter()
+                            .filter(|r| r.truth == t)
+                            .map(|r| f(r))
+                            .collect::<Vec<_>>(),
+                    )
+                };
+                FamilySummary {
+                    variant: name.to_string(),
+                    runs: members.len(),
+                    relies: count(Truth::Relies),
+                    does_not: count(Truth::DoesNot),
+                    ambiguous: count(Truth::Ambiguous),
+                    shortcut_gap: MeanSd::of(
+                        &members.iter().map(|r| r.shortcut_gap).collect::<Vec<_>>(),
+                    ),
+                    wm_iou_fair_relies: of(Truth::Relies, |r| r.wm_iou_fair),
+                    wm_iou_fair_does_not: of(Truth::DoesNot, |r| r.wm_iou_fair),
+                    wm_shift_relies: of(Truth::Relies, |r| r.wm_shift),
+                    wm_shift_does_not: of(Truth::DoesNot, |r| r.wm_shift),
+                }
+            })
+            .collect()
+    }
+
+    /// One line for the terminal.
+    pub fn line(&self) -> String {
+        let f = |m: &MeanSd| {
+            if m.mean.is_finite() {
+                format!("{:.2}", m.mean)
+            } else {
+                "  — ".into()
+            }
+        };
+        format!(
+            "{:<20} {:>3} runs: {:>3} rely, {:>3} do not, {:>3} ambiguous | gap {:+.2} | fair wm_iou {} vs {} | wm_shift {} vs {}",
+            self.variant,
+            self.runs,
+            self.relies,
+            self.does_not,
+            self.ambiguous,
+            self.shortcut_gap.mean,
+            f(&self.wm_iou_fair_relies),
+            f(&self.wm_iou_fair_does_not),
+            f(&self.wm_shift_relies),
+            f(&self.wm_shift_does_not),
+        )
+    }
 }
 
 impl WatermarkComparison {
@@ -194,6 +372,9 @@ pub struct AuditReport {
     /// Runs trained with vs without the watermark (absent unless both exist).
     #[serde(default)]
     pub by_watermark: Option<WatermarkComparison>,
+    /// Per artefact family (grid variant): truth counts and isolation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub families: Vec<FamilySummary>,
     /// Run folders without COMPLETE: listed, never audited.
     pub skipped_unfinished: Vec<String>,
 }
@@ -275,7 +456,9 @@ fn rgb_image(images: &Tensor, i: i64) -> RgbImage {
     .expect("size")
 }
 
-fn file_key(path: &Path, settings: &AuditSettings) -> String {
+/// Identifies what a run's result was computed from: its weights (size and
+/// time), the settings, and the probes with their boxes.
+fn file_key(path: &Path, settings: &AuditSettings, probes: &ProbeSet) -> String {
     let meta = std::fs::metadata(path).ok();
     let stamp = meta.map(|m| {
         (
@@ -288,9 +471,34 @@ fn file_key(path: &Path, settings: &AuditSettings) -> String {
         )
     });
     format!(
-        "{stamp:?}|{}",
-        serde_json::to_string(settings).unwrap_or_default()
+        "{stamp:?}|{}|{:?}|{:?}",
+        serde_json::to_string(settings).unwrap_or_default(),
+        probes.indices,
+        probes.placed
     )
+}
+
+/// One run's probes: test indices, where its artefact is stamped on each,
+/// and the artefact's visible box there.
+struct ProbeSet {
+    indices: Vec<usize>,
+    placed: Vec<WmBox>,
+    masks: Vec<WmBox>,
+}
+
+impl ProbeSet {
+    fn new(indices: Vec<usize>, artefact: &Artefact) -> Self {
+        let placed: Vec<WmBox> = indices
+            .iter()
+            .map(|&i| artefact.box_for(PROBE_SEED, Split::Test, i))
+            .collect();
+        let masks = placed.iter().map(|b| artefact.mask_box(b)).collect();
+        Self {
+            indices,
+            placed,
+            masks,
+        }
+    }
 }
 
 /// Audits one run; returns its result and, per probe, the average-colour
@@ -300,8 +508,8 @@ fn audit_run(
     spec: &RunSpec,
     folder: &RunFolder,
     test: &SplitData,
-    probes: &[usize],
-    boxes: &[WmBox],
+    artefact: &Artefact,
+    probe_set: &ProbeSet,
     settings: &AuditSettings,
     out_dir: &Path,
     device: Device,
@@ -318,12 +526,17 @@ fn audit_run(
     for t in &settings.taps {
         model.tap_index(t)?;
     }
+    let probes = &probe_set.indices;
+    let boxes = &probe_set.masks;
     let index = Tensor::from_slice(&probes.iter().map(|&i| i as i64).collect::<Vec<_>>());
     let clean = test.images.index_select(0, &index);
-    let marked = watermark::stamp(
+    let marked = artefact.stamp(
         &clean,
-        &boxes.iter().map(|b| Some(*b)).collect::<Vec<_>>(),
-        spec.watermark_spec.colour,
+        &probe_set
+            .placed
+            .iter()
+            .map(|b| Some(*b))
+            .collect::<Vec<_>>(),
     );
     let both = Tensor::cat(&[&clean, &marked], 0); // [2N, 3, S, S] uint8
     let feats = extract::features(
@@ -336,7 +549,15 @@ fn audit_run(
     let (n2, d, h, w) = feats.size4()?;
     let n = probes.len();
     let mut iou_sum = 0.0;
+    let (mut fair_sum, mut recall_sum, mut precision_sum) = (0.0, 0.0, 0.0);
     let mut shift_sum = 0.0;
+    // The grid cell of every pixel: the unions of cells are what a segment can be.
+    let cells = colour::upsample_labels(
+        &(0..h * w).collect::<Vec<i64>>(),
+        h as usize,
+        w as usize,
+        size as usize,
+    );
     let pictures = settings.pictures.unwrap_or(n).min(n);
     // Average-colour images per pictured probe (clean ones, then watermarked), over the repeats.
     let mut avg_maps: Vec<Vec<RgbImage>> = vec![Vec::new(); 2 * pictures];
@@ -377,13 +598,17 @@ fn audit_run(
         for p in 0..n {
             let up_clean = colour::upsample_labels(&labels[p], h as usize, w as usize, s);
             let up_marked = colour::upsample_labels(&labels[n + p], h as usize, w as usize, s);
-            iou_sum += score::wm_iou(&up_marked, s, &boxes[p]);
+            let iso = score::isolation(&up_marked, &cells, s, &boxes[p]);
+            iou_sum += iso.iou;
+            fair_sum += iso.fair;
+            recall_sum += iso.recall;
+            precision_sum += iso.precision;
             shift_sum += score::wm_shift(
                 &up_clean,
                 &up_marked,
                 s,
                 &boxes[p],
-                (boxes[p].side / 2).max(1),
+                (boxes[p].w.max(boxes[p].h) / 2).max(1),
             );
             if p >= pictures {
                 continue;
@@ -413,6 +638,7 @@ fn audit_run(
         .zip(accuracy.get("flipped"))
         .map(|(c, f)| c - f)
         .unwrap_or(f64::NAN);
+    let per_probe = n as f64 * repeats;
     let result = RunResult {
         run_dir: Some(folder.dir.clone()),
         id: spec.id.clone(),
@@ -421,14 +647,22 @@ fn audit_run(
         augment: spec.augment,
         watermark: spec.watermark,
         arch: spec.model.arch.to_string(),
-        wm_iou: iou_sum / (n as f64 * repeats),
-        wm_shift: shift_sum / (n as f64 * repeats),
+        variant: spec.variant.clone(),
+        wm_iou: iou_sum / per_probe,
+        wm_iou_fair: fair_sum / per_probe,
+        wm_recall: recall_sum / per_probe,
+        wm_precision: precision_sum / per_probe,
+        wm_shift: shift_sum / per_probe,
         accuracy,
         shortcut_gap: gap,
+        truth: Truth::of_gap(gap),
+        probes: probes.clone(),
+        probe_boxes: probe_set.placed.clone(),
+        mask_boxes: probe_set.masks.clone(),
         grid: h,
         feature_dim: d,
         seconds: started.elapsed().as_secs_f64(),
-        key: file_key(&folder.model(), settings),
+        key: file_key(&folder.model(), settings, probe_set),
     };
     crate::io::write_atomic(
         &run_dir.join("result.json"),
@@ -485,18 +719,13 @@ pub fn audit(
     let out_dir = reports.join(&experiment);
     let mut store = DataStore::default();
     let first = specs[0].0.clone();
-    let test = &store.get(&first)?.test;
-    let settings = settings_for(&first.audit, &first, overrides, &test.class_names)?;
-    let probes = choose_probes(test, &settings.classes, settings.probes)?;
-    let wm = &first.watermark_spec;
-    let boxes: Vec<WmBox> = probes
-        .iter()
-        .map(|&i| watermark::box_for(wm, PROBE_SEED, Split::Test, i, test.image_size()))
-        .collect();
+    let first_test = &store.get(&first)?.test;
+    let settings = settings_for(&first.audit, &first, overrides, &first_test.class_names)?;
+    let first_probes = choose_probes(first_test, &settings.classes, settings.probes)?;
     crate::info!(
         "auditing {} run(s) of {experiment}: {} probes, taps {}, K = {}, {:?}, scope {:?}",
         specs.len(),
-        probes.len(),
+        first_probes.len(),
         settings.taps.join(","),
         settings.k,
         settings.method,
@@ -507,20 +736,21 @@ pub fn audit(
     let mut maps: BTreeMap<String, Vec<Vec<(RgbImage, RgbImage)>>> = BTreeMap::new();
     let bar = crate::ui::progress_bar(specs.len() as u64, "auditing");
     for (spec, folder) in &specs {
-        if spec.dataset != first.dataset {
-            bail!(
-                "{}: its dataset differs from {}'s; audit one experiment at a time",
-                spec.id,
-                first.id
-            );
-        }
+        // Runs may differ in dataset (real and synthetic families of one zoo)
+        // and in artefact: each is probed on its own test split with its own artefact.
+        let test = &store.get(spec)?.test;
+        let probe_indices = choose_probes(test, &settings.classes, settings.probes)
+            .with_context(|| format!("choosing the probes of {}", spec.id))?;
+        let artefact = Artefact::new(&spec.watermark_spec, test.image_size())
+            .with_context(|| format!("{}: the run's watermark", folder.run_yaml().display()))?;
+        let probe_set = ProbeSet::new(probe_indices, &artefact);
         // Runs of several architectures share the settings but not the taps.
         let run_settings = AuditSettings {
             taps: taps_for(spec, overrides),
             ..settings.clone()
         };
         let cached = out_dir.join("runs").join(&spec.id).join("result.json");
-        let key = file_key(&folder.model(), &run_settings);
+        let key = file_key(&folder.model(), &run_settings, &probe_set);
         if !force {
             if let Some(prev) = std::fs::read_to_string(&cached)
                 .ok()
@@ -528,7 +758,10 @@ pub fn audit(
                 .filter(|r| r.key == key)
             {
                 // Unchanged run and settings: reuse the result; the regime maps are rebuilt from the saved average images.
-                let n = probes.len();
+                let pictured = settings
+                    .pictures
+                    .unwrap_or(usize::MAX)
+                    .min(probe_set.indices.len());
                 let load = |p: usize, tag: &str| {
                     image::open(
                         out_dir
@@ -538,7 +771,7 @@ pub fn audit(
                     )
                     .map(|i| i.to_rgb8())
                 };
-                if let Ok(pairs) = (0..n)
+                if let Ok(pairs) = (0..pictured)
                     .map(|p| Ok((load(p, "clean")?, load(p, "wm")?)))
                     .collect::<Result<Vec<_>, image::ImageError>>()
                 {
@@ -557,8 +790,8 @@ pub fn audit(
             spec,
             folder,
             test,
-            &probes,
-            &boxes,
+            &artefact,
+            &probe_set,
             &run_settings,
             &out_dir,
             device,
@@ -611,28 +844,36 @@ pub fn audit(
             watermark: members[0].watermark,
             runs: members.iter().map(|r| r.id.clone()).collect(),
             wm_iou: ms(&|r| r.wm_iou),
+            wm_iou_fair: ms(&|r| r.wm_iou_fair),
             wm_shift: ms(&|r| r.wm_shift),
             shortcut_gap: ms(&|r| r.shortcut_gap),
             accuracy,
         });
     }
     let by_watermark = WatermarkComparison::of(&results);
+    let families = FamilySummary::of(&results);
+    let first_test = &store.get(&first)?.test;
+    let probe_boxes = results
+        .first()
+        .map(|r| r.probe_boxes.clone())
+        .unwrap_or_default();
     let report = AuditReport {
         schema: 1,
         experiment: experiment.clone(),
         checkpoints: Some(dir.to_path_buf()),
-        class_names: test.class_names.clone(),
-        image_size: test.image_size(),
-        probe_boxes: boxes.clone(),
+        class_names: first_test.class_names.clone(),
+        image_size: first_test.image_size(),
+        probe_boxes,
         device: crate::device::device_name(device),
         created_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
         settings,
-        probes,
+        probes: first_probes,
         runs: results,
         by_watermark,
+        families,
         regimes,
         skipped_unfinished: unfinished,
     };
@@ -640,10 +881,11 @@ pub fn audit(
     crate::io::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     for r in &report.regimes {
         println!(
-            "{:<24} wm_iou {:.3} ± {:.3}  wm_shift {:.3} ± {:.3}  gap {:+.3} ± {:.3}  ({} runs)",
+            "{:<24} wm_iou {:.3} ± {:.3} (fair {:.2})  wm_shift {:.3} ± {:.3}  gap {:+.3} ± {:.3}  ({} runs)",
             r.regime,
             r.wm_iou.mean,
             r.wm_iou.sd,
+            r.wm_iou_fair.mean,
             r.wm_shift.mean,
             r.wm_shift.sd,
             r.shortcut_gap.mean,
@@ -653,6 +895,23 @@ pub fn audit(
     }
     if let Some(c) = &report.by_watermark {
         println!("{}", c.summary());
+    }
+    let count = |t: Truth| report.runs.iter().filter(|r| r.truth == t).count();
+    println!(
+        "truth from the shortcut gap (relies >= {RELIES_GAP}, does not <= {DOES_NOT_GAP}): {} rely, {} do not, {} ambiguous{}",
+        count(Truth::Relies),
+        count(Truth::DoesNot),
+        count(Truth::Ambiguous),
+        match count(Truth::Unknown) {
+            0 => String::new(),
+            n => format!(", {n} without a gap"),
+        }
+    );
+    if !report.families.is_empty() {
+        println!("per family (fair wm_iou and wm_shift: runs that rely vs runs that do not):");
+        for f in &report.families {
+            println!("  {}", f.line());
+        }
     }
     Ok(path)
 }

@@ -91,8 +91,16 @@ pub struct SynthArgs {
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    #[command(flatten)]
-    pub dataset: DatasetArgs,
+    /// stl10, chest-xray (any image-class folders) or synthetic.
+    #[arg(long, required_unless_present = "experiment")]
+    pub dataset: Option<crate::data::DatasetKind>,
+    /// stl10: the folder containing stl10_binary/; chest-xray: the chest_xray folder.
+    #[arg(long, required_if_eq_any = [("dataset", "stl10"), ("dataset", "chest-xray")])]
+    pub root: Option<std::path::PathBuf>,
+    /// Show every artefact family of this experiment: a clean row, then one
+    /// row per distinct watermark (and dataset) of its runs, at its image size.
+    #[arg(long, conflicts_with_all = ["dataset", "root", "image_size"])]
+    pub experiment: Option<std::path::PathBuf>,
     /// Output PNG.
     #[arg(long, short)]
     pub out: std::path::PathBuf,

@@ -13,6 +13,8 @@ use crate::data::watermark::WatermarkSpec;
 use crate::data::{BadFiles, DatasetKind, DatasetSource};
 use crate::models::{Arch, ModelSpec};
 
+pub mod grid;
+
 /// The experiment file, as written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,8 +28,9 @@ pub struct ExperimentFile {
     pub augment: AugmentSpec,
     #[serde(default)]
     pub watermark: WatermarkSpec,
+    /// The grid, read by [`grid::Grid::parse`]: any field can be an axis.
     #[serde(default)]
-    pub grid: GridSection,
+    pub grid: yaml_serde::Value,
     #[serde(default)]
     pub audit: AuditSpec,
 }
@@ -174,38 +177,6 @@ fn default_true() -> bool {
     true
 }
 
-/// The grid: every combination is one run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GridSection {
-    #[serde(default)]
-    pub arch: Option<Vec<Arch>>,
-    #[serde(default = "default_false_list")]
-    pub augment: Vec<bool>,
-    #[serde(default = "default_false_list")]
-    pub watermark: Vec<bool>,
-    #[serde(default = "default_seeds")]
-    pub seed: Vec<u64>,
-}
-
-fn default_false_list() -> Vec<bool> {
-    vec![false]
-}
-fn default_seeds() -> Vec<u64> {
-    vec![0]
-}
-
-impl Default for GridSection {
-    fn default() -> Self {
-        Self {
-            arch: None,
-            augment: default_false_list(),
-            watermark: default_false_list(),
-            seed: default_seeds(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ClusterMethod {
@@ -274,6 +245,12 @@ pub struct RunSpec {
     /// The regime: augmentation and watermark on or off.
     pub augment: bool,
     pub watermark: bool,
+    /// The grid's named variant this run belongs to, if the grid has variants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// The values of the grid's other axes, shortened (`size0.05`), as in the id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grid_tags: Vec<String>,
     pub dataset: DatasetSection,
     pub model: ModelSpec,
     pub train: TrainSpec,
@@ -283,11 +260,14 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
-    /// Runs that differ only by seed share a regime.
+    /// Runs that differ only by seed share a regime: the id without `-s<seed>`.
     pub fn regime(&self) -> String {
-        format!(
-            "{}-aug{}-wm{}",
-            self.model.arch, self.augment as u8, self.watermark as u8
+        grid::regime_name(
+            self.model.arch,
+            self.variant.as_deref(),
+            self.augment,
+            self.watermark,
+            &self.grid_tags,
         )
     }
 
@@ -305,22 +285,29 @@ pub struct Experiment {
     pub file: ExperimentFile,
     pub source_path: PathBuf,
     pub source_text: String,
+    /// Every run of the grid with its grid values (`key=value`), in grid order.
+    points: Vec<(RunSpec, Vec<String>)>,
 }
 
 impl Experiment {
-    /// Reads and validates an experiment file; `overrides` are `key.path=value` pairs.
+    /// Reads and validates an experiment file; `overrides` are `key.path=value`
+    /// pairs. Every run of the grid is resolved and validated here, so a bad
+    /// value anywhere in the grid is reported before anything trains.
     pub fn load(path: &Path, overrides: &[String]) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading experiment {}", path.display()))?;
-        let file: ExperimentFile = if overrides.is_empty() {
-            yaml_serde::from_str(&text).with_context(|| format!("{}", path.display()))?
+        // Parsed once as typed structs, for errors with the key's line.
+        let file: ExperimentFile =
+            yaml_serde::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        let mut value: yaml_serde::Value =
+            yaml_serde::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        let file = if overrides.is_empty() {
+            file
         } else {
-            let mut value: yaml_serde::Value =
-                yaml_serde::from_str(&text).with_context(|| format!("{}", path.display()))?;
             for o in overrides {
                 apply_override(&mut value, o)?;
             }
-            yaml_serde::from_value(value).with_context(|| {
+            yaml_serde::from_value(value.clone()).with_context(|| {
                 format!(
                     "{} with --set {}",
                     path.display(),
@@ -329,10 +316,26 @@ impl Experiment {
             })?
         };
         validate(&file).with_context(|| format!("{}", path.display()))?;
+        let grid = grid::Grid::parse(&file.grid)
+            .map_err(|e| e.at_line_of(&text))
+            .with_context(|| format!("{}", path.display()))?;
+        for o in overrides {
+            let key = o.split_once('=').map_or(o.as_str(), |(k, _)| k);
+            if let Some(place) = grid.varies(key) {
+                bail!(
+                    "--set {o}: {key} is varied by {place}; change the grid instead (--set 'grid.{key}=[...]')"
+                );
+            }
+        }
+        let points = grid
+            .expand(&value, &file.name)
+            .map_err(|e| e.at_line_of(&text))
+            .with_context(|| format!("{}", path.display()))?;
         Ok(Self {
             file,
             source_path: path.to_path_buf(),
             source_text: text,
+            points,
         })
     }
 
@@ -340,43 +343,57 @@ impl Experiment {
         &self.file.name
     }
 
-    /// The grid's product, in a fixed order: arch, augment, watermark, seed.
+    /// The grid's runs in a fixed order: variant, arch, augment, watermark,
+    /// the other axes in file order, seed.
     pub fn runs(&self) -> Vec<RunSpec> {
-        let f = &self.file;
-        let archs = f.grid.arch.clone().unwrap_or_else(|| vec![f.model.arch]);
-        let mut out = Vec::new();
-        for &arch in &archs {
-            for &augment in &f.grid.augment {
-                for &watermark in &f.grid.watermark {
-                    for &seed in &f.grid.seed {
-                        out.push(RunSpec {
-                            experiment: f.name.clone(),
-                            id: format!(
-                                "{arch}-aug{}-wm{}-s{seed}",
-                                augment as u8, watermark as u8
-                            ),
-                            seed,
-                            augment,
-                            watermark,
-                            dataset: f.dataset.clone(),
-                            model: ModelSpec {
-                                arch,
-                                width: f.model.width,
-                                init: f.model.init.clone(),
-                                registers: f.model.registers,
-                                layer_scale: false,
-                            },
-                            train: f.train.clone(),
-                            augment_spec: f.augment.clone(),
-                            watermark_spec: f.watermark.clone(),
-                            audit: f.audit.clone(),
-                        });
-                    }
-                }
-            }
-        }
-        out
+        self.points.iter().map(|(r, _)| r.clone()).collect()
     }
+
+    /// The runs with the grid values that made each (`watermark.size=0.05`).
+    pub fn points(&self) -> &[(RunSpec, Vec<String>)] {
+        &self.points
+    }
+}
+
+/// One run's resolved sections: the experiment file with the grid point's
+/// values applied, as `grid` hands it over.
+pub(crate) fn run_spec(
+    file: &ExperimentFile,
+    arch: Arch,
+    point: grid::Point,
+) -> anyhow::Result<RunSpec> {
+    validate(file)?;
+    Ok(RunSpec {
+        experiment: file.name.clone(),
+        id: format!(
+            "{}-s{}",
+            grid::regime_name(
+                arch,
+                point.variant.as_deref(),
+                point.augment,
+                point.watermark,
+                &point.tags
+            ),
+            point.seed
+        ),
+        seed: point.seed,
+        augment: point.augment,
+        watermark: point.watermark,
+        variant: point.variant,
+        grid_tags: point.tags,
+        dataset: file.dataset.clone(),
+        model: ModelSpec {
+            arch,
+            width: file.model.width,
+            init: file.model.init.clone(),
+            registers: file.model.registers,
+            layer_scale: false,
+        },
+        train: file.train.clone(),
+        augment_spec: file.augment.clone(),
+        watermark_spec: file.watermark.clone(),
+        audit: file.audit.clone(),
+    })
 }
 
 fn validate(f: &ExperimentFile) -> anyhow::Result<()> {
@@ -416,18 +433,6 @@ fn validate(f: &ExperimentFile) -> anyhow::Result<()> {
     }
     f.augment.validate().map_err(anyhow::Error::msg)?;
     f.watermark.validate().map_err(anyhow::Error::msg)?;
-    for (key, empty) in [
-        ("grid.augment", f.grid.augment.is_empty()),
-        ("grid.watermark", f.grid.watermark.is_empty()),
-        ("grid.seed", f.grid.seed.is_empty()),
-    ] {
-        if empty {
-            bail!("{key} must list at least one value");
-        }
-    }
-    if f.grid.arch.as_ref().is_some_and(Vec::is_empty) {
-        bail!("grid.arch must list at least one architecture");
-    }
     if f.audit.k < 2 {
         bail!("audit.k must be at least 2, got {}", f.audit.k);
     }
@@ -435,38 +440,43 @@ fn validate(f: &ExperimentFile) -> anyhow::Result<()> {
 }
 
 /// `train.optimizer.lr=0.1` -> sets that key (the value is parsed as YAML).
-fn apply_override(root: &mut yaml_serde::Value, assignment: &str) -> anyhow::Result<()> {
+pub(crate) fn apply_override(root: &mut yaml_serde::Value, assignment: &str) -> anyhow::Result<()> {
     let (key, raw) = assignment
         .split_once('=')
         .with_context(|| format!("--set {assignment}: expected key.path=value"))?;
     let value: yaml_serde::Value = yaml_serde::from_str(raw)
         .with_context(|| format!("--set {assignment}: cannot parse the value"))?;
+    set_path(root, key, value).with_context(|| format!("--set {assignment}"))
+}
+
+/// Sets the dotted path `key` (`watermark.size`) of a YAML value, creating
+/// the sections on the way.
+pub(crate) fn set_path(
+    root: &mut yaml_serde::Value,
+    key: &str,
+    value: yaml_serde::Value,
+) -> anyhow::Result<()> {
     let mut node = root;
     let parts: Vec<&str> = key.split('.').collect();
     for (i, part) in parts.iter().enumerate() {
-        let map = match node {
-            yaml_serde::Value::Mapping(m) => m,
-            yaml_serde::Value::Null => {
-                *node = yaml_serde::Value::Mapping(Default::default());
-                match node {
-                    yaml_serde::Value::Mapping(m) => m,
-                    _ => unreachable!(),
-                }
-            }
-            _ => bail!(
-                "--set {assignment}: '{}' is not a section",
-                parts[..i].join(".")
-            ),
+        if node.is_null() {
+            *node = yaml_serde::Value::Mapping(Default::default());
+        }
+        let yaml_serde::Value::Mapping(map) = node else {
+            bail!("'{}' is not a section", parts[..i].join("."));
         };
+        // A key written with its dots (`watermark.size:` in a grid) is set as it is.
+        let rest = yaml_serde::Value::String(parts[i..].join("."));
+        if i + 1 < parts.len() && map.contains_key(&rest) {
+            map.insert(rest, value);
+            return Ok(());
+        }
         let k = yaml_serde::Value::String(part.to_string());
         if i + 1 == parts.len() {
             map.insert(k, value);
             return Ok(());
         }
-        if map.get(&k).is_none() {
-            map.insert(k.clone(), yaml_serde::Value::Null);
-        }
-        node = map.get_mut(&k).expect("inserted");
+        node = map.entry(k).or_insert(yaml_serde::Value::Null);
     }
     Ok(())
 }
@@ -544,5 +554,172 @@ mod tests {
         let text = yaml_serde::to_string(&run).unwrap();
         let back: RunSpec = yaml_serde::from_str(&text).unwrap();
         assert_eq!(run, back);
+    }
+
+    #[test]
+    fn any_field_is_an_axis_with_readable_ids() {
+        let text = MINIMAL.replace(
+            "grid:\n  augment: [false, true]\n  watermark: [false, true]\n  seed: [0, 1]\n",
+            "grid:\n  watermark: [true]\n  watermark.size: [0.05, 0.1]\n  watermark.p: [0.6, 1.0]\n  seed: [0, 1]\n",
+        );
+        let e = Experiment::load(&write(&text), &[]).unwrap();
+        let ids: Vec<String> = e.runs().iter().map(|r| r.id.clone()).collect();
+        assert_eq!(ids.len(), 8);
+        assert_eq!(ids[0], "resnet18-aug0-wm1-size0.05-p0.6-s0");
+        assert_eq!(ids[1], "resnet18-aug0-wm1-size0.05-p0.6-s1");
+        assert_eq!(ids[7], "resnet18-aug0-wm1-size0.1-p1.0-s1");
+        let runs = e.runs();
+        assert_eq!(
+            (runs[7].watermark_spec.size, runs[7].watermark_spec.p),
+            (0.1, 1.0)
+        );
+        assert_eq!(runs[7].regime(), "resnet18-aug0-wm1-size0.1-p1.0");
+        assert_eq!(e.points()[7].1, ["watermark.size=0.1", "watermark.p=1.0"]);
+        // --set still overrides other fields, and a grid axis through grid.*.
+        let e = Experiment::load(
+            &write(&text),
+            &[
+                "train.optimizer.lr=0.5".into(),
+                "grid.watermark.size=[0.2]".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(e.runs().len(), 4);
+        assert_eq!(e.runs()[0].id, "resnet18-aug0-wm1-size0.2-p0.6-s0");
+        assert_eq!(e.runs()[0].train.optimizer.lr, 0.5);
+        // ... but not a field the grid varies.
+        let err = format!(
+            "{:#}",
+            Experiment::load(&write(&text), &["watermark.size=0.3".into()]).unwrap_err()
+        );
+        assert!(
+            err.contains("watermark.size") && err.contains("grid"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn named_variants_bundle_overrides_and_axes() {
+        let text = MINIMAL.replace(
+            "grid:\n  augment: [false, true]\n  watermark: [false, true]\n  seed: [0, 1]\n",
+            "grid:\n  seed: [0, 1]\n  variants:\n    clean: {watermark: false, seed: [0, 1, 2]}\n    red-box:\n      watermark: true\n      watermark.colour: [255, 0, 0]\n    partial:\n      watermark: true\n      grid: {watermark.p: [0.6, 0.8]}\n",
+        );
+        let e = Experiment::load(&write(&text), &[]).unwrap();
+        let ids: Vec<String> = e.runs().iter().map(|r| r.id.clone()).collect();
+        assert_eq!(
+            ids,
+            [
+                "resnet18-clean-aug0-wm0-s0",
+                "resnet18-clean-aug0-wm0-s1",
+                "resnet18-clean-aug0-wm0-s2",
+                "resnet18-red-box-aug0-wm1-s0",
+                "resnet18-red-box-aug0-wm1-s1",
+                "resnet18-partial-aug0-wm1-p0.6-s0",
+                "resnet18-partial-aug0-wm1-p0.6-s1",
+                "resnet18-partial-aug0-wm1-p0.8-s0",
+                "resnet18-partial-aug0-wm1-p0.8-s1",
+            ]
+        );
+        let runs = e.runs();
+        assert_eq!(runs[3].watermark_spec.colour, [255, 0, 0]);
+        assert_eq!(runs[0].watermark_spec.colour, [0, 0, 0]);
+        assert_eq!(runs[7].watermark_spec.p, 0.8);
+        assert_eq!(runs[3].variant.as_deref(), Some("red-box"));
+        assert_eq!(runs[3].regime(), "resnet18-red-box-aug0-wm1");
+        // A run.yaml of a variant round-trips.
+        let back: RunSpec =
+            yaml_serde::from_str(&yaml_serde::to_string(&runs[7]).unwrap()).unwrap();
+        assert_eq!(back, runs[7]);
+        // A bad value in a variant names the variant and the key.
+        let bad = text.replace("watermark.colour: [255, 0, 0]", "watermark.size: 3");
+        let err = format!("{:#}", Experiment::load(&write(&bad), &[]).unwrap_err());
+        assert!(
+            err.contains("red-box") && err.contains("watermark.size") && err.contains("line 15"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn grid_mistakes_name_the_key_and_the_line() {
+        let axis = |grid: &str| {
+            MINIMAL.replace(
+                "grid:\n  augment: [false, true]\n  watermark: [false, true]\n  seed: [0, 1]\n",
+                grid,
+            )
+        };
+        let err = format!(
+            "{:#}",
+            Experiment::load(&write(&axis("grid:\n  watermark.sise: [0.1, 0.2]\n")), &[])
+                .unwrap_err()
+        );
+        assert!(
+            err.contains("watermark.sise") && err.contains("sise") && err.contains("line 12"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            Experiment::load(
+                &write(&axis("grid:\n  seed: [0]\n  watermark.size: 0.1\n")),
+                &[]
+            )
+            .unwrap_err()
+        );
+        assert!(
+            err.contains("watermark.size")
+                && err.contains("line 13")
+                && err.contains("lists its values"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            Experiment::load(&write(&axis("grid:\n  seed: []\n")), &[]).unwrap_err()
+        );
+        assert!(
+            err.contains("seed") && err.contains("at least one"),
+            "{err}"
+        );
+        // Two values that shorten to the same id.
+        let err = format!(
+            "{:#}",
+            Experiment::load(&write(&axis("grid:\n  dataset.root: [a/x, b/x]\n")), &[])
+                .unwrap_err()
+        );
+        assert!(err.contains("run id") && err.contains("root"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_zoo_is_a_zoo() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/zoo.yaml");
+        let e = Experiment::load(&path, &[]).unwrap();
+        let runs = e.runs();
+        assert!(runs.len() >= 120, "{} runs", runs.len());
+        let real = runs
+            .iter()
+            .filter(|r| r.dataset.kind == DatasetKind::ChestXray)
+            .count();
+        assert!(
+            3 * real >= runs.len(),
+            "{real} of {} runs on real images",
+            runs.len()
+        );
+        let variants: std::collections::BTreeSet<_> =
+            runs.iter().filter_map(|r| r.variant.clone()).collect();
+        let correlated: std::collections::BTreeSet<_> = runs
+            .iter()
+            .filter(|r| r.watermark && r.watermark_spec.p_other == 0.0)
+            .filter_map(|r| r.variant.clone())
+            .collect();
+        assert!(correlated.len() >= 4, "{correlated:?}");
+        assert!(variants.contains("clean") && variants.contains("uncorrelated"));
+        // Ids are unique and every artefact renders.
+        let ids: std::collections::BTreeSet<_> = runs.iter().map(|r| r.id.clone()).collect();
+        assert_eq!(ids.len(), runs.len());
+        for r in &runs {
+            let mut spec = r.watermark_spec.clone();
+            spec.patch = spec
+                .patch
+                .map(|p| Path::new(env!("CARGO_MANIFEST_DIR")).join(p));
+            crate::data::watermark::Artefact::new(&spec, r.dataset.image_size).unwrap();
+        }
     }
 }

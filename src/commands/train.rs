@@ -9,7 +9,8 @@ pub fn run(args: TrainArgs, device: DeviceRequest) -> anyhow::Result<()> {
     let experiment = Experiment::load(&args.experiment, &args.overrides)?;
     let mut runs = experiment.runs();
     if args.list {
-        for (i, r) in runs.iter().enumerate() {
+        let width = runs.iter().map(|r| r.id.len()).max().unwrap_or(0).max(28);
+        for (i, (r, values)) in experiment.points().iter().enumerate() {
             let folder = RunFolder::new(args.checkpoints.join(&r.experiment).join(&r.id));
             let status = if folder.is_complete() {
                 "complete"
@@ -18,7 +19,7 @@ pub fn run(args: TrainArgs, device: DeviceRequest) -> anyhow::Result<()> {
             } else {
                 "new"
             };
-            println!("{i:>3}  {:<28} {status}", r.id);
+            println!("{i:>3}  {:<width$} {status:<10} {}", r.id, values.join(" "));
         }
         return Ok(());
     }

@@ -95,21 +95,30 @@ fn link_to(report_dir: &Path, target: &Path) -> String {
 }
 
 /// CSS placing the watermark box over an image (percentages of its side).
+/// Reads `{x, y, w, h}` and the squares of older audits, `{x, y, side}`.
 fn box_style(b: &Value, size: f64) -> Option<String> {
-    let (x, y, s) = (
-        b.get("x")?.as_f64()?,
-        b.get("y")?.as_f64()?,
-        b.get("side")?.as_f64()?,
-    );
+    let (x, y) = (b.get("x")?.as_f64()?, b.get("y")?.as_f64()?);
+    let side = b.get("side").and_then(Value::as_f64);
+    let w = b.get("w").and_then(Value::as_f64).or(side)?;
+    let h = b.get("h").and_then(Value::as_f64).or(side)?;
     (size > 0.0).then(|| {
         format!(
             "left:{:.2}%;top:{:.2}%;width:{:.2}%;height:{:.2}%",
             100.0 * x / size,
             100.0 * y / size,
-            100.0 * s / size,
-            100.0 * s / size
+            100.0 * w / size,
+            100.0 * h / size
         )
     })
+}
+
+/// The boxes to outline on a run's pictures: its own artefact's visible
+/// boxes, else (older audits) the audit's common probe boxes.
+fn run_boxes<'a>(run: Option<&'a Value>, common: &'a [Value]) -> &'a [Value] {
+    run.and_then(|r| r.get("mask_boxes"))
+        .and_then(Value::as_array)
+        .filter(|b| !b.is_empty())
+        .map_or(common, |b| b.as_slice())
 }
 
 /// A grid picture: the file itself when small, else a thumbnail under thumbs/.
@@ -275,6 +284,7 @@ pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
                 "acc_clean": acc("clean"), "acc_as_train": acc("as-train"), "acc_flipped": acc("flipped"),
                 "gap": mean_sd(r.get("shortcut_gap").unwrap_or(&Value::Null)),
                 "wm_iou": mean_sd(r.get("wm_iou").unwrap_or(&Value::Null)),
+                "wm_iou_fair": mean_sd(r.get("wm_iou_fair").unwrap_or(&Value::Null)),
                 "wm_shift": mean_sd(r.get("wm_shift").unwrap_or(&Value::Null)),
                 "gap_high": gap >= 0.2,
                 "shift_high": shift >= 0.3,
@@ -283,11 +293,7 @@ pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
         .collect();
 
     // The comparison grid: probe rows (clean, watermarked) x regime columns.
-    let first_run_of = |regime: &str| {
-        runs.iter()
-            .find(|r| str_of(r, "regime") == regime)
-            .map(|r| str_of(r, "id"))
-    };
+    let first_run_of = |regime: &str| runs.iter().find(|r| str_of(r, "regime") == regime);
     let mut grid = Vec::new();
     let mut missing_pictures = 0;
     // An audit with --pictures N has pictures for the first N probes only.
@@ -301,7 +307,8 @@ pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
                 .iter()
                 .map(|r| {
                     let regime = str_of(r, "regime");
-                    let run = first_run_of(&regime)?;
+                    let first = first_run_of(&regime)?;
+                    let run = str_of(first, "id");
                     let overlay =
                         thumb(report_dir, &format!("runs/{run}/p{p:03}_{tag}_overlay.png"));
                     let avgmap = thumb(
@@ -313,7 +320,9 @@ pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
                             overlay,
                             avgmap,
                             r#box: if tag == "wm" {
-                                boxes.get(p).and_then(|b| box_style(b, image_size))
+                                run_boxes(Some(first), &boxes)
+                                    .get(p)
+                                    .and_then(|b| box_style(b, image_size))
                             } else {
                                 None
                             },
@@ -370,6 +379,10 @@ pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
                 "acc_clean": acc("clean"), "acc_flipped": acc("flipped"),
                 "gap": fmt(r.get("shortcut_gap").and_then(Value::as_f64)),
                 "wm_iou": fmt(r.get("wm_iou").and_then(Value::as_f64)),
+                "wm_iou_fair": fmt(r.get("wm_iou_fair").and_then(Value::as_f64)),
+                "wm_recall": fmt(r.get("wm_recall").and_then(Value::as_f64)),
+                "wm_precision": fmt(r.get("wm_precision").and_then(Value::as_f64)),
+                "truth": r.get("truth").and_then(Value::as_str).unwrap_or("—"),
                 "wm_shift": fmt(r.get("wm_shift").and_then(Value::as_f64)),
             })
         })
@@ -444,7 +457,7 @@ pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
                             "overlay": format!("runs/{id}/p{p:03}_{tag}_overlay.png"),
                             "avg": format!("runs/{id}/p{p:03}_{tag}_avg.png"),
                             "labels": format!("runs/{id}/p{p:03}_{tag}_labels.png"),
-                            "box": if *tag == "wm" { boxes.get(p).and_then(|b| box_style(b, image_size)) } else { None },
+                            "box": if *tag == "wm" { run_boxes(Some(r), &boxes).get(p).and_then(|b| box_style(b, image_size)) } else { None },
                         })
                     })
                     .collect();
@@ -466,6 +479,8 @@ pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
             seed => r.get("seed").cloned().unwrap_or(Value::Null),
             gap => fmt(r.get("shortcut_gap").and_then(Value::as_f64)),
             wm_iou => fmt(r.get("wm_iou").and_then(Value::as_f64)),
+            wm_iou_fair => fmt(r.get("wm_iou_fair").and_then(Value::as_f64)),
+            truth => r.get("truth").and_then(Value::as_str).unwrap_or("—"),
             wm_shift => fmt(r.get("wm_shift").and_then(Value::as_f64)),
             tensorboard => dir.as_ref().map(|d| link_to(report_dir, d)),
             tensorboard_shown => dir.as_ref().map(|d| d.display().to_string()),
@@ -501,6 +516,14 @@ mod tests {
         assert_eq!(
             box_style(&serde_json::json!({"x": 16, "y": 32, "side": 8}), 64.0).unwrap(),
             "left:25.00%;top:50.00%;width:12.50%;height:12.50%"
+        );
+        assert_eq!(
+            box_style(
+                &serde_json::json!({"x": 16, "y": 32, "w": 16, "h": 4}),
+                64.0
+            )
+            .unwrap(),
+            "left:25.00%;top:50.00%;width:25.00%;height:6.25%"
         );
     }
 }

@@ -19,7 +19,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::config::RunSpec;
 use crate::data::loader::{epoch_batches, normalize_u8, BatchSpec};
-use crate::data::watermark::{self, Variant};
+use crate::data::watermark::{Artefact, Variant};
 use crate::data::{cache::Cache, Split, SplitData};
 use crate::models::Model;
 use checkpoint::{ResumeState, RunFolder};
@@ -77,26 +77,19 @@ impl DataStore {
     }
 }
 
-/// Test images of one variant (uint8, stamped) for a run.
-pub fn test_variant(spec: &RunSpec, test: &SplitData, variant: Variant) -> anyhow::Result<Tensor> {
+/// Test images of one variant (uint8, stamped with the run's artefact).
+pub fn test_variant(
+    spec: &RunSpec,
+    artefact: &Artefact,
+    test: &SplitData,
+    variant: Variant,
+) -> anyhow::Result<Tensor> {
     let target = spec
         .watermark_spec
         .target_index(&test.class_names)
         .map_err(anyhow::Error::msg)?;
-    let boxes = watermark::plan(
-        &spec.watermark_spec,
-        spec.seed,
-        Split::Test,
-        &test.labels,
-        target,
-        test.image_size(),
-        variant,
-    );
-    Ok(watermark::stamp(
-        &test.images,
-        &boxes,
-        spec.watermark_spec.colour,
-    ))
+    let boxes = artefact.plan(spec.seed, Split::Test, &test.labels, target, variant);
+    Ok(artefact.stamp(&test.images, &boxes))
 }
 
 /// Accuracy and mean loss of `model` on uint8 images.
@@ -158,27 +151,26 @@ pub fn train_run(
     }
 
     // The watermark is part of the training data: stamped on the raw images, before augmentation.
+    let artefact = Artefact::new(&spec.watermark_spec, image_size)?;
     let train_images = if spec.watermark {
         let target = spec
             .watermark_spec
             .target_index(class_names)
             .map_err(anyhow::Error::msg)?;
-        let boxes = watermark::plan(
-            &spec.watermark_spec,
+        let boxes = artefact.plan(
             spec.seed,
             Split::Train,
             &data.train.labels,
             target,
-            image_size,
             Variant::AsTrain,
         );
-        watermark::stamp(&data.train.images, &boxes, spec.watermark_spec.colour)
+        artefact.stamp(&data.train.images, &boxes)
     } else {
         data.train.images.shallow_clone()
     };
     let test_sets: Vec<(Variant, Tensor)> = Variant::ALL
         .iter()
-        .map(|&v| Ok((v, test_variant(spec, &data.test, v)?)))
+        .map(|&v| Ok((v, test_variant(spec, &artefact, &data.test, v)?)))
         .collect::<anyhow::Result<_>>()?;
 
     let mut optimizer = Optimizer::new(spec.train.optimizer.clone(), model.trainable());
