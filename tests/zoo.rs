@@ -1,0 +1,157 @@
+//! Artefact families and the general grid end to end: a tiny zoo of four
+//! families trains, `data show --experiment` draws each family, and the audit
+//! records every run's truth, its own artefact's boxes and the grid-fair
+//! isolation measure.
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{assert_ok, nave_lab, scratch};
+
+fn marker() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/patches/marker-L.png").to_string()
+}
+
+/// Four families on 48 px synthetic images: no artefact, a random black box,
+/// a fixed laterality token, and the box on both classes.
+fn tiny_zoo(dir: &Path) -> PathBuf {
+    let text = format!(
+        "name: tz
+dataset: {{kind: synthetic, image_size: 48, synthetic: {{seed: 0, train: 160, test: 48}}}}
+model: {{arch: resnet18, width: 8}}
+train: {{epochs: 4, batch_size: 16, optimizer: {{kind: sgd, lr: 0.05}}}}
+watermark: {{size: 0.25, target_class: NORMAL}}
+audit: {{taps: [layer2, layer3], k: 4, probes: 8}}
+grid:
+  variants:
+    clean: {{watermark: false}}
+    box: {{watermark: true}}
+    token:
+      watermark: true
+      watermark.shape: patch
+      watermark.patch: {}
+      watermark.position: fixed
+      watermark.at: [1.0, 0.0]
+    uncorrelated: {{watermark: true, watermark.p_other: 1.0}}
+",
+        marker()
+    );
+    let p = dir.join("tz.yaml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_zoo_of_families_trains_shows_and_audits_with_truth() {
+    let dir = scratch("zoo_tiny");
+    let exp = tiny_zoo(&dir);
+    let checkpoints = dir.join("checkpoints");
+    let reports = dir.join("reports");
+
+    // --list: every run with the values that made it.
+    let out = nave_lab().args(["train", exp.to_str().unwrap(), "--list"]).output().unwrap();
+    assert_ok(&out);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let ids: Vec<&str> = listing.lines().map(|l| l.split_whitespace().nth(1).unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            "resnet18-clean-aug0-wm0-s0",
+            "resnet18-box-aug0-wm1-s0",
+            "resnet18-token-aug0-wm1-s0",
+            "resnet18-uncorrelated-aug0-wm1-s0"
+        ]
+    );
+    assert!(listing.lines().nth(2).unwrap().contains("variant=token"), "{listing}");
+
+    // data show --experiment: a clean row and one row per artefact family.
+    let png = dir.join("families.png");
+    let out = nave_lab()
+        .args(["-q", "data", "show", "--experiment", exp.to_str().unwrap(), "--count", "3", "-o", png.to_str().unwrap()])
+        .env("NAVE_LAB_CACHE", dir.join("cache"))
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("token (1 run)") && shown.contains("uncorrelated"), "{shown}");
+    let img = image::open(&png).unwrap();
+    // 4 rows (clean, box, token, uncorrelated) x 3 columns of 48 px tiles zoomed 4x.
+    assert_eq!((img.width(), img.height()), (3 * 194 + 2, 4 * 194 + 2));
+
+    let out = nave_lab()
+        .args(["-q", "train", exp.to_str().unwrap(), "--checkpoints", checkpoints.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let run_yaml = std::fs::read_to_string(checkpoints.join("tz/resnet18-token-aug0-wm1-s0/run.yaml")).unwrap();
+    assert!(run_yaml.contains("variant: token") && run_yaml.contains("shape: patch"), "{run_yaml}");
+
+    let out = nave_lab()
+        .args(["-q", "audit", checkpoints.join("tz").to_str().unwrap(), "--reports", reports.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("truth from the shortcut gap"), "{printed}");
+    let audit = json(&reports.join("tz/audit.json"));
+    let runs = audit["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4);
+    let run = |variant: &str| runs.iter().find(|r| r["variant"] == variant).unwrap();
+    for r in runs {
+        // The truth label follows the gap and its thresholds.
+        let gap = r["shortcut_gap"].as_f64().unwrap();
+        let expected = if gap >= 0.2 { "relies" } else if gap <= 0.05 { "does-not" } else { "ambiguous" };
+        assert_eq!(r["truth"], expected, "{r}");
+        // Grid-fair isolation: in [0, 1] and never below the raw IoU.
+        let (iou, fair) = (r["wm_iou"].as_f64().unwrap(), r["wm_iou_fair"].as_f64().unwrap());
+        assert!(fair <= 1.0 + 1e-9 && fair >= iou - 1e-9, "{r}");
+        for k in ["wm_recall", "wm_precision"] {
+            let v = r[k].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&v), "{k} {v}");
+        }
+        assert_eq!(r["probes"].as_array().unwrap().len(), 8);
+        assert_eq!(r["mask_boxes"].as_array().unwrap().len(), 8);
+    }
+    // The box family moves with the probe; the token sits in the top-right
+    // corner of every probe, and its measured box is its alpha mask's, inside
+    // the stamped extent.
+    let boxes = |r: &serde_json::Value, key: &str| r[key].as_array().unwrap().clone();
+    let random = boxes(run("box"), "probe_boxes");
+    assert!(random.iter().any(|b| *b != random[0]));
+    assert_eq!(random, boxes(run("box"), "mask_boxes"));
+    let token_extent = boxes(run("token"), "probe_boxes");
+    let token_mask = boxes(run("token"), "mask_boxes");
+    assert!(token_extent.iter().all(|b| *b == token_extent[0]));
+    let (e, m) = (&token_extent[0], &token_mask[0]);
+    let n = |v: &serde_json::Value, k: &str| v[k].as_i64().unwrap();
+    // marker-L.png is 27 x 33: at 48 px and size 0.25 the longer side is 12 px.
+    assert_eq!((n(e, "w"), n(e, "h")), (10, 12));
+    assert_eq!(n(e, "x") + n(e, "w"), 48);
+    assert_eq!(n(e, "y"), 0);
+    assert!(n(m, "x") >= n(e, "x") && n(m, "x") + n(m, "w") <= n(e, "x") + n(e, "w"));
+    assert!(n(m, "w") < n(e, "w") || n(m, "h") < n(e, "h"), "the mask box is tighter: {m} in {e}");
+    // The box correlated with the label is relied on more than the same box on both classes.
+    assert!(
+        run("box")["shortcut_gap"].as_f64().unwrap() > run("uncorrelated")["shortcut_gap"].as_f64().unwrap() + 0.1,
+        "{}\n{}",
+        run("box"),
+        run("uncorrelated")
+    );
+    // Per family: counts that add up.
+    let families = audit["families"].as_array().unwrap();
+    assert_eq!(families.len(), 4);
+    for f in families {
+        let sum: u64 = ["relies", "does_not", "ambiguous"].iter().map(|k| f[k].as_u64().unwrap()).sum();
+        assert_eq!(sum, f["runs"].as_u64().unwrap());
+    }
+    // The report shows the new columns and outlines each run's own box.
+    let index = std::fs::read_to_string(reports.join("tz/index.html")).unwrap();
+    assert!(index.contains("<th>fair</th>") && index.contains("<th>truth</th>"));
+    let token_page = std::fs::read_to_string(reports.join("tz/run-resnet18-token-aug0-wm1-s0.html")).unwrap();
+    let left = 100.0 * n(m, "x") as f64 / 48.0;
+    assert!(token_page.contains(&format!("left:{left:.2}%")), "the token's mask box is outlined");
+}
