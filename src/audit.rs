@@ -80,19 +80,20 @@ pub struct RunResult {
     pub wm_iou: f64,
     /// `wm_iou` relative to the best IoU the clustering grid allows for each
     /// box (1.0 = isolated as well as the grid allows), mean over probes.
-    #[serde(default = "nan")]
+    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
     pub wm_iou_fair: f64,
     /// Share of the box covered by the best segment, mean over probes.
-    #[serde(default = "nan")]
+    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
     pub wm_recall: f64,
     /// Share of the best segment inside the box, mean over probes.
-    #[serde(default = "nan")]
+    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
     pub wm_precision: f64,
     /// Mean over probes (and repeats) of 1 - ARI(clean, watermarked) outside the dilated box.
     pub wm_shift: f64,
     /// Final test accuracy per watermark variant.
     pub accuracy: BTreeMap<String, f64>,
     /// accuracy clean - accuracy flipped.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub shortcut_gap: f64,
     /// Whether the run relies on its artefact, from `shortcut_gap`.
     #[serde(default)]
@@ -117,6 +118,11 @@ pub struct RunResult {
 
 fn nan() -> f64 {
     f64::NAN
+}
+
+/// JSON has no NaN: serde_json writes it as null, and this reads it back.
+fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// Gap at or above which a run relies on its artefact.
@@ -166,7 +172,9 @@ impl Truth {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MeanSd {
+    #[serde(deserialize_with = "f64_or_nan")]
     pub mean: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub sd: f64,
 }
 
@@ -914,4 +922,95 @@ pub fn audit(
         }
     }
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A result with the given family, gap and fair isolation; the rest is filler.
+    fn run(variant: &str, gap: f64, fair: f64) -> RunResult {
+        RunResult {
+            run_dir: None,
+            id: format!("{variant}-{gap}"),
+            regime: variant.into(),
+            seed: 0,
+            augment: false,
+            watermark: true,
+            arch: "resnet18".into(),
+            variant: Some(variant.into()),
+            wm_iou: fair / 2.0,
+            wm_iou_fair: fair,
+            wm_recall: 0.5,
+            wm_precision: 0.5,
+            wm_shift: 0.1,
+            accuracy: BTreeMap::new(),
+            shortcut_gap: gap,
+            truth: Truth::of_gap(gap),
+            probes: vec![],
+            probe_boxes: vec![],
+            mask_boxes: vec![],
+            grid: 14,
+            feature_dim: 8,
+            seconds: 0.0,
+            key: String::new(),
+        }
+    }
+
+    #[test]
+    fn truth_labels_follow_the_gap_thresholds() {
+        let cases = [
+            (0.5, Truth::Relies),
+            (0.2, Truth::Relies),
+            (0.19999, Truth::Ambiguous),
+            (0.1, Truth::Ambiguous),
+            (0.05, Truth::DoesNot),
+            (0.0, Truth::DoesNot),
+            (-0.3, Truth::DoesNot),
+            (f64::NAN, Truth::Unknown),
+        ];
+        for (gap, truth) in cases {
+            assert_eq!(Truth::of_gap(gap), truth, "gap {gap}");
+        }
+        assert_eq!(serde_json::to_value(Truth::DoesNot).unwrap(), "does-not");
+        // Older result.json files without a truth read as unknown.
+        let mut old = serde_json::to_value(run("box", 0.3, 0.5)).unwrap();
+        old.as_object_mut().unwrap().remove("truth");
+        old.as_object_mut().unwrap().remove("wm_iou_fair");
+        let back: RunResult = serde_json::from_value(old).unwrap();
+        assert_eq!(back.truth, Truth::Unknown);
+        assert!(back.wm_iou_fair.is_nan());
+        // NaN goes out as null and comes back as NaN.
+        let text = serde_json::to_string(&run("box", f64::NAN, 0.5)).unwrap();
+        assert!(text.contains("\"shortcut_gap\":null"));
+        let back: RunResult = serde_json::from_str(&text).unwrap();
+        assert!(back.shortcut_gap.is_nan() && back.truth == Truth::Unknown);
+    }
+
+    #[test]
+    fn families_count_truths_and_split_isolation_by_them() {
+        let results = [
+            run("box", 0.5, 0.8),
+            run("box", 0.3, 0.6),
+            run("box", 0.0, 0.2),
+            run("box", 0.1, 0.9),
+            run("clean", 0.01, 0.3),
+        ];
+        let families = FamilySummary::of(&results);
+        assert_eq!(families.len(), 2);
+        let b = &families[0];
+        assert_eq!(b.variant, "box");
+        assert_eq!((b.runs, b.relies, b.does_not, b.ambiguous), (4, 2, 1, 1));
+        assert!((b.wm_iou_fair_relies.mean - 0.7).abs() < 1e-12);
+        assert_eq!(b.wm_iou_fair_does_not.mean, 0.2);
+        assert!((b.shortcut_gap.mean - 0.225).abs() < 1e-12);
+        assert_eq!((families[1].relies, families[1].does_not), (0, 1));
+        assert!(families[1].line().contains("clean"));
+        // Without variants there is no family table.
+        let plain = RunResult {
+            variant: None,
+            ..run("x", 0.3, 0.5)
+        };
+        assert!(FamilySummary::of(&[plain]).is_empty());
+    }
 }

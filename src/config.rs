@@ -722,4 +722,25 @@ mod tests {
             crate::data::watermark::Artefact::new(&spec, r.dataset.image_size).unwrap();
         }
     }
+
+    #[test]
+    fn the_demo_runs_on_the_shipped_real_sample() {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let e = Experiment::load(&manifest.join("experiments/demo.yaml"), &[]).unwrap();
+        let runs = e.runs();
+        assert_eq!(runs.len(), 8);
+        for r in &runs {
+            assert_eq!(r.dataset.kind, DatasetKind::ChestXray);
+            let root = manifest.join(r.dataset.root.as_ref().unwrap());
+            assert!(root.join("train/NORMAL").is_dir(), "{}", root.display());
+        }
+        let synthetic =
+            Experiment::load(&manifest.join("experiments/demo-synthetic.yaml"), &[]).unwrap();
+        assert_eq!(synthetic.runs()[0].dataset.kind, DatasetKind::Synthetic);
+        assert_eq!(
+            synthetic.runs()[0].id,
+            runs[0].id,
+            "the same grid, the same ids"
+        );
+    }
 }

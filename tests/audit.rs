@@ -45,10 +45,11 @@ fn audit_writes_results_pictures_and_regime_maps() {
     let reports = scratch("audit_ok");
     let out = audit(runs, &reports, &[]);
     common::assert_ok(&out);
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(reports.join("demo/audit.json")).unwrap())
-            .unwrap();
-    assert_eq!(json["experiment"], "demo");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(reports.join("demo-synthetic/audit.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["experiment"], "demo-synthetic");
     assert_eq!(
         json["settings"]["taps"],
         serde_json::json!(["layer2", "layer3"])
@@ -88,10 +89,10 @@ fn audit_writes_results_pictures_and_regime_maps() {
     assert_eq!(by["runs_with"], 1);
     assert_eq!(by["wm_iou_with"]["mean"], wm["wm_iou"]["mean"]);
     assert_eq!(by["wm_shift_without"]["mean"], clean["wm_shift"]["mean"]);
-    let index = std::fs::read_to_string(reports.join("demo/index.html")).unwrap();
+    let index = std::fs::read_to_string(reports.join("demo-synthetic/index.html")).unwrap();
     assert!(index.contains("trained with the watermark (1 run) vs without (1)"));
     // Pictures: per run and probe, and the regime's average-colour maps.
-    let run_dir = reports.join("demo/runs/resnet18-aug0-wm1-s0");
+    let run_dir = reports.join("demo-synthetic/runs/resnet18-aug0-wm1-s0");
     for f in [
         "p000_clean_overlay.png",
         "p000_wm_overlay.png",
@@ -112,7 +113,7 @@ fn audit_writes_results_pictures_and_regime_maps() {
         .pixels()
         .all(|p| (p.0[0] as u64) < json["settings"]["k"].as_u64().unwrap()));
     assert!(reports
-        .join("demo/regimes/resnet18-aug0-wm0/p007_wm_avgmap.png")
+        .join("demo-synthetic/regimes/resnet18-aug0-wm0/p007_wm_avgmap.png")
         .is_file());
 
     // An unchanged audit is reused; --force recomputes.
@@ -134,22 +135,23 @@ fn audit_writes_results_pictures_and_regime_maps() {
     let few = scratch("audit_pictures");
     let out = audit(runs, &few, &["--pictures", "3"]);
     common::assert_ok(&out);
-    let run_dir = few.join("demo/runs/resnet18-aug0-wm1-s0");
+    let run_dir = few.join("demo-synthetic/runs/resnet18-aug0-wm1-s0");
     assert!(run_dir.join("p002_wm_overlay.png").is_file());
     assert!(!run_dir.join("p003_wm_overlay.png").exists());
-    let regime_dir = few.join("demo/regimes/resnet18-aug0-wm1");
+    let regime_dir = few.join("demo-synthetic/regimes/resnet18-aug0-wm1");
     assert!(regime_dir.join("p002_clean_avgmap.png").is_file());
     assert!(!regime_dir.join("p003_clean_avgmap.png").exists());
-    let limited: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(few.join("demo/audit.json")).unwrap())
-            .unwrap();
+    let limited: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(few.join("demo-synthetic/audit.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(limited["settings"]["pictures"], 3);
     for i in 0..2 {
         for key in ["wm_iou", "wm_shift"] {
             assert_eq!(limited["runs"][i][key], json["runs"][i][key], "{key}");
         }
     }
-    let index = std::fs::read_to_string(few.join("demo/index.html")).unwrap();
+    let index = std::fs::read_to_string(few.join("demo-synthetic/index.html")).unwrap();
     assert!(
         !index.contains("class=\"warn\""),
         "the report warns: {index}"
@@ -163,19 +165,20 @@ fn unfinished_runs_are_listed_never_audited() {
     let dir = scratch("audit_unfinished");
     copy_dir(
         &runs.join("resnet18-aug0-wm0-s0"),
-        &dir.join("demo/resnet18-aug0-wm0-s0"),
+        &dir.join("demo-synthetic/resnet18-aug0-wm0-s0"),
     );
     copy_dir(
         &runs.join("resnet18-aug0-wm1-s0"),
-        &dir.join("demo/resnet18-aug0-wm1-s0"),
+        &dir.join("demo-synthetic/resnet18-aug0-wm1-s0"),
     );
-    std::fs::remove_file(dir.join("demo/resnet18-aug0-wm1-s0/COMPLETE")).unwrap();
+    std::fs::remove_file(dir.join("demo-synthetic/resnet18-aug0-wm1-s0/COMPLETE")).unwrap();
     let reports = dir.join("reports");
-    let out = audit(&dir.join("demo"), &reports, &[]);
+    let out = audit(&dir.join("demo-synthetic"), &reports, &[]);
     common::assert_ok(&out);
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(reports.join("demo/audit.json")).unwrap())
-            .unwrap();
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(reports.join("demo-synthetic/audit.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(
         json["skipped_unfinished"],
         serde_json::json!(["resnet18-aug0-wm1-s0"])
@@ -196,7 +199,7 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
             assert!(err.contains(n), "expected '{n}' in: {err}");
         }
         assert!(
-            !reports.join("demo/audit.json").exists(),
+            !reports.join("demo-synthetic/audit.json").exists(),
             "audit.json written despite the error"
         );
     };
@@ -205,14 +208,14 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
     check(runs, &["--taps", "layer9"], &["layer9", "layer1, layer2"]);
     check(runs, &["-k", "100000"], &["100000", "points"]);
     // Weights that do not match run.yaml (another width).
-    let bad = dir.join("demo/resnet18-aug0-wm0-s0");
+    let bad = dir.join("demo-synthetic/resnet18-aug0-wm0-s0");
     copy_dir(&runs.join("resnet18-aug0-wm0-s0"), &bad);
     let yaml = std::fs::read_to_string(bad.join("run.yaml"))
         .unwrap()
         .replace("width: 16", "width: 8");
     std::fs::write(bad.join("run.yaml"), yaml).unwrap();
     check(
-        &dir.join("demo"),
+        &dir.join("demo-synthetic"),
         &[],
         &["do not match its run.yaml", "resnet18-aug0-wm0-s0"],
     );
@@ -425,7 +428,7 @@ fn the_report_renders_in_a_real_browser() {
     let out = audit(runs, &reports, &[]);
     common::assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("index.html"));
-    let dir = reports.join("demo");
+    let dir = reports.join("demo-synthetic");
     let index = dir.join("index.html");
     let html = std::fs::read_to_string(&index).unwrap();
     // Self-contained: no network, no external script or font.
@@ -440,7 +443,7 @@ fn the_report_renders_in_a_real_browser() {
         "wm_shift",
         "The experiment file",
         "# --set grid.augment=[false]",
-        "name: demo",
+        "name: demo-synthetic",
         "trained on cpu",
         "(1 per regime)",
     ] {
@@ -485,7 +488,7 @@ fn the_report_escapes_hostile_names_and_says_what_is_missing() {
     let runs = trained();
     let reports = scratch("report_hostile");
     assert!(audit(runs, &reports, &[]).status.success());
-    let dir = reports.join("demo");
+    let dir = reports.join("demo-synthetic");
     let path = dir.join("audit.json");
     let mut audit_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();

@@ -297,3 +297,87 @@ fn data_stats_and_show_work_end_to_end() {
     // 3 rows x 3 columns of 16 px tiles zoomed 4x, with 2 px gaps.
     assert_eq!((img.width(), img.height()), (3 * 66 + 2, 3 * 66 + 2));
 }
+
+/// The real chest X-rays shipped in data/cxr-sample (Kermany et al. 2018).
+fn cxr_sample() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/cxr-sample")
+}
+
+#[test]
+fn the_shipped_chest_xray_sample_reads_as_real_grayscale_x_rays() {
+    let root = cxr_sample();
+    assert!(
+        root.join("README.md").is_file(),
+        "the sample's README (source and licence) must ship with it"
+    );
+    // data stats: the counts and the one size and mode of the sample.
+    let out = nave_lab()
+        .args([
+            "data",
+            "stats",
+            "--dataset",
+            "chest-xray",
+            "--root",
+            root.to_str().unwrap(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v[0]["class_names"],
+        serde_json::json!(["NORMAL", "PNEUMONIA"])
+    );
+    assert_eq!(v[0]["count_per_class"], serde_json::json!([400, 400]));
+    assert_eq!(v[1]["present"], false, "no val split");
+    assert_eq!(v[2]["count_per_class"], serde_json::json!([150, 150]));
+    assert_eq!(
+        v[0]["sizes_and_modes"],
+        serde_json::json!([["160x160 L8", 800]])
+    );
+    assert!(v[0]["undecodable"].as_array().unwrap().is_empty());
+
+    // The loader at the native size: grayscale replicated to 3 identical
+    // channels, the first file's pixels exactly as the JPEG decoder gives them.
+    let test = folder::load(&root, Split::Test, 160, BadFiles::Fail).unwrap();
+    assert_eq!(test.images.size(), vec![300, 3, 160, 160]);
+    assert_eq!(test.count_per_class(), vec![150, 150]);
+    assert!(
+        test.labels[..150].iter().all(|&l| l == 0) && test.labels[150..].iter().all(|&l| l == 1)
+    );
+    let r = test.images.narrow(1, 0, 1);
+    assert!(r.equal(&test.images.narrow(1, 1, 1)) && r.equal(&test.images.narrow(1, 2, 1)));
+    let mut first: Vec<_> = std::fs::read_dir(root.join("test/NORMAL"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    first.sort();
+    let decoded = image::open(&first[0]).unwrap().to_luma8();
+    for (x, y) in [(0u32, 0u32), (80, 80), (159, 40), (20, 150)] {
+        assert_eq!(
+            test.images.int64_value(&[0, 0, y as i64, x as i64]),
+            decoded.get_pixel(x, y).0[0] as i64,
+            "pixel ({x}, {y}) of {}",
+            first[0].display()
+        );
+    }
+    // Real radiographs, not flat pictures: a wide range of grey levels in
+    // every image, and a mean grey far from black or white.
+    let train = folder::load(&root, Split::Train, 64, BadFiles::Fail).unwrap();
+    assert_eq!(train.images.size(), vec![800, 3, 64, 64]);
+    let f = train.images.narrow(1, 0, 1).to_kind(tch::Kind::Float);
+    let per_image_sd: Vec<f64> = Vec::try_from(
+        f.flatten(1, -1)
+            .std_dim(1, true, false)
+            .to_kind(tch::Kind::Double),
+    )
+    .unwrap();
+    assert!(
+        per_image_sd.iter().all(|&sd| sd > 20.0),
+        "min sd {:?}",
+        per_image_sd.iter().cloned().fold(f64::MAX, f64::min)
+    );
+    let mean = f.mean(tch::Kind::Float).double_value(&[]);
+    assert!((60.0..200.0).contains(&mean), "mean grey {mean}");
+}

@@ -144,10 +144,10 @@ fn same_seed_gives_identical_metrics_and_a_killed_run_resumes() {
 
 #[test]
 fn on_the_demo_the_watermark_regime_learns_the_shortcut() {
-    // experiments/demo.yaml itself, without augmentation and with one seed (2 runs).
+    // experiments/demo-synthetic.yaml itself, without augmentation and with one seed (2 runs).
     let dir = scratch("train_shortcut");
     common::train_demo_pair(&dir);
-    let last = |id: &str| metrics(&dir.join("demo").join(id)).pop().unwrap();
+    let last = |id: &str| metrics(&dir.join("demo-synthetic").join(id)).pop().unwrap();
     let wm = last("resnet18-aug0-wm1-s0");
     let clean = wm["test_accuracy"]["clean"].as_f64().unwrap();
     let flipped = wm["test_accuracy"]["flipped"].as_f64().unwrap();

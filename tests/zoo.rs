@@ -9,7 +9,11 @@ use std::path::{Path, PathBuf};
 use common::{assert_ok, nave_lab, scratch};
 
 fn marker() -> String {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/patches/marker-L.png").to_string()
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/experiments/patches/marker-L.png"
+    )
+    .to_string()
 }
 
 /// Four families on 48 px synthetic images: no artefact, a random black box,
@@ -53,10 +57,16 @@ fn a_zoo_of_families_trains_shows_and_audits_with_truth() {
     let reports = dir.join("reports");
 
     // --list: every run with the values that made it.
-    let out = nave_lab().args(["train", exp.to_str().unwrap(), "--list"]).output().unwrap();
+    let out = nave_lab()
+        .args(["train", exp.to_str().unwrap(), "--list"])
+        .output()
+        .unwrap();
     assert_ok(&out);
     let listing = String::from_utf8_lossy(&out.stdout);
-    let ids: Vec<&str> = listing.lines().map(|l| l.split_whitespace().nth(1).unwrap()).collect();
+    let ids: Vec<&str> = listing
+        .lines()
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
     assert_eq!(
         ids,
         [
@@ -66,32 +76,65 @@ fn a_zoo_of_families_trains_shows_and_audits_with_truth() {
             "resnet18-uncorrelated-aug0-wm1-s0"
         ]
     );
-    assert!(listing.lines().nth(2).unwrap().contains("variant=token"), "{listing}");
+    assert!(
+        listing.lines().nth(2).unwrap().contains("variant=token"),
+        "{listing}"
+    );
 
     // data show --experiment: a clean row and one row per artefact family.
     let png = dir.join("families.png");
     let out = nave_lab()
-        .args(["-q", "data", "show", "--experiment", exp.to_str().unwrap(), "--count", "3", "-o", png.to_str().unwrap()])
+        .args([
+            "-q",
+            "data",
+            "show",
+            "--experiment",
+            exp.to_str().unwrap(),
+            "--count",
+            "3",
+            "-o",
+            png.to_str().unwrap(),
+        ])
         .env("NAVE_LAB_CACHE", dir.join("cache"))
         .output()
         .unwrap();
     assert_ok(&out);
     let shown = String::from_utf8_lossy(&out.stdout);
-    assert!(shown.contains("token (1 run)") && shown.contains("uncorrelated"), "{shown}");
+    assert!(
+        shown.contains("token (1 run)") && shown.contains("uncorrelated"),
+        "{shown}"
+    );
     let img = image::open(&png).unwrap();
     // 4 rows (clean, box, token, uncorrelated) x 3 columns of 48 px tiles zoomed 4x.
     assert_eq!((img.width(), img.height()), (3 * 194 + 2, 4 * 194 + 2));
 
     let out = nave_lab()
-        .args(["-q", "train", exp.to_str().unwrap(), "--checkpoints", checkpoints.to_str().unwrap()])
+        .args([
+            "-q",
+            "train",
+            exp.to_str().unwrap(),
+            "--checkpoints",
+            checkpoints.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert_ok(&out);
-    let run_yaml = std::fs::read_to_string(checkpoints.join("tz/resnet18-token-aug0-wm1-s0/run.yaml")).unwrap();
-    assert!(run_yaml.contains("variant: token") && run_yaml.contains("shape: patch"), "{run_yaml}");
+    let run_yaml =
+        std::fs::read_to_string(checkpoints.join("tz/resnet18-token-aug0-wm1-s0/run.yaml"))
+            .unwrap();
+    assert!(
+        run_yaml.contains("variant: token") && run_yaml.contains("shape: patch"),
+        "{run_yaml}"
+    );
 
     let out = nave_lab()
-        .args(["-q", "audit", checkpoints.join("tz").to_str().unwrap(), "--reports", reports.to_str().unwrap()])
+        .args([
+            "-q",
+            "audit",
+            checkpoints.join("tz").to_str().unwrap(),
+            "--reports",
+            reports.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert_ok(&out);
@@ -104,10 +147,19 @@ fn a_zoo_of_families_trains_shows_and_audits_with_truth() {
     for r in runs {
         // The truth label follows the gap and its thresholds.
         let gap = r["shortcut_gap"].as_f64().unwrap();
-        let expected = if gap >= 0.2 { "relies" } else if gap <= 0.05 { "does-not" } else { "ambiguous" };
+        let expected = if gap >= 0.2 {
+            "relies"
+        } else if gap <= 0.05 {
+            "does-not"
+        } else {
+            "ambiguous"
+        };
         assert_eq!(r["truth"], expected, "{r}");
         // Grid-fair isolation: in [0, 1] and never below the raw IoU.
-        let (iou, fair) = (r["wm_iou"].as_f64().unwrap(), r["wm_iou_fair"].as_f64().unwrap());
+        let (iou, fair) = (
+            r["wm_iou"].as_f64().unwrap(),
+            r["wm_iou_fair"].as_f64().unwrap(),
+        );
         assert!(fair <= 1.0 + 1e-9 && fair >= iou - 1e-9, "{r}");
         for k in ["wm_recall", "wm_precision"] {
             let v = r[k].as_f64().unwrap();
@@ -133,10 +185,14 @@ fn a_zoo_of_families_trains_shows_and_audits_with_truth() {
     assert_eq!(n(e, "x") + n(e, "w"), 48);
     assert_eq!(n(e, "y"), 0);
     assert!(n(m, "x") >= n(e, "x") && n(m, "x") + n(m, "w") <= n(e, "x") + n(e, "w"));
-    assert!(n(m, "w") < n(e, "w") || n(m, "h") < n(e, "h"), "the mask box is tighter: {m} in {e}");
+    assert!(
+        n(m, "w") < n(e, "w") || n(m, "h") < n(e, "h"),
+        "the mask box is tighter: {m} in {e}"
+    );
     // The box correlated with the label is relied on more than the same box on both classes.
     assert!(
-        run("box")["shortcut_gap"].as_f64().unwrap() > run("uncorrelated")["shortcut_gap"].as_f64().unwrap() + 0.1,
+        run("box")["shortcut_gap"].as_f64().unwrap()
+            > run("uncorrelated")["shortcut_gap"].as_f64().unwrap() + 0.1,
         "{}\n{}",
         run("box"),
         run("uncorrelated")
@@ -145,13 +201,20 @@ fn a_zoo_of_families_trains_shows_and_audits_with_truth() {
     let families = audit["families"].as_array().unwrap();
     assert_eq!(families.len(), 4);
     for f in families {
-        let sum: u64 = ["relies", "does_not", "ambiguous"].iter().map(|k| f[k].as_u64().unwrap()).sum();
+        let sum: u64 = ["relies", "does_not", "ambiguous"]
+            .iter()
+            .map(|k| f[k].as_u64().unwrap())
+            .sum();
         assert_eq!(sum, f["runs"].as_u64().unwrap());
     }
     // The report shows the new columns and outlines each run's own box.
     let index = std::fs::read_to_string(reports.join("tz/index.html")).unwrap();
     assert!(index.contains("<th>fair</th>") && index.contains("<th>truth</th>"));
-    let token_page = std::fs::read_to_string(reports.join("tz/run-resnet18-token-aug0-wm1-s0.html")).unwrap();
+    let token_page =
+        std::fs::read_to_string(reports.join("tz/run-resnet18-token-aug0-wm1-s0.html")).unwrap();
     let left = 100.0 * n(m, "x") as f64 / 48.0;
-    assert!(token_page.contains(&format!("left:{left:.2}%")), "the token's mask box is outlined");
+    assert!(
+        token_page.contains(&format!("left:{left:.2}%")),
+        "the token's mask box is outlined"
+    );
 }

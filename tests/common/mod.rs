@@ -49,10 +49,14 @@ pub fn run_reference(script: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Trains two runs of experiments/demo.yaml (no augmentation, seed 0, with
-/// and without the watermark) under `dir`; returns `dir/demo`.
+/// Trains two runs of experiments/demo-synthetic.yaml (the demo's study on
+/// the built-in synthetic set: no augmentation, seed 0, with and without the
+/// watermark) under `dir`; returns `dir/demo-synthetic`.
 pub fn train_demo_pair(dir: &std::path::Path) -> PathBuf {
-    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/demo.yaml");
+    let demo = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/experiments/demo-synthetic.yaml"
+    );
     let ok = nave_lab()
         .args([
             "-q",
@@ -68,7 +72,7 @@ pub fn train_demo_pair(dir: &std::path::Path) -> PathBuf {
         .status()
         .unwrap();
     assert!(ok.success(), "training the demo pair failed");
-    dir.join("demo")
+    dir.join("demo-synthetic")
 }
 
 /// Asserts that a finished command succeeded, showing its stderr otherwise.
