@@ -129,13 +129,11 @@ impl WatermarkSpec {
             (Position::Random, Some(_)) => {
                 return Err("watermark.at is only used with position: fixed".into())
             }
-            (Position::Fixed, Some(at)) => {
-                if !at.iter().all(|v| (0.0..=1.0).contains(v)) {
-                    return Err(format!(
-                        "watermark.at must be two fractions in [0, 1] (0: left/top edge, 1: right/bottom edge), got [{}, {}]",
-                        at[0], at[1]
-                    ));
-                }
+            (Position::Fixed, Some(at)) if !at.iter().all(|v| (0.0..=1.0).contains(v)) => {
+                return Err(format!(
+                    "watermark.at must be two fractions in [0, 1] (0: left/top edge, 1: right/bottom edge), got [{}, {}]",
+                    at[0], at[1]
+                ));
             }
             _ => {}
         }
