@@ -126,6 +126,34 @@ pub enum BenchCommand {
     Kmeans(BenchKmeansArgs),
     /// Training throughput (images/s) of one architecture, for comparison with PyTorch.
     Train(BenchTrainArgs),
+    /// The blind shortcut detector and the occlusion baseline scored over a
+    /// zoo of finished runs: AUROC, AUPR, FPR at 95% TPR, localisation,
+    /// Spearman, per family and per architecture.
+    Detect(BenchDetectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchDetectArgs {
+    /// An experiment's checkpoint folder (e.g. checkpoints/zoo/).
+    pub dir: std::path::PathBuf,
+    /// Probe images per run for the localisation.
+    #[arg(long, default_value_t = 20)]
+    pub probes: usize,
+    /// Seeds the threshold is chosen on (the other seeds are held out).
+    #[arg(long, value_delimiter = ',', default_value = "0,1")]
+    pub tune_seeds: Vec<u64>,
+    /// Families (grid variants) held out from all tuning.
+    #[arg(long, value_delimiter = ',', default_value = "ruler,cxr-ruler")]
+    pub held_out: Vec<String>,
+    /// Highest false-positive rate the threshold may give on the tuning runs.
+    #[arg(long, default_value_t = 0.05)]
+    pub max_fpr: f64,
+    /// Skip the occlusion baseline (it costs about twice the detector).
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Also write the JSON (with every run's scores) here.
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -5,7 +5,7 @@ use anyhow::Context;
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
-use crate::cli::{BenchCommand, BenchDataArgs, BenchKmeansArgs, BenchTrainArgs};
+use crate::cli::{BenchCommand, BenchDataArgs, BenchDetectArgs, BenchKmeansArgs, BenchTrainArgs};
 use crate::config::{ClusterMethod, OptimizerKind, OptimizerSpec};
 use crate::data::loader::{epoch_batches, normalize_u8, BatchSpec};
 use crate::data::synthetic::{self, SyntheticSpec};
@@ -17,13 +17,35 @@ use crate::train::amp;
 use crate::train::optim::Optimizer;
 
 pub fn run(cmd: BenchCommand, device: Device) -> anyhow::Result<()> {
+    let detect_out = match &cmd {
+        BenchCommand::Detect(a) => a.out.clone(),
+        _ => None,
+    };
     let out = match cmd {
         BenchCommand::Data(a) => bench_data(&a, device)?,
         BenchCommand::Kmeans(a) => bench_kmeans(&a, device)?,
         BenchCommand::Train(a) => bench_train(&a, device)?,
+        BenchCommand::Detect(a) => bench_detect(&a, device)?,
     };
+    if let Some(path) = detect_out {
+        crate::io::write_atomic(&path, serde_json::to_string_pretty(&out)?.as_bytes())?;
+    }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
+}
+
+fn bench_detect(a: &BenchDetectArgs, device: Device) -> anyhow::Result<serde_json::Value> {
+    crate::audit::zoo_bench::bench_detect(
+        &crate::audit::zoo_bench::BenchDetect {
+            dir: &a.dir,
+            probes: a.probes,
+            tune_seeds: &a.tune_seeds,
+            held_out: &a.held_out,
+            max_fpr: a.max_fpr,
+            baseline: !a.no_baseline,
+        },
+        device,
+    )
 }
 
 fn sync(device: Device) {

@@ -92,6 +92,24 @@ pub fn test_variant(
     Ok(artefact.stamp(&test.images, &boxes))
 }
 
+/// The training images as the run trains on them: stamped with its artefact
+/// (watermark runs), before any augmentation.
+pub fn training_images(
+    spec: &RunSpec,
+    artefact: &Artefact,
+    train: &SplitData,
+) -> anyhow::Result<Tensor> {
+    if !spec.watermark {
+        return Ok(train.images.shallow_clone());
+    }
+    let target = spec
+        .watermark_spec
+        .target_index(&train.class_names)
+        .map_err(anyhow::Error::msg)?;
+    let boxes = artefact.plan(spec.seed, Split::Train, &train.labels, target, Variant::AsTrain);
+    Ok(artefact.stamp(&train.images, &boxes))
+}
+
 /// Accuracy and mean loss of `model` on uint8 images.
 pub fn evaluate(
     model: &Model,
@@ -152,22 +170,7 @@ pub fn train_run(
 
     // The watermark is part of the training data: stamped on the raw images, before augmentation.
     let artefact = Artefact::new(&spec.watermark_spec, image_size)?;
-    let train_images = if spec.watermark {
-        let target = spec
-            .watermark_spec
-            .target_index(class_names)
-            .map_err(anyhow::Error::msg)?;
-        let boxes = artefact.plan(
-            spec.seed,
-            Split::Train,
-            &data.train.labels,
-            target,
-            Variant::AsTrain,
-        );
-        artefact.stamp(&data.train.images, &boxes)
-    } else {
-        data.train.images.shallow_clone()
-    };
+    let train_images = training_images(spec, &artefact, &data.train)?;
     let test_sets: Vec<(Variant, Tensor)> = Variant::ALL
         .iter()
         .map(|&v| Ok((v, test_variant(spec, &artefact, &data.test, v)?)))

@@ -1,0 +1,152 @@
+//! `nave-lab bench detect`: the blind detector and the occlusion baseline run
+//! on every finished run of a zoo and scored against the measured truth. The
+//! threshold is chosen on the tuning runs (some seeds, every family but the
+//! held-out ones) and reported on the rest.
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use serde_json::{json, Value};
+use tch::{Device, Tensor};
+
+use super::detect::{self, Detection, DetectorSpec};
+use super::evaluate::{threshold_for_fpr, Figures, Scored};
+use super::{choose_probes, final_accuracy, settings_for, taps_for, AuditOverrides, ProbeSet, Truth};
+use crate::config::RunSpec;
+use crate::data::watermark::{Artefact, WmBox};
+use crate::models::Model;
+use crate::train::checkpoint::find_runs;
+use crate::train::DataStore;
+
+/// What the bench needs to know besides the zoo.
+pub struct BenchDetect<'a> {
+    pub dir: &'a Path,
+    pub probes: usize,
+    pub tune_seeds: &'a [u64],
+    pub held_out: &'a [String],
+    pub max_fpr: f64,
+    pub baseline: bool,
+}
+
+/// Share of probes whose suspect box has IoU >= 0.5 with the artefact's
+/// region rasterised to the clustering grid.
+fn hit_rate(d: &Detection, masks: &[WmBox], grid: (usize, usize), size: usize) -> f64 {
+    let hits = d
+        .suspect_boxes
+        .iter()
+        .zip(masks)
+        .filter(|(suspect, mask)| {
+            let region = detect::rasterised(mask, grid.0, grid.1, size);
+            matches!((suspect, region), (Some(s), Some(r)) if detect::box_iou(s, &r) >= 0.5)
+        })
+        .count();
+    hits as f64 / masks.len().max(1) as f64
+}
+
+/// One detector's figures on the tuning, held-out-seed and held-out-family
+/// runs, per family and per architecture.
+fn report(rows: &[Scored], b: &BenchDetect) -> Value {
+    let tuning: Vec<&Scored> = rows
+        .iter()
+        .filter(|r| b.tune_seeds.contains(&r.seed) && !b.held_out.contains(&r.family))
+        .collect();
+    let threshold = threshold_for_fpr(&tuning, b.max_fpr);
+    let held_seeds: Vec<&Scored> = rows
+        .iter()
+        .filter(|r| !b.tune_seeds.contains(&r.seed) && !b.held_out.contains(&r.family))
+        .collect();
+    let held_families: Vec<&Scored> = rows.iter().filter(|r| b.held_out.contains(&r.family)).collect();
+    let all: Vec<&Scored> = rows.iter().collect();
+    let group = |key: fn(&Scored) -> &str| {
+        let mut out: BTreeMap<String, Figures> = BTreeMap::new();
+        let names: std::collections::BTreeSet<&str> = rows.iter().map(key).collect();
+        for name in names {
+            let members: Vec<&Scored> = rows.iter().filter(|r| key(r) == name).collect();
+            out.insert(name.to_string(), Figures::of(&members, threshold));
+        }
+        out
+    };
+    json!({
+        "threshold": threshold,
+        "tuning": Figures::of(&tuning, threshold),
+        "held_out_seeds": Figures::of(&held_seeds, threshold),
+        "held_out_families": Figures::of(&held_families, threshold),
+        "all": Figures::of(&all, threshold),
+        "per_family": group(|r| r.family.as_str()),
+        "per_arch": group(|r| r.arch.as_str()),
+    })
+}
+
+pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
+    let started = Instant::now();
+    let folders: Vec<_> = find_runs(b.dir)?.into_iter().filter(|f| f.is_complete()).collect();
+    anyhow::ensure!(!folders.is_empty(), "{}: no finished run", b.dir.display());
+    let mut store = DataStore::default();
+    let spec = DetectorSpec::default();
+    let (mut nave_rows, mut base_rows) = (Vec::new(), Vec::new());
+    let (mut nave_seconds, mut base_seconds) = (0.0, 0.0);
+    let bar = crate::ui::progress_bar(folders.len() as u64, "detecting");
+    for folder in &folders {
+        let run = RunSpec::read(&folder.run_yaml())?;
+        let loaded = store.get(&run)?;
+        let (train, test) = (&loaded.train, &loaded.test);
+        let size = test.image_size();
+        let mut model = Model::new(&run.model, train.class_names.len() as i64, size, device)?;
+        model.load(&folder.model(), true).with_context(|| format!("{}", folder.dir.display()))?;
+        let settings = settings_for(&run.audit, &run, &AuditOverrides::default(), &test.class_names)?;
+        let taps = taps_for(&run, &AuditOverrides::default());
+        let artefact = Artefact::new(&run.watermark_spec, size)?;
+        let probe_set = ProbeSet::new(choose_probes(test, &settings.classes, b.probes)?, &artefact);
+        let index = Tensor::from_slice(&probe_set.indices.iter().map(|&i| i as i64).collect::<Vec<_>>());
+        let marked = artefact.stamp(
+            &test.images.index_select(0, &index),
+            &probe_set.placed.iter().map(|p| Some(*p)).collect::<Vec<_>>(),
+        );
+        let train_images = crate::train::training_images(&run, &artefact, train)?;
+        let grid = {
+            let one = crate::data::loader::normalize_u8(&marked.narrow(0, 0, 1).to_device(device));
+            let f = crate::nave::extract::features(&model, &one, &taps, None, 1)?;
+            (f.size()[2] as usize, f.size()[3] as usize)
+        };
+        let (_, gap) = final_accuracy(folder);
+        let row = |d: &Detection| Scored {
+            id: run.id.clone(),
+            family: run.variant.clone().unwrap_or_else(|| run.regime()),
+            arch: run.model.arch.to_string(),
+            seed: run.seed,
+            truth: Truth::of_gap(gap),
+            gap,
+            score: d.score,
+            hit_rate: hit_rate(d, &probe_set.masks, grid, size as usize),
+        };
+        let t = Instant::now();
+        let d = detect::nave_detect(&model, &taps, &train_images, &train.labels, &train.class_names, &marked, &spec, device)?;
+        nave_seconds += t.elapsed().as_secs_f64();
+        nave_rows.push(row(&d));
+        if b.baseline {
+            let t = Instant::now();
+            let d = detect::occlusion_detect(&model, &train_images, &train.labels, &train.class_names, &marked, &spec, device)?;
+            base_seconds += t.elapsed().as_secs_f64();
+            base_rows.push(row(&d));
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(json!({
+        "runs": folders.len(),
+        "tune_seeds": b.tune_seeds,
+        "held_out_families": b.held_out,
+        "max_fpr_on_tuning": b.max_fpr,
+        "detector": report(&nave_rows, b),
+        "detector_seconds_per_run": nave_seconds / folders.len() as f64,
+        "baseline": if b.baseline { report(&base_rows, b) } else { Value::Null },
+        "baseline_seconds_per_run": if b.baseline { json!(base_seconds / folders.len() as f64) } else { Value::Null },
+        "seconds": started.elapsed().as_secs_f64(),
+        "scores": nave_rows.iter().zip(base_rows.iter().map(Some).chain(std::iter::repeat(None))).map(|(n, o)| json!({
+            "id": n.id, "family": n.family, "arch": n.arch, "seed": n.seed, "truth": n.truth, "gap": n.gap,
+            "score": n.score, "hit_rate": n.hit_rate,
+            "baseline_score": o.map(|o| o.score), "baseline_hit_rate": o.map(|o| o.hit_rate),
+        })).collect::<Vec<_>>(),
+    }))
+}
