@@ -44,7 +44,12 @@ pub struct Figures {
 
 /// Positives (relies) and negatives (does not); ambiguous and unknown runs are left out.
 fn split(runs: &[&Scored]) -> (Vec<f64>, Vec<f64>) {
-    let pick = |t: Truth| runs.iter().filter(|r| r.truth == t).map(|r| r.score).collect();
+    let pick = |t: Truth| {
+        runs.iter()
+            .filter(|r| r.truth == t)
+            .map(|r| r.score)
+            .collect()
+    };
     (pick(Truth::Relies), pick(Truth::DoesNot))
 }
 
@@ -75,7 +80,11 @@ pub fn aupr(pos: &[f64], neg: &[f64]) -> Option<f64> {
     if pos.is_empty() || neg.is_empty() {
         return None;
     }
-    let mut all: Vec<(f64, bool)> = pos.iter().map(|&s| (s, true)).chain(neg.iter().map(|&s| (s, false))).collect();
+    let mut all: Vec<(f64, bool)> = pos
+        .iter()
+        .map(|&s| (s, true))
+        .chain(neg.iter().map(|&s| (s, false)))
+        .collect();
     all.sort_by(|a, b| b.0.total_cmp(&a.0));
     let (mut tp, mut fp, mut ap, mut last_recall) = (0.0, 0.0, 0.0, 0.0);
     let mut i = 0;
@@ -162,7 +171,10 @@ pub fn threshold_for_fpr(runs: &[&Scored], max_fpr: f64) -> f64 {
 impl Figures {
     pub fn of(runs: &[&Scored], threshold: f64) -> Self {
         let (pos, neg) = split(runs);
-        let rate = |v: &[f64]| (!v.is_empty()).then(|| v.iter().filter(|&&s| s >= threshold).count() as f64 / v.len() as f64);
+        let rate = |v: &[f64]| {
+            (!v.is_empty())
+                .then(|| v.iter().filter(|&&s| s >= threshold).count() as f64 / v.len() as f64)
+        };
         let relying: Vec<&&Scored> = runs.iter().filter(|r| r.truth == Truth::Relies).collect();
         let with_gap: Vec<&&Scored> = runs.iter().filter(|r| r.gap.is_finite()).collect();
         Figures {
@@ -203,9 +215,14 @@ mod tests {
         let pos: Vec<f64> = (1..=20).map(|i| i as f64 / 10.0).collect();
         assert_eq!(fpr_at_tpr(&pos, &[0.1, 0.25, 3.0, 0.0], 0.95), Some(0.5));
         // scipy.stats.spearmanr([1,2,3,4], [10,30,20,40]) = 0.8
-        assert!((spearman(&[1.0, 2.0, 3.0, 4.0], &[10.0, 30.0, 20.0, 40.0]).unwrap() - 0.8).abs() < 1e-12);
+        assert!(
+            (spearman(&[1.0, 2.0, 3.0, 4.0], &[10.0, 30.0, 20.0, 40.0]).unwrap() - 0.8).abs()
+                < 1e-12
+        );
         // Ties take the mean rank: spearmanr([1,1,2], [1,2,3]) = 0.8660...
-        assert!((spearman(&[1.0, 1.0, 2.0], &[1.0, 2.0, 3.0]).unwrap() - 0.75f64.sqrt()).abs() < 1e-12);
+        assert!(
+            (spearman(&[1.0, 1.0, 2.0], &[1.0, 2.0, 3.0]).unwrap() - 0.75f64.sqrt()).abs() < 1e-12
+        );
     }
 
     #[test]
@@ -229,6 +246,9 @@ mod tests {
         let t = threshold_for_fpr(&refs, 0.05);
         assert!(t > 0.18 && t < 0.19, "{t}");
         let f = Figures::of(&refs, t);
-        assert_eq!((f.fpr, f.tpr, f.localised), (Some(0.05), Some(1.0), Some(1.0)));
+        assert_eq!(
+            (f.fpr, f.tpr, f.localised),
+            (Some(0.05), Some(1.0), Some(1.0))
+        );
     }
 }

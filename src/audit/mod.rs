@@ -112,54 +112,12 @@ pub struct RunResult {
     /// probe: the box every measure uses. Equal to `probe_boxes` for a square.
     #[serde(default)]
     pub mask_boxes: Vec<WmBox>,
-    /// The blind detector's score (see [`detect`]): computed from the model
-    /// and its training images only, never from the settings or the boxes above.
-    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
-    pub shortcut_score: f64,
-    /// Whether the score reaches [`detect::THRESHOLD`].
-    #[serde(default)]
-    pub flagged: bool,
-    /// What the detector found: the suspect cluster, the class it pushes
-    /// towards, and its box on each probe.
-    #[serde(default)]
-    pub detection: Option<detect::Detection>,
     /// Cluster grid side (h = w).
     pub grid: i64,
     pub feature_dim: i64,
     pub seconds: f64,
     /// Identifies the weights and settings this result was computed from.
     pub key: String,
-}
-
-impl RunResult {
-    /// The detector's verdict in one line: flagged or not, and where.
-    pub fn verdict(&self) -> String {
-        let place = self.detection.as_ref().and_then(|d| {
-            let boxes: Vec<&WmBox> = d.suspect_boxes.iter().flatten().collect();
-            let class = d.class.as_deref()?;
-            let first = boxes.first()?;
-            Some(format!(
-                "a region pushing towards {class} (cluster {}, on {} of {} probes; probe 0: {}x{} px at ({}, {}))",
-                d.cluster.map_or("-".to_string(), |c| c.to_string()),
-                boxes.len(),
-                d.suspect_boxes.len(),
-                first.w,
-                first.h,
-                first.x,
-                first.y
-            ))
-        });
-        format!(
-            "{:<40} score {:+.3}  {}",
-            self.id,
-            self.shortcut_score,
-            match (self.flagged, place) {
-                (true, Some(p)) => format!("FLAGGED: {p}"),
-                (true, None) => "FLAGGED".to_string(),
-                (false, _) => "not flagged".to_string(),
-            }
-        )
-    }
 }
 
 fn nan() -> f64 {
@@ -472,7 +430,11 @@ pub(crate) fn taps_for(run: &RunSpec, o: &AuditOverrides) -> Vec<String> {
 
 /// The probe images: up to N test images of the chosen classes, in a fixed
 /// random order.
-pub(crate) fn choose_probes(test: &SplitData, classes: &[String], n: usize) -> anyhow::Result<Vec<usize>> {
+pub(crate) fn choose_probes(
+    test: &SplitData,
+    classes: &[String],
+    n: usize,
+) -> anyhow::Result<Vec<usize>> {
     let wanted: Vec<i64> = classes
         .iter()
         .map(|c| {
@@ -561,7 +523,6 @@ impl ProbeSet {
 fn audit_run(
     spec: &RunSpec,
     folder: &RunFolder,
-    train: &SplitData,
     test: &SplitData,
     artefact: &Artefact,
     probe_set: &ProbeSet,
@@ -683,20 +644,6 @@ fn audit_run(
             }
         }
     }
-    // Blind: the detector sees the model, its training images as it trained
-    // on them, and the probes; not the run's settings or the boxes.
-    let train_images = crate::train::training_images(spec, artefact, train)?;
-    let detection = detect::nave_detect(
-        &model,
-        &settings.taps,
-        &train_images,
-        &train.labels,
-        &train.class_names,
-        &marked,
-        &detect::DetectorSpec::default(),
-        device,
-    )
-    .context("the shortcut detector")?;
     let repeats = settings.repeats as f64;
     let (accuracy, gap) = final_accuracy(folder);
     let per_probe = n as f64 * repeats;
@@ -720,9 +667,6 @@ fn audit_run(
         probes: probes.clone(),
         probe_boxes: probe_set.placed.clone(),
         mask_boxes: probe_set.masks.clone(),
-        shortcut_score: detection.score,
-        flagged: detection.flagged(),
-        detection: Some(detection),
         grid: h,
         feature_dim: d,
         seconds: started.elapsed().as_secs_f64(),
@@ -817,8 +761,7 @@ pub fn audit(
     for (spec, folder) in &specs {
         // Runs may differ in dataset (real and synthetic families of one zoo)
         // and in artefact: each is probed on its own test split with its own artefact.
-        let loaded = store.get(spec)?;
-        let (train, test) = (&loaded.train, &loaded.test);
+        let test = &store.get(spec)?.test;
         let probe_indices = choose_probes(test, &settings.classes, settings.probes)
             .with_context(|| format!("choosing the probes of {}", spec.id))?;
         let artefact = Artefact::new(&spec.watermark_spec, test.image_size())
@@ -869,7 +812,6 @@ pub fn audit(
         let (result, pairs) = audit_run(
             spec,
             folder,
-            train,
             test,
             &artefact,
             &probe_set,
@@ -977,15 +919,6 @@ pub fn audit(
     if let Some(c) = &report.by_watermark {
         println!("{}", c.summary());
     }
-    println!(
-        "shortcut detector (blind: model and training images only; flagged at score >= {:.2}):",
-        detect::THRESHOLD
-    );
-    let mut ranked: Vec<&RunResult> = report.runs.iter().collect();
-    ranked.sort_by(|a, b| b.shortcut_score.total_cmp(&a.shortcut_score));
-    for r in ranked {
-        println!("  {}", r.verdict());
-    }
     let count = |t: Truth| report.runs.iter().filter(|r| r.truth == t).count();
     println!(
         "truth from the shortcut gap (relies >= {RELIES_GAP}, does not <= {DOES_NOT_GAP}): {} rely, {} do not, {} ambiguous{}",
@@ -1032,9 +965,6 @@ mod tests {
             probes: vec![],
             probe_boxes: vec![],
             mask_boxes: vec![],
-            shortcut_score: 0.0,
-            flagged: false,
-            detection: None,
             grid: 14,
             feature_dim: 8,
             seconds: 0.0,

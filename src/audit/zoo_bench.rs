@@ -12,7 +12,9 @@ use tch::{Device, Tensor};
 
 use super::detect::{self, Detection, DetectorSpec};
 use super::evaluate::{threshold_for_fpr, Figures, Scored};
-use super::{choose_probes, final_accuracy, settings_for, taps_for, AuditOverrides, ProbeSet, Truth};
+use super::{
+    choose_probes, final_accuracy, settings_for, taps_for, AuditOverrides, ProbeSet, Truth,
+};
 use crate::config::RunSpec;
 use crate::data::watermark::{Artefact, WmBox};
 use crate::models::Model;
@@ -56,7 +58,10 @@ fn report(rows: &[Scored], b: &BenchDetect) -> Value {
         .iter()
         .filter(|r| !b.tune_seeds.contains(&r.seed) && !b.held_out.contains(&r.family))
         .collect();
-    let held_families: Vec<&Scored> = rows.iter().filter(|r| b.held_out.contains(&r.family)).collect();
+    let held_families: Vec<&Scored> = rows
+        .iter()
+        .filter(|r| b.held_out.contains(&r.family))
+        .collect();
     let all: Vec<&Scored> = rows.iter().collect();
     let group = |key: fn(&Scored) -> &str| {
         let mut out: BTreeMap<String, Figures> = BTreeMap::new();
@@ -80,12 +85,16 @@ fn report(rows: &[Scored], b: &BenchDetect) -> Value {
 
 pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
     let started = Instant::now();
-    let folders: Vec<_> = find_runs(b.dir)?.into_iter().filter(|f| f.is_complete()).collect();
+    let folders: Vec<_> = find_runs(b.dir)?
+        .into_iter()
+        .filter(|f| f.is_complete())
+        .collect();
     anyhow::ensure!(!folders.is_empty(), "{}: no finished run", b.dir.display());
     let mut store = DataStore::default();
     let spec = DetectorSpec::default();
     let (mut nave_rows, mut base_rows) = (Vec::new(), Vec::new());
     let (mut nave_seconds, mut base_seconds) = (0.0, 0.0);
+    let mut candidates = Vec::new();
     let bar = crate::ui::progress_bar(folders.len() as u64, "detecting");
     for folder in &folders {
         let run = RunSpec::read(&folder.run_yaml())?;
@@ -93,15 +102,32 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
         let (train, test) = (&loaded.train, &loaded.test);
         let size = test.image_size();
         let mut model = Model::new(&run.model, train.class_names.len() as i64, size, device)?;
-        model.load(&folder.model(), true).with_context(|| format!("{}", folder.dir.display()))?;
-        let settings = settings_for(&run.audit, &run, &AuditOverrides::default(), &test.class_names)?;
+        model
+            .load(&folder.model(), true)
+            .with_context(|| format!("{}", folder.dir.display()))?;
+        let settings = settings_for(
+            &run.audit,
+            &run,
+            &AuditOverrides::default(),
+            &test.class_names,
+        )?;
         let taps = taps_for(&run, &AuditOverrides::default());
         let artefact = Artefact::new(&run.watermark_spec, size)?;
         let probe_set = ProbeSet::new(choose_probes(test, &settings.classes, b.probes)?, &artefact);
-        let index = Tensor::from_slice(&probe_set.indices.iter().map(|&i| i as i64).collect::<Vec<_>>());
+        let index = Tensor::from_slice(
+            &probe_set
+                .indices
+                .iter()
+                .map(|&i| i as i64)
+                .collect::<Vec<_>>(),
+        );
         let marked = artefact.stamp(
             &test.images.index_select(0, &index),
-            &probe_set.placed.iter().map(|p| Some(*p)).collect::<Vec<_>>(),
+            &probe_set
+                .placed
+                .iter()
+                .map(|p| Some(*p))
+                .collect::<Vec<_>>(),
         );
         let train_images = crate::train::training_images(&run, &artefact, train)?;
         let grid = {
@@ -121,12 +147,31 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
             hit_rate: hit_rate(d, &probe_set.masks, grid, size as usize),
         };
         let t = Instant::now();
-        let d = detect::nave_detect(&model, &taps, &train_images, &train.labels, &train.class_names, &marked, &spec, device)?;
+        let d = detect::nave_detect(
+            &model,
+            &taps,
+            &train_images,
+            &train.labels,
+            &train.class_names,
+            &marked,
+            &spec,
+            device,
+        )?;
         nave_seconds += t.elapsed().as_secs_f64();
         nave_rows.push(row(&d));
+        candidates
+            .push(json!({"id": run.id, "truth": Truth::of_gap(gap), "candidates": d.candidates}));
         if b.baseline {
             let t = Instant::now();
-            let d = detect::occlusion_detect(&model, &train_images, &train.labels, &train.class_names, &marked, &spec, device)?;
+            let d = detect::occlusion_detect(
+                &model,
+                &train_images,
+                &train.labels,
+                &train.class_names,
+                &marked,
+                &spec,
+                device,
+            )?;
             base_seconds += t.elapsed().as_secs_f64();
             base_rows.push(row(&d));
         }
@@ -143,6 +188,7 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
         "baseline": if b.baseline { report(&base_rows, b) } else { Value::Null },
         "baseline_seconds_per_run": if b.baseline { json!(base_seconds / folders.len() as f64) } else { Value::Null },
         "seconds": started.elapsed().as_secs_f64(),
+        "candidates": candidates,
         "scores": nave_rows.iter().zip(base_rows.iter().map(Some).chain(std::iter::repeat(None))).map(|(n, o)| json!({
             "id": n.id, "family": n.family, "arch": n.arch, "seed": n.seed, "truth": n.truth, "gap": n.gap,
             "score": n.score, "hit_rate": n.hit_rate,

@@ -106,7 +106,13 @@ pub fn training_images(
         .watermark_spec
         .target_index(&train.class_names)
         .map_err(anyhow::Error::msg)?;
-    let boxes = artefact.plan(spec.seed, Split::Train, &train.labels, target, Variant::AsTrain);
+    let boxes = artefact.plan(
+        spec.seed,
+        Split::Train,
+        &train.labels,
+        target,
+        Variant::AsTrain,
+    );
     Ok(artefact.stamp(&train.images, &boxes))
 }
 
