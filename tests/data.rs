@@ -251,24 +251,23 @@ fn synth_folder_goes_through_the_folder_loader_pixel_for_pixel() {
     assert!(String::from_utf8_lossy(&out2.stderr).contains("already exists"));
 }
 
+/// `nave-lab data stats --dataset chest-xray --root ROOT --json`, parsed.
+fn stats_json(root: &Path) -> serde_json::Value {
+    let out = nave_lab()
+        .args(["data", "stats", "--dataset", "chest-xray", "--root"])
+        .arg(root)
+        .arg("--json")
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn data_stats_and_show_work_end_to_end() {
     let root = scratch("stats");
     write_chest_tree(&root);
-    let out = nave_lab()
-        .args([
-            "data",
-            "stats",
-            "--dataset",
-            "chest-xray",
-            "--root",
-            root.to_str().unwrap(),
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    common::assert_ok(&out);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = stats_json(&root);
     assert_eq!(v[0]["count_per_class"], serde_json::json!([2, 2]));
     assert_eq!(v[0]["undecodable"].as_array().unwrap().len(), 1);
     assert_eq!(v[1]["present"], false);
@@ -311,20 +310,7 @@ fn the_shipped_chest_xray_sample_reads_as_real_grayscale_x_rays() {
         "the sample's README (source and licence) must ship with it"
     );
     // data stats: the counts and the one size and mode of the sample.
-    let out = nave_lab()
-        .args([
-            "data",
-            "stats",
-            "--dataset",
-            "chest-xray",
-            "--root",
-            root.to_str().unwrap(),
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    common::assert_ok(&out);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = stats_json(&root);
     assert_eq!(
         v[0]["class_names"],
         serde_json::json!(["NORMAL", "PNEUMONIA"])

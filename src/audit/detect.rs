@@ -92,6 +92,30 @@ pub struct Candidate {
     pub control: f64,
 }
 
+/// What a detector may look at: the model, the training images as it saw them
+/// (uint8 `[N, 3, S, S]`, artefacts included) with their labels, and the
+/// probes to draw the suspect region on. Nothing about how the run was made.
+pub struct Evidence<'a> {
+    pub model: &'a Model,
+    pub train: &'a Tensor,
+    pub labels: &'a [i64],
+    pub class_names: &'a [String],
+    pub probes: &'a Tensor,
+    pub device: Device,
+}
+
+/// A class-balanced sample of the training images and each one's class.
+fn sampled(e: &Evidence, per_class: usize) -> (Tensor, Vec<usize>) {
+    let groups = sample(e.labels, e.class_names.len(), per_class);
+    let order: Vec<usize> = groups.iter().flatten().copied().collect();
+    let class_of = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(c, g)| std::iter::repeat_n(c, g.len()))
+        .collect();
+    (e.train.index_select(0, &index_tensor(&order)), class_of)
+}
+
 /// Softmax probabilities `[N, C]` (CPU, float) of uint8 images.
 fn probabilities(model: &Model, images: &Tensor, device: Device) -> Tensor {
     let _guard = tch::no_grad_guard();
@@ -297,30 +321,15 @@ fn largest_component_box(mask: &[bool], h: usize, w: usize, size: usize) -> Opti
     })
 }
 
-/// The NAVE-guided detector. `train` holds the training images as the model
-/// saw them (uint8 `[N, 3, S, S]`), `probes` the images to draw the suspect
-/// region on.
-#[allow(clippy::too_many_arguments)]
+/// The NAVE-guided detector, clustering the features of `taps`.
 pub fn nave_detect(
-    model: &Model,
+    e: &Evidence,
     taps: &[String],
-    train: &Tensor,
-    labels: &[i64],
-    class_names: &[String],
-    probes: &Tensor,
     spec: &DetectorSpec,
-    device: Device,
 ) -> anyhow::Result<Detection> {
     let _guard = tch::no_grad_guard();
-    let classes = class_names.len();
-    let groups = sample(labels, classes, spec.per_class);
-    let order: Vec<usize> = groups.iter().flatten().copied().collect();
-    let class_of: Vec<usize> = groups
-        .iter()
-        .enumerate()
-        .flat_map(|(c, g)| std::iter::repeat_n(c, g.len()))
-        .collect();
-    let images = train.index_select(0, &index_tensor(&order)); // [B, 3, S, S] uint8
+    let (model, class_names, probes, device) = (e.model, e.class_names, e.probes, e.device);
+    let (images, class_of) = sampled(e, spec.per_class); // [B, 3, S, S] uint8
     let feats = extract::features(
         model,
         &normalize_u8(&images.to_device(device)),
@@ -359,7 +368,7 @@ pub fn nave_detect(
     // Every small, recurring cluster of every class is a candidate.
     let mut best: Option<(f64, usize, usize, f64, f64)> = None;
     let mut candidates = Vec::new();
-    for class in 0..classes {
+    for (class, class_name) in class_names.iter().enumerate() {
         let members: Vec<usize> = (0..b as usize).filter(|&i| class_of[i] == class).collect();
         let targets: Vec<usize> = (0..b as usize).filter(|&i| class_of[i] != class).collect();
         if members.is_empty() || targets.is_empty() {
@@ -392,7 +401,7 @@ pub fn nave_detect(
             );
             let score = lift - control;
             candidates.push(Candidate {
-                class: class_names[class].clone(),
+                class: class_name.clone(),
                 cluster: cluster as usize,
                 presence: regions.len() as f64 / members.len() as f64,
                 tightness: tightness[cluster as usize],
@@ -452,29 +461,15 @@ pub fn nave_detect(
 /// The occlusion baseline: per image, the square (a sixth of the side, on a
 /// 7 x 7 lattice) whose grey-filling lowers P(own class) most is that image's
 /// region; the same transplant test scores it.
-pub fn occlusion_detect(
-    model: &Model,
-    train: &Tensor,
-    labels: &[i64],
-    class_names: &[String],
-    probes: &Tensor,
-    spec: &DetectorSpec,
-    device: Device,
-) -> anyhow::Result<Detection> {
+pub fn occlusion_detect(e: &Evidence, spec: &DetectorSpec) -> anyhow::Result<Detection> {
     let _guard = tch::no_grad_guard();
+    let (model, class_names, probes, device) = (e.model, e.class_names, e.probes, e.device);
     let classes = class_names.len();
-    let size = train.size()[2] as usize;
+    let size = e.train.size()[2] as usize;
     // The square lattice as a 7 x 7 grid of cells whose masks are squares.
     let lattice = 7usize;
     let squares = square_masks(size, lattice);
-    let groups = sample(labels, classes, spec.per_class / 2);
-    let order: Vec<usize> = groups.iter().flatten().copied().collect();
-    let class_of: Vec<usize> = groups
-        .iter()
-        .enumerate()
-        .flat_map(|(c, g)| std::iter::repeat_n(c, g.len()))
-        .collect();
-    let images = train.index_select(0, &index_tensor(&order));
+    let (images, class_of) = sampled(e, spec.per_class / 2);
     let most_sensitive = |imgs: &Tensor, class_per_image: &[usize]| -> Vec<usize> {
         let n = imgs.size()[0];
         let base = probabilities(model, imgs, device);
@@ -514,11 +509,13 @@ pub fn occlusion_detect(
     };
     let mut best: Option<(f64, usize, f64, f64)> = None;
     for class in 0..classes {
-        let regions: Regions = (0..order.len())
+        let regions: Regions = (0..class_of.len())
             .filter(|&i| class_of[i] == class)
             .map(|i| (i, square_grid(chosen[i])))
             .collect();
-        let targets: Vec<usize> = (0..order.len()).filter(|&i| class_of[i] != class).collect();
+        let targets: Vec<usize> = (0..class_of.len())
+            .filter(|&i| class_of[i] != class)
+            .collect();
         if regions.is_empty() || targets.is_empty() {
             continue;
         }

@@ -10,7 +10,7 @@ use anyhow::Context;
 use serde_json::{json, Value};
 use tch::{Device, Tensor};
 
-use super::detect::{self, Detection, DetectorSpec};
+use super::detect::{self, Detection, DetectorSpec, Evidence};
 use super::evaluate::{threshold_for_fpr, Figures, Scored};
 use super::{
     choose_probes, final_accuracy, settings_for, taps_for, AuditOverrides, ProbeSet, Truth,
@@ -146,32 +146,23 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
             score: d.score,
             hit_rate: hit_rate(d, &probe_set.masks, grid, size as usize),
         };
-        let t = Instant::now();
-        let d = detect::nave_detect(
-            &model,
-            &taps,
-            &train_images,
-            &train.labels,
-            &train.class_names,
-            &marked,
-            &spec,
+        let evidence = Evidence {
+            model: &model,
+            train: &train_images,
+            labels: &train.labels,
+            class_names: &train.class_names,
+            probes: &marked,
             device,
-        )?;
+        };
+        let t = Instant::now();
+        let d = detect::nave_detect(&evidence, &taps, &spec)?;
         nave_seconds += t.elapsed().as_secs_f64();
         nave_rows.push(row(&d));
         candidates
             .push(json!({"id": run.id, "truth": Truth::of_gap(gap), "candidates": d.candidates}));
         if b.baseline {
             let t = Instant::now();
-            let d = detect::occlusion_detect(
-                &model,
-                &train_images,
-                &train.labels,
-                &train.class_names,
-                &marked,
-                &spec,
-                device,
-            )?;
+            let d = detect::occlusion_detect(&evidence, &spec)?;
             base_seconds += t.elapsed().as_secs_f64();
             base_rows.push(row(&d));
         }
