@@ -380,13 +380,16 @@ pub fn nave_detect(
     let (model, class_names, probes, device) = (e.model, e.class_names, e.probes, e.device);
     let (images, class_of) = sampled(e, spec.per_class); // [B, 3, S, S] uint8
     let grey = grey_levels(&images);
-    let feats = extract::features(
-        model,
-        &normalize_u8(&images.to_device(device)),
-        taps,
-        None,
-        32,
-    )?; // [B, D, h, w]
+    let features_of = |imgs: &Tensor| {
+        extract::features(
+            model,
+            &normalize_u8(&imgs.to_device(device)),
+            taps,
+            None,
+            32,
+        )
+    };
+    let feats = features_of(&images)?; // [B, D, h, w]
     let (b, _, h, w) = feats.size4()?;
     let (h, w) = (h as usize, w as usize);
     let cells = h * w;
@@ -481,14 +484,7 @@ pub fn nave_detect(
         });
     };
     // The suspect cluster on each probe: its cells are those nearest its centre.
-    let probe_feats = extract::features(
-        model,
-        &normalize_u8(&probes.to_device(device)),
-        taps,
-        None,
-        32,
-    )?;
-    let rows = extract::to_rows(&probe_feats); // [P*h*w, D]
+    let rows = extract::to_rows(&features_of(probes)?); // [P*h*w, D]
     let nearest: Vec<i64> = Vec::try_from(
         Tensor::cdist(&rows, &result.centres.to_kind(Kind::Float), 2.0, None)
             .argmin(1, false)
