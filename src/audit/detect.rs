@@ -346,6 +346,12 @@ fn largest_component_box(mask: &[bool], h: usize, w: usize, size: usize) -> Opti
     for i in best {
         cells[i] = true;
     }
+    cells_box(&cells, h, w, size)
+}
+
+/// Pixel bounding box of a set of grid cells, mapped to the image as NAVE
+/// upsamples its label maps (nearest neighbour); None for no cell.
+fn cells_box(cells: &[bool], h: usize, w: usize, size: usize) -> Option<WmBox> {
     let up = colour::upsample_labels(
         &cells.iter().map(|&c| c as i64).collect::<Vec<_>>(),
         h,
@@ -353,8 +359,10 @@ fn largest_component_box(mask: &[bool], h: usize, w: usize, size: usize) -> Opti
         size,
     );
     let (mut x0, mut y0, mut x1, mut y1) = (size, size, 0, 0);
+    let mut any = false;
     for (i, &v) in up.iter().enumerate() {
         if v == 1 {
+            any = true;
             let (y, x) = (i / size, i % size);
             x0 = x0.min(x);
             y0 = y0.min(y);
@@ -362,7 +370,7 @@ fn largest_component_box(mask: &[bool], h: usize, w: usize, size: usize) -> Opti
             y1 = y1.max(y);
         }
     }
-    Some(WmBox {
+    any.then(|| WmBox {
         x: x0 as i64,
         y: y0 as i64,
         w: (x1 - x0 + 1) as i64,
@@ -628,25 +636,7 @@ pub fn rasterised(b: &WmBox, h: usize, w: usize, size: usize) -> Option<WmBox> {
             }
         }
     }
-    let up_touched: Vec<i64> = up.iter().map(|&c| touched[c as usize] as i64).collect();
-    let (mut x0, mut y0, mut x1, mut y1) = (size, size, 0, 0);
-    let mut any = false;
-    for (i, &v) in up_touched.iter().enumerate() {
-        if v == 1 {
-            any = true;
-            let (y, x) = (i / size, i % size);
-            x0 = x0.min(x);
-            y0 = y0.min(y);
-            x1 = x1.max(x);
-            y1 = y1.max(y);
-        }
-    }
-    any.then(|| WmBox {
-        x: x0 as i64,
-        y: y0 as i64,
-        w: (x1 - x0 + 1) as i64,
-        h: (y1 - y0 + 1) as i64,
-    })
+    cells_box(&touched, h, w, size)
 }
 
 /// IoU of two boxes.
