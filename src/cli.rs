@@ -143,11 +143,18 @@ pub struct BenchDetectArgs {
     #[arg(long, value_delimiter = ',', default_value = "0,1")]
     pub tune_seeds: Vec<u64>,
     /// Families (grid variants) held out from all tuning.
-    #[arg(long, value_delimiter = ',', default_value = "ruler,cxr-ruler")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "fixed,cxr-fixed,box-white,cxr-ruler"
+    )]
     pub held_out: Vec<String>,
     /// Highest false-positive rate the threshold may give on the tuning runs.
     #[arg(long, default_value_t = 0.05)]
     pub max_fpr: f64,
+    /// Only the runs of these families (default: every run).
+    #[arg(long, value_delimiter = ',')]
+    pub families: Vec<String>,
     /// Skip the occlusion baseline (it costs about twice the detector).
     #[arg(long)]
     pub no_baseline: bool,

@@ -32,6 +32,8 @@ use crate::data::watermark::WmBox;
 use crate::models::Model;
 use crate::nave::{colour, extract, kmeans};
 
+use super::recurrence::{grey_levels, Recurrence};
+
 /// The detector's settings: fixed, not read from the run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct DetectorSpec {
@@ -258,48 +260,70 @@ fn transplant(
     (mean_gain(with), mean_gain(control))
 }
 
-/// Grey level (channel mean) of every pixel of every image, row-major per image.
-fn grey_levels(images: &Tensor) -> Vec<Vec<u8>> {
-    let grey = images
-        .to_kind(Kind::Float)
-        .mean_dim([1i64].as_slice(), false, Kind::Float)
-        .round()
-        .to_kind(Kind::Uint8); // [B, S, S]
-    (0..grey.size()[0])
-        .map(|i| Vec::try_from(grey.get(i).flatten(0, -1)).expect("uint8 grey"))
-        .collect()
-}
+/// Reproduced pixels that make a segment count fully as carrying a
+/// reproduced object: a few patches' worth, so a thin stroke (a marker
+/// letter) counts; fewer count in proportion.
+const REPRODUCED_PIXELS: f64 = 40.0;
 
 /// How much the segments look like one reproduced object rather than
-/// anatomy: the largest share of the segments' pixels within +-2 grey levels
-/// of one value, minus the share of the same images' pixels there. A stamped
-/// box, token or ruler has the same pixels in every image (a sharp peak that
-/// the rest of the image lacks); tissue and opacities spread over many levels.
-fn stereotypy(grey: &[Vec<u8>], segments: &[(usize, Vec<bool>)], grid: (usize, usize)) -> f64 {
-    let size = (grey.first().map_or(0, Vec::len) as f64).sqrt() as usize;
-    let (mut inside, mut all) = ([0u64; 256], [0u64; 256]);
+/// anatomy: the mean over the segments of their reproduced pixels (see
+/// `recurrence`) over `REPRODUCED_PIXELS`, capped at 1. A stamped box, token
+/// or ruler repeats pixel for pixel in its class; tissue and opacities do not.
+fn stereotypy(maps: &[Vec<f32>], segments: &[(usize, Vec<bool>)], grid: (usize, usize)) -> f64 {
+    let size = (maps.first().map_or(0, Vec::len) as f64).sqrt() as usize;
+    let mut sum = 0.0f64;
     for (i, mask) in segments {
         let cells: Vec<i64> = mask.iter().map(|&m| m as i64).collect();
         let up = colour::upsample_labels(&cells, grid.0, grid.1, size);
-        for (&v, &m) in grey[*i].iter().zip(&up) {
-            all[v as usize] += 1;
-            if m == 1 {
-                inside[v as usize] += 1;
-            }
-        }
+        let reproduced = maps[*i]
+            .iter()
+            .zip(&up)
+            .filter(|(&r, &m)| m == 1 && r > 0.0)
+            .count();
+        sum += (reproduced as f64 / REPRODUCED_PIXELS).min(1.0);
     }
-    let (n_in, n_all) = (
-        inside.iter().sum::<u64>().max(1) as f64,
-        all.iter().sum::<u64>().max(1) as f64,
-    );
-    (0..256usize)
-        .map(|b| {
-            let window = b.saturating_sub(2)..(b + 3).min(256);
-            let a: u64 = inside[window.clone()].iter().sum();
-            let c: u64 = all[window].iter().sum();
-            a as f64 / n_in - c as f64 / n_all
-        })
-        .fold(0.0, f64::max)
+    sum / segments.len().max(1) as f64
+}
+
+/// Each sampled image's recurrence map for its own class.
+fn recurrence_maps(
+    grey: &[Vec<u8>],
+    class_of: &[usize],
+    classes: usize,
+) -> (Recurrence, Vec<Vec<f32>>) {
+    let table = Recurrence::new(grey, class_of, classes);
+    let maps = grey
+        .iter()
+        .zip(class_of)
+        .map(|(g, &c)| table.map(g, c))
+        .collect();
+    (table, maps)
+}
+
+/// The cells of a probe's suspect segment (grown by one cell, as the
+/// transplant test grows it) that hold reproduced pixels: a cell whose share
+/// of class-specific recurring pixels is at least a quarter. None when no
+/// cell does (the segment is then the region).
+fn suspect_cells(
+    segment: &[bool],
+    map: &[f32],
+    grid: (usize, usize),
+    size: usize,
+) -> Option<Vec<bool>> {
+    let (h, w) = grid;
+    let ids: Vec<i64> = (0..(h * w) as i64).collect();
+    let up = colour::upsample_labels(&ids, h, w, size);
+    let (mut sum, mut n) = (vec![0f32; h * w], vec![0u32; h * w]);
+    for (&cell, &r) in up.iter().zip(map) {
+        sum[cell as usize] += (r > 0.0) as u8 as f32;
+        n[cell as usize] += 1;
+    }
+    let cells: Vec<bool> = dilate(segment, h, w)
+        .into_iter()
+        .enumerate()
+        .map(|(i, inside)| inside && sum[i] >= 0.125 * n[i].max(1) as f32)
+        .collect();
+    cells.iter().any(|&c| c).then_some(cells)
 }
 
 /// Pixel box of the largest 4-connected group of `mask`'s cells.
@@ -387,7 +411,7 @@ pub fn nave_detect(
     let _guard = tch::no_grad_guard();
     let (model, class_names, probes, device) = (e.model, e.class_names, e.probes, e.device);
     let (images, class_of) = sampled(e, spec.per_class); // [B, 3, S, S] uint8
-    let grey = grey_levels(&images);
+    let (table, maps) = recurrence_maps(&grey_levels(&images), &class_of, class_names.len());
     let features_of = |imgs: &Tensor| {
         extract::features(
             model,
@@ -454,7 +478,7 @@ pub fn nave_detect(
                 .iter()
                 .map(|(i, m)| (*i, dilate(m, h, w)))
                 .collect();
-            let stereo = stereotypy(&grey, &segments, (h, w));
+            let stereo = stereotypy(&maps, &segments, (h, w));
             let (lift, control) = transplant(
                 model,
                 &images,
@@ -500,11 +524,15 @@ pub fn nave_detect(
     )
     .expect("int64 labels");
     let size = probes.size()[2] as usize;
+    let probe_grey = grey_levels(probes);
     let suspect_boxes = nearest
         .chunks(cells)
-        .map(|grid| {
+        .zip(&probe_grey)
+        .map(|(grid, grey)| {
             let mask: Vec<bool> = grid.iter().map(|&l| l == cluster as i64).collect();
-            largest_component_box(&mask, h, w, size)
+            suspect_cells(&mask, &table.map(grey, class), (h, w), size)
+                .and_then(|cells| largest_component_box(&cells, h, w, size))
+                .or_else(|| largest_component_box(&mask, h, w, size))
         })
         .collect();
     Ok(Detection {
@@ -530,7 +558,7 @@ pub fn occlusion_detect(e: &Evidence, spec: &DetectorSpec) -> anyhow::Result<Det
     let lattice = 7usize;
     let squares = square_masks(size, lattice);
     let (images, class_of) = sampled(e, spec.per_class / 2);
-    let grey = grey_levels(&images);
+    let (_, maps) = recurrence_maps(&grey_levels(&images), &class_of, classes);
     let most_sensitive = |imgs: &Tensor, class_per_image: &[usize]| -> Vec<usize> {
         let n = imgs.size()[0];
         let base = probabilities(model, imgs, device);
@@ -590,7 +618,7 @@ pub fn occlusion_detect(e: &Evidence, spec: &DetectorSpec) -> anyhow::Result<Det
             spec.pairs,
             device,
         );
-        let score = (lift - control) * stereotypy(&grey, &regions, (lattice, lattice));
+        let score = (lift - control) * stereotypy(&maps, &regions, (lattice, lattice));
         if best.is_none_or(|(s, ..)| score > s) {
             best = Some((score, class, lift, control));
         }
@@ -718,36 +746,26 @@ mod tests {
     }
 
     #[test]
-    fn a_reproduced_object_is_stereotyped_and_tissue_is_not() {
-        // 4 images of 16 x 16 px with grey noise; a 4 x 4 grid (4 px cells).
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let noisy: Vec<Vec<u8>> = (0..4)
-            .map(|_| {
-                (0..256)
-                    .map(|_| rand::Rng::gen_range(&mut rng, 60..200u8))
-                    .collect()
-            })
-            .collect();
-        let mut cell = vec![false; 16];
-        cell[5] = true; // pixels 4..8 x 4..8
-        let segments: Vec<(usize, Vec<bool>)> = (0..4).map(|i| (i, cell.clone())).collect();
-        let tissue = stereotypy(&noisy, &segments, (4, 4));
-        assert!(tissue < 0.1, "noise inside the segment: {tissue}");
-        // The same images with a black square exactly on that cell.
-        let mut stamped = noisy.clone();
-        for img in &mut stamped {
-            for y in 4..8 {
-                for x in 4..8 {
-                    img[y * 16 + x] = 0;
-                }
+    fn stereotypy_is_the_share_of_reproduced_pixels_in_the_segments() {
+        // Two 16 x 16 images on a 4 x 4 grid (4 px cells); the segment is cell (1, 1).
+        let mut maps = vec![vec![0f32; 256]; 2];
+        for y in 4..8 {
+            for x in 4..6 {
+                maps[0][y * 16 + x] = 1.0; // 8 reproduced pixels in image 0's segment
             }
         }
-        let object = stereotypy(&stamped, &segments, (4, 4));
-        // All 16 segment pixels at 0 against 16 of 256 in the whole images.
-        assert!((object - (1.0 - 16.0 / 256.0)).abs() < 1e-9, "{object}");
-        assert_eq!(
-            grey_levels(&Tensor::full([1, 3, 2, 2], 9, (Kind::Uint8, Device::Cpu))),
-            vec![vec![9u8; 4]]
-        );
+        maps[1][0] = 1.0; // outside the segment: does not count
+        let mut cell = vec![false; 16];
+        cell[5] = true;
+        let segments: Vec<(usize, Vec<bool>)> = (0..2).map(|i| (i, cell.clone())).collect();
+        // (8 / REPRODUCED_PIXELS + 0) / 2 segments.
+        let expected = 8.0 / REPRODUCED_PIXELS / 2.0;
+        assert!((stereotypy(&maps, &segments, (4, 4)) - expected).abs() < 1e-9);
+        assert_eq!(stereotypy(&maps, &segments[1..], (4, 4)), 0.0);
+        // The suspect cells: the grown segment's cells with >= 1/8 reproduced pixels.
+        let cells = suspect_cells(&cell, &maps[0], (4, 4), 16).expect("one cell");
+        assert_eq!(cells.iter().filter(|&&c| c).count(), 1);
+        assert!(cells[5]);
+        assert_eq!(suspect_cells(&cell, &vec![0f32; 256], (4, 4), 16), None);
     }
 }

@@ -8,6 +8,7 @@
 //!   regimes/<regime>/pNNN_{clean,wm}_avgmap.png   average-colour map over seeds and repeats
 pub mod detect;
 pub mod evaluate;
+pub mod recurrence;
 pub mod zoo_bench;
 
 use std::collections::BTreeMap;

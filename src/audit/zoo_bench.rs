@@ -27,6 +27,8 @@ pub struct BenchDetect<'a> {
     pub probes: usize,
     pub tune_seeds: &'a [u64],
     pub held_out: &'a [String],
+    /// Only these families (all when empty).
+    pub families: &'a [String],
     pub max_fpr: f64,
     pub baseline: bool,
 }
@@ -88,6 +90,11 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
     let folders: Vec<_> = find_runs(b.dir)?
         .into_iter()
         .filter(|f| f.is_complete())
+        .filter(|f| {
+            b.families.is_empty()
+                || RunSpec::read(&f.run_yaml())
+                    .is_ok_and(|r| r.variant.as_ref().is_some_and(|v| b.families.contains(v)))
+        })
         .collect();
     anyhow::ensure!(!folders.is_empty(), "{}: no finished run", b.dir.display());
     let mut store = DataStore::default();

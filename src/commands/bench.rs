@@ -41,6 +41,7 @@ fn bench_detect(a: &BenchDetectArgs, device: Device) -> anyhow::Result<serde_jso
             probes: a.probes,
             tune_seeds: &a.tune_seeds,
             held_out: &a.held_out,
+            families: &a.families,
             max_fpr: a.max_fpr,
             baseline: !a.no_baseline,
         },
