@@ -217,4 +217,118 @@ fn a_zoo_of_families_trains_shows_and_audits_with_truth() {
         token_page.contains(&format!("left:{left:.2}%")),
         "the token's mask box is outlined"
     );
+
+    // The blind detector ranks the zoo: every run that relies on its artefact
+    // scores above every clean and uncorrelated-artefact run, and these two
+    // are not flagged. (The threshold is the 96 px zoo's; at 48 px a shortcut
+    // run may score just under it, so only the ranking is asserted for them.)
+    let score = |r: &serde_json::Value| r["verdict"]["shortcut_score"].as_f64().unwrap();
+    let relies: Vec<&serde_json::Value> = runs.iter().filter(|r| r["truth"] == "relies").collect();
+    assert!(
+        !relies.is_empty(),
+        "the tiny zoo has shortcut runs: {runs:?}"
+    );
+    for shortcut in &relies {
+        for honest in [run("clean"), run("uncorrelated")] {
+            assert!(
+                score(shortcut) > score(honest),
+                "{} ({}) vs {} ({})",
+                shortcut["id"],
+                score(shortcut),
+                honest["id"],
+                score(honest)
+            );
+        }
+    }
+    for honest in [run("clean"), run("uncorrelated")] {
+        assert_eq!(honest["verdict"]["flagged"], false, "{}", honest["verdict"]);
+    }
+    assert!(
+        printed.contains("Is it a Clever Hans?") && printed.contains("FLAGGED"),
+        "{printed}"
+    );
+    // The report states the verdict, the threshold and outlines the suspect region.
+    assert!(index.contains("Is this model a Clever Hans?") && index.contains("threshold"));
+    assert!(
+        index.contains("not flagged") && index.contains(">flagged<"),
+        "verdict column"
+    );
+    let flagged_page = std::fs::read_to_string(
+        reports.join(format!("tz/run-{}.html", relies[0]["id"].as_str().unwrap())),
+    )
+    .unwrap();
+    assert!(flagged_page.contains("Blind verdict:") && flagged_page.contains("wmbox suspect"));
+
+    // The verdict ignores the recorded boxes: with every recorded box removed
+    // (the per-run results that hold them) and the audit redone, the same.
+    for r in runs {
+        let cached = reports
+            .join("tz/runs")
+            .join(r["id"].as_str().unwrap())
+            .join("result.json");
+        std::fs::remove_file(&cached).unwrap();
+    }
+    std::fs::remove_file(reports.join("tz/audit.json")).unwrap();
+    let out = nave_lab()
+        .args([
+            "-q",
+            "audit",
+            checkpoints.join("tz").to_str().unwrap(),
+            "--reports",
+            reports.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let again = json(&reports.join("tz/audit.json"));
+    for (a, b) in runs.iter().zip(again["runs"].as_array().unwrap()) {
+        assert_eq!(a["verdict"], b["verdict"]);
+    }
+    // ... and the detector's inputs are the model and its training images
+    // only: called with nothing else, it gives the audit's score.
+    blind_score_matches(&checkpoints.join("tz/resnet18-box-aug0-wm1-s0"), run("box"));
+}
+
+/// The detector called from the library with the model, its training images
+/// and labels, and probe images without any artefact: the audit's score.
+fn blind_score_matches(folder: &Path, audited: &serde_json::Value) {
+    use nave_lab::audit::verdict;
+    use nave_lab::config::RunSpec;
+    use nave_lab::data::watermark::Artefact;
+    let spec = RunSpec::read(&folder.join("run.yaml")).unwrap();
+    let mut store = nave_lab::train::DataStore::default();
+    let data = store.get(&spec).unwrap();
+    let size = data.test.image_size();
+    let device = tch::Device::Cpu;
+    let mut model = nave_lab::models::Model::new(
+        &spec.model,
+        data.train.class_names.len() as i64,
+        size,
+        device,
+    )
+    .unwrap();
+    model.load(&folder.join("model.safetensors"), true).unwrap();
+    // The images as the model trained on them: the data an auditor holds.
+    let artefact = Artefact::new(&spec.watermark_spec, size).unwrap();
+    let train_images = nave_lab::train::training_images(&spec, &artefact, &data.train).unwrap();
+    let v = verdict::judge(
+        &model,
+        &train_images,
+        &data.train.labels,
+        &data.train.class_names,
+        &data.test.images.narrow(0, 0, 4),
+        &spec.audit.taps.clone().unwrap(),
+        device,
+    )
+    .unwrap();
+    let audited_score = audited["verdict"]["shortcut_score"].as_f64().unwrap();
+    assert!(
+        (v.shortcut_score - audited_score).abs() < 1e-9,
+        "{} vs {audited_score}",
+        v.shortcut_score
+    );
+    assert_eq!(
+        serde_json::to_value(&v.class).unwrap(),
+        audited["verdict"]["class"]
+    );
 }

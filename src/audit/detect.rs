@@ -16,11 +16,12 @@
 //! occlusion moves each image's prediction most (a sliding square, no NAVE),
 //! scored by the same transplant test, so the figures say what NAVE adds.
 //!
-//! Status: measured by `nave-lab bench detect` and not yet part of the audit.
 //! The transplant test alone does not separate the zoo's runs that rely on
 //! an artefact from clean ones: the synthetic pneumonia opacities are
 //! compact, class-specific regions too, and a clean model's prediction moves
-//! as much when one is pasted; the stereotypy weight is what tells them apart.
+//! as much when one is pasted. The stereotypy weight (reproduced pixels, see
+//! `recurrence`) is what tells them apart. `verdict` turns the score into the
+//! audit's flag; `nave-lab bench detect` measures both detectors on a zoo.
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -76,6 +77,9 @@ pub struct Detection {
     /// Mean probability gain of the pasted region, and of the control.
     pub lift: f64,
     pub control: f64,
+    /// The suspect region's stereotypy (see `stereotypy`).
+    #[serde(default)]
+    pub stereotypy: f64,
     /// The suspect region's box on each probe (its stamped twin); None where
     /// the region does not appear.
     pub suspect_boxes: Vec<Option<WmBox>>,
@@ -451,7 +455,7 @@ pub fn nave_detect(
         .collect();
 
     // Every small, recurring cluster of every class is a candidate.
-    let mut best: Option<(f64, usize, usize, f64, f64)> = None;
+    let mut best: Option<(f64, usize, usize, f64, f64, f64)> = None;
     let mut candidates = Vec::new();
     for (class, class_name) in class_names.iter().enumerate() {
         let members: Vec<usize> = (0..b as usize).filter(|&i| class_of[i] == class).collect();
@@ -500,17 +504,18 @@ pub fn nave_detect(
                 control,
             });
             if best.is_none_or(|(s, ..)| score > s) {
-                best = Some((score, class, cluster as usize, lift, control));
+                best = Some((score, class, cluster as usize, lift, control, stereo));
             }
         }
     }
-    let Some((score, class, cluster, lift, control)) = best else {
+    let Some((score, class, cluster, lift, control, stereotypy)) = best else {
         return Ok(Detection {
             score: 0.0,
             class: None,
             cluster: None,
             lift: 0.0,
             control: 0.0,
+            stereotypy: 0.0,
             suspect_boxes: vec![None; probes.size()[0] as usize],
             candidates,
         });
@@ -541,6 +546,7 @@ pub fn nave_detect(
         cluster: Some(cluster),
         lift,
         control,
+        stereotypy,
         suspect_boxes,
         candidates,
     })
@@ -596,7 +602,7 @@ pub fn occlusion_detect(e: &Evidence, spec: &DetectorSpec) -> anyhow::Result<Det
         m[j] = true;
         m
     };
-    let mut best: Option<(f64, usize, f64, f64)> = None;
+    let mut best: Option<(f64, usize, f64, f64, f64)> = None;
     for class in 0..classes {
         let regions: Regions = (0..class_of.len())
             .filter(|&i| class_of[i] == class)
@@ -618,12 +624,13 @@ pub fn occlusion_detect(e: &Evidence, spec: &DetectorSpec) -> anyhow::Result<Det
             spec.pairs,
             device,
         );
-        let score = (lift - control) * stereotypy(&maps, &regions, (lattice, lattice));
+        let stereo = stereotypy(&maps, &regions, (lattice, lattice));
+        let score = (lift - control) * stereo;
         if best.is_none_or(|(s, ..)| score > s) {
-            best = Some((score, class, lift, control));
+            best = Some((score, class, lift, control, stereo));
         }
     }
-    let (score, class, lift, control) = best.unwrap_or((0.0, 0, 0.0, 0.0));
+    let (score, class, lift, control, stereotypy) = best.unwrap_or((0.0, 0, 0.0, 0.0, 0.0));
     let per_probe = most_sensitive(probes, &vec![class; probes.size()[0] as usize]);
     let suspect_boxes = per_probe
         .iter()
@@ -635,6 +642,7 @@ pub fn occlusion_detect(e: &Evidence, spec: &DetectorSpec) -> anyhow::Result<Det
         cluster: None,
         lift,
         control,
+        stereotypy,
         suspect_boxes,
         candidates: Vec::new(),
     })

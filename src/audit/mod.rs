@@ -9,6 +9,7 @@
 pub mod detect;
 pub mod evaluate;
 pub mod recurrence;
+pub mod verdict;
 pub mod zoo_bench;
 
 use std::collections::BTreeMap;
@@ -113,6 +114,9 @@ pub struct RunResult {
     /// probe: the box every measure uses. Equal to `probe_boxes` for a square.
     #[serde(default)]
     pub mask_boxes: Vec<WmBox>,
+    /// The blind detector's verdict (None in audits older than it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<verdict::Verdict>,
     /// Cluster grid side (h = w).
     pub grid: i64,
     pub feature_dim: i64,
@@ -488,10 +492,11 @@ fn file_key(path: &Path, settings: &AuditSettings, probes: &ProbeSet) -> String 
         )
     });
     format!(
-        "{stamp:?}|{}|{:?}|{:?}",
+        "{stamp:?}|{}|{:?}|{:?}|{}",
         serde_json::to_string(settings).unwrap_or_default(),
         probes.indices,
-        probes.placed
+        probes.placed,
+        verdict::DETECTOR_VERSION
     )
 }
 
@@ -524,6 +529,7 @@ impl ProbeSet {
 fn audit_run(
     spec: &RunSpec,
     folder: &RunFolder,
+    train: &SplitData,
     test: &SplitData,
     artefact: &Artefact,
     probe_set: &ProbeSet,
@@ -645,6 +651,18 @@ fn audit_run(
             }
         }
     }
+    // The blind verdict: from the model and the images it trained on, as it
+    // saw them (artefacts included), never from the boxes measured above.
+    let train_images = crate::train::training_images(spec, artefact, train)?;
+    let verdict = verdict::judge(
+        &model,
+        &train_images,
+        &train.labels,
+        &train.class_names,
+        &marked,
+        &settings.taps,
+        device,
+    )?;
     let repeats = settings.repeats as f64;
     let (accuracy, gap) = final_accuracy(folder);
     let per_probe = n as f64 * repeats;
@@ -668,6 +686,7 @@ fn audit_run(
         probes: probes.clone(),
         probe_boxes: probe_set.placed.clone(),
         mask_boxes: probe_set.masks.clone(),
+        verdict: Some(verdict),
         grid: h,
         feature_dim: d,
         seconds: started.elapsed().as_secs_f64(),
@@ -698,6 +717,42 @@ pub(crate) fn final_accuracy(folder: &RunFolder) -> (BTreeMap<String, f64>, f64)
         .map(|(c, f)| c - f)
         .unwrap_or(f64::NAN);
     (accuracy, gap)
+}
+
+/// Runs listed one by one in the terminal's verdict; above, the flagged ones
+/// and a count of the rest.
+const VERDICT_LINES: usize = 24;
+
+/// The blind detector's verdicts, highest score first.
+fn print_verdicts(runs: &[RunResult]) {
+    let mut judged: Vec<(&str, &verdict::Verdict)> = runs
+        .iter()
+        .filter_map(|r| r.verdict.as_ref().map(|v| (r.id.as_str(), v)))
+        .collect();
+    if judged.is_empty() {
+        return;
+    }
+    judged.sort_by(|a, b| b.1.shortcut_score.total_cmp(&a.1.shortcut_score));
+    let flagged = judged.iter().filter(|(_, v)| v.flagged).count();
+    println!(
+        "Is it a Clever Hans? blind detector (no boxes, no settings), threshold {:.3}: {flagged} of {} flagged",
+        verdict::SHORTCUT_THRESHOLD,
+        judged.len()
+    );
+    let shown = if judged.len() <= VERDICT_LINES {
+        judged.len()
+    } else {
+        flagged
+    };
+    for (id, v) in &judged[..shown] {
+        println!("  {}", v.line(id));
+    }
+    if shown < judged.len() {
+        println!(
+            "  ... {} not flagged (see index.html)",
+            judged.len() - shown
+        );
+    }
 }
 
 /// Audits every finished run under `dir` (an experiment's checkpoint folder).
@@ -762,7 +817,8 @@ pub fn audit(
     for (spec, folder) in &specs {
         // Runs may differ in dataset (real and synthetic families of one zoo)
         // and in artefact: each is probed on its own test split with its own artefact.
-        let test = &store.get(spec)?.test;
+        let loaded = store.get(spec)?;
+        let (train, test) = (&loaded.train, &loaded.test);
         let probe_indices = choose_probes(test, &settings.classes, settings.probes)
             .with_context(|| format!("choosing the probes of {}", spec.id))?;
         let artefact = Artefact::new(&spec.watermark_spec, test.image_size())
@@ -813,6 +869,7 @@ pub fn audit(
         let (result, pairs) = audit_run(
             spec,
             folder,
+            train,
             test,
             &artefact,
             &probe_set,
@@ -937,6 +994,7 @@ pub fn audit(
             println!("  {}", f.line());
         }
     }
+    print_verdicts(&report.runs);
     Ok(path)
 }
 
@@ -966,6 +1024,7 @@ mod tests {
             probes: vec![],
             probe_boxes: vec![],
             mask_boxes: vec![],
+            verdict: None,
             grid: 14,
             feature_dim: 8,
             seconds: 0.0,

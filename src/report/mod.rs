@@ -15,6 +15,8 @@ use minijinja::{context, Environment};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::audit::verdict::Verdict;
+use crate::data::watermark::WmBox;
 use crate::nave::colour::PALETTE;
 
 const CSS: &str = include_str!("templates/style.css");
@@ -148,6 +150,49 @@ struct Cell {
     r#box: Option<String>,
 }
 
+/// A string field of a JSON object ("" when absent).
+fn str_of(v: &Value, k: &str) -> String {
+    v.get(k).and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+/// A run's blind verdict, read through the type the audit writes (None for
+/// audits older than the detector).
+fn verdict_of(run: &Value) -> Option<Verdict> {
+    serde_json::from_value(run.get("verdict")?.clone()).ok()
+}
+
+/// The verdict table: runs with a verdict, highest shortcut score first.
+fn verdict_rows(runs: &[Value]) -> Vec<Value> {
+    let mut judged: Vec<(&Value, Verdict)> = runs
+        .iter()
+        .filter_map(|r| verdict_of(r).map(|v| (r, v)))
+        .collect();
+    judged.sort_by(|a, b| b.1.shortcut_score.total_cmp(&a.1.shortcut_score));
+    judged
+        .into_iter()
+        .map(|(r, v)| {
+            let id = str_of(r, "id");
+            serde_json::json!({
+                "id": id, "page": format!("run-{id}.html"),
+                "flagged": v.flagged,
+                "score": format!("{:.3}", v.shortcut_score),
+                "threshold": format!("{:.3}", v.threshold),
+                "class": v.class.clone().unwrap_or_else(|| "—".into()),
+                "lift": format!("{:+.2}", v.lift - v.control),
+                "stereotypy": format!("{:.2}", v.stereotypy),
+                "found": format!("{}/{}", v.suspect_boxes.iter().flatten().count(), v.suspect_boxes.len()),
+                "truth": r.get("truth").and_then(Value::as_str).unwrap_or("—"),
+                "gap": fmt(r.get("shortcut_gap").and_then(Value::as_f64)),
+            })
+        })
+        .collect()
+}
+
+/// CSS placing a detector's suspect box over an image.
+fn suspect_style(b: &WmBox, size: f64) -> Option<String> {
+    box_style(&serde_json::to_value(b).ok()?, size)
+}
+
 /// Rebuilds the report in `report_dir` (which holds audit.json).
 pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
     let audit_path = report_dir.join("audit.json");
@@ -160,7 +205,6 @@ pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
     let audit: Value = serde_json::from_str(&text)
         .with_context(|| format!("{}: not valid JSON", audit_path.display()))?;
     let mut missing = Vec::new();
-    let str_of = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     let experiment = audit
         .get("experiment")
         .and_then(Value::as_str)
@@ -387,8 +431,11 @@ pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
             })
         })
         .collect();
+    let verdicts = verdict_rows(runs);
     let html = env.get_template("index.html")?.render(context! {
         css => CSS,
+        verdicts => &verdicts,
+        threshold => format!("{:.3}", crate::audit::verdict::SHORTCUT_THRESHOLD),
         experiment => &experiment,
         created => audit.get("created_unix").and_then(Value::as_u64).map(utc).unwrap_or_else(|| "(unknown time)".into()),
         device => audit.get("device").and_then(Value::as_str).unwrap_or("(unknown device)"),
@@ -447,6 +494,13 @@ pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
         if dir.is_none() {
             run_missing.push("audit.json does not say where this run's folder is (an older audit?): no metrics, run.yaml or TensorBoard link".to_string());
         }
+        let verdict = verdict_of(r);
+        let suspect = |p: usize| {
+            verdict
+                .as_ref()
+                .and_then(|v| v.suspect_boxes.get(p).copied().flatten())
+                .and_then(|b| suspect_style(&b, image_size))
+        };
         let probe_views: Vec<Value> = (0..probes.len())
             .filter(|p| report_dir.join(format!("runs/{id}/p{p:03}_clean_overlay.png")).is_file())
             .map(|p| {
@@ -458,6 +512,7 @@ pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
                             "avg": format!("runs/{id}/p{p:03}_{tag}_avg.png"),
                             "labels": format!("runs/{id}/p{p:03}_{tag}_labels.png"),
                             "box": if *tag == "wm" { run_boxes(Some(r), &boxes).get(p).and_then(|b| box_style(b, image_size)) } else { None },
+                            "suspect": if *tag == "wm" { suspect(p) } else { None },
                         })
                     })
                     .collect();
@@ -482,6 +537,8 @@ pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
             wm_iou_fair => fmt(r.get("wm_iou_fair").and_then(Value::as_f64)),
             truth => r.get("truth").and_then(Value::as_str).unwrap_or("—"),
             wm_shift => fmt(r.get("wm_shift").and_then(Value::as_f64)),
+            verdict => verdict.as_ref().map(|v| v.line(&id)),
+            flagged => verdict.as_ref().map(|v| v.flagged),
             tensorboard => dir.as_ref().map(|d| link_to(report_dir, d)),
             tensorboard_shown => dir.as_ref().map(|d| d.display().to_string()),
             epochs => &epochs,

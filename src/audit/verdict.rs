@@ -1,0 +1,149 @@
+//! The audit's answer to "is this model a Clever Hans, and where?": the blind
+//! detector (`detect`) run on one model and its own training images, its
+//! score compared with a fixed threshold.
+//!
+//! The detector sees the weights, the training images as the model trained
+//! on them (artefacts included: an auditor has the data) with their labels,
+//! and the probes to draw the suspect region on. It never sees the run's
+//! watermark settings or any recorded box; `Evidence` has no field for them.
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+use super::detect::{self, DetectorSpec, Evidence};
+use crate::data::watermark::WmBox;
+use crate::models::Model;
+
+/// Scores at or above this flag a run as relying on a shortcut. Chosen by
+/// `nave-lab bench detect` on the zoo's tuning runs (seeds 0-1, held-out
+/// families excluded) as the lowest threshold with at most 5% false
+/// positives there; benches/RESULTS.md gives the figures it reaches.
+pub const SHORTCUT_THRESHOLD: f64 = 0.08;
+
+/// Names the detector's method in the audit cache key: results of an older
+/// detector are recomputed.
+pub const DETECTOR_VERSION: &str = "reproduced-pixels-1";
+
+/// One run's verdict, as audit.json stores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Transplant lift over its control, times stereotypy (0 to about 1).
+    pub shortcut_score: f64,
+    /// The threshold the flag was decided with.
+    pub threshold: f64,
+    /// `shortcut_score >= threshold`.
+    pub flagged: bool,
+    /// The class the suspect region pushes the model towards.
+    pub class: Option<String>,
+    /// The suspect NAVE cluster of the detector's own set-scope clustering.
+    pub cluster: Option<usize>,
+    /// Mean gain of P(class) when the region is pasted onto images of the
+    /// other classes, and when the ring around it is pasted instead.
+    pub lift: f64,
+    pub control: f64,
+    /// How much the region is one reproduced object (0: tissue, 1: stamped).
+    pub stereotypy: f64,
+    /// The suspect region's box on each probe (None where it is absent).
+    pub suspect_boxes: Vec<Option<WmBox>>,
+}
+
+impl Verdict {
+    /// A one-line verdict for the terminal.
+    pub fn line(&self, id: &str) -> String {
+        let word = if self.flagged {
+            "FLAGGED"
+        } else {
+            "not flagged"
+        };
+        let cmp = if self.flagged { ">=" } else { "<" };
+        let mut line = format!(
+            "{id:<36} {word:<12} score {:.3} {cmp} {:.3}",
+            self.shortcut_score, self.threshold
+        );
+        if self.flagged {
+            let found = self.suspect_boxes.iter().flatten().count();
+            line += &format!(
+                "  towards {}: a reproduced object on {found}/{} probes{}",
+                self.class.as_deref().unwrap_or("?"),
+                self.suspect_boxes.len(),
+                self.typical_box()
+                    .map(|b| format!(", e.g. at x {} y {} ({} x {} px)", b.x, b.y, b.w, b.h))
+                    .unwrap_or_default()
+            );
+        }
+        line
+    }
+
+    /// The first probe's suspect box, to name where in words.
+    fn typical_box(&self) -> Option<WmBox> {
+        self.suspect_boxes.iter().flatten().next().copied()
+    }
+}
+
+/// Runs the blind detector on one model.
+pub fn judge(
+    model: &Model,
+    train_images: &Tensor,
+    labels: &[i64],
+    class_names: &[String],
+    probes: &Tensor,
+    taps: &[String],
+    device: Device,
+) -> anyhow::Result<Verdict> {
+    let evidence = Evidence {
+        model,
+        train: train_images,
+        labels,
+        class_names,
+        probes,
+        device,
+    };
+    let d = detect::nave_detect(&evidence, taps, &DetectorSpec::default())?;
+    Ok(Verdict {
+        shortcut_score: d.score,
+        threshold: SHORTCUT_THRESHOLD,
+        flagged: d.score >= SHORTCUT_THRESHOLD,
+        class: d.class,
+        cluster: d.cluster,
+        lift: d.lift,
+        control: d.control,
+        stereotypy: d.stereotypy,
+        suspect_boxes: d.suspect_boxes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(score: f64) -> Verdict {
+        Verdict {
+            shortcut_score: score,
+            threshold: SHORTCUT_THRESHOLD,
+            flagged: score >= SHORTCUT_THRESHOLD,
+            class: Some("NORMAL".into()),
+            cluster: Some(3),
+            lift: 0.9,
+            control: 0.1,
+            stereotypy: 1.0,
+            suspect_boxes: vec![None, Some(WmBox::square(40, 8, 16))],
+        }
+    }
+
+    #[test]
+    fn the_line_states_the_verdict_the_threshold_and_where() {
+        let flagged = verdict(0.8).line("resnet18-aug0-wm1-s0");
+        assert!(flagged.contains("FLAGGED"), "{flagged}");
+        assert!(flagged.contains("score 0.800 >= 0.080"), "{flagged}");
+        assert!(flagged.contains("towards NORMAL"), "{flagged}");
+        assert!(
+            flagged.contains("on 1/2 probes, e.g. at x 40 y 8 (16 x 16 px)"),
+            "{flagged}"
+        );
+        let clean = verdict(0.01).line("resnet18-aug0-wm0-s0");
+        assert!(
+            clean.contains("not flagged") && clean.contains("score 0.010 < 0.080"),
+            "{clean}"
+        );
+        assert!(!clean.contains("towards"), "{clean}");
+    }
+}
