@@ -4,7 +4,9 @@
 //! the clusters as a segmentation of the image.
 //!
 //! Data flows one way: config -> data -> models -> train -> run folder ->
-//! audit (nave) -> report. A module never imports one further along.
+//! audit (nave) -> report. A module never imports one further along: the
+//! audit reads run folders (`run_folder`) and datasets (`data::store`), and
+//! never the training loop.
 pub mod audit;
 pub mod cli;
 pub mod commands;
@@ -16,5 +18,6 @@ pub mod localize;
 pub mod models;
 pub mod nave;
 pub mod report;
+pub mod run_folder;
 pub mod train;
 pub mod ui;

@@ -296,7 +296,7 @@ fn blind_score_matches(folder: &Path, audited: &serde_json::Value) {
     use nave_lab::config::RunSpec;
     use nave_lab::data::watermark::Artefact;
     let spec = RunSpec::read(&folder.join("run.yaml")).unwrap();
-    let mut store = nave_lab::train::DataStore::default();
+    let mut store = nave_lab::data::store::DataStore::default();
     let data = store.get(&spec).unwrap();
     let size = data.test.image_size();
     let device = tch::Device::Cpu;
@@ -310,7 +310,8 @@ fn blind_score_matches(folder: &Path, audited: &serde_json::Value) {
     model.load(&folder.join("model.safetensors"), true).unwrap();
     // The images as the model trained on them: the data an auditor holds.
     let artefact = Artefact::new(&spec.watermark_spec, size).unwrap();
-    let train_images = nave_lab::train::training_images(&spec, &artefact, &data.train).unwrap();
+    let train_images =
+        nave_lab::data::store::training_images(&spec, &artefact, &data.train).unwrap();
     let v = verdict::judge(
         &model,
         &train_images,

@@ -25,13 +25,12 @@ use tch::{Device, Tensor};
 
 use crate::config::{AuditSpec, ClusterMethod, RunSpec, Scope};
 use crate::data::loader::normalize_u8;
+use crate::data::store::{training_images, DataStore};
 use crate::data::watermark::{Artefact, WmBox};
 use crate::data::{Split, SplitData};
 use crate::models::Model;
 use crate::nave::{self, colour, extract, score};
-use crate::train::checkpoint::{find_runs, RunFolder};
-use crate::train::metrics::EpochMetrics;
-use crate::train::DataStore;
+use crate::run_folder::{find_runs, EpochMetrics, RunFolder};
 
 /// Seed of the probe choice and of the probes' watermark boxes: the same for
 /// every run, so that regimes are compared on the same pictures.
@@ -653,7 +652,7 @@ fn audit_run(
     }
     // The blind verdict: from the model and the images it trained on, as it
     // saw them (artefacts included), never from the boxes measured above.
-    let train_images = crate::train::training_images(spec, artefact, train)?;
+    let train_images = training_images(spec, artefact, train)?;
     let verdict = verdict::judge(
         &model,
         &train_images,

@@ -16,10 +16,10 @@ use super::{
     choose_probes, final_accuracy, settings_for, taps_for, AuditOverrides, ProbeSet, Truth,
 };
 use crate::config::RunSpec;
+use crate::data::store::{training_images, DataStore};
 use crate::data::watermark::{Artefact, WmBox};
 use crate::models::Model;
-use crate::train::checkpoint::find_runs;
-use crate::train::DataStore;
+use crate::run_folder::find_runs;
 
 /// What the bench needs to know besides the zoo.
 pub struct BenchDetect<'a> {
@@ -136,7 +136,7 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
                 .map(|p| Some(*p))
                 .collect::<Vec<_>>(),
         );
-        let train_images = crate::train::training_images(&run, &artefact, train)?;
+        let train_images = training_images(&run, &artefact, train)?;
         let grid = {
             let one = crate::data::loader::normalize_u8(&marked.narrow(0, 0, 1).to_device(device));
             let f = crate::nave::extract::features(&model, &one, &taps, None, 1)?;

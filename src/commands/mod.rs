@@ -6,7 +6,7 @@ use tch::Device;
 use crate::cli::ModelSource;
 use crate::config::RunSpec;
 use crate::models::{self, Arch, Model};
-use crate::train::checkpoint::RunFolder;
+use crate::run_folder::RunFolder;
 pub mod audit;
 pub mod bench;
 pub mod data;

@@ -3,7 +3,8 @@ use anyhow::bail;
 use crate::cli::TrainArgs;
 use crate::config::Experiment;
 use crate::device::DeviceRequest;
-use crate::train::{self, checkpoint::RunFolder, RunOutcome};
+use crate::run_folder::RunFolder;
+use crate::train::{self, RunOutcome};
 
 pub fn run(args: TrainArgs, device: DeviceRequest) -> anyhow::Result<()> {
     let experiment = Experiment::load(&args.experiment, &args.overrides)?;

@@ -9,6 +9,7 @@ pub mod folder;
 pub mod loader;
 pub mod show;
 pub mod stl10;
+pub mod store;
 pub mod synthetic;
 pub mod transforms;
 pub mod watermark;

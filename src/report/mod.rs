@@ -251,7 +251,7 @@ pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
     let present: BTreeSet<String> = regimes.iter().map(|r| str_of(r, "regime")).collect();
     let mut expected: BTreeSet<String> = runs.iter().map(|r| str_of(r, "regime")).collect();
     if let Some(dir) = audit.get("checkpoints").and_then(Value::as_str) {
-        if let Ok(folders) = crate::train::checkpoint::find_runs(Path::new(dir)) {
+        if let Ok(folders) = crate::run_folder::find_runs(Path::new(dir)) {
             for f in folders {
                 if let Ok(spec) = crate::config::RunSpec::read(&f.run_yaml()) {
                     expected.insert(spec.regime());

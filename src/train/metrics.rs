@@ -1,24 +1,7 @@
 //! Per-epoch metrics: one JSON line each in metrics.jsonl, and TensorBoard scalars.
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct EpochMetrics {
-    pub epoch: usize,
-    pub train_loss: f64,
-    pub train_accuracy: f64,
-    pub lr: f64,
-    /// Test accuracy per watermark variant (clean, as-train, flipped).
-    pub test_accuracy: BTreeMap<String, f64>,
-    pub test_loss: f64,
-    pub seconds: f64,
-    pub images_per_second: f64,
-    /// The device the epoch trained on (cpu, cuda:0 ...).
-    #[serde(default)]
-    pub device: String,
-}
+use crate::run_folder::EpochMetrics;
 
 /// TensorBoard scalars, written with tensorboard-rs (its files are read by TensorBoard's own reader).
 pub struct Board {

@@ -6,11 +6,10 @@
 //! test split in the three watermark variants, and save the resume state. The
 //! final weights and `COMPLETE` are written last.
 pub mod amp;
-pub mod checkpoint;
 pub mod metrics;
 pub mod optim;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -19,63 +18,16 @@ use tch::{Device, Kind, Tensor};
 
 use crate::config::RunSpec;
 use crate::data::loader::{epoch_batches, normalize_u8, BatchSpec};
+use crate::data::store::{training_images, DataStore, LoadedData};
 use crate::data::watermark::{Artefact, Variant};
-use crate::data::{cache::Cache, Split, SplitData};
+use crate::data::{Split, SplitData};
 use crate::models::Model;
-use checkpoint::{ResumeState, RunFolder};
-use metrics::{Board, EpochMetrics};
+use crate::run_folder::{EpochMetrics, ResumeState, RunFolder};
+use metrics::Board;
 use optim::{learning_rate, Optimizer};
 
 /// Steps between reads of the running loss (each read waits for the device).
 const SYNC_EVERY: usize = 20;
-
-/// The train and test splits of a dataset at one image size, loaded once per process.
-pub struct LoadedData {
-    pub train: SplitData,
-    pub test: SplitData,
-}
-
-/// Loads (and caches in memory across runs) the splits each run needs.
-#[derive(Default)]
-pub struct DataStore {
-    loaded: HashMap<String, LoadedData>,
-}
-
-impl DataStore {
-    pub fn get(&mut self, spec: &RunSpec) -> anyhow::Result<&LoadedData> {
-        let key = format!("{:?}/{}", spec.dataset, spec.dataset.image_size);
-        if !self.loaded.contains_key(&key) {
-            let source = spec.dataset.source();
-            let cache = Cache::default_location();
-            let size = spec.dataset.image_size;
-            let train = source
-                .load(Split::Train, size, cache.as_ref())
-                .context("loading the train split")?;
-            let test = source
-                .load(Split::Test, size, cache.as_ref())
-                .context("loading the test split")?;
-            if train.class_names != test.class_names {
-                bail!(
-                    "the train classes {:?} differ from the test classes {:?}",
-                    train.class_names,
-                    test.class_names
-                );
-            }
-            for split in [&train, &test] {
-                if !split.skipped.is_empty() {
-                    crate::warn!(
-                        "{} undecodable file(s) skipped in the {} split, e.g. {}",
-                        split.skipped.len(),
-                        split.split,
-                        split.skipped[0].display()
-                    );
-                }
-            }
-            self.loaded.insert(key.clone(), LoadedData { train, test });
-        }
-        Ok(&self.loaded[&key])
-    }
-}
 
 /// Test images of one variant (uint8, stamped with the run's artefact).
 pub fn test_variant(
@@ -90,30 +42,6 @@ pub fn test_variant(
         .map_err(anyhow::Error::msg)?;
     let boxes = artefact.plan(spec.seed, Split::Test, &test.labels, target, variant);
     Ok(artefact.stamp(&test.images, &boxes))
-}
-
-/// The training images as the run trains on them: stamped with its artefact
-/// (watermark runs), before any augmentation.
-pub fn training_images(
-    spec: &RunSpec,
-    artefact: &Artefact,
-    train: &SplitData,
-) -> anyhow::Result<Tensor> {
-    if !spec.watermark {
-        return Ok(train.images.shallow_clone());
-    }
-    let target = spec
-        .watermark_spec
-        .target_index(&train.class_names)
-        .map_err(anyhow::Error::msg)?;
-    let boxes = artefact.plan(
-        spec.seed,
-        Split::Train,
-        &train.labels,
-        target,
-        Variant::AsTrain,
-    );
-    Ok(artefact.stamp(&train.images, &boxes))
 }
 
 /// Accuracy and mean loss of `model` on uint8 images.

@@ -5,7 +5,7 @@
 //! `state.json` (what resume needs), `metrics.jsonl` (one line per epoch),
 //! TensorBoard event files, and `COMPLETE`, written last. Every file is written
 //! to a temporary name and renamed into place.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -14,6 +14,23 @@ use tch::Tensor;
 
 use crate::config::RunSpec;
 use crate::io::{write_atomic, write_atomic_with};
+
+/// One line of metrics.jsonl: an epoch's figures.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub lr: f64,
+    /// Test accuracy per watermark variant (clean, as-train, flipped).
+    pub test_accuracy: BTreeMap<String, f64>,
+    pub test_loss: f64,
+    pub seconds: f64,
+    pub images_per_second: f64,
+    /// The device the epoch trained on (cpu, cuda:0 ...).
+    #[serde(default)]
+    pub device: String,
+}
 
 pub struct RunFolder {
     pub dir: PathBuf,

@@ -1,0 +1,82 @@
+//! The datasets a process has loaded, shared by `train`, `audit` and the
+//! benches: each split is read (or generated) once per dataset and size.
+use std::collections::HashMap;
+
+use anyhow::{bail, Context};
+use tch::Tensor;
+
+use super::watermark::{Artefact, Variant};
+use super::{cache::Cache, Split, SplitData};
+use crate::config::RunSpec;
+
+/// The train and test splits of a dataset at one image size, loaded once per process.
+pub struct LoadedData {
+    pub train: SplitData,
+    pub test: SplitData,
+}
+
+/// Loads (and caches in memory across runs) the splits each run needs.
+#[derive(Default)]
+pub struct DataStore {
+    loaded: HashMap<String, LoadedData>,
+}
+
+impl DataStore {
+    pub fn get(&mut self, spec: &RunSpec) -> anyhow::Result<&LoadedData> {
+        let key = format!("{:?}/{}", spec.dataset, spec.dataset.image_size);
+        if !self.loaded.contains_key(&key) {
+            let source = spec.dataset.source();
+            let cache = Cache::default_location();
+            let size = spec.dataset.image_size;
+            let train = source
+                .load(Split::Train, size, cache.as_ref())
+                .context("loading the train split")?;
+            let test = source
+                .load(Split::Test, size, cache.as_ref())
+                .context("loading the test split")?;
+            if train.class_names != test.class_names {
+                bail!(
+                    "the train classes {:?} differ from the test classes {:?}",
+                    train.class_names,
+                    test.class_names
+                );
+            }
+            for split in [&train, &test] {
+                if !split.skipped.is_empty() {
+                    crate::warn!(
+                        "{} undecodable file(s) skipped in the {} split, e.g. {}",
+                        split.skipped.len(),
+                        split.split,
+                        split.skipped[0].display()
+                    );
+                }
+            }
+            self.loaded.insert(key.clone(), LoadedData { train, test });
+        }
+        Ok(&self.loaded[&key])
+    }
+}
+
+/// The training images as the run trains on them: stamped with its artefact
+/// (watermark runs), before any augmentation.
+pub fn training_images(
+    spec: &RunSpec,
+    artefact: &Artefact,
+    train: &SplitData,
+) -> anyhow::Result<Tensor> {
+    if !spec.watermark {
+        return Ok(train.images.shallow_clone());
+    }
+    let target = spec
+        .watermark_spec
+        .target_index(&train.class_names)
+        .map_err(anyhow::Error::msg)?;
+    let boxes = artefact.plan(
+        spec.seed,
+        Split::Train,
+        &train.labels,
+        target,
+        Variant::AsTrain,
+    );
+    Ok(artefact.stamp(&train.images, &boxes))
+}
