@@ -1,0 +1,202 @@
+//! Planning an audit: the settings (run.yaml's `audit:` under the command
+//! line's), each run's taps and probes, and the key that says whether a
+//! cached result still holds.
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::verdict;
+use crate::config::{AuditSpec, ClusterMethod, RunSpec, Scope};
+use crate::data::watermark::{Artefact, WmBox};
+use crate::data::{Split, SplitData};
+use crate::run_folder::{find_runs, RunFolder};
+
+/// Seed of the probe choice and of the probes' watermark boxes: the same for
+/// every run, so that regimes are compared on the same pictures.
+pub(crate) const PROBE_SEED: u64 = 0;
+
+/// Audit settings after merging the command line over run.yaml's `audit:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditSettings {
+    pub taps: Vec<String>,
+    pub k: usize,
+    pub method: ClusterMethod,
+    pub scope: Scope,
+    pub probes: usize,
+    pub classes: Vec<String>,
+    pub repeats: usize,
+    pub tol: f64,
+    pub max_iter: usize,
+    pub resolution: Option<i64>,
+    /// Pictures are written for the first this many probes (None: all);
+    /// the measures always use every probe.
+    #[serde(default)]
+    pub pictures: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditOverrides {
+    pub taps: Option<Vec<String>>,
+    pub k: Option<usize>,
+    pub method: Option<ClusterMethod>,
+    pub scope: Option<Scope>,
+    pub probes: Option<usize>,
+    pub repeats: Option<usize>,
+    pub resolution: Option<i64>,
+    pub pictures: Option<usize>,
+}
+
+pub(crate) fn settings_for(
+    spec: &AuditSpec,
+    run: &RunSpec,
+    o: &AuditOverrides,
+    class_names: &[String],
+) -> anyhow::Result<AuditSettings> {
+    let target = run
+        .watermark_spec
+        .target_index(class_names)
+        .map_err(anyhow::Error::msg)?;
+    Ok(AuditSettings {
+        taps: taps_for(run, o),
+        k: o.k.unwrap_or(spec.k),
+        method: o.method.unwrap_or(spec.method),
+        scope: o.scope.unwrap_or(spec.scope),
+        probes: o.probes.unwrap_or(spec.probes),
+        classes: spec
+            .classes
+            .clone()
+            .unwrap_or_else(|| vec![class_names[target as usize].clone()]),
+        repeats: o.repeats.unwrap_or(spec.repeats).max(1),
+        tol: spec.tol,
+        max_iter: spec.max_iter,
+        resolution: o.resolution.or(spec.resolution),
+        pictures: o.pictures,
+    })
+}
+
+/// The taps of one run: the command line's, else run.yaml's `audit.taps`,
+/// else the architecture's default.
+pub(crate) fn taps_for(run: &RunSpec, o: &AuditOverrides) -> Vec<String> {
+    o.taps
+        .clone()
+        .or_else(|| run.audit.taps.clone())
+        .unwrap_or_else(|| run.model.arch.default_taps())
+}
+
+/// The probe images: up to N test images of the chosen classes, in a fixed
+/// random order.
+pub(crate) fn choose_probes(
+    test: &SplitData,
+    classes: &[String],
+    n: usize,
+) -> anyhow::Result<Vec<usize>> {
+    let wanted: Vec<i64> = classes
+        .iter()
+        .map(|c| {
+            test.class_names
+                .iter()
+                .position(|x| x == c)
+                .map(|i| i as i64)
+                .with_context(|| format!("audit class '{c}' is not one of {:?}", test.class_names))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut idx: Vec<usize> = (0..test.len())
+        .filter(|&i| wanted.contains(&test.labels[i]))
+        .collect();
+    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(PROBE_SEED));
+    idx.truncate(n);
+    idx.sort();
+    if idx.is_empty() {
+        bail!("no test images of the classes {classes:?} to probe");
+    }
+    Ok(idx)
+}
+
+/// Identifies what a run's result was computed from: its weights (size and
+/// time), the settings, and the probes with their boxes.
+pub(super) fn file_key(path: &Path, settings: &AuditSettings, probes: &ProbeSet) -> String {
+    let meta = std::fs::metadata(path).ok();
+    let stamp = meta.map(|m| {
+        (
+            m.len(),
+            m.modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        )
+    });
+    format!(
+        "{stamp:?}|{}|{:?}|{:?}|{}",
+        serde_json::to_string(settings).unwrap_or_default(),
+        probes.indices,
+        probes.placed,
+        verdict::DETECTOR_VERSION
+    )
+}
+
+/// One run's probes: test indices, where its artefact is stamped on each,
+/// and the artefact's visible box there.
+pub(crate) struct ProbeSet {
+    pub indices: Vec<usize>,
+    pub placed: Vec<WmBox>,
+    pub masks: Vec<WmBox>,
+}
+
+impl ProbeSet {
+    pub fn new(indices: Vec<usize>, artefact: &Artefact) -> Self {
+        let placed: Vec<WmBox> = indices
+            .iter()
+            .map(|&i| artefact.box_for(PROBE_SEED, Split::Test, i))
+            .collect();
+        let masks = placed.iter().map(|b| artefact.mask_box(b)).collect();
+        Self {
+            indices,
+            placed,
+            masks,
+        }
+    }
+}
+
+/// A finished run: its resolved spec and its folder.
+pub(super) type FinishedRun = (RunSpec, RunFolder);
+
+/// The finished runs under an experiment's checkpoint folder, and the ids of
+/// the unfinished ones (skipped, and said so).
+pub(super) fn finished_runs(dir: &Path) -> anyhow::Result<(Vec<FinishedRun>, Vec<String>)> {
+    if !dir.is_dir() {
+        bail!(
+            "{} is not a folder of runs (expected checkpoints/<experiment>/)",
+            dir.display()
+        );
+    }
+    let folders = find_runs(dir)?;
+    if folders.is_empty() {
+        bail!(
+            "{}: no run folders (folders with run.yaml); train the experiment first",
+            dir.display()
+        );
+    }
+    let (mut finished, mut unfinished) = (Vec::new(), Vec::new());
+    for f in folders {
+        let spec = RunSpec::read(&f.run_yaml())?;
+        if f.is_complete() {
+            finished.push((spec, f));
+        } else {
+            crate::info!("{}: unfinished (no COMPLETE), skipped", spec.id);
+            unfinished.push(spec.id);
+        }
+    }
+    if finished.is_empty() {
+        bail!(
+            "{}: no finished run to audit ({} unfinished)",
+            dir.display(),
+            unfinished.len()
+        );
+    }
+    Ok((finished, unfinished))
+}
