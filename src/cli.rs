@@ -105,10 +105,10 @@ pub struct ShowArgs {
     #[arg(long, short)]
     pub out: std::path::PathBuf,
     /// Side the images are resized to, as in an experiment's dataset.image_size.
-    #[arg(long, default_value_t = 96)]
+    #[arg(value_parser = clap::value_parser!(i64).range(1..), long, default_value_t = 96)]
     pub image_size: i64,
     /// Number of samples (columns).
-    #[arg(long, default_value_t = 8)]
+    #[arg(value_parser = at_least_one, long, default_value_t = 8)]
     pub count: usize,
     /// Seed for the sample choice, watermark positions and augmentation.
     #[arg(long, default_value_t = 0)]
@@ -137,7 +137,7 @@ pub struct BenchDetectArgs {
     /// An experiment's checkpoint folder (e.g. checkpoints/zoo/).
     pub dir: std::path::PathBuf,
     /// Probe images per run for the localisation.
-    #[arg(long, default_value_t = 20)]
+    #[arg(value_parser = at_least_one, long, default_value_t = 20)]
     pub probes: usize,
     /// Seeds the threshold is chosen on (the other seeds are held out).
     #[arg(long, value_delimiter = ',', default_value = "0,1")]
@@ -179,11 +179,11 @@ pub struct BenchKmeansArgs {
     #[arg(long, value_delimiter = ',')]
     pub taps: Option<Vec<String>>,
     /// Synthetic probe images to extract features from.
-    #[arg(long, default_value_t = 200)]
+    #[arg(value_parser = at_least_one, long, default_value_t = 200)]
     pub images: usize,
-    #[arg(long, default_value_t = 224)]
+    #[arg(value_parser = clap::value_parser!(i64).range(1..), long, default_value_t = 224)]
     pub image_size: i64,
-    #[arg(short = 'k', long, value_delimiter = ',', default_value = "5,10")]
+    #[arg(value_parser = at_least_one, short = 'k', long, value_delimiter = ',', default_value = "5,10")]
     pub k: Vec<usize>,
     /// Engines to time: kmeans (tensor), linfa, ward, pca.
     #[arg(long, value_delimiter = ',', default_value = "kmeans,linfa")]
@@ -211,9 +211,9 @@ pub struct BenchTrainArgs {
     #[arg(long, value_enum, default_value = "resnet18")]
     pub arch: crate::models::Arch,
     /// Model width (default: the standard model).
-    #[arg(long)]
+    #[arg(value_parser = clap::value_parser!(i64).range(1..), long)]
     pub width: Option<i64>,
-    #[arg(long, default_value_t = 96)]
+    #[arg(value_parser = clap::value_parser!(i64).range(1..), long, default_value_t = 96)]
     pub image_size: i64,
     #[arg(long, default_value_t = 64)]
     pub batch_size: i64,
@@ -230,12 +230,12 @@ pub struct BenchTrainArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchDataArgs {
-    #[arg(long, default_value_t = 96)]
+    #[arg(value_parser = clap::value_parser!(i64).range(1..), long, default_value_t = 96)]
     pub image_size: i64,
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
     /// Images in the (synthetic) split that is iterated.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(value_parser = at_least_one, long, default_value_t = 2048)]
     pub images: usize,
     /// Epochs to time (after one warm-up epoch).
     #[arg(long, default_value_t = 2)]
@@ -278,24 +278,24 @@ pub struct AuditArgs {
     #[arg(long, value_delimiter = ',')]
     pub taps: Option<Vec<String>>,
     /// Number of clusters.
-    #[arg(short = 'k', long)]
+    #[arg(value_parser = at_least_one, short = 'k', long)]
     pub k: Option<usize>,
     #[arg(long, value_enum)]
     pub method: Option<crate::config::ClusterMethod>,
     #[arg(long, value_enum)]
     pub scope: Option<crate::config::Scope>,
     /// Number of probe images from the test split.
-    #[arg(long)]
+    #[arg(value_parser = at_least_one, long)]
     pub probes: Option<usize>,
     /// Clustering repeats with different seeds.
-    #[arg(long)]
+    #[arg(value_parser = at_least_one, long)]
     pub repeats: Option<usize>,
     /// Cluster on a finer grid of this side.
-    #[arg(long)]
+    #[arg(value_parser = clap::value_parser!(i64).range(1..), long)]
     pub resolution: Option<i64>,
     /// Write pictures for the first N probe images only (default: all); the
     /// measures always use every probe.
-    #[arg(long)]
+    #[arg(value_parser = at_least_one, long)]
     pub pictures: Option<usize>,
     /// Redo runs whose audit is up to date.
     #[arg(long)]
@@ -339,7 +339,7 @@ pub struct ExplainArgs {
     #[arg(long)]
     pub image: std::path::PathBuf,
     /// Number of clusters.
-    #[arg(short = 'k', long, default_value_t = 5)]
+    #[arg(value_parser = at_least_one, short = 'k', long, default_value_t = 5)]
     pub k: usize,
     /// Taps, comma-separated (default: ResNet layer3,layer4; ViT the last block).
     #[arg(long, value_delimiter = ',')]
@@ -347,10 +347,10 @@ pub struct ExplainArgs {
     #[arg(long, value_enum, default_value = "kmeans")]
     pub method: crate::config::ClusterMethod,
     /// Side the image is resized to (default: the run's image size, else 224).
-    #[arg(long)]
+    #[arg(value_parser = clap::value_parser!(i64).range(1..), long)]
     pub image_size: Option<i64>,
     /// Cluster on a finer grid of this side.
-    #[arg(long)]
+    #[arg(value_parser = clap::value_parser!(i64).range(1..), long)]
     pub resolution: Option<i64>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -375,7 +375,7 @@ pub struct LocalizeArgs {
     #[arg(long, value_delimiter = ',')]
     pub taps: Option<Vec<String>>,
     /// Numbers of clusters to evaluate.
-    #[arg(short = 'k', long, value_delimiter = ',', default_value = "5")]
+    #[arg(value_parser = at_least_one, short = 'k', long, value_delimiter = ',', default_value = "5")]
     pub k: Vec<usize>,
     #[arg(long, value_enum, default_value = "kmeans")]
     pub method: crate::config::ClusterMethod,
@@ -401,4 +401,14 @@ pub struct LocalizeArgs {
     /// Output folder (default reports/localize-<dataset>).
     #[arg(short, long)]
     pub out: Option<std::path::PathBuf>,
+}
+
+/// Parses a count that must be at least 1 (a number of clusters, probes,
+/// images...): 0 is refused here, naming the value, rather than failing later.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a whole number ({e})")),
+    }
 }

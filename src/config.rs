@@ -436,6 +436,28 @@ fn validate(f: &ExperimentFile) -> anyhow::Result<()> {
     if f.audit.k < 2 {
         bail!("audit.k must be at least 2, got {}", f.audit.k);
     }
+    if f.audit.taps.as_ref().is_some_and(Vec::is_empty) {
+        bail!("audit.taps is empty: name at least one layer (e.g. [layer3]), or leave it out for the architecture's default");
+    }
+    if f.audit.probes == 0 || f.audit.repeats == 0 {
+        bail!(
+            "audit.probes and audit.repeats must be at least 1, got {} and {}",
+            f.audit.probes,
+            f.audit.repeats
+        );
+    }
+    if f.audit.resolution.is_some_and(|r| r < 1) {
+        bail!(
+            "audit.resolution must be at least 1, got {:?}",
+            f.audit.resolution
+        );
+    }
+    if f.model.registers < 0 {
+        bail!(
+            "model.registers must be 0 or more, got {}",
+            f.model.registers
+        );
+    }
     Ok(())
 }
 
@@ -518,6 +540,24 @@ mod tests {
         let text = MINIMAL.replace("  epochs: 2\n", "  epochs: two\n");
         let err = format!("{:#}", Experiment::load(&write(&text), &[]).unwrap_err());
         assert!(err.contains("epochs") && err.contains("line 6"), "{err}");
+    }
+
+    #[test]
+    fn settings_that_used_to_panic_are_errors_naming_the_key() {
+        let p = write(MINIMAL);
+        for (assignment, key) in [
+            ("audit.taps=[]", "audit.taps"),
+            ("audit.probes=0", "audit.probes"),
+            ("audit.repeats=0", "audit.repeats"),
+            ("audit.resolution=0", "audit.resolution"),
+            ("model.registers=-1", "model.registers"),
+        ] {
+            let err = format!(
+                "{:#}",
+                Experiment::load(&p, &[assignment.into()]).unwrap_err()
+            );
+            assert!(err.contains(key), "{assignment}: {err}");
+        }
     }
 
     #[test]

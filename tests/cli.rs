@@ -37,6 +37,27 @@ fn bad_device_is_a_usage_error_naming_the_value() {
 }
 
 #[test]
+fn zero_counts_and_sizes_are_usage_errors_naming_the_value() {
+    for args in [
+        vec![
+            "explain", "--image", "x.png", "--out", "o.png", "--run", "r", "-k", "0",
+        ],
+        vec!["audit", "checkpoints/x", "--resolution", "0"],
+        vec!["audit", "checkpoints/x", "--probes", "0"],
+        vec!["data", "show", "--image-size", "0"],
+        vec!["data", "show", "--image-size", "-5"],
+    ] {
+        let out = nave_lab().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("'0'") || err.contains("-5") || err.contains("at least 1"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
 fn help_and_version_exit_zero() {
     let out = nave_lab().arg("--help").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
