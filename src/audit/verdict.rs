@@ -17,7 +17,7 @@ use crate::models::Model;
 /// `nave-lab bench detect` on the zoo's tuning runs (seeds 0-1, held-out
 /// families excluded) as the lowest threshold with at most 5% false
 /// positives there; benches/RESULTS.md gives the figures it reaches.
-pub const SHORTCUT_THRESHOLD: f64 = 0.08;
+pub const SHORTCUT_THRESHOLD: f64 = 0.094;
 
 /// Names the detector's method in the audit cache key: results of an older
 /// detector are recomputed.
@@ -133,7 +133,7 @@ mod tests {
     fn the_line_states_the_verdict_the_threshold_and_where() {
         let flagged = verdict(0.8).line("resnet18-aug0-wm1-s0");
         assert!(flagged.contains("FLAGGED"), "{flagged}");
-        assert!(flagged.contains("score 0.800 >= 0.080"), "{flagged}");
+        assert!(flagged.contains("score 0.800 >= 0.094"), "{flagged}");
         assert!(flagged.contains("towards NORMAL"), "{flagged}");
         assert!(
             flagged.contains("on 1/2 probes, e.g. at x 40 y 8 (16 x 16 px)"),
@@ -141,7 +141,7 @@ mod tests {
         );
         let clean = verdict(0.01).line("resnet18-aug0-wm0-s0");
         assert!(
-            clean.contains("not flagged") && clean.contains("score 0.010 < 0.080"),
+            clean.contains("not flagged") && clean.contains("score 0.010 < 0.094"),
             "{clean}"
         );
         assert!(!clean.contains("towards"), "{clean}");
