@@ -203,6 +203,26 @@ fn tensorboard_reads_the_scalars_back() {
 }
 
 #[test]
+fn an_empty_train_split_is_an_error_and_nothing_is_complete() {
+    let dir = scratch("train_empty");
+    let exp = experiment(&dir, 1, 0);
+    let out = train(&exp, &dir, true, &["--index", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("train split of synthetic has no images") && err.contains("synthetic.train"),
+        "{err}"
+    );
+    assert!(!dir.join("t/resnet18-aug0-wm0-s0/COMPLETE").exists());
+    // One image: the PNEUMONIA class (odd indices) is missing.
+    let exp = experiment(&dir, 1, 1);
+    let out = train(&exp, &dir, true, &["--index", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no image of class PNEUMONIA"), "{err}");
+}
+
+#[test]
 fn a_diverging_run_stops_with_a_clear_error() {
     let dir = scratch("train_nan");
     let exp = experiment(&dir, 2, 64);

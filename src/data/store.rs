@@ -34,6 +34,7 @@ impl DataStore {
             let test = source
                 .load(Split::Test, size, cache.as_ref())
                 .context("loading the test split")?;
+            ensure_every_class_trains(&train, spec)?;
             if train.class_names != test.class_names {
                 bail!(
                     "the train classes {:?} differ from the test classes {:?}",
@@ -79,4 +80,32 @@ pub fn training_images(
         Variant::AsTrain,
     );
     Ok(artefact.stamp(&train.images, &boxes))
+}
+
+/// An error, naming the dataset and the likely cause, when the train split
+/// is empty or lacks a class: such a run would train nothing (or never see a
+/// class) and still be marked complete.
+fn ensure_every_class_trains(train: &SplitData, spec: &RunSpec) -> anyhow::Result<()> {
+    let source = match &spec.dataset.root {
+        Some(root) => format!("{} at {}", spec.dataset.kind.as_str(), root.display()),
+        None => spec.dataset.kind.as_str().to_string(),
+    };
+    let hint = if train.skipped.is_empty() {
+        "check the dataset (synthetic.train, the class folders)".to_string()
+    } else {
+        format!(
+            "{} file(s) could not be decoded, e.g. {} (Git LFS pointers? run `git lfs pull`)",
+            train.skipped.len(),
+            train.skipped[0].display()
+        )
+    };
+    if train.is_empty() {
+        bail!("the train split of {source} has no images: {hint}");
+    }
+    for (c, name) in train.class_names.iter().enumerate() {
+        if !train.labels.contains(&(c as i64)) {
+            bail!("the train split of {source} has no image of class {name}: {hint}");
+        }
+    }
+    Ok(())
 }
