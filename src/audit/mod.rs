@@ -62,7 +62,7 @@ fn audit_run(
     let started = std::time::Instant::now();
     let (spec, settings, probe_set) = (run.spec, run.settings, run.probe_set);
     let model = load_model(spec, run.folder, run.test, &settings.taps, device)?;
-    let (clean, marked) = probe_images(run.test, run.artefact, probe_set);
+    let (clean, marked) = probe_set.images(run.test, run.artefact);
     let both = Tensor::cat(&[&clean, &marked], 0); // [2N, 3, S, S] uint8
     let feats = extract::features(
         &model,
@@ -131,7 +131,7 @@ fn audit_run(
 }
 
 /// The run's final weights, with its taps checked.
-fn load_model(
+pub(crate) fn load_model(
     spec: &RunSpec,
     folder: &RunFolder,
     test: &SplitData,
@@ -150,21 +150,6 @@ fn load_model(
         model.tap_index(t)?;
     }
     Ok(model)
-}
-
-/// The probes clean and stamped with the run's artefact where the plan put it.
-fn probe_images(test: &SplitData, artefact: &Artefact, probe_set: &ProbeSet) -> (Tensor, Tensor) {
-    let index = Tensor::from_slice(
-        &probe_set
-            .indices
-            .iter()
-            .map(|&i| i as i64)
-            .collect::<Vec<_>>(),
-    );
-    let clean = test.images.index_select(0, &index);
-    let placed: Vec<_> = probe_set.placed.iter().map(|b| Some(*b)).collect();
-    let marked = artefact.stamp(&clean, &placed);
-    (clean, marked)
 }
 
 /// A run's cached result, when its weights, settings and probes are those

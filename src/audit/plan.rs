@@ -8,6 +8,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use tch::Tensor;
 
 use super::verdict;
 use crate::config::{AuditSpec, ClusterMethod, RunSpec, Scope};
@@ -148,6 +149,15 @@ pub(crate) struct ProbeSet {
 }
 
 impl ProbeSet {
+    /// The probes clean, and stamped with the run's artefact where the plan put it.
+    pub fn images(&self, test: &SplitData, artefact: &Artefact) -> (Tensor, Tensor) {
+        let index: Vec<i64> = self.indices.iter().map(|&i| i as i64).collect();
+        let clean = test.images.index_select(0, &Tensor::from_slice(&index));
+        let placed: Vec<_> = self.placed.iter().map(|b| Some(*b)).collect();
+        let marked = artefact.stamp(&clean, &placed);
+        (clean, marked)
+    }
+
     pub fn new(indices: Vec<usize>, artefact: &Artefact) -> Self {
         let placed: Vec<WmBox> = indices
             .iter()

@@ -6,19 +6,18 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::Context;
 use serde_json::{json, Value};
-use tch::{Device, Tensor};
+use tch::Device;
 
 use super::detect::{self, Detection, DetectorSpec, Evidence};
 use super::evaluate::{threshold_for_fpr, Figures, Scored};
 use super::{
-    choose_probes, final_accuracy, settings_for, taps_for, AuditOverrides, ProbeSet, Truth,
+    choose_probes, final_accuracy, load_model, settings_for, taps_for, AuditOverrides, ProbeSet,
+    Truth,
 };
 use crate::config::RunSpec;
 use crate::data::store::{training_images, DataStore};
 use crate::data::watermark::{Artefact, WmBox};
-use crate::models::Model;
 use crate::run_folder::find_runs;
 
 /// What the bench needs to know besides the zoo.
@@ -108,10 +107,6 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
         let loaded = store.get(&run)?;
         let (train, test) = (&loaded.train, &loaded.test);
         let size = test.image_size();
-        let mut model = Model::new(&run.model, train.class_names.len() as i64, size, device)?;
-        model
-            .load(&folder.model(), true)
-            .with_context(|| format!("{}", folder.dir.display()))?;
         let settings = settings_for(
             &run.audit,
             &run,
@@ -119,23 +114,10 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
             &test.class_names,
         )?;
         let taps = taps_for(&run, &AuditOverrides::default());
+        let model = load_model(&run, folder, test, &taps, device)?;
         let artefact = Artefact::new(&run.watermark_spec, size)?;
         let probe_set = ProbeSet::new(choose_probes(test, &settings.classes, b.probes)?, &artefact);
-        let index = Tensor::from_slice(
-            &probe_set
-                .indices
-                .iter()
-                .map(|&i| i as i64)
-                .collect::<Vec<_>>(),
-        );
-        let marked = artefact.stamp(
-            &test.images.index_select(0, &index),
-            &probe_set
-                .placed
-                .iter()
-                .map(|p| Some(*p))
-                .collect::<Vec<_>>(),
-        );
+        let (_, marked) = probe_set.images(test, &artefact);
         let train_images = training_images(&run, &artefact, train)?;
         let grid = {
             let one = crate::data::loader::normalize_u8(&marked.narrow(0, 0, 1).to_device(device));
