@@ -396,8 +396,14 @@ pub(crate) fn run_spec(
     })
 }
 
+/// Whether `name` can be one folder's name under another: not empty, no
+/// slash, not `.` or `..` (experiment names and run ids become folders).
+pub fn is_folder_name(name: &str) -> bool {
+    !(name.is_empty() || name.contains(['/', '\\']) || name == "." || name == "..")
+}
+
 fn validate(f: &ExperimentFile) -> anyhow::Result<()> {
-    if f.name.is_empty() || f.name.contains(['/', '\\']) || f.name == "." || f.name == ".." {
+    if !is_folder_name(&f.name) {
         bail!(
             "name must be a non-empty folder name without slashes, got '{}'",
             f.name

@@ -219,6 +219,49 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
         &[],
         &["do not match its run.yaml", "resnet18-aug0-wm0-s0"],
     );
+    // A copied run folder is one run twice: refused, naming both.
+    let twice = dir.join("twice");
+    copy_dir(
+        &runs.join("resnet18-aug0-wm0-s0"),
+        &twice.join("resnet18-aug0-wm0-s0"),
+    );
+    copy_dir(
+        &runs.join("resnet18-aug0-wm0-s0"),
+        &twice.join("resnet18-aug0-wm0-s0.bak"),
+    );
+    check(
+        &twice,
+        &[],
+        &["are both run resnet18-aug0-wm0-s0", "s0.bak"],
+    );
+    // run.yaml names that would write outside reports/ are refused.
+    let elsewhere = dir.join("elsewhere");
+    for (key, value) in [
+        ("experiment", elsewhere.to_str().unwrap()),
+        ("id", "../../x"),
+    ] {
+        let hostile = dir.join(format!("hostile-{key}"));
+        let run = hostile.join("resnet18-aug0-wm0-s0");
+        copy_dir(&runs.join("resnet18-aug0-wm0-s0"), &run);
+        let yaml: String = std::fs::read_to_string(run.join("run.yaml"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                if l.starts_with(&format!("{key}:")) {
+                    format!("{key}: '{value}'\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(run.join("run.yaml"), yaml).unwrap();
+        check(
+            &hostile,
+            &[],
+            &[&format!("{key} '{value}' is not a folder name"), "run.yaml"],
+        );
+    }
+    assert!(!elsewhere.exists(), "nothing written outside reports/");
 }
 
 #[test]
