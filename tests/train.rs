@@ -223,6 +223,37 @@ fn an_empty_train_split_is_an_error_and_nothing_is_complete() {
 }
 
 #[test]
+fn weights_that_diverge_in_the_last_step_are_never_saved_or_complete() {
+    // One step per epoch: its loss is computed before the update, so only the
+    // check after the epoch can see that lr 1e38 made the model diverge.
+    let dir = scratch("train_last_step");
+    let exp = experiment(&dir, 1, 16);
+    let out = train(
+        &exp,
+        &dir,
+        true,
+        &["--index", "0", "--set", "train.optimizer.lr=1.0e+38"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("after epoch 1") && err.contains("nothing of this epoch is saved"),
+        "{err}"
+    );
+    let run = dir.join("t/resnet18-aug0-wm0-s0");
+    for f in [
+        "COMPLETE",
+        "model.safetensors",
+        "last.safetensors",
+        "metrics.jsonl",
+    ] {
+        assert!(!run.join(f).exists(), "{f} written");
+    }
+}
+
+#[test]
 fn a_diverging_run_stops_with_a_clear_error() {
     let dir = scratch("train_nan");
     let exp = experiment(&dir, 2, 64);

@@ -144,9 +144,24 @@ pub(super) fn test(
     (accuracy, clean_loss)
 }
 
-/// An error when any weight is NaN or infinite: the loss is checked before
-/// each step, so the update of an epoch's last step is checked here.
-pub(super) fn ensure_finite(spec: &RunSpec, model: &Model, epoch: usize) -> anyhow::Result<()> {
+/// An error when any weight is NaN or infinite, or the epoch's test loss is:
+/// the training loss is checked before each step, so the update of an
+/// epoch's last step is checked here, before anything of the epoch is saved
+/// (and a run is never marked complete with diverged weights).
+pub(super) fn ensure_finite(
+    spec: &RunSpec,
+    model: &Model,
+    epoch: usize,
+    test_loss: f64,
+) -> anyhow::Result<()> {
+    if !test_loss.is_finite() {
+        bail!(
+            "{}: the test loss became {test_loss} after epoch {}: the weights diverged in its last steps; nothing of this epoch is saved. Lower train.optimizer.lr (now {}) or check the data",
+            spec.id,
+            epoch + 1,
+            spec.train.optimizer.lr
+        );
+    }
     let _guard = tch::no_grad_guard();
     for (name, t) in model.trainable() {
         if t.isfinite().all().int64_value(&[]) == 0 {

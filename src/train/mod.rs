@@ -132,8 +132,8 @@ pub fn train_run(
             device: crate::device::device_name(device),
         };
         log_epoch(spec, &m);
-        // Weights that turned non-finite in the epoch's last steps are never saved.
-        epoch::ensure_finite(spec, &model, epoch)?;
+        // Weights that diverged in the epoch's last steps are never saved.
+        epoch::ensure_finite(spec, &model, epoch, m.test_loss)?;
         lines.push(serde_json::to_string(&m)?);
         state.epochs_done = epoch + 1;
         model.save(&folder.last(), state.step)?;
