@@ -150,6 +150,21 @@ struct Cell {
     r#box: Option<String>,
 }
 
+/// "kind at S px (root)" for the report's header.
+fn dataset_label(spec: &crate::config::RunSpec) -> String {
+    let root = spec
+        .dataset
+        .root
+        .as_ref()
+        .map(|r| format!(" ({})", r.display()))
+        .unwrap_or_default();
+    format!(
+        "{} at {} px{root}",
+        spec.dataset.kind.as_str(),
+        spec.dataset.image_size
+    )
+}
+
 /// A string field of a JSON object ("" when absent).
 fn str_of(v: &Value, k: &str) -> String {
     v.get(k).and_then(Value::as_str).unwrap_or("").to_string()
@@ -405,6 +420,14 @@ pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
     let first_spec = run_yaml
         .as_deref()
         .and_then(|t| yaml_serde::from_str::<crate::config::RunSpec>(t).ok());
+    // Every dataset the runs trained on (a zoo mixes synthetic and real images).
+    let datasets: BTreeSet<String> = runs
+        .iter()
+        .filter_map(run_dir_of)
+        .filter_map(|d| std::fs::read_to_string(d.join("run.yaml")).ok())
+        .filter_map(|t| yaml_serde::from_str::<crate::config::RunSpec>(&t).ok())
+        .map(|s| dataset_label(&s))
+        .collect();
     let n_per_regime: BTreeSet<usize> = regimes
         .iter()
         .map(|r| {
@@ -441,7 +464,7 @@ pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
         device => audit.get("device").and_then(Value::as_str).unwrap_or("(unknown device)"),
         n_runs => runs.len(),
         n_probes => probes.len(),
-        dataset => first_spec.as_ref().map(|s| format!("{} at {} px{}", s.dataset.kind.as_str(), s.dataset.image_size, s.dataset.root.as_ref().map(|r| format!(" ({})", r.display())).unwrap_or_default())).unwrap_or_else(|| "(run.yaml not found)".into()),
+        dataset => if datasets.is_empty() { "(run.yaml not found)".to_string() } else { datasets.into_iter().collect::<Vec<_>>().join("; ") },
         model => first_spec.as_ref().map(|s| format!("{} width {}", regimes.iter().map(|r| str_of(r, "regime").split('-').next().unwrap_or("").to_string()).collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(", "), s.model.width.map(|w| w.to_string()).unwrap_or("standard".into()))).unwrap_or_default(),
         trained_on => trained_on.iter().cloned().collect::<Vec<_>>().join(", "),
         runs_per_regime => n_per_regime.into_iter().map(|n| n.to_string()).collect::<Vec<_>>().join("/"),
