@@ -210,7 +210,10 @@ fn a_zoo_of_families_trains_shows_and_audits_with_truth() {
     // The report shows the new columns and outlines each run's own box.
     let index = std::fs::read_to_string(reports.join("tz/index.html")).unwrap();
     assert!(index.contains("<th>fair</th>") && index.contains("<th>truth</th>"));
-    assert!(index.contains("dataset synthetic at 48 px<"), "the header names the dataset");
+    assert!(
+        index.contains("dataset synthetic at 48 px<"),
+        "the header names the dataset"
+    );
     let token_page =
         std::fs::read_to_string(reports.join("tz/run-resnet18-token-aug0-wm1-s0.html")).unwrap();
     let left = 100.0 * n(m, "x") as f64 / 48.0;
