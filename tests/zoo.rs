@@ -127,16 +127,20 @@ fn a_zoo_of_families_trains_shows_and_audits_with_truth() {
         "{run_yaml}"
     );
 
-    let out = nave_lab()
-        .args([
-            "-q",
-            "audit",
-            checkpoints.join("tz").to_str().unwrap(),
-            "--reports",
-            reports.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    // `nave-lab -q audit checkpoints/tz --reports reports`
+    let audit_tz = || {
+        nave_lab()
+            .args([
+                "-q",
+                "audit",
+                checkpoints.join("tz").to_str().unwrap(),
+                "--reports",
+                reports.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = audit_tz();
     assert_ok(&out);
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(printed.contains("truth from the shortcut gap"), "{printed}");
@@ -273,16 +277,7 @@ fn a_zoo_of_families_trains_shows_and_audits_with_truth() {
         std::fs::remove_file(&cached).unwrap();
     }
     std::fs::remove_file(reports.join("tz/audit.json")).unwrap();
-    let out = nave_lab()
-        .args([
-            "-q",
-            "audit",
-            checkpoints.join("tz").to_str().unwrap(),
-            "--reports",
-            reports.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = audit_tz();
     assert_ok(&out);
     let again = json(&reports.join("tz/audit.json"));
     for (a, b) in runs.iter().zip(again["runs"].as_array().unwrap()) {
