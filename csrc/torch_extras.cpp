@@ -4,19 +4,48 @@
 // needs no loss scaling.
 #include <ATen/autocast_mode.h>
 #include <cmath>
+#include <string>
 #include <vector>
 
-extern "C" void nave_autocast_enter_bf16_cuda() {
-  at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-  at::autocast::set_autocast_enabled(at::kCUDA, true);
-  at::autocast::increment_nesting();
+// Every function returns nullptr, or the message of the C++ exception it
+// caught (CUDA out of memory, a shape mismatch): an exception must not cross
+// into Rust, where unwinding through extern "C" is undefined behaviour. The
+// message lives until the thread's next call.
+static thread_local std::string nave_last_error;
+
+#define NAVE_CATCH                                            \
+  catch (const c10::Error& e) {                               \
+    nave_last_error = e.what_without_backtrace();             \
+    return nave_last_error.c_str();                           \
+  }                                                           \
+  catch (const std::exception& e) {                           \
+    nave_last_error = e.what();                               \
+    return nave_last_error.c_str();                           \
+  }                                                           \
+  catch (...) {                                               \
+    nave_last_error = "an unknown C++ exception";             \
+    return nave_last_error.c_str();                           \
+  }
+
+extern "C" const char* nave_autocast_enter_bf16_cuda() {
+  try {
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::increment_nesting();
+    return nullptr;
+  }
+  NAVE_CATCH
 }
 
-extern "C" void nave_autocast_exit_cuda() {
-  if (at::autocast::decrement_nesting() == 0) {
-    at::autocast::clear_cache();
+extern "C" const char* nave_autocast_exit_cuda() {
+  try {
+    if (at::autocast::decrement_nesting() == 0) {
+      at::autocast::clear_cache();
+    }
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+    return nullptr;
   }
-  at::autocast::set_autocast_enabled(at::kCUDA, false);
+  NAVE_CATCH
 }
 
 // Drops a tensor's gradient (PyTorch's zero_grad(set_to_none=True)): the next
@@ -24,8 +53,12 @@ extern "C" void nave_autocast_exit_cuda() {
 // two passes over every parameter's memory per step. `tensor` is the
 // `torch::Tensor*` behind a tch::Tensor.
 #include <torch/torch.h>
-extern "C" void nave_clear_grad(void* tensor) {
-  static_cast<at::Tensor*>(tensor)->mutable_grad() = at::Tensor();
+extern "C" const char* nave_clear_grad(void* tensor) {
+  try {
+    static_cast<at::Tensor*>(tensor)->mutable_grad() = at::Tensor();
+    return nullptr;
+  }
+  NAVE_CATCH
 }
 
 // One SGD-with-momentum step for many parameters with libtorch's multi-tensor
@@ -35,7 +68,7 @@ extern "C" void nave_clear_grad(void* tensor) {
 // momentum buffer (the first step, which creates the buffers, is done per
 // parameter by the caller).
 //   g += wd * p;  buf = momentum * buf + g;  p -= lr * buf
-extern "C" void nave_sgd_foreach(void** params, void** bufs, int64_t n, double lr, double momentum, double weight_decay) {
+extern "C" const char* nave_sgd_foreach(void** params, void** bufs, int64_t n, double lr, double momentum, double weight_decay) try {
   at::NoGradGuard no_grad;
   std::vector<at::Tensor> ps, gs, bs;
   ps.reserve(n);
@@ -53,7 +86,9 @@ extern "C" void nave_sgd_foreach(void** params, void** bufs, int64_t n, double l
   at::_foreach_mul_(bs, momentum);
   at::_foreach_add_(bs, gs);
   at::_foreach_add_(ps, bs, -lr);
+  return nullptr;
 }
+NAVE_CATCH
 
 // One AdamW step for many parameters with the multi-tensor kernels, in the
 // order and form of torch.optim.AdamW(foreach=True), so the numbers match it.
@@ -62,9 +97,9 @@ extern "C" void nave_sgd_foreach(void** params, void** bufs, int64_t n, double l
 // as PyTorch does. `step` counts from 1.
 //   p *= 1 - lr*wd;  m = lerp(m, g, 1-b1);  v = b2*v + (1-b2)*g*g
 //   p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
-extern "C" void nave_adamw_foreach(void** params, void** exp_avgs, void** exp_avg_sqs, int64_t n,
-                                   double lr, double beta1, double beta2, double eps,
-                                   double weight_decay, int64_t step) {
+extern "C" const char* nave_adamw_foreach(void** params, void** exp_avgs, void** exp_avg_sqs, int64_t n,
+                                          double lr, double beta1, double beta2, double eps,
+                                          double weight_decay, int64_t step) try {
   at::NoGradGuard no_grad;
   std::vector<at::Tensor> ps, gs, ms, vs;
   for (int64_t i = 0; i < n; ++i) {
@@ -75,7 +110,7 @@ extern "C" void nave_adamw_foreach(void** params, void** exp_avgs, void** exp_av
     ms.push_back(*static_cast<at::Tensor*>(exp_avgs[i]));
     vs.push_back(*static_cast<at::Tensor*>(exp_avg_sqs[i]));
   }
-  if (ps.empty()) return;
+  if (ps.empty()) return nullptr;
   if (weight_decay != 0.0) {
     at::_foreach_mul_(ps, 1.0 - lr * weight_decay);
   }
@@ -88,4 +123,6 @@ extern "C" void nave_adamw_foreach(void** params, void** exp_avgs, void** exp_av
   at::_foreach_div_(denom, bias2_sqrt);
   at::_foreach_add_(denom, eps);
   at::_foreach_addcdiv_(ps, ms, denom, -lr / bias1);
+  return nullptr;
 }
+NAVE_CATCH

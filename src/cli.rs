@@ -268,6 +268,9 @@ pub struct TrainArgs {
     /// Where run folders go: <checkpoints>/<experiment name>/<run id>/.
     #[arg(long, default_value = "checkpoints")]
     pub checkpoints: std::path::PathBuf,
+    /// Wait for runs another process is training (default: skip them and say so).
+    #[arg(long)]
+    pub wait: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,42 +1,175 @@
-//! File writing that a kill cannot leave half done: write to a temporary name
-//! in the same folder, flush, then rename into place.
-use std::io::Write;
+//! File writing that a kill, a full disk or a second writer cannot leave half
+//! done: write to a temporary name unique to this writer in the same folder,
+//! fsync it, rename it into place, then fsync the folder. Any error on the
+//! way (at write, fsync or rename) is returned, and the temporary file removed.
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-/// The temporary name used while `path` is being written.
+/// What marks a temporary file: `.<name>.tmp-<host>-<pid>-<random>`.
+const TEMP_MARK: &str = ".tmp-";
+
+/// This machine's name, for temporary names and lock holders (containers on
+/// one shared volume often all run as PID 1).
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).into_owned();
+    if ok && !name.is_empty() {
+        name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")
+    } else {
+        "unknown-host".to_string()
+    }
+}
+
+/// The temporary name used while `path` is being written: unique to this
+/// host, process and call, so two writers never share one.
 pub fn temp_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    path.with_file_name(format!(
+        ".{name}{TEMP_MARK}{}-{}-{:08x}",
+        host_name(),
+        std::process::id(),
+        rand::random::<u32>()
+    ))
+}
+
+/// Whether `name` is a temporary file of [`temp_path`].
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(TEMP_MARK)
+}
+
+/// Removes the temporary files of dead writers from `dir` (the caller holds
+/// the folder's lock, so no live writer owns one); returns how many.
+pub fn remove_stale_temps(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| is_temp_name(&e.file_name().to_string_lossy()))
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
+/// Flushes a folder's entries (a rename) to the disk. File systems that
+/// cannot fsync a folder say so with EINVAL; that is not an error.
+pub fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let f = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    match f.sync_all() {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        other => other.with_context(|| format!("syncing {}", dir.display())),
+    }
+}
+
+/// fsyncs `tmp`, renames it to `path` and fsyncs the folder.
+fn commit(tmp: &Path, path: &Path) -> anyhow::Result<()> {
+    std::fs::File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("writing {} (flushing to disk)", path.display()))?;
+    std::fs::rename(tmp, path).with_context(|| format!("moving {} into place", path.display()))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = temp_path(path);
-    {
+    write_atomic_with(path, |tmp| {
         let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+            std::fs::File::create(tmp).with_context(|| format!("creating {}", tmp.display()))?;
         f.write_all(bytes)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all().ok();
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("moving {} into place", path.display()))
+            .with_context(|| format!("writing {}", path.display()))
+    })
 }
 
-/// Runs `write` on a temporary path, then renames the result to `path`.
+/// Runs `write` on a temporary path, then moves the result to `path` (see
+/// the module's comment). On any error the temporary file is removed.
 pub fn write_atomic_with(
     path: &Path,
     write: impl FnOnce(&Path) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let tmp = temp_path(path);
-    if let Err(e) = write(&tmp) {
+    let done = write(&tmp).and_then(|()| commit(&tmp, path));
+    if done.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(e);
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("moving {} into place", path.display()))
+    done
+}
+
+/// A file's size and SHA-256, as run-folder manifests record them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDigest {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+impl FileDigest {
+    pub fn of_file(path: &Path) -> anyhow::Result<Self> {
+        let mut f =
+            std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut bytes = 0u64;
+        loop {
+            let n = f
+                .read(&mut buf)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            bytes += n as u64;
+        }
+        Ok(Self {
+            bytes,
+            sha256: hex(&hasher.finalize()),
+        })
+    }
+
+    pub fn of_bytes(data: &[u8]) -> Self {
+        Self {
+            bytes: data.len() as u64,
+            sha256: hex(&Sha256::digest(data)),
+        }
+    }
+
+    /// An error naming `path` and `manifest` when the file is not this one.
+    pub fn check(&self, path: &Path, manifest: &Path) -> anyhow::Result<()> {
+        let found = Self::of_file(path).with_context(|| {
+            format!(
+                "{} names {}, which cannot be read",
+                manifest.display(),
+                path.display()
+            )
+        })?;
+        if &found != self {
+            anyhow::bail!(
+                "{} does not match {} ({} bytes, sha256 {}..., recorded {} bytes, {}...): it was changed or damaged after it was written",
+                path.display(),
+                manifest.display(),
+                found.bytes,
+                &found.sha256[..12],
+                self.bytes,
+                &self.sha256[..self.sha256.len().min(12)]
+            );
+        }
+        Ok(())
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Writes an image (RGB, gray, ...) as a PNG, atomically.
@@ -133,6 +266,52 @@ pub fn read_npy_f32(path: &Path) -> anyhow::Result<(Vec<usize>, Vec<f32>)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn temporary_names_are_unique_and_recognised() {
+        let p = std::path::Path::new("/x/model.safetensors");
+        let (a, b) = (super::temp_path(p), super::temp_path(p));
+        assert_ne!(a, b, "two writers in one process get two names");
+        let name = a.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with(".model.safetensors.tmp-"), "{name}");
+        assert!(
+            name.contains(&format!("-{}-", std::process::id())),
+            "{name}"
+        );
+        assert!(super::is_temp_name(&name));
+        assert!(!super::is_temp_name("model.safetensors"));
+    }
+
+    #[test]
+    fn a_failed_write_leaves_neither_the_file_nor_a_temporary() {
+        let dir = std::env::temp_dir().join(format!("nave-io-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("out.bin");
+        let err = super::write_atomic_with(&target, |tmp| {
+            std::fs::write(tmp, b"half")?;
+            anyhow::bail!("disk full")
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("disk full"));
+        assert!(!target.exists());
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "temporary removed"
+        );
+        super::write_atomic(&target, b"whole").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"whole");
+        let digest = super::FileDigest::of_file(&target).unwrap();
+        assert_eq!(digest, super::FileDigest::of_bytes(b"whole"));
+        assert_eq!(digest.bytes, 5);
+        digest.check(&target, &dir.join("MANIFEST")).unwrap();
+        std::fs::write(&target, b"whale").unwrap();
+        let err = digest.check(&target, &dir.join("MANIFEST")).unwrap_err();
+        assert!(err.to_string().contains("does not match"), "{err}");
+        std::fs::write(dir.join(".x.tmp-host-1-0"), b"").unwrap();
+        assert_eq!(super::remove_stale_temps(&dir), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn npy_round_trip() {
         let p = std::env::temp_dir().join(format!("nave-npy-{}.npy", std::process::id()));

@@ -23,7 +23,12 @@ fn main() -> ExitCode {
         Err(err) => {
             // `{:#}` prints the whole chain: "reading x.yaml: line 3: unknown key `foo`".
             eprintln!("error: {err:#}");
-            ExitCode::from(1)
+            // A run stopped by SIGTERM/SIGINT exits as a killed process would
+            // (128 + the signal), which schedulers read as "preempted".
+            match err.downcast_ref::<nave_lab::signals::Stopped>() {
+                Some(stopped) => ExitCode::from(stopped.exit_code() as u8),
+                None => ExitCode::from(1),
+            }
         }
     }
 }

@@ -1,10 +1,19 @@
 //! The run folder: the contract between `train` and `audit` (DESIGN.md).
 //!
 //! `run.yaml` (the resolved run), `model.safetensors` (final weights,
-//! torchvision/timm names), `last.safetensors` + `state.safetensors` +
-//! `state.json` (what resume needs), `metrics.jsonl` (one line per epoch),
-//! TensorBoard event files, and `COMPLETE`, written last. Every file is written
-//! to a temporary name and renamed into place.
+//! torchvision/timm names), `last-NNNN.safetensors` + `state-NNNN.safetensors`
+//! (weights and optimiser buffers after epoch NNNN) named by `state.json`,
+//! `metrics.jsonl` (one line per epoch), TensorBoard event files, and
+//! `COMPLETE`, written last. Every file is written to a temporary name,
+//! fsynced and renamed into place (`io`).
+//!
+//! An epoch has one commit point: its files are written under names of their
+//! own, then `state.json`, the manifest that names them with their sizes and
+//! hashes, is renamed into place, and only then are the previous epoch's files
+//! removed. A kill at any moment leaves a manifest whose files are all there,
+//! and resume trusts only what it names, verified. `COMPLETE` records the
+//! final weights' and metrics' hashes; `train` and `audit` refuse a run whose
+//! files no longer match. `.lock` is held by the one process working in the folder.
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -13,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::config::RunSpec;
-use crate::io::{write_atomic, write_atomic_with};
+use crate::io::{write_atomic, write_atomic_with, FileDigest};
+use crate::lock::Lock;
 
 /// One line of metrics.jsonl: an epoch's figures.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -36,7 +46,7 @@ pub struct RunFolder {
     pub dir: PathBuf,
 }
 
-/// Progress saved after every epoch.
+/// Progress saved after every epoch: the manifest `state.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResumeState {
     /// Epochs finished (the next epoch to run is this number).
@@ -45,7 +55,24 @@ pub struct ResumeState {
     pub seed: u64,
     /// Images skipped because they could not be decoded.
     pub skipped_files: usize,
+    /// The epoch's files (weights, optimiser state), by name, with their
+    /// sizes and hashes: resume reads only these, verified.
+    #[serde(default)]
+    pub files: BTreeMap<String, FileDigest>,
+    /// The first `epochs_done` lines of metrics.jsonl, as bytes and a hash
+    /// (the file may hold one line more: the epoch a kill interrupted).
+    #[serde(default)]
+    pub metrics: Option<FileDigest>,
 }
+
+/// What `COMPLETE` records: the final files' sizes and hashes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Completion {
+    pub files: BTreeMap<String, FileDigest>,
+}
+
+/// The files `COMPLETE` vouches for.
+const FINAL_FILES: [&str; 2] = ["model.safetensors", "metrics.jsonl"];
 
 impl RunFolder {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
@@ -58,11 +85,13 @@ impl RunFolder {
     pub fn model(&self) -> PathBuf {
         self.dir.join("model.safetensors")
     }
-    pub fn last(&self) -> PathBuf {
-        self.dir.join("last.safetensors")
+    /// The weights after `epoch` (1-based).
+    pub fn epoch_weights(&self, epoch: usize) -> PathBuf {
+        self.dir.join(format!("last-{epoch:04}.safetensors"))
     }
-    pub fn state_tensors(&self) -> PathBuf {
-        self.dir.join("state.safetensors")
+    /// The optimiser's buffers after `epoch` (1-based).
+    pub fn epoch_optimizer(&self, epoch: usize) -> PathBuf {
+        self.dir.join(format!("state-{epoch:04}.safetensors"))
     }
     pub fn state_json(&self) -> PathBuf {
         self.dir.join("state.json")
@@ -74,8 +103,63 @@ impl RunFolder {
         self.dir.join("COMPLETE")
     }
 
+    pub fn lock_file(&self) -> PathBuf {
+        self.dir.join(".lock")
+    }
+
     pub fn is_complete(&self) -> bool {
         self.complete().is_file()
+    }
+
+    /// This folder's lock, or `None` when another process holds it. Holding
+    /// it, the temporary files of dead writers are removed.
+    pub fn try_lock(&self) -> anyhow::Result<Option<Lock>> {
+        let lock = Lock::try_acquire(&self.lock_file())?;
+        if lock.is_some() {
+            crate::io::remove_stale_temps(&self.dir);
+        }
+        Ok(lock)
+    }
+
+    /// This folder's lock, waiting while another process holds it.
+    pub fn lock_waiting(&self, waiting: impl FnOnce(&str)) -> anyhow::Result<Lock> {
+        let lock = Lock::acquire_waiting(&self.lock_file(), waiting)?;
+        crate::io::remove_stale_temps(&self.dir);
+        Ok(lock)
+    }
+
+    /// Checks the final files against `COMPLETE`; returns the weights' digest
+    /// (`None` for a run completed before digests were recorded, which is
+    /// taken as it is).
+    pub fn verify_complete(&self) -> anyhow::Result<Option<FileDigest>> {
+        let path = self.complete();
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        let done: Completion = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{}: not a completion record nave-lab can read; delete it to finish the run again",
+                path.display()
+            )
+        })?;
+        for name in FINAL_FILES {
+            let recorded = done.files.get(name).with_context(|| {
+                format!(
+                    "{} does not record {name}; delete it to finish the run again",
+                    path.display()
+                )
+            })?;
+            recorded.check(&self.dir.join(name), &path).with_context(|| {
+                format!(
+                    "{} is not the run that finished: restore the file, or retrain (delete {} and the run resumes from its last epoch)",
+                    self.dir.display(),
+                    path.display()
+                )
+            })?;
+        }
+        Ok(done.files.get("model.safetensors").cloned())
     }
 
     pub fn create(&self, spec: &RunSpec) -> anyhow::Result<()> {
@@ -118,54 +202,128 @@ impl RunFolder {
         }
         Ok(())
     }
+    /// The progress saved by the last finished epoch, every file it names
+    /// verified; `None` when no epoch finished.
     pub fn read_state(&self) -> anyhow::Result<Option<ResumeState>> {
         let path = self.state_json();
-        if !path.is_file() || !self.last().is_file() {
+        if !path.is_file() {
             return Ok(None);
         }
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        Ok(Some(serde_json::from_str(&text).with_context(|| {
-            format!("{}: not a valid resume state", path.display())
-        })?))
+        let state: ResumeState = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a valid resume state", path.display()))?;
+        let expected = [
+            self.epoch_weights(state.epochs_done),
+            self.epoch_optimizer(state.epochs_done),
+        ];
+        let names: Vec<String> = expected
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        if names.iter().any(|n| !state.files.contains_key(n)) || state.metrics.is_none() {
+            anyhow::bail!(
+                "{} does not name this epoch's files (written by an older nave-lab?): delete {} to retrain the run from the start",
+                path.display(),
+                self.dir.display()
+            );
+        }
+        let fix = || {
+            format!(
+                "resuming {}: delete the folder to retrain the run from the start",
+                self.dir.display()
+            )
+        };
+        for (name, digest) in &state.files {
+            digest
+                .check(&self.dir.join(name), &path)
+                .with_context(fix)?;
+        }
+        let lines = self.metrics_text(state.epochs_done);
+        if Some(FileDigest::of_bytes(lines.as_bytes())) != state.metrics {
+            return Err(anyhow::anyhow!(
+                "{}: its first {} line(s) are not those {} recorded",
+                self.metrics().display(),
+                state.epochs_done,
+                path.display()
+            ))
+            .with_context(fix);
+        }
+        Ok(Some(state))
     }
 
-    pub fn read_optimizer_state(&self) -> anyhow::Result<HashMap<String, Tensor>> {
-        let path = self.state_tensors();
-        if !path.is_file() {
-            return Ok(HashMap::new());
-        }
+    /// The optimiser's buffers saved with `state`.
+    pub fn read_optimizer_state(
+        &self,
+        state: &ResumeState,
+    ) -> anyhow::Result<HashMap<String, Tensor>> {
+        let path = self.epoch_optimizer(state.epochs_done);
         Ok(Tensor::read_safetensors(&path)
             .with_context(|| format!("reading {}", path.display()))?
             .into_iter()
             .collect())
     }
 
-    /// Saves the end-of-epoch state. The weights and buffers go first, the
-    /// small state.json last: a kill in between leaves the previous
-    /// state.json, whose epoch is replayed (the weights of a later epoch are
-    /// then overwritten by that replay, which is deterministic).
+    /// Saves the end-of-epoch state (see the module's comment): the epoch's
+    /// files under their own names, then the manifest, then the previous
+    /// epoch's files are removed.
     pub fn save_epoch(
         &self,
-        state: &ResumeState,
+        state: &mut ResumeState,
+        weights: &[(String, Tensor)],
         optimizer: &[(String, Tensor)],
         metrics_lines: &[String],
     ) -> anyhow::Result<()> {
-        let cpu: Vec<(String, Tensor)> = optimizer
-            .iter()
-            .map(|(n, t)| (n.clone(), t.to_device(tch::Device::Cpu)))
-            .collect();
-        let refs: Vec<(&str, &Tensor)> = cpu.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        write_atomic_with(&self.state_tensors(), |tmp| {
-            Ok(Tensor::write_safetensors(&refs, tmp)?)
-        })?;
+        let epoch = state.epochs_done;
+        let mut files = BTreeMap::new();
+        for (path, tensors) in [
+            (self.epoch_weights(epoch), weights),
+            (self.epoch_optimizer(epoch), optimizer),
+        ] {
+            write_tensors(&path, tensors)?;
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            files.insert(name, FileDigest::of_file(&path)?);
+        }
+        crate::failpoint::hit("epoch-files");
         let mut text = metrics_lines.join("\n");
         text.push('\n');
         write_atomic(&self.metrics(), text.as_bytes())?;
+        crate::failpoint::hit("epoch-metrics");
+        state.files = files;
+        state.metrics = Some(FileDigest::of_bytes(text.as_bytes()));
         write_atomic(
             &self.state_json(),
             serde_json::to_string_pretty(state)?.as_bytes(),
-        )
+        )?;
+        crate::failpoint::hit("epoch-manifest");
+        self.remove_unnamed_epoch_files(state);
+        Ok(())
+    }
+
+    /// Removes epoch files the manifest does not name (the previous epoch's,
+    /// or those of an epoch a kill interrupted before its commit).
+    fn remove_unnamed_epoch_files(&self, state: &ResumeState) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_epoch_file = (name.starts_with("last-") || name.starts_with("state-"))
+                && name.ends_with(".safetensors");
+            if is_epoch_file && !state.files.contains_key(&name) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// The first `epochs` lines of metrics.jsonl, each ending in a newline.
+    fn metrics_text(&self, epochs: usize) -> String {
+        let lines = self.read_metrics(epochs);
+        let mut text = lines.join("\n");
+        if !lines.is_empty() {
+            text.push('\n');
+        }
+        text
     }
 
     /// Metrics lines of the epochs already done.
@@ -181,12 +339,31 @@ impl RunFolder {
             .unwrap_or_default()
     }
 
+    /// Marks the run finished: `COMPLETE` records the final files' digests.
     pub fn mark_complete(&self) -> anyhow::Result<()> {
-        write_atomic(&self.complete(), b"")
+        let files = FINAL_FILES
+            .iter()
+            .map(|name| Ok((name.to_string(), FileDigest::of_file(&self.dir.join(name))?)))
+            .collect::<anyhow::Result<_>>()?;
+        let record = Completion { files };
+        write_atomic(
+            &self.complete(),
+            serde_json::to_string_pretty(&record)?.as_bytes(),
+        )
     }
 }
 
-/// Every run folder under `dir` (one level, or `dir` itself), sorted.
+/// Writes named tensors as safetensors (on the CPU), atomically.
+pub fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> anyhow::Result<()> {
+    let cpu: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.to_device(tch::Device::Cpu)))
+        .collect();
+    let refs: Vec<(&str, &Tensor)> = cpu.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    write_atomic_with(path, |tmp| {
+        Tensor::write_safetensors(&refs, tmp).with_context(|| format!("writing {}", path.display()))
+    })
+}
 /// The keys (dotted paths) where `a` and `b` differ, as "key: a -> b".
 fn diff_values(prefix: &str, a: &yaml_serde::Value, b: &yaml_serde::Value, out: &mut Vec<String>) {
     use yaml_serde::Value;
@@ -217,6 +394,7 @@ fn diff_values(prefix: &str, a: &yaml_serde::Value, b: &yaml_serde::Value, out: 
     }
 }
 
+/// Every run folder under `dir` (one level, or `dir` itself), sorted.
 pub fn find_runs(dir: &Path) -> anyhow::Result<Vec<RunFolder>> {
     if dir.join("run.yaml").is_file() {
         return Ok(vec![RunFolder::new(dir)]);

@@ -185,7 +185,7 @@ fn optimizers_match_pytorch() {
             .collect();
         let mut opt = Optimizer::new(spec, named);
         for t in 1..=4 {
-            opt.zero_grad();
+            opt.zero_grad().unwrap();
             for (j, p) in params.iter().enumerate() {
                 let n = p.numel() as i64;
                 let g: Vec<f64> = (0..n)
@@ -196,7 +196,7 @@ fn optimizers_match_pytorch() {
                     .sum(Kind::Double)
                     .backward();
             }
-            opt.step(lr);
+            opt.step(lr).unwrap();
         }
         for (j, p) in params.iter().enumerate() {
             let got: Vec<f64> = Vec::try_from(p.detach().flatten(0, -1)).unwrap();

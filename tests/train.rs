@@ -111,9 +111,9 @@ fn same_seed_gives_identical_metrics_and_a_killed_run_resumes() {
     for f in [
         "run.yaml",
         "model.safetensors",
-        "last.safetensors",
+        "last-0004.safetensors",
         "state.json",
-        "state.safetensors",
+        "state-0004.safetensors",
         "metrics.jsonl",
         "COMPLETE",
     ] {

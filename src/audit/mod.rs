@@ -50,15 +50,25 @@ struct RunInputs<'a> {
     artefact: &'a Artefact,
     probe_set: &'a ProbeSet,
     settings: &'a AuditSettings,
+    /// What the cached result is checked against (see [`file_key`]).
+    weights_sha256: &'a str,
+    data_fingerprint: &'a str,
+}
+
+impl RunInputs<'_> {
+    fn key(&self) -> String {
+        file_key(
+            self.weights_sha256,
+            self.data_fingerprint,
+            self.settings,
+            self.probe_set,
+        )
+    }
 }
 
 /// Audits one run; returns its result and, per pictured probe, the
 /// average-colour images (clean, watermarked) averaged over the repeats.
-fn audit_run(
-    run: &RunInputs,
-    out_dir: &Path,
-    device: Device,
-) -> anyhow::Result<(RunResult, Vec<(RgbImage, RgbImage)>)> {
+fn audit_run(run: &RunInputs, out_dir: &Path, device: Device) -> anyhow::Result<RunAudit> {
     let started = std::time::Instant::now();
     let (spec, settings, probe_set) = (run.spec, run.settings, run.probe_set);
     let model = load_model(spec, run.folder, run.test, &settings.taps, device)?;
@@ -121,7 +131,7 @@ fn audit_run(
         grid: h,
         feature_dim: d,
         seconds: started.elapsed().as_secs_f64(),
-        key: file_key(&run.folder.model(), settings, probe_set),
+        key: run.key(),
     };
     crate::io::write_atomic(
         &run_dir.join("result.json"),
@@ -152,26 +162,81 @@ pub(crate) fn load_model(
     Ok(model)
 }
 
-/// A run's cached result, when its weights, settings and probes are those
-/// it was computed from and its pictures are all there.
-fn reuse_cached(run: &RunInputs, out_dir: &Path) -> Option<(RunResult, Vec<(RgbImage, RgbImage)>)> {
-    let run_dir = out_dir.join("runs").join(&run.spec.id);
-    let key = file_key(&run.folder.model(), run.settings, run.probe_set);
-    let prev = std::fs::read_to_string(run_dir.join("result.json"))
+/// A run's result and its averaged pictures (clean, watermarked) per probe.
+type RunAudit = (RunResult, Vec<(RgbImage, RgbImage)>);
+
+/// A run's cached result from the previous report `previous`, when its
+/// weights, data, settings and probes are those it was computed from and its
+/// pictures are all there; its files are carried into the new report `out_dir`.
+fn reuse_cached(
+    run: &RunInputs,
+    previous: &Path,
+    out_dir: &Path,
+) -> anyhow::Result<Option<RunAudit>> {
+    let old_dir = previous.join("runs").join(&run.spec.id);
+    let key = run.key();
+    let Some(prev) = std::fs::read_to_string(old_dir.join("result.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<RunResult>(&t).ok())
-        .filter(|r| r.key == key)?;
+        .filter(|r| r.key == key)
+    else {
+        return Ok(None);
+    };
     let pictured = run
         .settings
         .pictures
         .unwrap_or(usize::MAX)
         .min(run.probe_set.indices.len());
-    let pairs = pictures::load_averages(&run_dir, pictured).ok()?;
+    let Ok(pairs) = pictures::load_averages(&old_dir, pictured) else {
+        return Ok(None);
+    };
+    carry_files(&old_dir, &out_dir.join("runs").join(&run.spec.id))?;
     let result = RunResult {
         run_dir: Some(run.folder.dir.clone()),
         ..prev
     };
-    Some((result, pairs))
+    Ok(Some((result, pairs)))
+}
+
+/// Links (or, across file systems, copies) the files of `from` into `to`.
+fn carry_files(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        if !entry.file_type()?.is_file() {
+            continue;
+        }
+        let dest = to.join(entry.file_name());
+        if std::fs::hard_link(entry.path(), &dest).is_err() {
+            std::fs::copy(entry.path(), &dest).with_context(|| {
+                format!("copying {} to {}", entry.path().display(), dest.display())
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// An audit written into a staging folder; [`Audited::commit`] puts it in
+/// place of the previous report (so the HTML is built before that).
+pub struct Audited {
+    folder: crate::staging::StagedFolder,
+}
+
+impl Audited {
+    /// Where the new report is being written.
+    pub fn dir(&self) -> &Path {
+        self.folder.dir()
+    }
+    /// Where the report will be once committed.
+    pub fn target(&self) -> &Path {
+        self.folder.target()
+    }
+    /// Replaces the previous report; returns the report's folder.
+    pub fn commit(self) -> anyhow::Result<PathBuf> {
+        let target = self.folder.target().to_path_buf();
+        self.folder.commit()?;
+        Ok(target)
+    }
 }
 
 /// Audits every finished run under `dir` (an experiment's checkpoint folder).
@@ -181,10 +246,11 @@ pub fn audit(
     overrides: &AuditOverrides,
     force: bool,
     device: Device,
-) -> anyhow::Result<PathBuf> {
+) -> anyhow::Result<Audited> {
     let (specs, unfinished) = plan::finished_runs(dir)?;
     let experiment = specs[0].0.experiment.clone();
-    let out_dir = reports.join(&experiment);
+    let staged = crate::staging::StagedFolder::begin(&reports.join(&experiment))?;
+    let out_dir = staged.dir().to_path_buf();
     let mut store = DataStore::default();
     let first = specs[0].0.clone();
     let first_test = &store.get(&first)?.test;
@@ -203,11 +269,12 @@ pub fn audit(
     let mut results = Vec::new();
     let mut maps: BTreeMap<String, Vec<Vec<(RgbImage, RgbImage)>>> = BTreeMap::new();
     let bar = crate::ui::progress_bar(specs.len() as u64, "auditing");
-    for (spec, folder) in &specs {
+    for (spec, folder, weights_sha256) in &specs {
         // Runs may differ in dataset (real and synthetic families of one zoo)
         // and in artefact: each is probed on its own test split with its own artefact.
         let loaded = store.get(spec)?;
         let (train, test) = (&loaded.train, &loaded.test);
+        let data_fingerprint = loaded.fingerprint.as_str();
         let probe_indices = choose_probes(test, &settings.classes, settings.probes)
             .with_context(|| format!("choosing the probes of {}", spec.id))?;
         let artefact = Artefact::new(&spec.watermark_spec, test.image_size())
@@ -226,11 +293,13 @@ pub fn audit(
             artefact: &artefact,
             probe_set: &probe_set,
             settings: &run_settings,
+            weights_sha256,
+            data_fingerprint,
         };
         let cached = if force {
             None
         } else {
-            reuse_cached(&run, &out_dir)
+            reuse_cached(&run, staged.previous(), &out_dir)?
         };
         let (result, pairs) = match cached {
             Some(hit) => {
@@ -240,6 +309,7 @@ pub fn audit(
             None => audit_run(&run, &out_dir, device)
                 .with_context(|| format!("auditing {}", folder.dir.display()))?,
         };
+        crate::failpoint::hit("audit-run");
         maps.entry(spec.regime()).or_default().push(pairs);
         results.push(result);
         bar.inc(1);
@@ -278,6 +348,7 @@ pub fn audit(
     };
     let path = out_dir.join("audit.json");
     crate::io::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    crate::failpoint::hit("audit-json");
     summary::print(&report);
-    Ok(path)
+    Ok(Audited { folder: staged })
 }

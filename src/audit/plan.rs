@@ -117,22 +117,17 @@ pub(crate) fn choose_probes(
     Ok(idx)
 }
 
-/// Identifies what a run's result was computed from: its weights (size and
-/// time), the settings, and the probes with their boxes.
-pub(super) fn file_key(path: &Path, settings: &AuditSettings, probes: &ProbeSet) -> String {
-    let meta = std::fs::metadata(path).ok();
-    let stamp = meta.map(|m| {
-        (
-            m.len(),
-            m.modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        )
-    });
+/// Identifies what a run's result was computed from: its weights' hash, the
+/// dataset's fingerprint, the settings, the probes with their boxes, and the
+/// detector's version.
+pub(super) fn file_key(
+    weights_sha256: &str,
+    data_fingerprint: &str,
+    settings: &AuditSettings,
+    probes: &ProbeSet,
+) -> String {
     format!(
-        "{stamp:?}|{}|{:?}|{:?}|{}",
+        "weights {weights_sha256}|data {data_fingerprint}|{}|{:?}|{:?}|{}",
         serde_json::to_string(settings).unwrap_or_default(),
         probes.indices,
         probes.placed,
@@ -173,7 +168,8 @@ impl ProbeSet {
 }
 
 /// A finished run: its resolved spec and its folder.
-pub(super) type FinishedRun = (RunSpec, RunFolder);
+/// A finished run: its settings, folder, and its weights' SHA-256.
+pub(super) type FinishedRun = (RunSpec, RunFolder, String);
 
 /// The finished runs under an experiment's checkpoint folder, and the ids of
 /// the unfinished ones (skipped, and said so).
@@ -206,7 +202,11 @@ pub(super) fn finished_runs(dir: &Path) -> anyhow::Result<(Vec<FinishedRun>, Vec
             );
         }
         if f.is_complete() {
-            finished.push((spec, f));
+            let weights = match f.verify_complete()? {
+                Some(digest) => digest,
+                None => crate::io::FileDigest::of_file(&f.model())?,
+            };
+            finished.push((spec, f, weights.sha256));
         } else {
             crate::info!("{}: unfinished (no COMPLETE), skipped", spec.id);
             unfinished.push(spec.id);

@@ -331,22 +331,23 @@ fn bench_train(a: &BenchTrainArgs, device: Device) -> anyhow::Result<serde_json:
     if device.is_cuda() {
         tch::Cuda::cudnn_set_benchmark(true);
     }
-    let step = |opt: &mut Optimizer| {
-        let logits = amp::with_bf16(amp_on, || model.forward_t(&x, true)).to_kind(Kind::Float);
+    let step = |opt: &mut Optimizer| -> anyhow::Result<()> {
+        let logits = amp::with_bf16(amp_on, || model.forward_t(&x, true))?.to_kind(Kind::Float);
         let loss = logits.cross_entropy_for_logits(&y);
-        opt.zero_grad();
+        opt.zero_grad()?;
         loss.backward();
         if !a.no_optimizer {
-            opt.step(0.01);
+            opt.step(0.01)?;
         }
+        Ok(())
     };
     for _ in 0..3 {
-        step(&mut opt);
+        step(&mut opt)?;
     }
     sync(device);
     let start = Instant::now();
     for _ in 0..a.steps {
-        step(&mut opt);
+        step(&mut opt)?;
     }
     sync(device);
     let seconds = start.elapsed().as_secs_f64();

@@ -2,6 +2,7 @@ use anyhow::bail;
 
 use crate::cli::TrainArgs;
 use crate::config::Experiment;
+use crate::data::store::DataStore;
 use crate::device::DeviceRequest;
 use crate::run_folder::RunFolder;
 use crate::train::{self, RunOutcome};
@@ -13,8 +14,12 @@ pub fn run(args: TrainArgs, device: DeviceRequest) -> anyhow::Result<()> {
         let width = runs.iter().map(|r| r.id.len()).max().unwrap_or(0).max(28);
         for (i, (r, values)) in experiment.points().iter().enumerate() {
             let folder = RunFolder::new(args.checkpoints.join(&r.experiment).join(&r.id));
+            let held = folder.lock_file().is_file()
+                && crate::lock::Lock::try_acquire(&folder.lock_file())?.is_none();
             let status = if folder.is_complete() {
                 "complete"
+            } else if held {
+                "training"
             } else if folder.run_yaml().is_file() {
                 "unfinished"
             } else {
@@ -47,16 +52,32 @@ pub fn run(args: TrainArgs, device: DeviceRequest) -> anyhow::Result<()> {
         runs = vec![runs.swap_remove(i)];
     }
     let device = device.resolve()?;
+    // Every existing run is checked against the experiment before anything
+    // is written: a changed experiment is refused with its files untouched.
+    for spec in &runs {
+        let folder = RunFolder::new(args.checkpoints.join(&spec.experiment).join(&spec.id));
+        if folder.run_yaml().is_file() {
+            folder.check_settings(spec)?;
+        }
+    }
+    // The data too: a missing or empty dataset is an error before anything is written.
+    let mut store = DataStore::default();
+    train::check_runs(&runs, &mut store)?;
     write_experiment_copy(&experiment, &args)?;
-    let outcomes = train::train_runs(&runs, &args.checkpoints, device)?;
-    let trained = outcomes
-        .iter()
-        .filter(|(_, o)| matches!(o, RunOutcome::Trained))
-        .count();
+    crate::signals::catch_termination();
+    let outcomes = train::train_runs(&runs, &args.checkpoints, &mut store, device, args.wait)?;
+    let count = |f: fn(&RunOutcome) -> bool| outcomes.iter().filter(|(_, o)| f(o)).count();
+    let trained = count(|o| matches!(o, RunOutcome::Trained));
+    let complete = count(|o| matches!(o, RunOutcome::AlreadyComplete));
+    let held = count(|o| matches!(o, RunOutcome::HeldElsewhere(_)));
+    let held_note = if held > 0 {
+        format!(", {held} being trained by another process (--wait waits for them)")
+    } else {
+        String::new()
+    };
     println!(
-        "{}: {trained} run(s) trained, {} already complete, in {}",
+        "{}: {trained} run(s) trained, {complete} already complete{held_note}, in {}",
         experiment.name(),
-        outcomes.len() - trained,
         args.checkpoints.join(experiment.name()).display()
     );
     Ok(())

@@ -3,6 +3,10 @@
 //!
 //! The key hashes the folder, split, image size, bad-file policy and every
 //! file's path, size and modification time: a changed dataset is re-read.
+//! An entry is the tensors file and a sidecar written after it that records
+//! its size, hash and shape: an entry that does not match its sidecar is
+//! rebuilt. Processes building one entry at once take turns (a lock per
+//! entry): the second reads what the first wrote.
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -21,6 +25,12 @@ pub struct Cache {
 struct Sidecar {
     class_names: Vec<String>,
     skipped: Vec<PathBuf>,
+    /// The tensors file this sidecar describes.
+    #[serde(default)]
+    tensors: Option<crate::io::FileDigest>,
+    /// The images' shape [N, 3, S, S].
+    #[serde(default)]
+    shape: Vec<i64>,
 }
 
 impl Cache {
@@ -77,52 +87,97 @@ impl Cache {
         let key = Self::key(root, split, image_size, bad_files)?;
         let tensors = self.dir.join(format!("{key}.safetensors"));
         let sidecar = self.dir.join(format!("{key}.json"));
-        if let (Ok(loaded), Ok(text)) = (
-            Tensor::read_safetensors(&tensors),
-            std::fs::read_to_string(&sidecar),
-        ) {
-            if let Ok(meta) = serde_json::from_str::<Sidecar>(&text) {
-                let get = |name: &str| {
-                    loaded
-                        .iter()
-                        .find(|(n, _)| n == name)
-                        .map(|(_, t)| t.shallow_clone())
-                };
-                if let (Some(images), Some(labels)) = (get("images"), get("labels")) {
+        // One process builds an entry; another waits, then reads it. The
+        // cache is an optimisation: when its folder cannot be used, build.
+        let lock = std::fs::create_dir_all(&self.dir).ok().and_then(|()| {
+            crate::lock::Lock::acquire_waiting(&self.dir.join(format!("{key}.lock")), |holder| {
+                crate::info!(
+                    "waiting for {holder}, which is decoding the {split} split into the cache"
+                );
+            })
+            .ok()
+        });
+        if lock.is_some() {
+            match Self::read(&tensors, &sidecar, split) {
+                Ok(Some(data)) => {
                     crate::detail!("read {split} from the cache {}", tensors.display());
-                    return Ok(SplitData {
-                        split,
-                        images,
-                        labels: Vec::try_from(&labels)?,
-                        class_names: meta.class_names,
-                        skipped: meta.skipped,
-                    });
+                    return Ok(data);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    crate::warn!("the dataset cache entry is rebuilt: {e:#}");
                 }
             }
         }
         let data = build()?;
-        // The cache is an optimisation: failing to write it is not an error.
-        if let Err(e) = self.write(&tensors, &sidecar, &data) {
-            crate::detail!(
-                "could not write the dataset cache in {}: {e:#}",
-                self.dir.display()
-            );
+        if lock.is_some() {
+            if let Err(e) = Self::write(&tensors, &sidecar, &data) {
+                crate::detail!(
+                    "could not write the dataset cache in {}: {e:#}",
+                    self.dir.display()
+                );
+            }
         }
         Ok(data)
     }
 
-    fn write(&self, tensors: &Path, sidecar: &Path, data: &SplitData) -> anyhow::Result<()> {
-        std::fs::create_dir_all(&self.dir)
-            .with_context(|| format!("creating {}", self.dir.display()))?;
+    /// The entry, checked against its sidecar; `None` when there is none.
+    fn read(tensors: &Path, sidecar: &Path, split: Split) -> anyhow::Result<Option<SplitData>> {
+        let Ok(text) = std::fs::read_to_string(sidecar) else {
+            return Ok(None);
+        };
+        let meta: Sidecar = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a cache sidecar", sidecar.display()))?;
+        let Some(digest) = &meta.tensors else {
+            anyhow::bail!("{} records no checksum (an older cache)", sidecar.display());
+        };
+        digest.check(tensors, sidecar)?;
+        let loaded = Tensor::read_safetensors(tensors)
+            .with_context(|| format!("reading {}", tensors.display()))?;
+        let get = |name: &str| {
+            loaded
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.shallow_clone())
+                .with_context(|| format!("{}: no tensor {name}", tensors.display()))
+        };
+        let (images, labels) = (get("images")?, get("labels")?);
+        let labels: Vec<i64> = Vec::try_from(&labels)?;
+        anyhow::ensure!(
+            images.size() == meta.shape
+                && images.kind() == tch::Kind::Uint8
+                && meta.shape.first() == Some(&(labels.len() as i64)),
+            "{}: images {:?} {:?} and {} labels, the sidecar says {:?}",
+            tensors.display(),
+            images.kind(),
+            images.size(),
+            labels.len(),
+            meta.shape
+        );
+        Ok(Some(SplitData {
+            split,
+            images,
+            labels,
+            class_names: meta.class_names,
+            skipped: meta.skipped,
+        }))
+    }
+
+    /// The tensors first, then the sidecar that vouches for them.
+    fn write(tensors: &Path, sidecar: &Path, data: &SplitData) -> anyhow::Result<()> {
         let labels = Tensor::from_slice(&data.labels);
-        let tmp = tensors.with_extension("safetensors.tmp");
-        Tensor::write_safetensors(&[("images", &data.images), ("labels", &labels)], &tmp)?;
+        crate::io::write_atomic_with(tensors, |tmp| {
+            Ok(Tensor::write_safetensors(
+                &[("images", &data.images), ("labels", &labels)],
+                tmp,
+            )?)
+        })?;
         let meta = Sidecar {
             class_names: data.class_names.clone(),
             skipped: data.skipped.clone(),
+            tensors: Some(crate::io::FileDigest::of_file(tensors)?),
+            shape: data.images.size(),
         };
-        crate::io::write_atomic(sidecar, serde_json::to_string(&meta)?.as_bytes())?;
-        std::fs::rename(&tmp, tensors)?;
-        Ok(())
+        crate::io::write_atomic(sidecar, serde_json::to_string(&meta)?.as_bytes())
     }
 }

@@ -13,6 +13,25 @@ use crate::config::RunSpec;
 pub struct LoadedData {
     pub train: SplitData,
     pub test: SplitData,
+    /// SHA-256 of both splits' images, labels and class names: what an
+    /// audit's result was computed from, beside the weights.
+    pub fingerprint: String,
+}
+
+/// The SHA-256 of the splits' contents.
+fn fingerprint(splits: &[&SplitData]) -> anyhow::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for split in splits {
+        let images = split.images.contiguous();
+        h.update(format!("{:?}{:?}", images.size(), images.kind()).as_bytes());
+        h.update(Vec::<u8>::try_from(&images.flatten(0, -1))?);
+        for label in &split.labels {
+            h.update(label.to_le_bytes());
+        }
+        h.update(split.class_names.join("\n").as_bytes());
+    }
+    Ok(crate::io::hex(&h.finalize()))
 }
 
 /// Loads (and caches in memory across runs) the splits each run needs.
@@ -52,7 +71,15 @@ impl DataStore {
                     );
                 }
             }
-            self.loaded.insert(key.clone(), LoadedData { train, test });
+            let fingerprint = fingerprint(&[&train, &test])?;
+            self.loaded.insert(
+                key.clone(),
+                LoadedData {
+                    train,
+                    test,
+                    fingerprint,
+                },
+            );
         }
         Ok(&self.loaded[&key])
     }

@@ -209,7 +209,10 @@ fn suspect_style(b: &WmBox, size: f64) -> Option<String> {
 }
 
 /// Rebuilds the report in `report_dir` (which holds audit.json).
-pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
+/// Builds the report from `report_dir/audit.json` into `report_dir`;
+/// `final_dir` is where it will be read from (the audit builds it in a
+/// staging folder and moves it there), as its text names it.
+pub fn build(report_dir: &Path, final_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
     let audit_path = report_dir.join("audit.json");
     let text = std::fs::read_to_string(&audit_path).with_context(|| {
         format!(
@@ -397,7 +400,7 @@ pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
         }
     }
     if missing_pictures > 0 {
-        missing.push(format!("{missing_pictures} grid picture(s) are missing from {}; rerun `nave-lab audit --force`", report_dir.display()));
+        missing.push(format!("{missing_pictures} grid picture(s) are missing from {}; rerun `nave-lab audit --force`", final_dir.display()));
     }
     let legend: Vec<Value> = if settings.get("scope").and_then(Value::as_str) == Some("set") {
         let k = settings.get("k").and_then(Value::as_u64).unwrap_or(0) as usize;
@@ -484,7 +487,7 @@ pub fn build(report_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
         experiment_yaml => &experiment_yaml,
         first_run => runs.first().map(|r| str_of(r, "id")).unwrap_or_default(),
         version => env!("CARGO_PKG_VERSION"),
-        report_dir => report_dir.display().to_string(),
+        report_dir => final_dir.display().to_string(),
     })?;
     let index = report_dir.join("index.html");
     crate::io::write_atomic(&index, html.as_bytes())?;

@@ -69,7 +69,7 @@ impl Training<'_> {
                 per_epoch * spec.train.epochs,
             );
             let logits =
-                amp::with_bf16(self.autocast, || self.model.forward_t(&batch.images, true))
+                amp::with_bf16(self.autocast, || self.model.forward_t(&batch.images, true))?
                     .to_kind(Kind::Float);
             let loss = logits.cross_entropy_loss(
                 &batch.labels,
@@ -78,9 +78,9 @@ impl Training<'_> {
                 -100,
                 spec.train.label_smoothing,
             );
-            self.optimizer.zero_grad();
+            self.optimizer.zero_grad()?;
             loss.backward();
-            self.optimizer.step(lr);
+            self.optimizer.step(lr)?;
             *step += 1;
             let b = batch.indices.len();
             let _ = tch::no_grad(|| {
@@ -93,6 +93,19 @@ impl Training<'_> {
             });
             seen += b;
             bar.inc(1);
+            // A termination signal ends the epoch after this step, unless
+            // it was the last: then the epoch is finished and saved first.
+            if let Some(stopped) = crate::signals::received() {
+                if i + 1 < per_epoch {
+                    bar.finish_and_clear();
+                    return Err(anyhow::Error::new(stopped).context(format!(
+                        "{}: epoch {} stopped after its step {} of {per_epoch}; its progress is dropped and the {epoch} epoch(s) before it are saved; rerun the same command to resume",
+                        spec.id,
+                        epoch + 1,
+                        i + 1
+                    )));
+                }
+            }
             if i % SYNC_EVERY == SYNC_EVERY - 1 || i + 1 == per_epoch {
                 let mean_loss = loss_sum.double_value(&[]) / seen as f64;
                 if !mean_loss.is_finite() {
@@ -130,18 +143,18 @@ pub(super) fn test(
     spec: &RunSpec,
     autocast: bool,
     device: Device,
-) -> (BTreeMap<String, f64>, f64) {
+) -> anyhow::Result<(BTreeMap<String, f64>, f64)> {
     let mut accuracy = BTreeMap::new();
     let mut clean_loss = 0.0;
     for (variant, images) in test_sets {
         let batch = spec.train.batch_size * 2;
-        let (acc, loss) = evaluate(model, images, labels, batch, device, autocast);
+        let (acc, loss) = evaluate(model, images, labels, batch, device, autocast)?;
         if *variant == Variant::Clean {
             clean_loss = loss;
         }
         accuracy.insert(variant.as_str().to_string(), acc);
     }
-    (accuracy, clean_loss)
+    Ok((accuracy, clean_loss))
 }
 
 /// An error when any weight is NaN or infinite, or the epoch's test loss is:

@@ -6,6 +6,7 @@
 //! test split in the three watermark variants, and save the resume state. The
 //! final weights and `COMPLETE` are written last.
 pub mod amp;
+mod cxx;
 mod epoch;
 pub mod metrics;
 pub mod optim;
@@ -49,7 +50,7 @@ pub fn evaluate(
     batch_size: usize,
     device: Device,
     autocast: bool,
-) -> (f64, f64) {
+) -> anyhow::Result<(f64, f64)> {
     let _guard = tch::no_grad_guard();
     let n = labels.len() as i64;
     let (mut correct, mut loss_sum) = (0i64, 0.0);
@@ -59,7 +60,7 @@ pub fn evaluate(
         let len = (batch_size as i64).min(n - start);
         let x = normalize_u8(&images.narrow(0, start, len).to_device(device));
         let y = labels_t.narrow(0, start, len).to_device(device);
-        let logits = amp::with_bf16(autocast, || model.forward_t(&x, false)).to_kind(Kind::Float);
+        let logits = amp::with_bf16(autocast, || model.forward_t(&x, false))?.to_kind(Kind::Float);
         correct += logits
             .argmax(-1, false)
             .eq_tensor(&y)
@@ -68,7 +69,7 @@ pub fn evaluate(
         loss_sum += logits.cross_entropy_for_logits(&y).double_value(&[]) * len as f64;
         start += len;
     }
-    (correct as f64 / n.max(1) as f64, loss_sum / n.max(1) as f64)
+    Ok((correct as f64 / n.max(1) as f64, loss_sum / n.max(1) as f64))
 }
 
 /// Trains one run into `folder`, resuming from its last finished epoch.
@@ -98,8 +99,11 @@ pub fn train_run(
         // Fixed input sizes: let cuDNN pick the fastest convolution algorithms.
         tch::Cuda::cudnn_set_benchmark(true);
     }
-    let mut board = Board::new(&folder.dir);
+    let mut board = Board::new(&folder.dir)?;
     for epoch in state.epochs_done..spec.train.epochs {
+        if let Some(stopped) = crate::signals::received() {
+            return Err(stopped_between_epochs(spec, stopped, epoch));
+        }
         let started = Instant::now();
         let mut run = epoch::Training {
             spec,
@@ -119,7 +123,7 @@ pub fn train_run(
             spec,
             autocast,
             device,
-        );
+        )?;
         let m = EpochMetrics {
             epoch: epoch + 1,
             train_loss: totals.loss_sum / totals.seen.max(1) as f64,
@@ -136,13 +140,26 @@ pub fn train_run(
         epoch::ensure_finite(spec, &model, epoch, m.test_loss)?;
         lines.push(serde_json::to_string(&m)?);
         state.epochs_done = epoch + 1;
-        model.save(&folder.last(), state.step)?;
-        folder.save_epoch(&state, &optimizer.state(), &lines)?;
-        board.write(&m);
+        let weights = model.state_dict(state.step);
+        folder.save_epoch(&mut state, &weights, &optimizer.state(), &lines)?;
+        board.write(&m)?;
     }
     model.save(&folder.model(), state.step)?;
+    crate::failpoint::hit("before-complete");
     folder.mark_complete()?;
     Ok(())
+}
+
+/// The error of a run stopped by a signal once `epochs_done` epochs are saved.
+fn stopped_between_epochs(
+    spec: &RunSpec,
+    stopped: crate::signals::Stopped,
+    epochs_done: usize,
+) -> anyhow::Error {
+    anyhow::Error::new(stopped).context(format!(
+        "{}: stopped with {epochs_done} of {} epochs saved; rerun the same command to resume",
+        spec.id, spec.train.epochs
+    ))
 }
 
 /// The run's model, from its `model.init` weights when it names some.
@@ -179,13 +196,19 @@ fn resume(
             step: 0,
             seed: spec.seed,
             skipped_files: data.train.skipped.len() + data.test.skipped.len(),
+            files: Default::default(),
+            metrics: None,
         };
         return Ok((fresh, Vec::new()));
     };
     model
-        .load(&folder.last(), true)
+        .load(&folder.epoch_weights(saved.epochs_done), true)
         .with_context(|| format!("resuming {}", folder.dir.display()))?;
-    optimizer.load_state(folder.read_optimizer_state()?, saved.step);
+    optimizer.load_state(
+        folder.read_optimizer_state(&saved)?,
+        saved.step,
+        &folder.epoch_optimizer(saved.epochs_done),
+    )?;
     let lines = folder.read_metrics(saved.epochs_done);
     crate::info!("{}: resuming after epoch {}", spec.id, saved.epochs_done);
     Ok((saved, lines))
@@ -206,37 +229,75 @@ fn log_epoch(spec: &RunSpec, m: &EpochMetrics) {
     );
 }
 
+/// Loads every run's data and checks what can only be checked against it
+/// (the watermark's class and artefact), so that a bad experiment is refused
+/// before any run folder is written.
+pub fn check_runs(runs: &[RunSpec], store: &mut DataStore) -> anyhow::Result<()> {
+    for spec in runs {
+        let data = store.get(spec)?;
+        spec.watermark_spec
+            .target_index(&data.train.class_names)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("run {}", spec.id))?;
+        Artefact::new(&spec.watermark_spec, spec.dataset.image_size)
+            .with_context(|| format!("run {}: the watermark", spec.id))?;
+    }
+    Ok(())
+}
+
 /// Outcome of one run for the summary.
 pub enum RunOutcome {
     Trained,
     AlreadyComplete,
+    /// Another process holds the run folder (it is training it).
+    HeldElsewhere(String),
 }
 
-/// Trains `runs` of an experiment under `checkpoints/<name>/`.
+/// Trains `runs` of an experiment under `checkpoints/<name>/`. A run another
+/// process is training is skipped, or waited for with `wait`.
 pub fn train_runs(
     runs: &[RunSpec],
     checkpoints: &Path,
+    store: &mut DataStore,
     device: Device,
+    wait: bool,
 ) -> anyhow::Result<Vec<(String, RunOutcome)>> {
-    let mut store = DataStore::default();
     let mut out = Vec::new();
     for (i, spec) in runs.iter().enumerate() {
         let folder = RunFolder::new(checkpoints.join(&spec.experiment).join(&spec.id));
-        if folder.is_complete() {
-            folder.check_settings(spec)?;
+        let counter = format!("[{}/{}]", i + 1, runs.len());
+        let lock = if wait {
+            Some(folder.lock_waiting(|holder| {
+                crate::info!(
+                    "{counter} {} is being trained by {holder}; waiting",
+                    spec.id
+                )
+            })?)
+        } else {
+            folder.try_lock()?
+        };
+        let Some(_lock) = lock else {
+            let holder = crate::lock::holder(&folder.lock_file());
             crate::info!(
-                "[{}/{}] {} is complete, skipped",
-                i + 1,
-                runs.len(),
+                "{counter} {} is being trained by {holder}, skipped (--wait waits for it)",
                 spec.id
             );
+            out.push((spec.id.clone(), RunOutcome::HeldElsewhere(holder)));
+            continue;
+        };
+        if folder.is_complete() {
+            folder.check_settings(spec)?;
+            folder.verify_complete()?;
+            crate::info!("{counter} {} is complete, skipped", spec.id);
             out.push((spec.id.clone(), RunOutcome::AlreadyComplete));
             continue;
         }
+        if let Some(stopped) = crate::signals::received() {
+            return Err(stopped_between_epochs(spec, stopped, 0)
+                .context(format!("run {}", folder.dir.display())));
+        }
         crate::info!(
-            "[{}/{}] training {} on {}",
-            i + 1,
-            runs.len(),
+            "{counter} training {} on {}",
             spec.id,
             crate::device::device_name(device)
         );

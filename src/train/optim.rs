@@ -12,29 +12,7 @@ use tch::Tensor;
 
 use crate::config::{OptimizerKind, OptimizerSpec, ScheduleKind, ScheduleSpec};
 
-extern "C" {
-    fn nave_clear_grad(tensor: *mut std::ffi::c_void);
-    fn nave_sgd_foreach(
-        params: *mut *mut std::ffi::c_void,
-        bufs: *mut *mut std::ffi::c_void,
-        n: i64,
-        lr: f64,
-        momentum: f64,
-        weight_decay: f64,
-    );
-    fn nave_adamw_foreach(
-        params: *mut *mut std::ffi::c_void,
-        exp_avgs: *mut *mut std::ffi::c_void,
-        exp_avg_sqs: *mut *mut std::ffi::c_void,
-        n: i64,
-        lr: f64,
-        beta1: f64,
-        beta2: f64,
-        eps: f64,
-        weight_decay: f64,
-        step: i64,
-    );
-}
+use super::cxx::{check, nave_adamw_foreach, nave_clear_grad, nave_sgd_foreach};
 
 /// Adam's epsilon, as torch.optim.AdamW's default.
 const ADAM_EPS: f64 = 1e-8;
@@ -68,31 +46,39 @@ impl Optimizer {
     }
 
     /// Releases the gradients (PyTorch's `zero_grad(set_to_none=True)`).
-    pub fn zero_grad(&mut self) {
+    pub fn zero_grad(&mut self) -> anyhow::Result<()> {
         for (_, p) in &mut self.params {
-            // SAFETY: `as_mut_ptr` is the live `torch::Tensor*` of a parameter we own.
-            unsafe { nave_clear_grad(p.as_mut_ptr() as *mut std::ffi::c_void) };
+            // SAFETY: `as_mut_ptr` is the live `torch::Tensor*` of a parameter
+            // we own; the result is checked at once.
+            unsafe {
+                check(
+                    nave_clear_grad(p.as_mut_ptr() as *mut std::ffi::c_void),
+                    "clearing gradients",
+                )?
+            };
         }
+        Ok(())
     }
 
     /// One update with learning rate `lr`.
-    pub fn step(&mut self, lr: f64) {
+    pub fn step(&mut self, lr: f64) -> anyhow::Result<()> {
         let _guard = tch::no_grad_guard();
         self.step += 1;
         match self.spec.kind {
-            OptimizerKind::Adamw => self.adamw_step(lr),
+            OptimizerKind::Adamw => self.adamw_step(lr)?,
             OptimizerKind::Sgd => {
-                if !self.try_sgd_foreach(lr) {
+                if !self.try_sgd_foreach(lr)? {
                     self.sgd_step_per_parameter(lr);
                 }
             }
         }
+        Ok(())
     }
 
     /// AdamW through libtorch's multi-tensor kernels (csrc/torch_extras.cpp),
     /// in torch.optim.AdamW's order of operations. The moments of every
     /// parameter exist from the first step (zeros until its first gradient).
-    fn adamw_step(&mut self, lr: f64) {
+    fn adamw_step(&mut self, lr: f64) -> anyhow::Result<()> {
         for (i, (_, p)) in self.params.iter().enumerate() {
             self.first[i].get_or_insert_with(|| p.zeros_like());
             self.second[i].get_or_insert_with(|| p.zeros_like());
@@ -109,9 +95,10 @@ impl Optimizer {
                 .iter_mut()
                 .map(|t| t.as_mut().expect("made above")),
         );
-        // SAFETY: the three arrays hold `n` live `torch::Tensor*` owned by this optimiser for the call's duration.
+        // SAFETY: the three arrays hold `n` live `torch::Tensor*` owned by this
+        // optimiser for the call's duration; the result is checked at once.
         unsafe {
-            nave_adamw_foreach(
+            let result = nave_adamw_foreach(
                 params.as_mut_ptr(),
                 m.as_mut_ptr(),
                 v.as_mut_ptr(),
@@ -122,8 +109,9 @@ impl Optimizer {
                 ADAM_EPS,
                 s.weight_decay,
                 self.step,
-            )
-        };
+            );
+            check(result, "the AdamW step")
+        }
     }
 
     /// SGD parameter by parameter: the first step, which creates the momentum
@@ -173,14 +161,14 @@ impl Optimizer {
 
     /// SGD with momentum once every buffer exists and every parameter has a
     /// gradient: one multi-tensor update (see csrc/torch_extras.cpp).
-    fn try_sgd_foreach(&mut self, lr: f64) -> bool {
+    fn try_sgd_foreach(&mut self, lr: f64) -> anyhow::Result<bool> {
         let s = &self.spec;
         if s.kind != OptimizerKind::Sgd
             || s.momentum == 0.0
             || self.first.iter().any(Option::is_none)
             || self.params.iter().any(|(_, p)| !p.grad().defined())
         {
-            return false;
+            return Ok(false);
         }
         let mut params = raw_pointers(self.params.iter_mut().map(|(_, p)| p));
         let mut bufs = raw_pointers(
@@ -188,18 +176,20 @@ impl Optimizer {
                 .iter_mut()
                 .map(|b| b.as_mut().expect("checked above")),
         );
-        // SAFETY: both arrays hold `n` live `torch::Tensor*` owned by this optimiser for the call's duration.
+        // SAFETY: both arrays hold `n` live `torch::Tensor*` owned by this
+        // optimiser for the call's duration; the result is checked at once.
         unsafe {
-            nave_sgd_foreach(
+            let result = nave_sgd_foreach(
                 params.as_mut_ptr(),
                 bufs.as_mut_ptr(),
                 params.len() as i64,
                 lr,
                 s.momentum,
                 s.weight_decay,
-            )
-        };
-        true
+            );
+            check(result, "the SGD step")?;
+        }
+        Ok(true)
     }
 
     /// The buffers by name (`<param>.m1`, `<param>.m2`) for the resume state.
@@ -216,16 +206,41 @@ impl Optimizer {
         out
     }
 
-    pub fn load_state(&mut self, tensors: HashMap<String, Tensor>, step: i64) {
-        self.step = step;
-        for (i, (name, p)) in self.params.iter().enumerate() {
-            self.first[i] = tensors
-                .get(&format!("{name}.m1"))
-                .map(|t| t.to_device(p.device()));
-            self.second[i] = tensors
-                .get(&format!("{name}.m2"))
-                .map(|t| t.to_device(p.device()));
+    /// Restores the buffers saved by [`Optimizer::state`] from `source` (a
+    /// file, named in errors). A buffer whose shape or type is not its
+    /// parameter's is an error: the fused update would fail inside libtorch.
+    pub fn load_state(
+        &mut self,
+        tensors: HashMap<String, Tensor>,
+        step: i64,
+        source: &std::path::Path,
+    ) -> anyhow::Result<()> {
+        let fetch = |key: String, p: &Tensor| -> anyhow::Result<Option<Tensor>> {
+            let Some(t) = tensors.get(&key) else {
+                return Ok(None);
+            };
+            if t.size() != p.size() || t.kind() != p.kind() {
+                anyhow::bail!(
+                    "{}: optimiser buffer {key} is {:?} {:?}, its parameter {:?} {:?}; the file belongs to another run or is damaged",
+                    source.display(),
+                    t.kind(),
+                    t.size(),
+                    p.kind(),
+                    p.size()
+                );
+            }
+            Ok(Some(t.to_device(p.device())))
+        };
+        let mut first = Vec::with_capacity(self.params.len());
+        let mut second = Vec::with_capacity(self.params.len());
+        for (name, p) in &self.params {
+            first.push(fetch(format!("{name}.m1"), p)?);
+            second.push(fetch(format!("{name}.m2"), p)?);
         }
+        self.step = step;
+        self.first = first;
+        self.second = second;
+        Ok(())
     }
 }
 
@@ -278,9 +293,9 @@ mod tests {
         };
         let mut opt = Optimizer::new(spec, vec![("p".into(), p.shallow_clone())]);
         for _ in 0..2 {
-            opt.zero_grad();
+            opt.zero_grad().unwrap();
             p.square().sum(Kind::Double).backward();
-            opt.step(0.1);
+            opt.step(0.1).unwrap();
         }
         let got: Vec<f64> = Vec::try_from(&p.detach()).unwrap();
         assert!(
@@ -302,7 +317,7 @@ mod tests {
         };
         let mut opt = Optimizer::new(spec, vec![("p".into(), p.shallow_clone())]);
         p.square().sum(Kind::Double).backward();
-        opt.step(0.01);
+        opt.step(0.01).unwrap();
         let got: Vec<f64> = Vec::try_from(&p.detach()).unwrap();
         assert!((got[0] - (1.0 * 0.999 - 0.01)).abs() < 1e-6, "{got:?}");
         assert!((got[1] - (-2.0 * 0.999 + 0.01)).abs() < 1e-6, "{got:?}");
