@@ -145,7 +145,11 @@ mod tests {
             "one writer at a time"
         );
         std::fs::write(abandoned.dir().join("index.html"), "half").unwrap();
-        std::mem::forget(abandoned); // as a killed audit would: no clean-up
+        drop(abandoned); // an error on the way: what it wrote is removed
+        assert!(!root.join(".report.staging").exists());
+        // What a killed rebuild leaves: its staging folder, half written.
+        std::fs::create_dir_all(root.join(".report.staging")).unwrap();
+        std::fs::write(root.join(".report.staging/index.html"), "half").unwrap();
         assert_eq!(
             std::fs::read_to_string(target.join("index.html")).unwrap(),
             "old"

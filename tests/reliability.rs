@@ -368,6 +368,67 @@ fn a_write_that_fails_names_the_file_and_leaves_nothing_half_written() {
     assert_eq!(trained(&checkpoints), trained(&reference));
 }
 
+#[test]
+fn a_damaged_or_misshaped_resume_state_is_refused() {
+    let dir = scratch("reliability_resume_state");
+    let exp = study(&dir, 64, 2);
+    let checkpoints = dir.join("checkpoints");
+    // Killed right after the first epoch's manifest: resume state, no COMPLETE.
+    let out = train(&exp, &checkpoints)
+        .env("NAVE_LAB_FAILPOINT", "epoch-manifest@1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(9));
+    let run = checkpoints.join("tiny").join(RUNS[0]);
+    let weights = run.join("last-0001.safetensors");
+    let good = std::fs::read(&weights).unwrap();
+
+    // A flipped bit in the weights the manifest names.
+    let mut bad = good.clone();
+    let n = bad.len();
+    bad[n - 5] ^= 1;
+    std::fs::write(&weights, &bad).unwrap();
+    let out = train(&exp, &checkpoints).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("last-0001.safetensors")
+            && err.contains("does not match")
+            && err.contains("state.json"),
+        "{err}"
+    );
+    assert!(!run.join("COMPLETE").exists());
+
+    // Optimiser buffers of the wrong shape, with a manifest that vouches for
+    // them: refused by name, not a failure inside libtorch.
+    std::fs::write(&weights, &good).unwrap();
+    let state = run.join("state-0001.safetensors");
+    let buffers = tch::Tensor::read_safetensors(&state).unwrap();
+    let (name, _) = &buffers[0];
+    let wrong = tch::Tensor::zeros([3, 5], (tch::Kind::Float, tch::Device::Cpu));
+    let mut changed: Vec<(String, tch::Tensor)> = buffers
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shallow_clone()))
+        .collect();
+    changed[0].1 = wrong;
+    tch::Tensor::write_safetensors(&changed, &state).unwrap();
+    let manifest_path = run.join("state.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    let digest = nave_lab::io::FileDigest::of_file(&state).unwrap();
+    manifest["files"]["state-0001.safetensors"] = serde_json::to_value(digest).unwrap();
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    let out = train(&exp, &checkpoints).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("optimiser buffer")
+            && err.contains(name.as_str())
+            && !err.contains("panicked"),
+        "{err}"
+    );
+}
+
 /// One bad input: the command, what its error must say, its exit code.
 struct Case {
     name: &'static str,

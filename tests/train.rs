@@ -284,8 +284,10 @@ fn a_complete_run_with_other_settings_is_an_error_but_a_new_audit_block_is_taken
     assert!(ok.success());
     let run = dir.join("t/resnet18-aug0-wm0-s0");
     let weights = std::fs::read(run.join("model.safetensors")).unwrap();
+    let experiment_copy = std::fs::read(dir.join("t/experiment.yaml")).unwrap();
 
-    // A training setting changed: an error naming the key, the run untouched.
+    // A training setting changed: an error naming the key, the run untouched,
+    // and the experiment's copy beside its runs too.
     let out = train(
         &exp,
         &dir,
@@ -303,6 +305,10 @@ fn a_complete_run_with_other_settings_is_an_error_but_a_new_audit_block_is_taken
     assert_eq!(
         std::fs::read(run.join("model.safetensors")).unwrap(),
         weights
+    );
+    assert_eq!(
+        std::fs::read(dir.join("t/experiment.yaml")).unwrap(),
+        experiment_copy
     );
 
     // Only the audit block changed: nothing retrains, run.yaml carries the new block.

@@ -98,6 +98,7 @@ impl Cache {
             .ok()
         });
         if lock.is_some() {
+            self.remove_stale_temps(&key);
             match Self::read(&tensors, &sidecar, split) {
                 Ok(Some(data)) => {
                     crate::detail!("read {split} from the cache {}", tensors.display());
@@ -119,6 +120,20 @@ impl Cache {
             }
         }
         Ok(data)
+    }
+
+    /// Removes the temporary files of `key`'s entry that dead writers left
+    /// (the caller holds the entry's lock, so no live writer owns one).
+    fn remove_stale_temps(&self, key: &str) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!(".{key}.")) && crate::io::is_temp_name(&name) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 
     /// The entry, checked against its sidecar; `None` when there is none.
@@ -179,5 +194,58 @@ impl Cache {
             shape: data.images.size(),
         };
         crate::io::write_atomic(sidecar, serde_json::to_string(&meta)?.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn an_entry_that_does_not_match_its_sidecar_is_rebuilt() {
+        let root = std::env::temp_dir().join(format!("nave-cache-{}", std::process::id()));
+        for class in ["A", "B"] {
+            std::fs::create_dir_all(root.join("train").join(class)).unwrap();
+            std::fs::write(root.join("train").join(class).join("x.png"), class).unwrap();
+        }
+        let cache = Cache::new(root.join("cache"));
+        let builds = Cell::new(0);
+        let get = || {
+            cache
+                .get_or_build(&root, Split::Train, 4, BadFiles::Fail, || {
+                    builds.set(builds.get() + 1);
+                    Ok(SplitData {
+                        split: Split::Train,
+                        images: Tensor::arange(96, (tch::Kind::Uint8, tch::Device::Cpu))
+                            .view([2, 3, 4, 4]),
+                        labels: vec![0, 1],
+                        class_names: vec!["A".into(), "B".into()],
+                        skipped: vec![],
+                    })
+                })
+                .unwrap()
+        };
+        let first = get();
+        let again = get();
+        assert_eq!(builds.get(), 1, "the second read comes from the cache");
+        assert!(again.images.equal(&first.images) && again.labels == first.labels);
+
+        // A damaged tensors file no longer matches its sidecar: rebuilt.
+        let tensors = std::fs::read_dir(root.join("cache"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "safetensors"))
+            .unwrap();
+        let mut bytes = std::fs::read(&tensors).unwrap();
+        let n = bytes.len();
+        bytes[n - 1] ^= 0xff;
+        std::fs::write(&tensors, bytes).unwrap();
+        let rebuilt = get();
+        assert_eq!(builds.get(), 2);
+        assert!(rebuilt.images.equal(&first.images));
+        let _ = get();
+        assert_eq!(builds.get(), 2, "the rebuilt entry is read again");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }
