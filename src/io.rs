@@ -107,6 +107,27 @@ pub fn write_atomic_with(
     done
 }
 
+/// `value` as JSON, refused when it holds NaN or an infinity: serde_json
+/// writes those as `null`, which reads back as a missing figure (or fails
+/// to read at all). Checked by reading the text back as `T`.
+pub fn finite_json<T>(value: &T, pretty: bool, what: &Path) -> anyhow::Result<String>
+where
+    T: Serialize + serde::de::DeserializeOwned,
+{
+    let text = if pretty {
+        serde_json::to_string_pretty(value)?
+    } else {
+        serde_json::to_string(value)?
+    };
+    serde_json::from_str::<T>(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: a figure to be written is not a finite number (NaN or infinite; {e}); nothing was written",
+            what.display()
+        )
+    })?;
+    Ok(text)
+}
+
 /// A file's size and SHA-256, as run-folder manifests record them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileDigest {
@@ -266,6 +287,22 @@ pub fn read_npy_f32(path: &Path) -> anyhow::Result<(Vec<usize>, Vec<f32>)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn json_with_nan_is_refused_before_it_is_written() {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Figures {
+            loss: f64,
+        }
+        let path = std::path::Path::new("metrics.jsonl");
+        assert!(super::finite_json(&Figures { loss: 0.5 }, false, path).is_ok());
+        let err = super::finite_json(&Figures { loss: f64::NAN }, false, path).unwrap_err();
+        assert!(
+            err.to_string().contains("metrics.jsonl")
+                && err.to_string().contains("not a finite number"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn temporary_names_are_unique_and_recognised() {
         let p = std::path::Path::new("/x/model.safetensors");

@@ -802,6 +802,30 @@ fn cases() -> Vec<Case> {
             |ck| std::fs::write(run_dir(ck).join("COMPLETE"), "{half").unwrap(),
             vec!["COMPLETE", "not a completion record"],
         ),
+        // Hostile run names: variants become part of run ids.
+        t(
+            "variant name that climbs out",
+            yaml("grid:\n  variants:\n    \"../up\":\n      watermark: true\n"),
+            vec!["../up", "line 15"],
+        ),
+        t(
+            "variant name with a space",
+            yaml("grid:\n  variants:\n    \"a b\":\n      watermark: true\n"),
+            vec!["a b", "part of run ids"],
+        ),
+        cli(
+            "--run that climbs out",
+            vec![
+                "train",
+                "{dir}/e.yaml",
+                "--run",
+                "../../x",
+                "--checkpoints",
+                "{dir}/out",
+            ],
+            vec!["../../x", "no run"],
+            1,
+        ),
     ]
 }
 

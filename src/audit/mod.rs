@@ -135,7 +135,7 @@ fn audit_run(run: &RunInputs, out_dir: &Path, device: Device) -> anyhow::Result<
     };
     crate::io::write_atomic(
         &run_dir.join("result.json"),
-        serde_json::to_string_pretty(&result)?.as_bytes(),
+        crate::io::finite_json(&result, true, &run_dir.join("result.json"))?.as_bytes(),
     )?;
     Ok((result, pictures.averages()))
 }
@@ -347,7 +347,10 @@ pub fn audit(
         skipped_unfinished: unfinished,
     };
     let path = out_dir.join("audit.json");
-    crate::io::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    crate::io::write_atomic(
+        &path,
+        crate::io::finite_json(&report, true, &path)?.as_bytes(),
+    )?;
     crate::failpoint::hit("audit-json");
     summary::print(&report);
     Ok(Audited { folder: staged })

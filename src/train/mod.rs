@@ -138,7 +138,7 @@ pub fn train_run(
         log_epoch(spec, &m);
         // Weights that diverged in the epoch's last steps are never saved.
         epoch::ensure_finite(spec, &model, epoch, m.test_loss)?;
-        lines.push(serde_json::to_string(&m)?);
+        lines.push(crate::io::finite_json(&m, false, &folder.metrics())?);
         state.epochs_done = epoch + 1;
         let weights = model.state_dict(state.step);
         folder.save_epoch(&mut state, &weights, &optimizer.state(), &lines)?;
