@@ -10,7 +10,7 @@ SETUP_MODE := $(if $(filter 1 yes true,$(GPU)),gpu,cpu)
 CARGO ?= cargo
 BIN := target/release/nave-lab
 
-.PHONY: setup setup-reference setup-browser build demo test clean-runs
+.PHONY: setup setup-reference setup-browser setup-slurm build demo test clean-runs
 
 setup:
 ifndef LIBTORCH
@@ -29,7 +29,7 @@ demo: build
 # Tests build in release mode: one build of libtorch's bindings serves demo and
 # tests. They compare against PyTorch, torchvision, timm, TensorBoard and
 # scikit-learn, installed once into .venv-ref by setup-reference.
-test: setup setup-reference setup-browser
+test: setup setup-reference setup-browser setup-slurm
 	$(CARGO) test --release
 
 setup-reference:
@@ -39,6 +39,12 @@ setup-reference:
 setup-browser:
 	@command -v chromium >/dev/null || { echo "nave-lab setup: installing Debian's chromium for the report tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# The Slurm test starts a one-node cluster (scripts/slurm-local.sh) with
+# Debian's Slurm and munge.
+setup-slurm:
+	@command -v sbatch >/dev/null && command -v munged >/dev/null || { echo "nave-lab setup: installing Debian's slurm-wlm and munge for the Slurm test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; }
 
 clean-runs:
 	rm -rf checkpoints/*/ reports/*/

@@ -34,6 +34,8 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Train every run of an experiment's grid (resumes unfinished runs, skips complete ones).
     Train(TrainArgs),
+    /// Where a study stands: every run as done, running, pending, failed, stopped or not started.
+    Status(StatusArgs),
     /// Run NAVE on every finished run of an experiment and measure the watermark shortcut.
     Audit(AuditArgs),
     /// Rebuild the HTML report of an audit (reports/<experiment>/index.html) from its audit.json.
@@ -271,6 +273,20 @@ pub struct TrainArgs {
     /// Wait for runs another process is training (default: skip them and say so).
     #[arg(long)]
     pub wait: bool,
+    /// Where the audit job of --slurm writes its report.
+    #[arg(long, default_value = "reports", requires = "slurm")]
+    pub reports: std::path::PathBuf,
+    #[command(flatten)]
+    pub slurm: crate::slurm::SlurmOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// An experiment's checkpoint folder (checkpoints/<experiment>/).
+    pub dir: std::path::PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

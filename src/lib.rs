@@ -22,6 +22,7 @@ pub mod nave;
 pub mod report;
 pub mod run_folder;
 pub mod signals;
+pub mod slurm;
 pub mod staging;
 pub mod train;
 pub mod ui;

@@ -103,6 +103,12 @@ impl RunFolder {
         self.dir.join("COMPLETE")
     }
 
+    /// Written when training the run ends in an error (its message), for
+    /// `status`; removed when the run is trained again.
+    pub fn failed(&self) -> PathBuf {
+        self.dir.join("FAILED")
+    }
+
     pub fn lock_file(&self) -> PathBuf {
         self.dir.join(".lock")
     }

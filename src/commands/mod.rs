@@ -12,6 +12,7 @@ pub mod bench;
 pub mod data;
 pub mod explain;
 pub mod localize;
+pub mod status;
 pub mod train;
 
 /// Builds the model a command names: a run folder (architecture and image

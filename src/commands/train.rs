@@ -1,4 +1,4 @@
-use anyhow::bail;
+use anyhow::{bail, Context};
 
 use crate::cli::TrainArgs;
 use crate::config::Experiment;
@@ -51,6 +51,9 @@ pub fn run(args: TrainArgs, device: DeviceRequest) -> anyhow::Result<()> {
         }
         runs = vec![runs.swap_remove(i)];
     }
+    if args.slurm.slurm {
+        return submit_to_slurm(&experiment, &runs, &args, device);
+    }
     let device = device.resolve()?;
     // Every existing run is checked against the experiment before anything
     // is written: a changed experiment is refused with its files untouched.
@@ -95,4 +98,104 @@ fn write_experiment_copy(experiment: &Experiment, args: &TrainArgs) -> anyhow::R
     }
     text += &experiment.source_text;
     crate::io::write_atomic(&dir.join("experiment.yaml"), text.as_bytes())
+}
+
+/// `train --slurm`: the job array and the audit after it (see `slurm`).
+fn submit_to_slurm(
+    experiment: &Experiment,
+    runs: &[crate::config::RunSpec],
+    args: &TrainArgs,
+    device: DeviceRequest,
+) -> anyhow::Result<()> {
+    use crate::slurm;
+    anyhow::ensure!(
+        args.run.is_none() && args.index.is_none() && !args.list,
+        "--slurm submits the whole grid; it does not combine with --run, --index or --list"
+    );
+    let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let exe = std::env::current_exe().context("locating the nave-lab binary")?;
+    let checkpoints = absolute(&args.checkpoints);
+    let study = checkpoints.join(experiment.name());
+    let slurm_dir = study.join("slurm");
+    let logs = slurm_dir.join("logs");
+    let workdir = std::env::current_dir()?;
+    let mut train = vec![
+        exe.display().to_string(),
+        "train".to_string(),
+        absolute(&args.experiment).display().to_string(),
+        "--checkpoints".to_string(),
+        checkpoints.display().to_string(),
+        "--wait".to_string(),
+    ];
+    for o in &args.overrides {
+        train.extend(["--set".to_string(), o.clone()]);
+    }
+    let mut audit = vec![
+        exe.display().to_string(),
+        "audit".to_string(),
+        study.display().to_string(),
+        "--reports".to_string(),
+        absolute(&args.reports).display().to_string(),
+    ];
+    for words in [&mut train, &mut audit] {
+        words.extend(["--device".to_string(), device.to_string()]);
+    }
+    let o = &args.slurm;
+    let train_script =
+        slurm::train_script(o, experiment.name(), runs.len(), &logs, &workdir, &train);
+    let audit_script = slurm::audit_script(o, experiment.name(), &logs, &workdir, &audit);
+    let (train_path, audit_path) = (
+        slurm_dir.join("train.sbatch"),
+        slurm_dir.join("audit.sbatch"),
+    );
+    if o.dry_run {
+        println!("# {}\n{train_script}", train_path.display());
+        println!("# {}\n{audit_script}", audit_path.display());
+        println!(
+            "sbatch --parsable {}",
+            slurm::quote(&train_path.display().to_string())
+        );
+        println!(
+            "sbatch --parsable --dependency=afterany:<the array's job id> {}",
+            slurm::quote(&audit_path.display().to_string())
+        );
+        return Ok(());
+    }
+    slurm::find_tool("sbatch")?;
+    for spec in runs {
+        let folder = RunFolder::new(checkpoints.join(&spec.experiment).join(&spec.id));
+        if folder.run_yaml().is_file() {
+            folder.check_settings(spec)?;
+        }
+    }
+    write_experiment_copy(experiment, args)?;
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    crate::io::write_atomic(&train_path, train_script.as_bytes())?;
+    crate::io::write_atomic(&audit_path, audit_script.as_bytes())?;
+    let started = std::time::Instant::now();
+    let train_job = slurm::submit(&train_path, None)?;
+    let audit_job = slurm::submit(&audit_path, Some(&train_job))?;
+    let submission = slurm::Submission {
+        train_job: train_job.clone(),
+        audit_job: audit_job.clone(),
+        runs: runs.iter().map(|r| r.id.clone()).collect(),
+        logs: logs.clone(),
+        submitted_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    crate::io::write_atomic(
+        &slurm_dir.join("jobs.json"),
+        serde_json::to_string_pretty(&submission)?.as_bytes(),
+    )?;
+    println!(
+        "{}: submitted job array {train_job} ({} task(s), one per run) and audit job {audit_job} after it, in {:.2} s; logs in {}",
+        experiment.name(),
+        runs.len(),
+        started.elapsed().as_secs_f64(),
+        logs.display()
+    );
+    println!("where it stands: nave-lab status {}", study.display());
+    Ok(())
 }

@@ -302,8 +302,15 @@ pub fn train_runs(
             crate::device::device_name(device)
         );
         let data = store.get(spec)?;
-        train_run(spec, &folder, data, device)
-            .with_context(|| format!("run {}", folder.dir.display()))?;
+        let _ = std::fs::remove_file(folder.failed());
+        if let Err(e) = train_run(spec, &folder, data, device) {
+            // For `status` (a scheduler's task log may be far away); a run
+            // stopped by a signal is not failed, it resumes.
+            if e.downcast_ref::<crate::signals::Stopped>().is_none() && folder.dir.is_dir() {
+                let _ = crate::io::write_atomic(&folder.failed(), format!("{e:#}\n").as_bytes());
+            }
+            return Err(e.context(format!("run {}", folder.dir.display())));
+        }
         out.push((spec.id.clone(), RunOutcome::Trained));
     }
     Ok(out)

@@ -1,0 +1,291 @@
+//! Running a study on a Slurm cluster: the batch scripts (`train --slurm`
+//! writes them under `checkpoints/<name>/slurm/`), their submission with
+//! `sbatch`, and what the queue says about them (`status`).
+//!
+//! One array task per run, each `nave-lab train X.yaml --index I` as a job
+//! step: `scancel --signal=TERM` and the warning before the time limit
+//! (`--signal=TERM@120`) reach it, the step saves what it has and exits 143,
+//! and the task requeues itself to resume. The audit is a job that starts
+//! when the array has ended (`afterany`).
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+/// Resources and options of the jobs (`train --slurm ...`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SlurmOptions {
+    /// Submit the study to Slurm as a job array (one task per run) and its audit as a dependent job.
+    #[arg(long)]
+    pub slurm: bool,
+    /// Slurm partition.
+    #[arg(long, requires = "slurm")]
+    pub partition: Option<String>,
+    /// GPUs per task.
+    #[arg(long, requires = "slurm")]
+    pub gpus_per_task: Option<u32>,
+    /// CPU cores per task.
+    #[arg(long, requires = "slurm")]
+    pub cpus_per_task: Option<u32>,
+    /// Memory per task (Slurm's form: 16G, 4000M).
+    #[arg(long, requires = "slurm")]
+    pub mem: Option<String>,
+    /// Time limit per task (Slurm's form: 2:00:00, 1-00:00:00).
+    #[arg(long, requires = "slurm")]
+    pub time: Option<String>,
+    /// Account to charge.
+    #[arg(long, requires = "slurm")]
+    pub account: Option<String>,
+    /// At most this many tasks at once.
+    #[arg(long, requires = "slurm", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_parallel: Option<u32>,
+    /// Any other sbatch option, passed as given (repeatable): --sbatch-arg=--qos=high.
+    #[arg(long = "sbatch-arg", requires = "slurm", allow_hyphen_values = true)]
+    pub sbatch_args: Vec<String>,
+    /// Print the scripts and the sbatch commands; submit and write nothing.
+    #[arg(long, requires = "slurm")]
+    pub dry_run: bool,
+}
+
+/// What was submitted: `checkpoints/<name>/slurm/jobs.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Submission {
+    pub train_job: String,
+    pub audit_job: String,
+    /// Run ids by array index.
+    pub runs: Vec<String>,
+    pub logs: PathBuf,
+    pub submitted_unix: u64,
+}
+
+/// A word for the shell, single-quoted.
+pub fn quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+    {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+fn command_line(words: &[String]) -> String {
+    words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ")
+}
+
+/// The `#SBATCH` lines the options ask for.
+fn resource_lines(o: &SlurmOptions) -> String {
+    let mut out = String::new();
+    let mut line = |flag: &str, value: Option<String>| {
+        if let Some(v) = value {
+            out += &format!("#SBATCH --{flag}={v}\n");
+        }
+    };
+    line("partition", o.partition.clone());
+    line("gpus-per-task", o.gpus_per_task.map(|g| g.to_string()));
+    line("cpus-per-task", o.cpus_per_task.map(|c| c.to_string()));
+    line("mem", o.mem.clone());
+    line("time", o.time.clone());
+    line("account", o.account.clone());
+    for a in &o.sbatch_args {
+        out += &format!("#SBATCH {a}\n");
+    }
+    out
+}
+
+/// The job array's script: one task per run, each training run `--index`.
+pub fn train_script(
+    o: &SlurmOptions,
+    name: &str,
+    runs: usize,
+    logs: &Path,
+    workdir: &Path,
+    train: &[String],
+) -> String {
+    let limit = o.max_parallel.map(|m| format!("%{m}")).unwrap_or_default();
+    format!(
+        "#!/bin/bash
+# Written by `nave-lab train --slurm`: one array task per run of {name}.
+#SBATCH --job-name=nave-train-{name}
+#SBATCH --array=0-{last}{limit}
+#SBATCH --output={logs}/train-%A_%a.log
+#SBATCH --open-mode=append
+#SBATCH --requeue
+#SBATCH --signal=TERM@120
+{resources}
+cd {workdir}
+# nave-lab runs as a job step, so that SIGTERM (scancel --signal=TERM, or the
+# warning before the time limit) reaches it: it keeps the last finished epoch
+# and exits 143, and the task is requeued to resume from there.
+srun {train} --index \"$SLURM_ARRAY_TASK_ID\"
+rc=$?
+if [ \"$rc\" -eq 143 ] || [ \"$rc\" -eq 130 ]; then
+  echo \"nave-lab: task $SLURM_ARRAY_TASK_ID stopped by a signal; requeueing job $SLURM_JOB_ID to resume\"
+  scontrol requeue \"$SLURM_JOB_ID\"
+fi
+exit $rc
+",
+        last = runs.saturating_sub(1),
+        logs = quote(&logs.display().to_string()),
+        resources = resource_lines(o),
+        workdir = quote(&workdir.display().to_string()),
+        train = command_line(train),
+    )
+}
+
+/// The audit's script, run once the array has ended.
+pub fn audit_script(
+    o: &SlurmOptions,
+    name: &str,
+    logs: &Path,
+    workdir: &Path,
+    audit: &[String],
+) -> String {
+    let resources = SlurmOptions {
+        max_parallel: None,
+        ..o.clone()
+    };
+    format!(
+        "#!/bin/bash
+# Written by `nave-lab train --slurm`: the audit of {name}, once its runs have ended.
+#SBATCH --job-name=nave-audit-{name}
+#SBATCH --output={logs}/audit-%j.log
+{resources}
+cd {workdir}
+srun {audit}
+",
+        logs = quote(&logs.display().to_string()),
+        resources = resource_lines(&resources),
+        workdir = quote(&workdir.display().to_string()),
+        audit = command_line(audit),
+    )
+}
+
+/// A Slurm command's path, or an error that says what is missing.
+pub fn find_tool(tool: &str) -> anyhow::Result<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file())
+        .with_context(|| {
+            format!(
+                "{tool} was not found on PATH: --slurm and status's queue view need Slurm's commands \
+                 (run on a login node of the cluster; --dry-run prints the scripts without them)"
+            )
+        })
+}
+
+/// Submits `script`, after `after` ends when given; returns the job id.
+pub fn submit(script: &Path, after: Option<&str>) -> anyhow::Result<String> {
+    let mut cmd = Command::new(find_tool("sbatch")?);
+    cmd.arg("--parsable");
+    if let Some(job) = after {
+        cmd.arg(format!("--dependency=afterany:{job}"));
+    }
+    let out = cmd
+        .arg(script)
+        .output()
+        .with_context(|| format!("running sbatch {}", script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "sbatch {} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    // --parsable prints "id" or "id;cluster".
+    let text = String::from_utf8_lossy(&out.stdout);
+    let id = text
+        .trim()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
+        bail!("sbatch {} printed no job id: {text}", script.display());
+    }
+    Ok(id)
+}
+
+/// Queue state (PENDING, RUNNING, ...) of each array task still queued and,
+/// under `None`, of the job itself when it is not an array.
+pub fn queue_states(job: &str) -> anyhow::Result<BTreeMap<Option<usize>, String>> {
+    let out = Command::new(find_tool("squeue")?)
+        .args(["-h", "-r", "-j", job, "-o", "%K|%T"])
+        .output()
+        .context("running squeue")?;
+    // A job that left the queue is an error to squeue: nothing queued.
+    if !out.status.success() {
+        return Ok(BTreeMap::new());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('|'))
+        .map(|(index, state)| (index.trim().parse().ok(), state.trim().to_string()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_quoted_for_the_shell() {
+        assert_eq!(quote("checkpoints/x-1"), "checkpoints/x-1");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+        assert_eq!(quote("$HOME"), "'$HOME'");
+        assert_eq!(quote(""), "''");
+    }
+
+    #[test]
+    fn the_array_script_has_one_task_per_run_and_requeues_on_sigterm() {
+        let o = SlurmOptions {
+            slurm: true,
+            partition: Some("gpu".into()),
+            gpus_per_task: Some(1),
+            max_parallel: Some(4),
+            sbatch_args: vec!["--qos=high".into()],
+            ..Default::default()
+        };
+        let s = train_script(
+            &o,
+            "wm",
+            12,
+            Path::new("/c/wm/slurm/logs"),
+            Path::new("/work dir"),
+            &["/bin/nave-lab".into(), "train".into(), "x.yaml".into()],
+        );
+        for line in [
+            "#SBATCH --array=0-11%4",
+            "#SBATCH --output=/c/wm/slurm/logs/train-%A_%a.log",
+            "#SBATCH --requeue",
+            "#SBATCH --signal=TERM@120",
+            "#SBATCH --partition=gpu",
+            "#SBATCH --gpus-per-task=1",
+            "#SBATCH --qos=high",
+            "cd '/work dir'",
+            "srun /bin/nave-lab train x.yaml --index \"$SLURM_ARRAY_TASK_ID\"",
+            "scontrol requeue \"$SLURM_JOB_ID\"",
+        ] {
+            assert!(s.contains(line), "no {line} in\n{s}");
+        }
+        let a = audit_script(
+            &o,
+            "wm",
+            Path::new("/l"),
+            Path::new("/w"),
+            &["audit".into()],
+        );
+        assert!(
+            !a.contains("--array") && a.contains("#SBATCH --partition=gpu"),
+            "{a}"
+        );
+    }
+}
