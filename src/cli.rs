@@ -325,6 +325,12 @@ pub struct AuditArgs {
     /// Probe images shown in the report's comparison grid.
     #[arg(long, default_value_t = 12)]
     pub grid_probes: usize,
+    /// Audit only this run, into reports/.<experiment>.parts/<ID>/; the next
+    /// full audit takes it in (for schedulers: one task per run, then a merge).
+    #[arg(long, value_name = "ID")]
+    pub run: Option<String>,
+    #[command(flatten)]
+    pub slurm: crate::slurm::SlurmOptions,
 }
 
 #[derive(Debug, Args)]

@@ -151,7 +151,7 @@ pub fn audit_script(
     };
     format!(
         "#!/bin/bash
-# Written by `nave-lab train --slurm`: the audit of {name}, once its runs have ended.
+# Written by nave-lab (--slurm): the audit of {name}, once its runs have ended.
 #SBATCH --job-name=nave-audit-{name}
 #SBATCH --output={logs}/audit-%j.log
 {resources}
@@ -161,6 +161,36 @@ srun {audit}
         logs = quote(&logs.display().to_string()),
         resources = resource_lines(&resources),
         workdir = quote(&workdir.display().to_string()),
+        audit = command_line(audit),
+    )
+}
+
+/// `audit --slurm`'s array: one task per finished run, each `audit --run ID`.
+pub fn audit_runs_script(
+    o: &SlurmOptions,
+    name: &str,
+    ids: &[String],
+    logs: &Path,
+    workdir: &Path,
+    audit: &[String],
+) -> String {
+    let limit = o.max_parallel.map(|m| format!("%{m}")).unwrap_or_default();
+    format!(
+        "#!/bin/bash
+# Written by `nave-lab audit --slurm`: one array task per finished run of {name}.
+#SBATCH --job-name=nave-audit-runs-{name}
+#SBATCH --array=0-{last}{limit}
+#SBATCH --output={logs}/audit-%A_%a.log
+{resources}
+cd {workdir}
+runs=({ids})
+srun {audit} --run \"${{runs[$SLURM_ARRAY_TASK_ID]}}\"
+",
+        last = ids.len().saturating_sub(1),
+        logs = quote(&logs.display().to_string()),
+        resources = resource_lines(o),
+        workdir = quote(&workdir.display().to_string()),
+        ids = command_line(ids),
         audit = command_line(audit),
     )
 }

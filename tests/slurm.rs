@@ -195,6 +195,41 @@ fn a_study_runs_on_slurm_and_a_preempted_task_resumes() {
     assert_eq!(status["runs"][0]["epochs_done"], 3);
     assert_eq!(status["slurm"]["train_job"], train_job);
 
+    // The audit fanned out: one task per run, then the merge.
+    let out = cluster
+        .nave_lab()
+        .arg("audit")
+        .arg(&study_dir)
+        .arg("--reports")
+        .arg(&reports)
+        .args(["-k", "3", "--slurm"])
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(study_dir.join("slurm/audit-jobs.json")).unwrap(),
+    )
+    .unwrap();
+    let (runs_job, merge_job) = (
+        record["runs_job"].as_str().unwrap().to_string(),
+        record["merge_job"].as_str().unwrap().to_string(),
+    );
+    assert!(printed.contains("4 task(s)"), "{printed}");
+    cluster.wait_for(&[&runs_job, &merge_job], Duration::from_secs(600));
+    let audit: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reports.join("wm/audit.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        audit["settings"]["k"], 3,
+        "the merged audit has the new settings"
+    );
+    assert_eq!(audit["runs"].as_array().unwrap().len(), 4);
+    assert!(
+        !reports.join(".wm.parts").exists(),
+        "the parts are taken in"
+    );
+
     // Preemption: SIGTERM to a running task; it saves, exits 143, requeues
     // itself and resumes from its last epoch.
     let exp = study(&dir, "pre", 480, 4, "[0]");
@@ -255,4 +290,76 @@ fn a_study_runs_on_slurm_and_a_preempted_task_resumes() {
         "the preempted run ends with other weights than an uninterrupted one"
     );
     assert!(reports.join("pre/audit.json").is_file());
+}
+
+#[test]
+fn audit_run_parts_are_merged_without_recomputing() {
+    let dir = scratch("audit_parts");
+    let exp = study(&dir, "parts", 64, 1, "[0]");
+    let checkpoints = dir.join("checkpoints");
+    let reports = dir.join("reports");
+    let ok = nave_lab()
+        .args(["-q", "train"])
+        .arg(&exp)
+        .arg("--checkpoints")
+        .arg(&checkpoints)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let study_dir = checkpoints.join("parts");
+    let ids = ["resnet18-aug0-wm0-s0", "resnet18-aug0-wm1-s0"];
+    let mut seconds = Vec::new();
+    for id in ids {
+        let out = nave_lab()
+            .args(["-q", "audit"])
+            .arg(&study_dir)
+            .arg("--reports")
+            .arg(&reports)
+            .args(["--run", id])
+            .output()
+            .unwrap();
+        common::assert_ok(&out);
+        let part = reports.join(".parts.parts").join(id);
+        let result: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(part.join("result.json")).unwrap())
+                .unwrap();
+        assert_eq!(result["id"], id);
+        assert!(part.join("p000_clean_overlay.png").is_file());
+        seconds.push(result["seconds"].clone());
+    }
+    assert!(!reports.join("parts").exists(), "a part is not the report");
+    let out = nave_lab()
+        .args(["-q", "audit"])
+        .arg(&study_dir)
+        .arg("--reports")
+        .arg(&reports)
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    let audit: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reports.join("parts/audit.json")).unwrap())
+            .unwrap();
+    let merged: Vec<serde_json::Value> = audit["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seconds"].clone())
+        .collect();
+    assert_eq!(merged, seconds, "the merge took the parts as they were");
+    assert!(reports
+        .join("parts/runs/resnet18-aug0-wm1-s0/p000_wm_overlay.png")
+        .is_file());
+    assert!(!reports.join(".parts.parts").exists());
+    // An unknown or unfinished run is named.
+    let out = nave_lab()
+        .args(["-q", "audit"])
+        .arg(&study_dir)
+        .args(["--run", "nope"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no finished run 'nope'") && err.contains(ids[0]),
+        "{err}"
+    );
 }

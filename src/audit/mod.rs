@@ -68,7 +68,7 @@ impl RunInputs<'_> {
 
 /// Audits one run; returns its result and, per pictured probe, the
 /// average-colour images (clean, watermarked) averaged over the repeats.
-fn audit_run(run: &RunInputs, out_dir: &Path, device: Device) -> anyhow::Result<RunAudit> {
+fn audit_run(run: &RunInputs, run_dir: &Path, device: Device) -> anyhow::Result<RunAudit> {
     let started = std::time::Instant::now();
     let (spec, settings, probe_set) = (run.spec, run.settings, run.probe_set);
     let model = load_model(spec, run.folder, run.test, &settings.taps, device)?;
@@ -82,8 +82,7 @@ fn audit_run(run: &RunInputs, out_dir: &Path, device: Device) -> anyhow::Result<
         32,
     )?; // [2N, D, h, w]
     let (_, d, h, _) = feats.size4()?;
-    let run_dir = out_dir.join("runs").join(&spec.id);
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let n = probe_set.indices.len();
     let mut pictures = pictures::ProbePictures::new(settings.pictures.unwrap_or(n).min(n));
     let mut tally = measures::Tally::default();
@@ -91,7 +90,7 @@ fn audit_run(run: &RunInputs, out_dir: &Path, device: Device) -> anyhow::Result<
         let labels = measures::cluster_probes(&feats, settings, repeat as u64)?;
         let grid = measures::Grid::of(&feats, run.test.image_size())?;
         tally.add(&grid, &labels, &probe_set.masks);
-        pictures.add(&grid, &labels, &both, repeat == 0, &run_dir)?;
+        pictures.add(&grid, &labels, &both, repeat == 0, run_dir)?;
     }
     // The blind verdict: from the model and the images it trained on, as it
     // saw them (artefacts included), never from the boxes measured above.
@@ -165,37 +164,40 @@ pub(crate) fn load_model(
 /// A run's result and its averaged pictures (clean, watermarked) per probe.
 type RunAudit = (RunResult, Vec<(RgbImage, RgbImage)>);
 
-/// A run's cached result from the previous report `previous`, when its
-/// weights, data, settings and probes are those it was computed from and its
-/// pictures are all there; its files are carried into the new report `out_dir`.
+/// A run's cached result from an earlier audit: the previous report's
+/// `runs/<id>/`, or a part `audit --run` wrote; taken when its weights, data,
+/// settings and probes are those it was computed from and its pictures are
+/// all there. Its files are carried into `run_dir`.
 fn reuse_cached(
     run: &RunInputs,
-    previous: &Path,
-    out_dir: &Path,
+    earlier: &[PathBuf],
+    run_dir: &Path,
 ) -> anyhow::Result<Option<RunAudit>> {
-    let old_dir = previous.join("runs").join(&run.spec.id);
     let key = run.key();
-    let Some(prev) = std::fs::read_to_string(old_dir.join("result.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<RunResult>(&t).ok())
-        .filter(|r| r.key == key)
-    else {
-        return Ok(None);
-    };
     let pictured = run
         .settings
         .pictures
         .unwrap_or(usize::MAX)
         .min(run.probe_set.indices.len());
-    let Ok(pairs) = pictures::load_averages(&old_dir, pictured) else {
-        return Ok(None);
-    };
-    carry_files(&old_dir, &out_dir.join("runs").join(&run.spec.id))?;
-    let result = RunResult {
-        run_dir: Some(run.folder.dir.clone()),
-        ..prev
-    };
-    Ok(Some((result, pairs)))
+    for old_dir in earlier {
+        let Some(prev) = std::fs::read_to_string(old_dir.join("result.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<RunResult>(&t).ok())
+            .filter(|r| r.key == key)
+        else {
+            continue;
+        };
+        let Ok(pairs) = pictures::load_averages(old_dir, pictured) else {
+            continue;
+        };
+        carry_files(old_dir, run_dir)?;
+        let result = RunResult {
+            run_dir: Some(run.folder.dir.clone()),
+            ..prev
+        };
+        return Ok(Some((result, pairs)));
+    }
+    Ok(None)
 }
 
 /// Links (or, across file systems, copies) the files of `from` into `to`.
@@ -220,6 +222,8 @@ fn carry_files(from: &Path, to: &Path) -> anyhow::Result<()> {
 /// place of the previous report (so the HTML is built before that).
 pub struct Audited {
     folder: crate::staging::StagedFolder,
+    /// The parts of `audit --run` this audit took in; removed once it is in place.
+    parts: PathBuf,
 }
 
 impl Audited {
@@ -235,47 +239,65 @@ impl Audited {
     pub fn commit(self) -> anyhow::Result<PathBuf> {
         let target = self.folder.target().to_path_buf();
         self.folder.commit()?;
+        if self.parts.is_dir() {
+            std::fs::remove_dir_all(&self.parts)
+                .with_context(|| format!("removing {}", self.parts.display()))?;
+        }
         Ok(target)
     }
 }
 
-/// Audits every finished run under `dir` (an experiment's checkpoint folder).
-pub fn audit(
-    dir: &Path,
-    reports: &Path,
-    overrides: &AuditOverrides,
-    force: bool,
-    device: Device,
-) -> anyhow::Result<Audited> {
-    let (specs, unfinished) = plan::finished_runs(dir)?;
-    let experiment = specs[0].0.experiment.clone();
-    let staged = crate::staging::StagedFolder::begin(&reports.join(&experiment))?;
-    let out_dir = staged.dir().to_path_buf();
-    let mut store = DataStore::default();
-    let first = specs[0].0.clone();
-    let first_test = &store.get(&first)?.test;
-    let settings = settings_for(&first.audit, &first, overrides, &first_test.class_names)?;
-    let first_probes = choose_probes(first_test, &settings.classes, settings.probes)?;
-    crate::info!(
-        "auditing {} run(s) of {experiment}: {} probes, taps {}, K = {}, {:?}, scope {:?}",
-        specs.len(),
-        first_probes.len(),
-        settings.taps.join(","),
-        settings.k,
-        settings.method,
-        settings.scope
-    );
+/// Where `audit --run` leaves one run's result for the merge:
+/// `reports/.<experiment>.parts/<run-id>/`.
+fn parts_dir(reports: &Path, experiment: &str) -> PathBuf {
+    reports.join(format!(".{experiment}.parts"))
+}
 
-    let mut results = Vec::new();
-    let mut maps: BTreeMap<String, Vec<Vec<(RgbImage, RgbImage)>>> = BTreeMap::new();
-    let bar = crate::ui::progress_bar(specs.len() as u64, "auditing");
-    for (spec, folder, weights_sha256) in &specs {
+/// What every run of an audit shares: the runs, the settings, the data.
+struct Plan {
+    specs: Vec<plan::FinishedRun>,
+    unfinished: Vec<String>,
+    experiment: String,
+    settings: AuditSettings,
+    first_probes: Vec<usize>,
+    store: DataStore,
+}
+
+impl Plan {
+    fn new(dir: &Path, overrides: &AuditOverrides) -> anyhow::Result<Self> {
+        let (specs, unfinished) = plan::finished_runs(dir)?;
+        let experiment = specs[0].0.experiment.clone();
+        let mut store = DataStore::default();
+        let first = specs[0].0.clone();
+        let first_test = &store.get(&first)?.test;
+        let settings = settings_for(&first.audit, &first, overrides, &first_test.class_names)?;
+        let first_probes = choose_probes(first_test, &settings.classes, settings.probes)?;
+        Ok(Self {
+            specs,
+            unfinished,
+            experiment,
+            settings,
+            first_probes,
+            store,
+        })
+    }
+
+    /// Audits the plan's run `i` into `run_dir`, or takes its result from
+    /// one of the `earlier` folders when it still holds.
+    fn audit_one(
+        &mut self,
+        i: usize,
+        overrides: &AuditOverrides,
+        earlier: &[PathBuf],
+        run_dir: &Path,
+        device: Device,
+    ) -> anyhow::Result<RunAudit> {
+        let (spec, folder, weights_sha256) = &self.specs[i];
         // Runs may differ in dataset (real and synthetic families of one zoo)
         // and in artefact: each is probed on its own test split with its own artefact.
-        let loaded = store.get(spec)?;
+        let loaded = self.store.get(spec)?;
         let (train, test) = (&loaded.train, &loaded.test);
-        let data_fingerprint = loaded.fingerprint.as_str();
-        let probe_indices = choose_probes(test, &settings.classes, settings.probes)
+        let probe_indices = choose_probes(test, &self.settings.classes, self.settings.probes)
             .with_context(|| format!("choosing the probes of {}", spec.id))?;
         let artefact = Artefact::new(&spec.watermark_spec, test.image_size())
             .with_context(|| format!("{}: the run's watermark", folder.run_yaml().display()))?;
@@ -283,7 +305,7 @@ pub fn audit(
         // Runs of several architectures share the settings but not the taps.
         let run_settings = AuditSettings {
             taps: taps_for(spec, overrides),
-            ..settings.clone()
+            ..self.settings.clone()
         };
         let run = RunInputs {
             spec,
@@ -294,27 +316,114 @@ pub fn audit(
             probe_set: &probe_set,
             settings: &run_settings,
             weights_sha256,
-            data_fingerprint,
+            data_fingerprint: loaded.fingerprint.as_str(),
         };
-        let cached = if force {
-            None
+        if let Some(hit) = reuse_cached(&run, earlier, run_dir)? {
+            crate::detail!("{}: unchanged, audit reused", spec.id);
+            return Ok(hit);
+        }
+        audit_run(&run, run_dir, device)
+            .with_context(|| format!("auditing {}", folder.dir.display()))
+    }
+}
+
+/// The experiment's name and the ids of its finished runs (each checked
+/// against its COMPLETE).
+pub fn finished_run_ids(dir: &Path) -> anyhow::Result<(String, Vec<String>)> {
+    let (specs, _) = plan::finished_runs(dir)?;
+    let experiment = specs[0].0.experiment.clone();
+    Ok((
+        experiment,
+        specs.into_iter().map(|(s, _, _)| s.id).collect(),
+    ))
+}
+
+/// `audit --run ID`: audits one run into `reports/.<experiment>.parts/<ID>/`,
+/// which the next full audit of the experiment takes as it is (a scheduler
+/// audits the runs of a study in parallel, then merges). Returns that folder.
+pub fn audit_part(
+    dir: &Path,
+    reports: &Path,
+    overrides: &AuditOverrides,
+    force: bool,
+    id: &str,
+    device: Device,
+) -> anyhow::Result<PathBuf> {
+    let mut plan = Plan::new(dir, overrides)?;
+    let Some(i) = plan.specs.iter().position(|(s, _, _)| s.id == id) else {
+        let ids: Vec<&str> = plan.specs.iter().map(|(s, _, _)| s.id.as_str()).collect();
+        anyhow::bail!(
+            "{}: no finished run '{id}'; the finished runs are {}",
+            dir.display(),
+            ids.join(", ")
+        );
+    };
+    let target = parts_dir(reports, &plan.experiment).join(id);
+    let staged = crate::staging::StagedFolder::begin(&target)?;
+    let earlier = if force {
+        vec![]
+    } else {
+        vec![
+            reports.join(&plan.experiment).join("runs").join(id),
+            target.clone(),
+        ]
+    };
+    plan.audit_one(i, overrides, &earlier, staged.dir(), device)?;
+    staged.commit()?;
+    Ok(target)
+}
+
+/// Audits every finished run under `dir` (an experiment's checkpoint folder).
+pub fn audit(
+    dir: &Path,
+    reports: &Path,
+    overrides: &AuditOverrides,
+    force: bool,
+    device: Device,
+) -> anyhow::Result<Audited> {
+    let mut plan = Plan::new(dir, overrides)?;
+    let experiment = plan.experiment.clone();
+    let staged = crate::staging::StagedFolder::begin(&reports.join(&experiment))?;
+    let out_dir = staged.dir().to_path_buf();
+    let parts = parts_dir(reports, &experiment);
+    crate::info!(
+        "auditing {} run(s) of {experiment}: {} probes, taps {}, K = {}, {:?}, scope {:?}",
+        plan.specs.len(),
+        plan.first_probes.len(),
+        plan.settings.taps.join(","),
+        plan.settings.k,
+        plan.settings.method,
+        plan.settings.scope
+    );
+
+    let mut results = Vec::new();
+    let mut maps: BTreeMap<String, Vec<Vec<(RgbImage, RgbImage)>>> = BTreeMap::new();
+    let bar = crate::ui::progress_bar(plan.specs.len() as u64, "auditing");
+    for i in 0..plan.specs.len() {
+        let id = plan.specs[i].0.id.clone();
+        let earlier = if force {
+            vec![]
         } else {
-            reuse_cached(&run, staged.previous(), &out_dir)?
+            vec![staged.previous().join("runs").join(&id), parts.join(&id)]
         };
-        let (result, pairs) = match cached {
-            Some(hit) => {
-                crate::detail!("{}: unchanged, audit reused", spec.id);
-                hit
-            }
-            None => audit_run(&run, &out_dir, device)
-                .with_context(|| format!("auditing {}", folder.dir.display()))?,
-        };
+        let run_dir = out_dir.join("runs").join(&id);
+        let (result, pairs) = plan.audit_one(i, overrides, &earlier, &run_dir, device)?;
         crate::failpoint::hit("audit-run");
-        maps.entry(spec.regime()).or_default().push(pairs);
+        maps.entry(plan.specs[i].0.regime())
+            .or_default()
+            .push(pairs);
         results.push(result);
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let (specs, unfinished, settings, first_probes, mut store) = (
+        plan.specs,
+        plan.unfinished,
+        plan.settings,
+        plan.first_probes,
+        plan.store,
+    );
+    let first = specs[0].0.clone();
 
     let mut regimes = Vec::new();
     for (regime, per_run) in &maps {
@@ -353,5 +462,8 @@ pub fn audit(
     )?;
     crate::failpoint::hit("audit-json");
     summary::print(&report);
-    Ok(Audited { folder: staged })
+    Ok(Audited {
+        folder: staged,
+        parts,
+    })
 }

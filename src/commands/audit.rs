@@ -1,12 +1,18 @@
 use std::path::Path;
 use std::time::Instant;
 
-use tch::Device;
+use anyhow::Context;
+
+use crate::device::DeviceRequest;
 
 use crate::audit::{audit, AuditOverrides};
 use crate::cli::AuditArgs;
 
-pub fn run(a: AuditArgs, device: Device) -> anyhow::Result<()> {
+pub fn run(a: AuditArgs, request: DeviceRequest) -> anyhow::Result<()> {
+    if a.slurm.slurm {
+        return submit_to_slurm(&a, request);
+    }
+    let device = request.resolve()?;
     let overrides = AuditOverrides {
         taps: a.taps,
         k: a.k,
@@ -17,6 +23,15 @@ pub fn run(a: AuditArgs, device: Device) -> anyhow::Result<()> {
         resolution: a.resolution,
         pictures: a.pictures,
     };
+    if let Some(id) = &a.run {
+        let part = crate::audit::audit_part(&a.runs, &a.reports, &overrides, a.force, id, device)?;
+        println!(
+            "{id}: audited into {}; `nave-lab audit {}` takes it into the report",
+            part.display(),
+            a.runs.display()
+        );
+        return Ok(());
+    }
     let audited = audit(&a.runs, &a.reports, &overrides, a.force, device)?;
     // The report is built beside the previous one and swapped in whole.
     let started = Instant::now();
@@ -43,6 +58,100 @@ fn announce(built: &crate::report::Built, dir: &Path, started: Instant) -> anyho
         dir.join("index.html").display(),
         built.pages,
         started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The audit options as given, for the commands the Slurm tasks run.
+fn forwarded_options(a: &AuditArgs) -> Vec<String> {
+    use clap::ValueEnum;
+    let mut words = Vec::new();
+    let mut add = |flag: &str, value: Option<String>| {
+        if let Some(v) = value {
+            words.extend([flag.to_string(), v]);
+        }
+    };
+    add("--taps", a.taps.as_ref().map(|t| t.join(",")));
+    add("-k", a.k.map(|k| k.to_string()));
+    let name = |v: Option<clap::builder::PossibleValue>| v.map(|p| p.get_name().to_string());
+    add(
+        "--method",
+        a.method.and_then(|m| name(m.to_possible_value())),
+    );
+    add("--scope", a.scope.and_then(|s| name(s.to_possible_value())));
+    add("--probes", a.probes.map(|p| p.to_string()));
+    add("--repeats", a.repeats.map(|r| r.to_string()));
+    add("--resolution", a.resolution.map(|r| r.to_string()));
+    add("--pictures", a.pictures.map(|p| p.to_string()));
+    words
+}
+
+/// `audit --slurm`: one array task per finished run (`audit --run`), then a
+/// job that merges them into the report.
+fn submit_to_slurm(a: &AuditArgs, device: DeviceRequest) -> anyhow::Result<()> {
+    use crate::slurm;
+    anyhow::ensure!(
+        a.run.is_none(),
+        "--slurm audits every run; it does not combine with --run"
+    );
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let (experiment, ids) = crate::audit::finished_run_ids(&a.runs)?;
+    let exe = std::env::current_exe().context("locating the nave-lab binary")?;
+    let study = absolute(&a.runs);
+    let slurm_dir = study.join("slurm");
+    let logs = slurm_dir.join("logs");
+    let mut base = vec![
+        exe.display().to_string(),
+        "audit".to_string(),
+        study.display().to_string(),
+        "--reports".to_string(),
+        absolute(&a.reports).display().to_string(),
+        "--device".to_string(),
+        device.to_string(),
+    ];
+    base.extend(forwarded_options(a));
+    let mut part = base.clone();
+    if a.force {
+        part.push("--force".to_string());
+    }
+    let mut merge = base;
+    merge.extend(["--grid-probes".to_string(), a.grid_probes.to_string()]);
+    let workdir = std::env::current_dir()?;
+    let o = &a.slurm;
+    let runs_script = slurm::audit_runs_script(o, &experiment, &ids, &logs, &workdir, &part);
+    let merge_script = slurm::audit_script(o, &experiment, &logs, &workdir, &merge);
+    let (runs_path, merge_path) = (
+        slurm_dir.join("audit-runs.sbatch"),
+        slurm_dir.join("audit.sbatch"),
+    );
+    if o.dry_run {
+        println!("# {}\n{runs_script}", runs_path.display());
+        println!("# {}\n{merge_script}", merge_path.display());
+        println!(
+            "sbatch --parsable {}",
+            slurm::quote(&runs_path.display().to_string())
+        );
+        println!(
+            "sbatch --parsable --dependency=afterany:<the array's job id> {}",
+            slurm::quote(&merge_path.display().to_string())
+        );
+        return Ok(());
+    }
+    slurm::find_tool("sbatch")?;
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    crate::io::write_atomic(&runs_path, runs_script.as_bytes())?;
+    crate::io::write_atomic(&merge_path, merge_script.as_bytes())?;
+    let runs_job = slurm::submit(&runs_path, None)?;
+    let merge_job = slurm::submit(&merge_path, Some(&runs_job))?;
+    let record = serde_json::json!({ "runs_job": runs_job, "merge_job": merge_job, "runs": ids });
+    crate::io::write_atomic(
+        &slurm_dir.join("audit-jobs.json"),
+        serde_json::to_string_pretty(&record)?.as_bytes(),
+    )?;
+    println!(
+        "{experiment}: submitted audit array {runs_job} ({} task(s), one per finished run) and merge job {merge_job} after it; logs in {}",
+        ids.len(),
+        logs.display()
     );
     Ok(())
 }
