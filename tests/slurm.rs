@@ -363,3 +363,104 @@ fn audit_run_parts_are_merged_without_recomputing() {
         "{err}"
     );
 }
+
+#[test]
+fn status_tells_done_stopped_failed_and_not_started_runs_apart() {
+    let dir = scratch("status");
+    let exp = study(&dir, "st", 64, 2, "[0, 1]");
+    let checkpoints = dir.join("checkpoints");
+    let train = |args: &[&str]| {
+        let mut cmd = nave_lab();
+        cmd.args(["-q", "train"])
+            .arg(&exp)
+            .arg("--checkpoints")
+            .arg(&checkpoints)
+            .args(args);
+        cmd
+    };
+    // Run 0: killed after its first epoch. Run 1: diverges. Run 2: done.
+    let out = train(&["--index", "0"])
+        .env("NAVE_LAB_FAILPOINT", "epoch-manifest@1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let out = train(&["--index", "1", "--set", "train.optimizer.lr=1e38"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    common::assert_ok(&train(&["--index", "2"]).output().unwrap());
+
+    let out = nave_lab()
+        .arg("status")
+        .arg(checkpoints.join("st"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = status["runs"].as_array().unwrap();
+    let states: Vec<&str> = runs.iter().map(|r| r["state"].as_str().unwrap()).collect();
+    assert_eq!(
+        states,
+        ["stopped", "failed", "done", "not started"],
+        "{status}"
+    );
+    assert_eq!(runs[0]["epochs_done"], 1);
+    assert_eq!(runs[2]["epochs_done"], 2);
+    assert!(runs[2]["test_accuracy_clean"].as_f64().is_some());
+    let reason = runs[1]["reason"].as_str().unwrap();
+    assert!(reason.contains("train.optimizer.lr"), "{reason}");
+
+    // The table says the same, with a count per state.
+    let out = nave_lab()
+        .arg("status")
+        .arg(checkpoints.join("st"))
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table
+            .contains("4 run(s): 1 done, 0 running, 0 pending, 1 failed, 1 stopped, 1 not started"),
+        "{table}"
+    );
+}
+
+#[test]
+fn slurm_commands_say_when_sbatch_is_missing() {
+    let dir = scratch("no_sbatch");
+    let exp = study(&dir, "ns", 32, 1, "[0]");
+    let out = nave_lab()
+        .env("PATH", "/nonexistent")
+        .arg("train")
+        .arg(&exp)
+        .arg("--checkpoints")
+        .arg(dir.join("checkpoints"))
+        .arg("--slurm")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sbatch was not found") && err.contains("--dry-run"),
+        "{err}"
+    );
+    assert!(!dir.join("checkpoints").exists(), "nothing written");
+    // --dry-run needs no Slurm and writes nothing.
+    let out = nave_lab()
+        .env("PATH", "/nonexistent")
+        .arg("train")
+        .arg(&exp)
+        .arg("--checkpoints")
+        .arg(dir.join("checkpoints"))
+        .args(["--slurm", "--dry-run", "--time", "1:00:00"])
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("#SBATCH --array=0-1") && text.contains("#SBATCH --time=1:00:00"),
+        "{text}"
+    );
+    assert!(!dir.join("checkpoints").exists(), "nothing written");
+}
