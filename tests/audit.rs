@@ -581,3 +581,78 @@ fn the_report_escapes_hostile_names_and_says_what_is_missing() {
         "{broken:?} {errors:?}"
     );
 }
+
+/// Every file under `dir` with its bytes.
+fn files_of(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn repeats_and_pictures_give_the_same_maps_fresh_and_cached() {
+    let dir = scratch("audit_repeats_cache");
+    let exp = dir.join("r.yaml");
+    std::fs::write(
+        &exp,
+        "name: r\ndataset:\n  kind: synthetic\n  image_size: 32\n  synthetic: {seed: 0, train: 64, test: 32}\n\
+         model:\n  arch: resnet18\n  width: 4\ntrain:\n  epochs: 1\n  batch_size: 16\n  optimizer: {kind: sgd, lr: 0.05}\n\
+         watermark: {size: 0.2}\ngrid:\n  watermark: [true]\n  seed: [0, 1]\n\
+         audit:\n  taps: [layer2, layer3]\n  k: 4\n  probes: 6\n",
+    )
+    .unwrap();
+    let checkpoints = dir.join("checkpoints");
+    common::assert_ok(
+        &nave_lab()
+            .args(["-q", "train"])
+            .arg(&exp)
+            .arg("--checkpoints")
+            .arg(&checkpoints)
+            .output()
+            .unwrap(),
+    );
+    let audit = |reports: &std::path::Path, extra: &[&str]| {
+        let out = nave_lab()
+            .args(["-v", "audit"])
+            .arg(checkpoints.join("r"))
+            .arg("--reports")
+            .arg(reports)
+            .args(["--repeats", "3", "--pictures", "2"])
+            .args(extra)
+            .output()
+            .unwrap();
+        common::assert_ok(&out);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let reports = dir.join("reports");
+    audit(&reports, &[]);
+    let maps = reports.join("r/regimes/resnet18-aug0-wm1");
+    let fresh = files_of(&maps);
+    assert_eq!(
+        fresh.len(),
+        4,
+        "2 pictured probes x clean, watermarked: {:?}",
+        fresh.keys()
+    );
+    // Cached: every run reused (with --pictures below the probes), the maps
+    // built from the repeats' average exactly as fresh.
+    let log = audit(&reports, &[]);
+    assert_eq!(log.matches("unchanged, audit reused").count(), 2, "{log}");
+    assert_eq!(
+        files_of(&maps),
+        fresh,
+        "the cached maps differ from the fresh ones"
+    );
+    // And a fresh audit elsewhere gives the same maps again.
+    let again = dir.join("reports2");
+    audit(&again, &["--force"]);
+    assert_eq!(files_of(&again.join("r/regimes/resnet18-aug0-wm1")), fresh);
+}

@@ -122,7 +122,7 @@ fn voc_errors_name_the_file() {
 }
 
 #[test]
-fn coco20k_parsing_filters_the_list_and_drops_crowds() {
+fn coco20k_reads_losts_list_and_counts_crowd_only_images_as_misses() {
     let root = scratch("coco");
     std::fs::create_dir_all(root.join("annotations")).unwrap();
     std::fs::create_dir_all(root.join("images/train2014")).unwrap();
@@ -139,7 +139,8 @@ fn coco20k_parsing_filters_the_list_and_drops_crowds() {
     let json = serde_json::json!({
         "images": [{"id": 9, "file_name": names[0]}, {"id": 25, "file_name": names[1]}, {"id": 30, "file_name": names[2]}],
         "annotations": [
-            {"image_id": 9, "bbox": [10.4, 5.6, 20.0, 10.0], "iscrowd": 0},
+            // Halves round to even, as Python's round: 10.5 -> 10, 5.5 -> 6, 30.5 -> 30, 15.5 -> 16.
+            {"image_id": 9, "bbox": [10.5, 5.5, 20.0, 10.0], "iscrowd": 0},
             {"image_id": 9, "bbox": [0, 0, 64, 48], "iscrowd": 1},
             {"image_id": 25, "bbox": [1, 2, 3, 4], "iscrowd": 1},
             {"image_id": 30, "bbox": [3, 4, 5, 6], "iscrowd": 0}
@@ -151,20 +152,24 @@ fn coco20k_parsing_filters_the_list_and_drops_crowds() {
         json.to_string(),
     )
     .unwrap();
-    // Image 30 is not in the 20k list.
+    // Image 30 is not in the 20k list; the list names files as LOST's does.
     std::fs::write(
         root.join("coco_20k_filenames.txt"),
-        format!("{}\n{}\n", names[0], names[1]),
+        format!("train2014/{}\ntrain2014/{}\n", names[0], names[1]),
     )
     .unwrap();
     let loaded = load(LocalizeDataset::Coco20k, &root, false).unwrap();
-    assert_eq!(loaded.items.len(), 1);
+    assert_eq!(loaded.items.len(), 2);
     assert_eq!(loaded.items[0].boxes, vec![[10.0, 6.0, 30.0, 16.0]]);
     assert_eq!(
-        loaded.without_objects,
-        vec![names[1].to_string()],
-        "an image with only crowd boxes is skipped"
+        loaded.items[0].image,
+        root.join("images/train2014").join(names[0])
     );
+    assert!(
+        loaded.items[1].boxes.is_empty(),
+        "an image with only crowd boxes stays, with nothing to find (a miss, as in LOST)"
+    );
+    assert!(loaded.without_objects.is_empty());
     std::fs::write(
         root.join("annotations/instances_train2014.json"),
         "{\"images\": [",

@@ -136,7 +136,7 @@ fn audit_run(run: &RunInputs, run_dir: &Path, device: Device) -> anyhow::Result<
         &run_dir.join("result.json"),
         crate::io::finite_json(&result, true, &run_dir.join("result.json"))?.as_bytes(),
     )?;
-    Ok((result, pictures.averages()))
+    Ok((result, pictures.finish(run_dir)?))
 }
 
 /// The run's final weights, with its taps checked.

@@ -69,8 +69,26 @@ impl ProbePictures {
         Ok(())
     }
 
+    /// Per pictured probe, the (clean, watermarked) average over the repeats;
+    /// with more than one repeat it is written too (`pNNN_{tag}_avg_repeats.png`),
+    /// so that a cached run gives the regime maps a fresh one does.
+    pub fn finish(&self, run_dir: &Path) -> anyhow::Result<Vec<(RgbImage, RgbImage)>> {
+        let pairs = self.averages();
+        let repeats = self.averages.first().map_or(0, Vec::len);
+        if repeats > 1 {
+            for (p, (clean, marked)) in pairs.iter().enumerate() {
+                crate::io::write_png(
+                    clean,
+                    &run_dir.join(format!("p{p:03}_clean_avg_repeats.png")),
+                )?;
+                crate::io::write_png(marked, &run_dir.join(format!("p{p:03}_wm_avg_repeats.png")))?;
+            }
+        }
+        Ok(pairs)
+    }
+
     /// Per pictured probe, the (clean, watermarked) average over the repeats.
-    pub fn averages(&self) -> Vec<(RgbImage, RgbImage)> {
+    fn averages(&self) -> Vec<(RgbImage, RgbImage)> {
         let mean = |v: &Vec<RgbImage>| colour::mean_image(v).expect("at least one repeat");
         let (clean, marked) = self.averages.split_at(self.pictured);
         clean
@@ -81,13 +99,19 @@ impl ProbePictures {
     }
 }
 
-/// A cached run's average-colour images, read back from its folder.
+/// A cached run's average-colour images (over its repeats), read back from its folder.
 pub(super) fn load_averages(
     run_dir: &Path,
     pictured: usize,
 ) -> Result<Vec<(RgbImage, RgbImage)>, image::ImageError> {
     let load = |p: usize, tag: &str| {
-        image::open(run_dir.join(format!("p{p:03}_{tag}_avg.png"))).map(|i| i.to_rgb8())
+        let over_repeats = run_dir.join(format!("p{p:03}_{tag}_avg_repeats.png"));
+        let path = if over_repeats.is_file() {
+            over_repeats
+        } else {
+            run_dir.join(format!("p{p:03}_{tag}_avg.png"))
+        };
+        image::open(path).map(|i| i.to_rgb8())
     };
     (0..pictured)
         .map(|p| Ok((load(p, "clean")?, load(p, "wm")?)))

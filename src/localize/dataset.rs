@@ -6,10 +6,13 @@
 //!   VOC's 1-based inclusive pixels to continuous coordinates (x1 - 1, y1 - 1).
 //! * COCO20k: `root/annotations/instances_train2014.json`, the images under
 //!   `root/images/train2014/` (or `root/train2014/`), and the 19,817-name list
-//!   `root/coco_20k_filenames.txt`. Crowd boxes are dropped; `[x, y, w, h]`
-//!   becomes `[x, y, x + w, y + h]`, rounded as LOST does.
+//!   `root/coco_20k_filenames.txt` as LOST ships it (`train2014/COCO_...jpg`;
+//!   bare names are read too). Crowd boxes are dropped; `[x, y, w, h]`
+//!   becomes `[x, y, x + w, y + h]`, rounded as LOST does (Python's round:
+//!   halves to even). An image whose boxes are all crowd boxes stays, with no
+//!   box to find: LOST counts it as a miss.
 //!
-//! An image left without objects (all dropped) is skipped and counted.
+//! A VOC image left without objects (all dropped) is skipped and counted.
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -200,38 +203,43 @@ fn load_coco20k(root: &Path) -> anyhow::Result<Loaded> {
         .collect();
     let mut boxes: HashMap<u64, Vec<BBox>> = HashMap::new();
     for a in &coco.annotations {
+        // A crowd-only image keeps an entry with no box (a miss, as in LOST).
+        let image_boxes = boxes.entry(a.image_id).or_default();
         if a.iscrowd == 1 {
             continue;
         }
         let [x, y, w, h] = a.bbox;
-        boxes.entry(a.image_id).or_default().push([
-            x.round(),
-            y.round(),
-            (x + w).round(),
-            (y + h).round(),
+        image_boxes.push([
+            x.round_ties_even(),
+            y.round_ties_even(),
+            (x + w).round_ties_even(),
+            (y + h).round_ties_even(),
         ]);
     }
     let mut items = Vec::new();
     let mut without_objects = Vec::new();
     let mut seen = HashSet::new();
-    for name in wanted {
+    for line in wanted {
+        // LOST's list names `train2014/COCO_train2014_...jpg`; the
+        // annotations name the file alone.
+        let name = line.rsplit('/').next().unwrap_or(&line).to_string();
         if !seen.insert(name.clone()) {
             continue;
         }
         let id = by_name.get(name.as_str()).with_context(|| {
             format!(
-                "{}: {name} is not in {}",
+                "{}: {line} is not in {}",
                 list_path.display(),
                 ann_path.display()
             )
         })?;
         match boxes.remove(id) {
-            Some(b) if !b.is_empty() => items.push(Item {
+            Some(b) => items.push(Item {
                 id: name.clone(),
                 image: images_dir.join(&name),
                 boxes: b,
             }),
-            _ => without_objects.push(name),
+            None => without_objects.push(name),
         }
     }
     Ok(Loaded {

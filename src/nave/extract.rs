@@ -9,17 +9,27 @@ pub const NORM_EPS: f64 = 1e-8;
 
 /// Combines tap activations (`[B, C_i, h_i, w_i]` each) into one feature map
 /// `[B, sum C_i, h, w]`: each tap is resized bicubically to the grid of the
-/// first tap (or `resolution` x `resolution`), L2-normalised per pixel, and
-/// weighted by (1 + C_0) / (1 + C_i).
+/// finest tap (or `resolution` x `resolution`), L2-normalised per pixel, and
+/// weighted by (1 + C_0) / (1 + C_i), tap 0 being the finest.
+///
+/// The taps are taken from the finest grid to the coarsest (in the order
+/// given among equal grids), whatever order they are listed in: the
+/// authors' code walks the network's layers in order, so its first tap is
+/// the shallowest, and `layer4,layer3` must mean what `layer3,layer4` does.
 pub fn combine(taps: &[Tensor], resolution: Option<i64>) -> Tensor {
-    let first = taps[0].size();
+    let mut ordered: Vec<&Tensor> = taps.iter().collect();
+    ordered.sort_by_key(|t| {
+        let s = t.size();
+        std::cmp::Reverse(s[2] * s[3])
+    });
+    let first = ordered[0].size();
     let (h, w) = match resolution {
         Some(r) => (r, r),
         None => (first[2], first[3]),
     };
     let c0 = first[1] as f64;
-    let parts: Vec<Tensor> = taps
-        .iter()
+    let parts: Vec<Tensor> = ordered
+        .into_iter()
         .map(|t| {
             let t = t.to_kind(Kind::Float);
             let s = t.size();
@@ -67,6 +77,21 @@ pub fn features(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_finest_tap_sets_the_grid_whatever_the_order() {
+        let coarse = Tensor::from_slice(&[1.0f32, 2.0, 2.0]).view([1, 3, 1, 1]);
+        let fine =
+            Tensor::from_slice(&[3.0f32, 0.0, 4.0, 0.0, 1.0, 1.0, 2.0, 2.0]).view([1, 2, 2, 2]);
+        let listed = combine(&[fine.shallow_clone(), coarse.shallow_clone()], None);
+        let reversed = combine(&[coarse, fine], None);
+        assert_eq!(
+            reversed.size(),
+            vec![1, 5, 2, 2],
+            "the fine grid, the fine tap first"
+        );
+        assert!(listed.equal(&reversed));
+    }
 
     #[test]
     fn normalisation_and_layer_weights_by_hand() {

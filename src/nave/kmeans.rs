@@ -187,12 +187,36 @@ impl Bounded {
         ((mean_sq - mean.square().sum(Kind::Double).double_value(&[])) / d).max(0.0)
     }
 
-    /// Means of the assigned rows; an empty cluster keeps its previous centre.
-    fn centres(&self, previous: &Tensor) -> Tensor {
-        let empty = self.counts.eq(0.0);
+    /// Means of the assigned rows. An empty cluster takes, as scikit-learn
+    /// does, the row farthest from its centre in `previous` (the farthest
+    /// rows, one per empty cluster, largest distance to the first empty
+    /// cluster), which leaves its own cluster for it.
+    fn centres(&mut self, x: &Tensor, previous: &Tensor) -> Tensor {
+        let empty: Vec<i64> =
+            Vec::try_from(self.counts.eq(0.0).nonzero().squeeze_dim(1)).expect("cluster indices");
+        if !empty.is_empty() {
+            let gap = (x - previous.index_select(0, &self.labels))
+                .square()
+                .sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+            let (_, far) = gap.topk(empty.len() as i64, 0, true, true);
+            let far: Vec<i64> = Vec::try_from(&far).expect("row indices");
+            for (&cluster, &row) in empty.iter().zip(&far) {
+                let old = self.labels.int64_value(&[row]);
+                let point = x.get(row).to_kind(Kind::Double);
+                let _ = self.sums.get(old).g_sub_(&point);
+                self.sums.get(cluster).copy_(&point);
+                let _ = self.counts.get(old).g_sub_scalar_(1.0);
+                let _ = self.counts.get(cluster).fill_(1.0);
+                // The row now belongs to its new cluster, so that the sums
+                // stay those of the labels; its bounds stay valid (its
+                // distance to the new centre is 0).
+                let _ = self.labels.get(row).fill_(cluster);
+            }
+        }
+        let still_empty = self.counts.le(0.0);
         (&self.sums / self.counts.clamp_min(1.0).unsqueeze(1))
             .to_kind(Kind::Float)
-            .where_self(&empty.logical_not().unsqueeze(1), previous)
+            .where_self(&still_empty.logical_not().unsqueeze(1), previous)
     }
 
     /// The centres moved by `shift` (per centre): loosen the bounds so they
@@ -321,7 +345,7 @@ fn lloyd_elkan(
     let margin = 1e-5 * x_sq.mean(Kind::Double).double_value(&[]).sqrt();
     let mut state = Bounded::first_pass(x, x_sq, &centres);
     let threshold = tol * state.mean_variance(x_sq);
-    let mut next = state.centres(&centres);
+    let mut next = state.centres(x, &centres);
     let mut shift = centre_shifts(&next, &centres);
     let mut iterations = 1;
     // Stop on a small shift or unchanged labels, as scikit-learn does.
@@ -330,7 +354,7 @@ fn lloyd_elkan(
         centres = next;
         state.centres_moved(&shift);
         let moved = state.reassign(x, x_sq, &centres, margin);
-        next = state.centres(&centres);
+        next = state.centres(x, &centres);
         shift = centre_shifts(&next, &centres);
         if moved == 0 {
             break;
