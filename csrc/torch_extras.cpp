@@ -126,3 +126,4 @@ extern "C" const char* nave_adamw_foreach(void** params, void** exp_avgs, void**
   return nullptr;
 }
 NAVE_CATCH
+

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod cxx;
 pub mod data;
 pub mod device;
 pub mod failpoint;

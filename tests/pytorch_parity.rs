@@ -145,6 +145,62 @@ fn converted_pth_checkpoints_load_and_match() {
     assert!(diff < 1e-4, "max diff {diff}");
 }
 
+#[test]
+fn pth_checkpoints_load_in_rust_without_python() {
+    // torch.save's files, read in Rust: plain (an OrderedDict with _metadata), wrapped in
+    // {"state_dict": {"module.*"}}, and DINO-style {"teacher": {"backbone.*"}}.
+    let dir = scratch("read_pth");
+    run_reference("make_pth.py", &[dir.to_str().unwrap()]);
+    let x = Tensor::read_safetensors(dir.join("input.safetensors"))
+        .unwrap()
+        .remove(0)
+        .1;
+    let expected = logits_of(&dir.join("logits.safetensors"));
+    for file in ["ckpt.pth", "teacher.pth", "plain.pth"] {
+        let model =
+            nave_lab::models::from_weights(Arch::Resnet18, &dir.join(file), 64, Device::Cpu)
+                .unwrap_or_else(|e| panic!("{file}: {e:#}"));
+        let mine = tch::no_grad(|| model.forward_t(&x, false));
+        let diff = (&mine - &expected).abs().max().double_value(&[]);
+        assert!(diff < 1e-4, "{file}: max diff {diff}");
+    }
+    // The command line takes them too.
+    let mut picture = image::RgbImage::new(64, 64);
+    for (x, y, p) in picture.enumerate_pixels_mut() {
+        *p = image::Rgb([(x * 4) as u8, (y * 4) as u8, 128]);
+    }
+    picture.save(dir.join("image.png")).unwrap();
+    let out = common::nave_lab()
+        .args(["-q", "explain", "--arch", "resnet18", "--weights"])
+        .arg(dir.join("teacher.pth"))
+        .arg("--image")
+        .arg(dir.join("image.png"))
+        .args(["-k", "3", "--image-size", "64", "--out"])
+        .arg(dir.join("explained.png"))
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    assert!(dir.join("explained.png").is_file());
+    // A checkpoint without weights, and a file that is not one: named errors.
+    let err = format!(
+        "{:#}",
+        nave_lab::models::read_weights(&dir.join("empty.pth")).unwrap_err()
+    );
+    assert!(
+        err.contains("empty.pth") && err.contains("no state dict"),
+        "{err}"
+    );
+    std::fs::write(dir.join("garbage.pth"), b"not a checkpoint").unwrap();
+    let err = format!(
+        "{:#}",
+        nave_lab::models::read_weights(&dir.join("garbage.pth")).unwrap_err()
+    );
+    assert!(
+        err.contains("garbage.pth") && err.contains("not a zip archive"),
+        "{err}"
+    );
+}
+
 /// Our SGD and AdamW against torch.optim's (foreach=True) over 4 steps with the
 /// same parameters and gradients (tests/python/optimizers.py).
 #[test]

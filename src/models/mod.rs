@@ -1,5 +1,6 @@
 //! The architectures, built from one [`ModelSpec`], each exposing named taps
 //! (the intermediate activations NAVE clusters).
+pub mod pth;
 pub mod resnet;
 pub mod vit;
 
@@ -277,8 +278,7 @@ impl Model {
     /// Returns the names that were skipped.
     pub fn load(&mut self, path: &Path, strict: bool) -> anyhow::Result<Vec<String>> {
         let shown = path.display().to_string();
-        let loaded =
-            Tensor::read_safetensors(path).with_context(|| format!("reading weights {shown}"))?;
+        let loaded = read_weights(path)?;
         let loaded: HashMap<String, Tensor> = loaded.into_iter().collect();
         let mut skipped = Vec::new();
         let head = self.head_prefix();
@@ -351,6 +351,67 @@ impl Model {
     }
 }
 
+/// Dictionary keys a checkpoint may keep its weights under, tried in order
+/// (training scripts save {"state_dict": ...}, DINO {"teacher": ...}).
+const CHECKPOINT_WRAPPERS: [&str; 4] = ["state_dict", "model", "teacher", "student"];
+/// Name prefixes stripped, in order: DataParallel's and DINO's.
+const CHECKPOINT_PREFIXES: [&str; 2] = ["module.", "backbone."];
+
+/// The named tensors of a weights file: safetensors, or a PyTorch
+/// checkpoint (`.pth`, `.pt`: torch.save's zip format, read in Rust by
+/// `pth`, no Python). A checkpoint's weights are taken from under
+/// `state_dict`, `model`, `teacher` or `student` when it has such an entry,
+/// and the prefixes `module.` and `backbone.` are stripped.
+pub fn read_weights(path: &Path) -> anyhow::Result<Vec<(String, Tensor)>> {
+    let extension = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if !matches!(extension.as_str(), "pth" | "pt") {
+        return Tensor::read_safetensors(path)
+            .with_context(|| format!("reading weights {}", path.display()));
+    }
+    let entries = pth::read(path)?;
+    let wrapper = CHECKPOINT_WRAPPERS
+        .iter()
+        .find(|w| entries.iter().any(|(n, _)| n.starts_with(&format!("{w}/"))));
+    let level: Vec<(String, Tensor)> = entries
+        .iter()
+        .filter_map(|(name, t)| {
+            let rest = match wrapper {
+                Some(w) => name.strip_prefix(&format!("{w}/"))?,
+                None => name.as_str(),
+            };
+            // Deeper dictionaries (an optimiser's state) are not weights.
+            (!rest.contains('/')).then(|| (rest.to_string(), t.shallow_clone()))
+        })
+        .collect();
+    if level.is_empty() {
+        let mut keys: Vec<&str> = entries
+            .iter()
+            .map(|(n, _)| n.split('/').next().unwrap_or_default())
+            .collect();
+        keys.dedup();
+        anyhow::bail!(
+            "{}: no state dict of tensors found (entries: {}); nave-lab reads the weights at the top level or under {}",
+            path.display(),
+            keys.iter().take(10).copied().collect::<Vec<_>>().join(", "),
+            CHECKPOINT_WRAPPERS.join(", ")
+        );
+    }
+    Ok(level
+        .into_iter()
+        .map(|(mut name, t)| {
+            for prefix in CHECKPOINT_PREFIXES {
+                if let Some(rest) = name.strip_prefix(prefix) {
+                    name = rest.to_string();
+                }
+            }
+            (name, t.contiguous())
+        })
+        .collect())
+}
+
 /// Builds a model whose shape (classes, width, registers) is read off a
 /// weights file with torchvision/timm names, and loads it (strict).
 pub fn from_weights(
@@ -359,10 +420,7 @@ pub fn from_weights(
     image_size: i64,
     device: Device,
 ) -> anyhow::Result<Model> {
-    let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(path)
-        .with_context(|| format!("reading weights {}", path.display()))?
-        .into_iter()
-        .collect();
+    let tensors: HashMap<String, Tensor> = read_weights(path)?.into_iter().collect();
     let dim = |name: &str, axis: usize| -> anyhow::Result<i64> {
         let t = tensors.get(name).ok_or_else(|| ModelError::MissingTensor {
             path: path.display().to_string(),

@@ -1,6 +1,6 @@
 //! bfloat16 autocast on CUDA (csrc/torch_extras.cpp): matrix products and
 //! convolutions run in bf16, reductions and the loss stay in float32.
-use super::cxx::{check, nave_autocast_enter_bf16_cuda, nave_autocast_exit_cuda};
+use crate::cxx::{check, nave_autocast_enter_bf16_cuda, nave_autocast_exit_cuda};
 
 /// Runs `f` with bf16 autocast when `enabled` (only ever on a CUDA device).
 pub fn with_bf16<T>(enabled: bool, f: impl FnOnce() -> T) -> anyhow::Result<T> {

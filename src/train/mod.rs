@@ -6,7 +6,6 @@
 //! test split in the three watermark variants, and save the resume state. The
 //! final weights and `COMPLETE` are written last.
 pub mod amp;
-mod cxx;
 mod epoch;
 pub mod metrics;
 pub mod optim;

@@ -12,7 +12,7 @@ use tch::Tensor;
 
 use crate::config::{OptimizerKind, OptimizerSpec, ScheduleKind, ScheduleSpec};
 
-use super::cxx::{check, nave_adamw_foreach, nave_clear_grad, nave_sgd_foreach};
+use crate::cxx::{check, nave_adamw_foreach, nave_clear_grad, nave_sgd_foreach};
 
 /// Adam's epsilon, as torch.optim.AdamW's default.
 const ADAM_EPS: f64 = 1e-8;

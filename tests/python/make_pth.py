@@ -1,6 +1,8 @@
 """Writes a torchvision ResNet18 state dict as a DataParallel-style checkpoint
-({"state_dict": {"module.<name>": tensor}}) for the converter test, and the
-logits of that model for a fixed input.
+({"state_dict": {"module.<name>": tensor}}) for the converter test, the same
+weights plain (plain.pth) and as DINO keeps them ({"teacher": {"backbone.<name>"},
+with an epoch and optimiser state beside}, teacher.pth), a checkpoint with no
+tensors (empty.pth), and the logits of that model for a fixed input.
 
 usage: make_pth.py OUT_DIR"""
 import sys
@@ -13,6 +15,10 @@ out = sys.argv[1]
 torch.manual_seed(0)
 model = torchvision.models.resnet18(num_classes=7).eval()
 torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, f"{out}/ckpt.pth")
+torch.save(model.state_dict(), f"{out}/plain.pth")
+torch.save({"epoch": 100, "optimizer": {"state": {0: {"momentum_buffer": torch.zeros(3)}}, "param_groups": [{"lr": 0.1}]},
+            "teacher": {f"backbone.{k}": v for k, v in model.state_dict().items()}}, f"{out}/teacher.pth")
+torch.save({"epoch": 1, "note": "no weights"}, f"{out}/empty.pth")
 x = torch.randn(1, 3, 64, 64)
 save_file({"x": x}, f"{out}/input.safetensors")
 with torch.no_grad():
