@@ -195,6 +195,48 @@ srun {audit} --run \"${{runs[$SLURM_ARRAY_TASK_ID]}}\"
     )
 }
 
+/// A batch script and where it goes.
+pub struct Script<'a> {
+    pub path: &'a Path,
+    pub text: &'a str,
+}
+
+/// `--dry-run`: prints a job's script and the script of the job that follows
+/// it, and the sbatch lines that would submit them.
+pub fn print_dry_run(first: &Script, then: &Script) {
+    println!("# {}\n{}", first.path.display(), first.text);
+    println!("# {}\n{}", then.path.display(), then.text);
+    println!(
+        "sbatch --parsable {}",
+        quote(&first.path.display().to_string())
+    );
+    println!(
+        "sbatch --parsable --dependency=afterany:<the first job's id> {}",
+        quote(&then.path.display().to_string())
+    );
+}
+
+/// Writes both scripts (and the logs folder), submits the first and then the
+/// second to start once the first has ended; returns their job ids.
+pub fn write_and_submit(
+    first: &Script,
+    then: &Script,
+    logs: &Path,
+) -> anyhow::Result<(String, String)> {
+    std::fs::create_dir_all(logs).with_context(|| format!("creating {}", logs.display()))?;
+    crate::io::write_atomic(first.path, first.text.as_bytes())?;
+    crate::io::write_atomic(then.path, then.text.as_bytes())?;
+    let first_job = submit(first.path, None)?;
+    let then_job = submit(then.path, Some(&first_job))?;
+    Ok((first_job, then_job))
+}
+
+/// An absolute form of `path` for scripts that run elsewhere (relative to
+/// the current folder; unchanged if that cannot be known).
+pub fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 /// A Slurm command's path, or an error that says what is missing.
 pub fn find_tool(tool: &str) -> anyhow::Result<PathBuf> {
     std::env::var_os("PATH")

@@ -94,7 +94,7 @@ fn submit_to_slurm(a: &AuditArgs, device: DeviceRequest) -> anyhow::Result<()> {
         a.run.is_none(),
         "--slurm audits every run; it does not combine with --run"
     );
-    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let absolute = slurm::absolute;
     let (experiment, ids) = crate::audit::finished_run_ids(&a.runs)?;
     let exe = std::env::current_exe().context("locating the nave-lab binary")?;
     let study = absolute(&a.runs);
@@ -124,25 +124,22 @@ fn submit_to_slurm(a: &AuditArgs, device: DeviceRequest) -> anyhow::Result<()> {
         slurm_dir.join("audit-runs.sbatch"),
         slurm_dir.join("audit.sbatch"),
     );
+    let (first, then) = (
+        slurm::Script {
+            path: &runs_path,
+            text: &runs_script,
+        },
+        slurm::Script {
+            path: &merge_path,
+            text: &merge_script,
+        },
+    );
     if o.dry_run {
-        println!("# {}\n{runs_script}", runs_path.display());
-        println!("# {}\n{merge_script}", merge_path.display());
-        println!(
-            "sbatch --parsable {}",
-            slurm::quote(&runs_path.display().to_string())
-        );
-        println!(
-            "sbatch --parsable --dependency=afterany:<the array's job id> {}",
-            slurm::quote(&merge_path.display().to_string())
-        );
+        slurm::print_dry_run(&first, &then);
         return Ok(());
     }
     slurm::find_tool("sbatch")?;
-    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-    crate::io::write_atomic(&runs_path, runs_script.as_bytes())?;
-    crate::io::write_atomic(&merge_path, merge_script.as_bytes())?;
-    let runs_job = slurm::submit(&runs_path, None)?;
-    let merge_job = slurm::submit(&merge_path, Some(&runs_job))?;
+    let (runs_job, merge_job) = slurm::write_and_submit(&first, &then, &logs)?;
     let record = serde_json::json!({ "runs_job": runs_job, "merge_job": merge_job, "runs": ids });
     crate::io::write_atomic(
         &slurm_dir.join("audit-jobs.json"),

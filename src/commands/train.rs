@@ -112,7 +112,7 @@ fn submit_to_slurm(
         args.run.is_none() && args.index.is_none() && !args.list,
         "--slurm submits the whole grid; it does not combine with --run, --index or --list"
     );
-    let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let absolute = slurm::absolute;
     let exe = std::env::current_exe().context("locating the nave-lab binary")?;
     let checkpoints = absolute(&args.checkpoints);
     let study = checkpoints.join(experiment.name());
@@ -148,17 +148,18 @@ fn submit_to_slurm(
         slurm_dir.join("train.sbatch"),
         slurm_dir.join("audit.sbatch"),
     );
+    let (first, then) = (
+        slurm::Script {
+            path: &train_path,
+            text: &train_script,
+        },
+        slurm::Script {
+            path: &audit_path,
+            text: &audit_script,
+        },
+    );
     if o.dry_run {
-        println!("# {}\n{train_script}", train_path.display());
-        println!("# {}\n{audit_script}", audit_path.display());
-        println!(
-            "sbatch --parsable {}",
-            slurm::quote(&train_path.display().to_string())
-        );
-        println!(
-            "sbatch --parsable --dependency=afterany:<the array's job id> {}",
-            slurm::quote(&audit_path.display().to_string())
-        );
+        slurm::print_dry_run(&first, &then);
         return Ok(());
     }
     slurm::find_tool("sbatch")?;
@@ -169,12 +170,8 @@ fn submit_to_slurm(
         }
     }
     write_experiment_copy(experiment, args)?;
-    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-    crate::io::write_atomic(&train_path, train_script.as_bytes())?;
-    crate::io::write_atomic(&audit_path, audit_script.as_bytes())?;
     let started = std::time::Instant::now();
-    let train_job = slurm::submit(&train_path, None)?;
-    let audit_job = slurm::submit(&audit_path, Some(&train_job))?;
+    let (train_job, audit_job) = slurm::write_and_submit(&first, &then, &logs)?;
     let submission = slurm::Submission {
         train_job: train_job.clone(),
         audit_job: audit_job.clone(),
