@@ -27,6 +27,8 @@ for tool in slurmctld slurmd munged sbatch; do
   command -v "$tool" >/dev/null || { echo "slurm-local: $tool is missing; run make setup-slurm" >&2; exit 1; }
 done
 mkdir -p "$dir/state" "$dir/spool" "$dir/munge"
+# munged refuses folders others may write to (a umask of 002 would make them so).
+chmod 700 "$dir" "$dir/munge"
 # Munge, the daemons' authentication, with a key and socket of its own.
 if [ ! -f "$dir/munge/munge.key" ]; then
   dd if=/dev/urandom of="$dir/munge/munge.key" bs=1024 count=1 2>/dev/null

@@ -164,6 +164,19 @@ fn pth_checkpoints_load_in_rust_without_python() {
         let diff = (&mine - &expected).abs().max().double_value(&[]);
         assert!(diff < 1e-4, "{file}: max diff {diff}");
     }
+    for (file, arch, logits) in [
+        ("r50.pth", Arch::Resnet50, "r50_logits.safetensors"),
+        ("vits.pth", Arch::VitS16, "vits_logits.safetensors"),
+    ] {
+        let model = nave_lab::models::from_weights(arch, &dir.join(file), 64, Device::Cpu)
+            .unwrap_or_else(|e| panic!("{file}: {e:#}"));
+        let mine = tch::no_grad(|| model.forward_t(&x, false));
+        let diff = (&mine - logits_of(&dir.join(logits)))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(diff < 1e-4, "{file}: max diff {diff}");
+    }
     // The command line takes them too.
     let mut picture = image::RgbImage::new(64, 64);
     for (x, y, p) in picture.enumerate_pixels_mut() {

@@ -23,3 +23,17 @@ x = torch.randn(1, 3, 64, 64)
 save_file({"x": x}, f"{out}/input.safetensors")
 with torch.no_grad():
     save_file({"logits": model(x).contiguous()}, f"{out}/logits.safetensors")
+
+# ResNet50 and ViT-S/16 as plain state dicts (OrderedDicts), with their logits
+# on the same input.
+import timm
+
+for name, net in [
+    ("r50", torchvision.models.resnet50(num_classes=5)),
+    ("vits", timm.models.vision_transformer.VisionTransformer(
+        img_size=64, patch_size=16, embed_dim=384, depth=12, num_heads=6, num_classes=3)),
+]:
+    net = net.eval()
+    torch.save(net.state_dict(), f"{out}/{name}.pth")
+    with torch.no_grad():
+        save_file({"logits": net(x).contiguous()}, f"{out}/{name}_logits.safetensors")
