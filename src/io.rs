@@ -47,15 +47,20 @@ pub fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') && name.contains(TEMP_MARK)
 }
 
-/// Removes the temporary files of dead writers from `dir` (the caller holds
-/// the folder's lock, so no live writer owns one); returns how many.
-pub fn remove_stale_temps(dir: &Path) -> usize {
+/// Removes from `dir` the temporary files of dead writers whose target's
+/// name starts with `of` ("" for every file): the caller holds the lock that
+/// covers those files, so no live writer owns one. Returns how many.
+pub fn remove_stale_temps(dir: &Path, of: &str) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
+    let start = format!(".{of}");
     entries
         .filter_map(Result::ok)
-        .filter(|e| is_temp_name(&e.file_name().to_string_lossy()))
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            is_temp_name(&name) && name.starts_with(&start)
+        })
         .filter(|e| std::fs::remove_file(e.path()).is_ok())
         .count()
 }
@@ -345,7 +350,7 @@ mod tests {
         let err = digest.check(&target, &dir.join("MANIFEST")).unwrap_err();
         assert!(err.to_string().contains("does not match"), "{err}");
         std::fs::write(dir.join(".x.tmp-host-1-0"), b"").unwrap();
-        assert_eq!(super::remove_stale_temps(&dir), 1);
+        assert_eq!(super::remove_stale_temps(&dir, ""), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -122,7 +122,7 @@ impl RunFolder {
     pub fn try_lock(&self) -> anyhow::Result<Option<Lock>> {
         let lock = Lock::try_acquire(&self.lock_file())?;
         if lock.is_some() {
-            crate::io::remove_stale_temps(&self.dir);
+            crate::io::remove_stale_temps(&self.dir, "");
         }
         Ok(lock)
     }
@@ -130,7 +130,7 @@ impl RunFolder {
     /// This folder's lock, waiting while another process holds it.
     pub fn lock_waiting(&self, waiting: impl FnOnce(&str)) -> anyhow::Result<Lock> {
         let lock = Lock::acquire_waiting(&self.lock_file(), waiting)?;
-        crate::io::remove_stale_temps(&self.dir);
+        crate::io::remove_stale_temps(&self.dir, "");
         Ok(lock)
     }
 

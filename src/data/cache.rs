@@ -98,7 +98,8 @@ impl Cache {
             .ok()
         });
         if lock.is_some() {
-            self.remove_stale_temps(&key);
+            // Temporaries of this entry left by a dead writer (the lock is held).
+            crate::io::remove_stale_temps(&self.dir, &format!("{key}."));
             match Self::read(&tensors, &sidecar, split) {
                 Ok(Some(data)) => {
                     crate::detail!("read {split} from the cache {}", tensors.display());
@@ -120,20 +121,6 @@ impl Cache {
             }
         }
         Ok(data)
-    }
-
-    /// Removes the temporary files of `key`'s entry that dead writers left
-    /// (the caller holds the entry's lock, so no live writer owns one).
-    fn remove_stale_temps(&self, key: &str) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return;
-        };
-        for entry in entries.filter_map(Result::ok) {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&format!(".{key}.")) && crate::io::is_temp_name(&name) {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
     }
 
     /// The entry, checked against its sidecar; `None` when there is none.
