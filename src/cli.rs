@@ -404,14 +404,24 @@ pub struct LocalizeArgs {
     pub k: Vec<usize>,
     #[arg(long, value_enum, default_value = "kmeans")]
     pub method: crate::config::ClusterMethod,
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "inner,outer")]
-    pub strategy: Vec<crate::localize::Strategy>,
+    /// k-means starts per image, the lowest inertia kept (default: 10 for the
+    /// author protocol, as scikit-learn's KMeans then, 1 for paper).
+    #[arg(long, value_parser = at_least_one)]
+    pub n_init: Option<usize>,
+    /// author: as the first author's evaluation code computes it (padded map,
+    /// 14-px frame, inner box selects, outer box scores, IoU > 0.5, ResNet50
+    /// layer4 dilated); paper: the appendix read literally.
+    #[arg(long, value_enum, default_value = "author")]
+    pub protocol: crate::localize::Protocol,
+    /// Paper protocol: the boxes scored (default inner,outer).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub strategy: Option<Vec<crate::localize::Strategy>>,
     /// Drop difficult and truncated VOC objects.
     #[arg(long)]
     pub no_hard: bool,
-    /// Components smaller than this many pixels are dropped.
-    #[arg(long, default_value_t = 784)]
-    pub min_size: usize,
+    /// Paper protocol: components smaller than this many pixels are dropped (default 784).
+    #[arg(long)]
+    pub min_size: Option<usize>,
     /// Also evaluate SLIC superpixels (K segments) through the same selection.
     #[arg(long)]
     pub slic: bool,

@@ -1,13 +1,32 @@
 use tch::Device;
 
 use crate::cli::LocalizeArgs;
-use crate::localize::{self, dataset, Settings};
+use crate::localize::{self, dataset, Protocol, Settings, Strategy};
 use crate::models::Arch;
 
 pub fn run(a: LocalizeArgs, device: Device) -> anyhow::Result<()> {
     // Images are not resized: the size only lays out ViT position embeddings,
     // which are interpolated to each image's patch grid.
-    let (model, arch, _) = super::load_model(&a.model, None, device)?;
+    let (mut model, arch, _) = super::load_model(&a.model, None, device)?;
+    // The authors' code dilates the ResNet50's last stage and pads every
+    // image to 16; the paper's reading keeps torchvision's ResNet (stride 32).
+    let dilated = a.protocol == Protocol::Author && model.dilate_last_stage();
+    let (strategies, min_size) = match a.protocol {
+        Protocol::Author => {
+            anyhow::ensure!(
+                a.strategy.is_none() && a.min_size.is_none(),
+                "--strategy and --min-size belong to --protocol paper; the author protocol selects with the inner box, scores the outer box and keeps components of more than {} pixels",
+                localize::author::MIN_PIXELS
+            );
+            (vec![Strategy::Author], localize::author::MIN_PIXELS)
+        }
+        Protocol::Paper => (
+            a.strategy
+                .clone()
+                .unwrap_or_else(|| vec![Strategy::Inner, Strategy::Outer]),
+            a.min_size.unwrap_or(localize::author::MIN_PIXELS),
+        ),
+    };
     let taps = a.taps.clone().unwrap_or_else(|| arch.default_taps());
     for t in &taps {
         model.tap_index(t)?;
@@ -33,15 +52,23 @@ pub fn run(a: LocalizeArgs, device: Device) -> anyhow::Result<()> {
         );
     }
     let settings = Settings {
+        protocol: a.protocol,
         taps: taps.clone(),
         ks: a.k.clone(),
         method: a.method,
-        strategies: a.strategy.clone(),
-        min_size: a.min_size,
+        // The authors ran scikit-learn's KMeans with its defaults of the
+        // time: the best of 10 k-means++ starts.
+        n_init: a.n_init.unwrap_or(match a.protocol {
+            Protocol::Author => 10,
+            Protocol::Paper => 1,
+        }),
+        strategies: strategies.clone(),
+        min_size,
         pad_multiple: match arch {
             Arch::VitS16 => 16,
             Arch::VitS14 => 14,
-            // The ResNets' deepest stage has stride 32.
+            // The deepest stage's stride: 16 dilated, 32 as torchvision builds it.
+            Arch::Resnet18 | Arch::Resnet50 if dilated => 16,
             Arch::Resnet18 | Arch::Resnet50 => 32,
         },
         slic: a.slic,
@@ -61,13 +88,14 @@ pub fn run(a: LocalizeArgs, device: Device) -> anyhow::Result<()> {
         device,
     )?;
     println!(
-        "{} — {} images, {arch} {} — AP@50 (%)",
+        "{} — {} images, {arch}{} {} — CorLoc (%), {} protocol",
         a.dataset.as_str(),
         summary.images,
-        taps.join("+")
+        if dilated { " (layer4 dilated)" } else { "" },
+        taps.join("+"),
+        format!("{:?}", a.protocol).to_lowercase(),
     );
-    let header: Vec<String> = a
-        .strategy
+    let header: Vec<String> = strategies
         .iter()
         .map(|s| format!("{s:?}").to_lowercase())
         .collect();
@@ -85,8 +113,7 @@ pub fn run(a: LocalizeArgs, device: Device) -> anyhow::Result<()> {
         summary.scores.keys().map(|k| k.0.clone()).collect();
     for src in &sources {
         for &k in &a.k {
-            let cols: Vec<String> = a
-                .strategy
+            let cols: Vec<String> = strategies
                 .iter()
                 .map(|&st| format!("{:>7.1}", summary.percent(&(src.clone(), k, st))))
                 .collect();

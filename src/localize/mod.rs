@@ -1,10 +1,20 @@
 //! Object-localisation evaluation (paper section 4.2, Tables 1-7): how well
 //! NAVE's segments isolate objects. Each NAVE cluster map is upsampled to the
 //! image, split into 4-connected components (small ones dropped), each
-//! component gives an inner and an outer box, the component whose box best
-//! overlaps a ground-truth box is selected, and the image counts as found when
-//! that IoU is at least 0.5 (AP@50, LOST's CorLoc). SLIC superpixels go
-//! through the same selection as the reference row.
+//! component gives an inner and an outer box, a component is selected against
+//! the ground-truth boxes, and the image counts as found when its box overlaps
+//! the ground truth by more than half (LOST's CorLoc). Two protocols:
+//!
+//! * `author` (the default): as the first author's evaluation code computes
+//!   it (see [`author`]): components on the padded map with a 14-pixel frame,
+//!   the inner box selects, the outer box scores, IoU strictly above 0.5, and
+//!   a ResNet50's layer4 dilated (stride 16, images padded to 16).
+//! * `paper`: the paper's appendix read literally: components on the image,
+//!   each strategy (inner or outer box) scored on its own IoU, at least 0.5;
+//!   ResNets undilated and padded to 32.
+//!
+//! SLIC superpixels go through the same selection as the reference row.
+pub mod author;
 pub mod boxes;
 pub mod dataset;
 pub mod slic;
@@ -30,14 +40,30 @@ use dataset::Item;
 pub enum Strategy {
     Inner,
     Outer,
+    /// The authors' protocol: the inner box selects, the outer box scores.
+    #[value(skip)]
+    Author,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// As the first author's evaluation code computes it.
+    Author,
+    /// The paper's appendix read literally.
+    Paper,
 }
 
 pub struct Settings {
+    pub protocol: Protocol,
     pub taps: Vec<String>,
     pub ks: Vec<usize>,
     pub method: ClusterMethod,
+    /// k-means runs per map, the lowest inertia kept (scikit-learn's n_init).
+    pub n_init: usize,
+    /// The paper protocol's strategies; the author protocol has one, its own.
     pub strategies: Vec<Strategy>,
-    /// Components smaller than this many pixels are dropped (the authors' 784).
+    /// Paper protocol: components smaller than this many pixels are dropped.
     pub min_size: usize,
     /// Images are zero-padded (right, bottom) to a multiple of this.
     pub pad_multiple: i64,
@@ -53,6 +79,38 @@ pub struct Selection {
     pub iou: f64,
     pub found: bool,
     pub r#box: Option<BBox>,
+    /// Author protocol: the selected ground-truth box and the IoU of the
+    /// component's inner box with it, which made the choice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gt: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inner_iou: Option<f64>,
+}
+
+impl Selection {
+    fn miss() -> Self {
+        Self {
+            iou: 0.0,
+            found: false,
+            r#box: None,
+            gt: None,
+            inner_iou: None,
+        }
+    }
+
+    /// The authors' selection on a label map of the padded image (`h x w`).
+    pub fn author(labels: &[i64], h: usize, w: usize, gt: &[BBox]) -> Self {
+        match author::select(labels, h, w, gt) {
+            None => Self::miss(),
+            Some(c) => Self {
+                iou: c.iou as f64,
+                found: c.found,
+                r#box: Some(c.outer.map(|v| v as f64)),
+                gt: Some(c.gt),
+                inner_iou: Some(c.inner_iou as f64),
+            },
+        }
+    }
 }
 
 /// Best component box of a label map (`h x w`, image resolution) against the ground truth.
@@ -64,15 +122,12 @@ pub fn select(
     strategy: Strategy,
     min_size: usize,
 ) -> Selection {
-    let mut best = Selection {
-        iou: 0.0,
-        found: false,
-        r#box: None,
-    };
+    let mut best = Selection::miss();
     for c in components(labels, h, w, min_size) {
         let b = match strategy {
             Strategy::Inner => inner_box(&c, h, w),
             Strategy::Outer => outer_box(&c),
+            Strategy::Author => return Selection::author(labels, h, w, gt),
         };
         let score = gt.iter().map(|g| iou(&b, g)).fold(0.0, f64::max);
         if best.r#box.is_none() || score > best.iou {
@@ -80,6 +135,8 @@ pub fn select(
                 iou: score,
                 found: score >= 0.5,
                 r#box: Some(b),
+                gt: None,
+                inner_iou: None,
             };
         }
     }
@@ -108,35 +165,59 @@ pub fn prepare(img: &RgbImage, multiple: i64) -> Tensor {
     x.constant_pad_nd([0, wp - w, 0, hp - h])
 }
 
-/// NAVE label maps of one image for every K, at image resolution (the padded
-/// map upsampled with nearest neighbour, then cropped to the image).
+/// A label map: `h x w` labels in row-major order.
+pub struct LabelMap {
+    pub h: usize,
+    pub w: usize,
+    pub labels: Vec<i64>,
+}
+
+impl LabelMap {
+    /// The top-left `h x w` part (the image inside its padding).
+    pub fn crop(&self, h: usize, w: usize) -> LabelMap {
+        let labels = (0..h)
+            .flat_map(|y| self.labels[y * self.w..y * self.w + w].iter().copied())
+            .collect();
+        LabelMap { h, w, labels }
+    }
+}
+
+/// Nearest-neighbour resize of a `gh x gw` grid to `h x w` (source index
+/// `floor(i * gh / h)`, as OpenCV's INTER_NEAREST).
+pub fn upsample_nearest(grid: &[i64], gh: usize, gw: usize, h: usize, w: usize) -> LabelMap {
+    let mut labels = Vec::with_capacity(w * h);
+    for y in 0..h {
+        let gy = (y * gh / h).min(gh - 1);
+        for x in 0..w {
+            labels.push(grid[gy * gw + (x * gw / w).min(gw - 1)]);
+        }
+    }
+    LabelMap { h, w, labels }
+}
+
+/// NAVE label maps of one image for every K, on the padded image (the
+/// feature grid's labels upsampled with nearest neighbour).
 fn nave_maps(
     model: &Model,
     img: &RgbImage,
     s: &Settings,
     device: Device,
-) -> anyhow::Result<Vec<Vec<i64>>> {
+) -> anyhow::Result<Vec<LabelMap>> {
     let x = prepare(img, s.pad_multiple).to_device(device);
     let (hp, wp) = (x.size()[2] as usize, x.size()[3] as usize);
     let feats = extract::features(model, &x, &s.taps, None, 1)?; // [1, D, h, w]
     let (gh, gw) = (feats.size()[2] as usize, feats.size()[3] as usize);
     let rows = extract::to_rows(&feats);
-    let (w, h) = (img.width() as usize, img.height() as usize);
     s.ks.iter()
         .map(|&k| {
             let k = k.min(gh * gw);
-            let grid: Vec<i64> = Vec::try_from(
-                nave::cluster(&rows, s.method, k, s.seed, 1e-4, 300)?.to_device(Device::Cpu),
-            )?;
-            // Nearest neighbour onto the padded image, then the image's part.
-            let mut out = Vec::with_capacity(w * h);
-            for y in 0..h {
-                let gy = (y * gh / hp).min(gh - 1);
-                for x in 0..w {
-                    out.push(grid[gy * gw + (x * gw / wp).min(gw - 1)]);
-                }
-            }
-            Ok(out)
+            let labels = if s.method == ClusterMethod::Kmeans && s.n_init > 1 {
+                nave::kmeans::kmeans_best_of(&rows, k, s.seed, s.n_init, 1e-4, 300).labels
+            } else {
+                nave::cluster(&rows, s.method, k, s.seed, 1e-4, 300)?
+            };
+            let grid: Vec<i64> = Vec::try_from(labels.to_device(Device::Cpu))?;
+            Ok(upsample_nearest(&grid, gh, gw, hp, wp))
         })
         .collect()
 }
@@ -151,6 +232,19 @@ struct Line<'a> {
     found: bool,
     r#box: Option<BBox>,
     gt: &'a [BBox],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    selected_gt: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inner_iou: Option<f64>,
+}
+
+/// Decodes an image by its content, not its extension (datasets carry PNGs
+/// named `.jpg`), as RGB.
+pub fn open_image(path: &Path) -> anyhow::Result<RgbImage> {
+    Ok(image::ImageReader::open(path)?
+        .with_guessed_format()?
+        .decode()?
+        .to_rgb8())
 }
 
 pub struct Summary {
@@ -231,30 +325,38 @@ pub fn evaluate(
     let started = Instant::now();
     let mut unreadable = Vec::new();
     for (n, item) in items.iter().enumerate() {
-        let img = match image::open(&item.image) {
-            Ok(i) => i.to_rgb8(),
+        let img = match open_image(&item.image) {
+            Ok(i) => i,
             Err(e) => {
-                crate::warn!("cannot read {}: {e}; skipped", item.image.display());
+                crate::warn!("cannot read {}: {e:#}; skipped", item.image.display());
                 unreadable.push(item.id.clone());
                 bar.inc(1);
                 continue;
             }
         };
         let (w, h) = (img.width() as usize, img.height() as usize);
-        let mut maps: Vec<(String, usize, Vec<i64>)> = nave_maps(model, &img, s, device)?
+        let mut maps: Vec<(String, usize, LabelMap)> = nave_maps(model, &img, s, device)?
             .into_iter()
             .zip(&s.ks)
             .map(|(m, &k)| (source.clone(), k, m))
             .collect();
         if s.slic {
             for &k in &s.ks {
-                maps.push(("slic".to_string(), k, slic::slic(&img, k, 10.0, 10)));
+                let labels = slic::slic(&img, k, 10.0, 10);
+                maps.push(("slic".to_string(), k, LabelMap { h, w, labels }));
             }
         }
         let mut chosen_first = Vec::new();
-        for (src, k, labels) in &maps {
+        for (src, k, map) in &maps {
             for &strategy in &s.strategies {
-                let sel = select(labels, h, w, &item.boxes, strategy, s.min_size);
+                // The authors' code works on the padded map; the paper's
+                // reading on the image.
+                let sel = if strategy == Strategy::Author {
+                    Selection::author(&map.labels, map.h, map.w, &item.boxes)
+                } else {
+                    let image_part = map.crop(h, w);
+                    select(&image_part.labels, h, w, &item.boxes, strategy, s.min_size)
+                };
                 let e = scores.entry((src.clone(), *k, strategy)).or_default();
                 e.0 += sel.found as usize;
                 e.1 += 1;
@@ -269,6 +371,8 @@ pub fn evaluate(
                         found: sel.found,
                         r#box: sel.r#box,
                         gt: &item.boxes,
+                        selected_gt: sel.gt,
+                        inner_iou: sel.inner_iou,
                     },
                 )?;
                 lines.write_all(b"\n")?;
@@ -278,8 +382,8 @@ pub fn evaluate(
             }
         }
         if n < s.examples {
-            let labels_first = &maps[0].2;
-            let overlay = colour::overlay(&img, labels_first);
+            let labels_first = maps[0].2.crop(h, w);
+            let overlay = colour::overlay(&img, &labels_first.labels);
             draw_example(
                 &overlay,
                 &item.boxes,
@@ -315,7 +419,7 @@ pub fn evaluate(
         "images": summary.images,
         "skipped": summary.skipped,
         "seconds_per_image": summary.seconds_per_image,
-        "taps": s.taps, "method": format!("{:?}", s.method).to_lowercase(), "min_size": s.min_size, "pad_multiple": s.pad_multiple,
+        "protocol": s.protocol, "n_init": s.n_init, "taps": s.taps, "method": format!("{:?}", s.method).to_lowercase(), "min_size": s.min_size, "pad_multiple": s.pad_multiple,
         "scores": summary.scores.iter().map(|((src, k, st), (f, n))| serde_json::json!({"source": src, "k": k, "strategy": st, "found": f, "images": n, "percent": 100.0 * *f as f64 / (*n).max(1) as f64})).collect::<Vec<_>>(),
     });
     crate::io::write_atomic(

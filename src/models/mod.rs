@@ -179,6 +179,20 @@ impl Model {
         })
     }
 
+    /// Dilates a ResNet50's last stage as the authors' localisation code
+    /// builds it (`replace_stride_with_dilation=[False, False, True]`): layer4
+    /// on layer3's stride-16 grid. Returns false, changing nothing, for
+    /// models torchvision cannot dilate (ResNet18's basic blocks, ViTs).
+    pub fn dilate_last_stage(&mut self) -> bool {
+        match &mut self.net {
+            Net::ResNet(m) if m.config.block == resnet::Block::Bottleneck => {
+                m.dilate_last_stage();
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Names and channel counts of every tap.
     pub fn taps(&self) -> &[(String, i64)] {
         &self.tap_names

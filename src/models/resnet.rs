@@ -54,7 +54,7 @@ impl ResNetConfig {
         }
         out
     }
-    /// Downsampling factor of each tap relative to the input.
+    /// Downsampling factor of each tap relative to the input (undilated).
     pub fn tap_strides(&self) -> [i64; 5] {
         [4, 4, 8, 16, 32]
     }
@@ -79,55 +79,106 @@ fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
     nn::batch_norm2d(p, c, Default::default())
 }
 
+/// Stride, padding and dilation of one convolution. Kept beside the weights
+/// (tch's `Conv2D` hides its own) so that a stage can be dilated after the
+/// model is built, without new parameters.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    stride: i64,
+    padding: i64,
+    dilation: i64,
+}
+
+fn run_conv(x: &Tensor, c: &nn::Conv2D, g: Geometry) -> Tensor {
+    x.conv2d(
+        &c.ws,
+        c.bs.as_ref(),
+        [g.stride, g.stride],
+        [g.padding, g.padding],
+        [g.dilation, g.dilation],
+        1,
+    )
+}
+
 #[derive(Debug)]
 struct ResidualBlock {
-    convs: Vec<nn::Conv2D>,
+    convs: Vec<(nn::Conv2D, Geometry)>,
     bns: Vec<nn::BatchNorm>,
-    downsample: Option<(nn::Conv2D, nn::BatchNorm)>,
+    downsample: Option<(nn::Conv2D, Geometry, nn::BatchNorm)>,
+    /// Index in `convs` of the 3x3 convolution that strides (Bottleneck: the
+    /// second, as torchvision's "V1.5").
+    strided: usize,
 }
 
 impl ResidualBlock {
     fn new(p: nn::Path, block: Block, cin: i64, planes: i64, stride: i64, expansion: i64) -> Self {
         let cout = planes * expansion;
-        let (convs, bns) = match block {
+        let with = |c: nn::Conv2D, k: i64, stride: i64| {
+            let g = Geometry {
+                stride,
+                padding: k / 2,
+                dilation: 1,
+            };
+            (c, g)
+        };
+        let (convs, bns, strided) = match block {
             Block::Basic => (
                 vec![
-                    conv(&p / "conv1", cin, planes, 3, stride, 1),
-                    conv(&p / "conv2", planes, planes, 3, 1, 1),
+                    with(conv(&p / "conv1", cin, planes, 3, stride, 1), 3, stride),
+                    with(conv(&p / "conv2", planes, planes, 3, 1, 1), 3, 1),
                 ],
                 vec![bn(&p / "bn1", planes), bn(&p / "bn2", planes)],
+                0,
             ),
             Block::Bottleneck => (
                 vec![
-                    conv(&p / "conv1", cin, planes, 1, 1, 0),
-                    conv(&p / "conv2", planes, planes, 3, stride, 1),
-                    conv(&p / "conv3", planes, cout, 1, 1, 0),
+                    with(conv(&p / "conv1", cin, planes, 1, 1, 0), 1, 1),
+                    with(conv(&p / "conv2", planes, planes, 3, stride, 1), 3, stride),
+                    with(conv(&p / "conv3", planes, cout, 1, 1, 0), 1, 1),
                 ],
                 vec![
                     bn(&p / "bn1", planes),
                     bn(&p / "bn2", planes),
                     bn(&p / "bn3", cout),
                 ],
+                1,
             ),
         };
         let downsample = (stride != 1 || cin != cout).then(|| {
-            (
+            let (c, g) = with(
                 conv(&p / "downsample" / 0, cin, cout, 1, stride, 0),
-                bn(&p / "downsample" / 1, cout),
-            )
+                1,
+                stride,
+            );
+            (c, g, bn(&p / "downsample" / 1, cout))
         });
         Self {
             convs,
             bns,
             downsample,
+            strided,
+        }
+    }
+
+    /// torchvision's `replace_stride_with_dilation` for one block: the
+    /// strided 3x3 convolution (and the shortcut) stop striding, and the 3x3
+    /// convolution is dilated by `dilation` (padding alike, so the grid size
+    /// is kept).
+    fn dilate(&mut self, dilation: i64) {
+        let g = &mut self.convs[self.strided].1;
+        g.stride = 1;
+        g.dilation = dilation;
+        g.padding = dilation;
+        if let Some((_, g, _)) = &mut self.downsample {
+            g.stride = 1;
         }
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         let mut y = x.shallow_clone();
         let last = self.convs.len() - 1;
-        for (i, (c, b)) in self.convs.iter().zip(&self.bns).enumerate() {
-            y = y.apply(c).apply_t(b, train);
+        for (i, ((c, g), b)) in self.convs.iter().zip(&self.bns).enumerate() {
+            y = run_conv(&y, c, *g).apply_t(b, train);
             if i < last {
                 // In place, as torchvision's ReLU(inplace=True): batch norm's
                 // backward does not need its output, and it saves a pass over memory.
@@ -135,7 +186,7 @@ impl ResidualBlock {
             }
         }
         let shortcut = match &self.downsample {
-            Some((c, b)) => x.apply(c).apply_t(b, train),
+            Some((c, g, b)) => run_conv(x, c, *g).apply_t(b, train),
             None => x.shallow_clone(),
         };
         let _ = y.g_add_(&shortcut);
@@ -151,6 +202,7 @@ pub struct ResNet {
     bn1: nn::BatchNorm,
     layers: Vec<Vec<ResidualBlock>>,
     fc: nn::Linear,
+    last_stage_dilated: bool,
 }
 
 impl ResNet {
@@ -186,6 +238,7 @@ impl ResNet {
             bn1,
             layers,
             fc,
+            last_stage_dilated: false,
         }
     }
 
@@ -227,6 +280,26 @@ impl ResNet {
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         self.forward_taps(x, train, &[], true).1.expect("logits")
+    }
+
+    /// torchvision's `replace_stride_with_dilation=[False, False, True]`:
+    /// layer4 keeps layer3's grid (stride 16 instead of 32). Its first block
+    /// stops striding with its 3x3 convolution undilated; the later blocks'
+    /// 3x3 convolutions are dilated by 2. The weights are unchanged.
+    pub fn dilate_last_stage(&mut self) {
+        for (b, block) in self.layers[3].iter_mut().enumerate() {
+            block.dilate(if b == 0 { 1 } else { 2 });
+        }
+        self.last_stage_dilated = true;
+    }
+
+    /// Downsampling factor of each tap (`stem`, `layer1`..`layer4`).
+    pub fn tap_strides(&self) -> [i64; 5] {
+        let mut s = self.config.tap_strides();
+        if self.last_stage_dilated {
+            s[4] = 16;
+        }
+        s
     }
 }
 
