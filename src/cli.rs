@@ -60,6 +60,46 @@ pub enum DataCommand {
     Stats(DatasetArgs),
     /// A PNG grid of samples as the model sees them: clean, watermarked, augmented.
     Show(ShowArgs),
+    /// Download a data set from its public source (or a mirror), check it and
+    /// unpack it into the layout dataset.root expects.
+    Fetch(FetchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    pub dataset: crate::fetch::datasets::FetchableDataset,
+    /// Folder the archive is downloaded to and unpacked under.
+    #[arg(long, default_value = "data")]
+    pub root: std::path::PathBuf,
+    #[command(flatten)]
+    pub source: DownloadArgs,
+}
+
+/// Where downloads come from.
+#[derive(Debug, Args, Clone, Default)]
+pub struct DownloadArgs {
+    /// A server that replaces the public hosts, serving each file under its
+    /// own name (default: $NAVE_LAB_MIRROR).
+    #[arg(long)]
+    pub mirror: Option<String>,
+    /// The SHA-256 the file must have instead of the published checksum (a
+    /// copy your lab repackaged).
+    #[arg(long, value_parser = sha256_hex)]
+    pub sha256: Option<String>,
+}
+
+impl DownloadArgs {
+    pub fn options(&self) -> crate::fetch::FetchOptions {
+        crate::fetch::FetchOptions::new(self.mirror.clone(), self.sha256.clone())
+    }
+}
+
+fn sha256_hex(text: &str) -> Result<String, String> {
+    if text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(text.to_lowercase())
+    } else {
+        Err("a SHA-256 is 64 hexadecimal digits".to_string())
+    }
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,7 @@ pub mod cxx;
 pub mod data;
 pub mod device;
 pub mod failpoint;
+pub mod fetch;
 pub mod io;
 pub mod localize;
 pub mod lock;

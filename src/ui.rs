@@ -44,6 +44,31 @@ macro_rules! warn {
 
 /// A progress bar on stderr, hidden with -q or when stderr is not a terminal
 /// (indicatif hides itself then).
+/// A progress bar in bytes (a download); a spinner with a byte count when
+/// the size is unknown.
+pub fn byte_bar(len: Option<u64>, message: &str) -> indicatif::ProgressBar {
+    if !show_progress() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let (bar, template) = match len {
+        Some(l) => (
+            indicatif::ProgressBar::new(l),
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        ),
+        None => (
+            indicatif::ProgressBar::new_spinner(),
+            "{msg} {spinner} {bytes} {bytes_per_sec}",
+        ),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .expect("valid progress template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(message.to_string());
+    bar
+}
+
 pub fn progress_bar(len: u64, message: &str) -> indicatif::ProgressBar {
     if !show_progress() {
         return indicatif::ProgressBar::hidden();

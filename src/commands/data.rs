@@ -22,6 +22,34 @@ fn source(args: &DatasetArgs) -> DatasetSource {
 
 pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
     match cmd {
+        DataCommand::Fetch(a) => {
+            let which = a.dataset;
+            let done = crate::fetch::datasets::fetch_dataset(which, &a.root, &a.source.options())?;
+            if let Some((archive, sha256)) = &done.archive {
+                println!(
+                    "{}: {} (SHA-256 {sha256})",
+                    which.as_str(),
+                    archive.display()
+                );
+                if which.source().checksum == crate::fetch::Checksum::Unpinned {
+                    println!(
+                        "  no checksum is published for it: pin this copy with --sha256 {sha256}"
+                    );
+                }
+            }
+            println!(
+                "{}: {} in {}; in an experiment: dataset.root: {}",
+                which.as_str(),
+                if done.unpacked {
+                    "unpacked"
+                } else {
+                    "already there"
+                },
+                done.dataset_root.display(),
+                done.dataset_root.display()
+            );
+            Ok(())
+        }
         DataCommand::Synth(a) => {
             let spec = SyntheticSpec {
                 seed: a.seed,

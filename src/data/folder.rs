@@ -17,7 +17,11 @@ fn check_root(root: &Path) -> Result<(), DataError> {
     if !root.is_dir() {
         return Err(DataError::MissingRoot {
             path: root.to_path_buf(),
-            hint: "for chest-xray, dataset.root is the chest_xray folder itself, holding train/ and test/".into(),
+            hint: format!(
+                "for chest-xray, dataset.root is the chest_xray folder itself, holding train/ and test/; \
+                 `nave-lab data fetch chest-xray --root {}` downloads Kermany et al.'s release there",
+                root.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).display()
+            ),
         });
     }
     Ok(())

@@ -18,7 +18,10 @@ fn folder(root: &Path) -> Result<PathBuf, DataError> {
     if !dir.is_dir() {
         return Err(DataError::MissingRoot {
             path: dir,
-            hint: "for stl10, dataset.root is the folder that contains stl10_binary/".into(),
+            hint: format!(
+                "for stl10, dataset.root is the folder that contains stl10_binary/; `nave-lab data fetch stl10 --root {}` downloads it there",
+                root.display()
+            ),
         });
     }
     Ok(dir)

@@ -466,11 +466,19 @@ mod tests {
         let opts = (Kind::Float, tch::Device::Cpu);
         let x = Tensor::randn([400, 8], opts);
         let one = kmeans_best_of(&x, 7, 5, 1, 1e-4, 300);
-        assert!(one.labels.equal(&kmeans(&x, 7, 5, 1e-4, 300).labels), "one start is kmeans");
+        assert!(
+            one.labels.equal(&kmeans(&x, 7, 5, 1e-4, 300).labels),
+            "one start is kmeans"
+        );
         let best = kmeans_best_of(&x, 7, 5, 10, 1e-4, 300);
         // The first start is one of the ten: the best cannot be worse, and on
         // unstructured data some start does better.
-        assert!(best.inertia < one.inertia, "{} vs {}", best.inertia, one.inertia);
+        assert!(
+            best.inertia < one.inertia,
+            "{} vs {}",
+            best.inertia,
+            one.inertia
+        );
         let recomputed: f64 = (0..400)
             .map(|i| {
                 let c = best.labels.int64_value(&[i]);
