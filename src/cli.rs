@@ -389,8 +389,11 @@ pub struct ModelSource {
     /// A run folder (its run.yaml and model.safetensors).
     #[arg(long)]
     pub run: Option<std::path::PathBuf>,
-    /// Weights with torchvision/timm/DINO names (safetensors); needs --arch.
-    #[arg(long, requires = "arch")]
+    /// Weights: a file with torchvision/timm/DINO tensor names (safetensors
+    /// or .pth; needs --arch), or a name downloaded once into the cache
+    /// (torchvision:resnet50, dino:vits16, dinov2:vits14_reg,
+    /// timm:vit_small_patch16_224.<tag>; $NAVE_LAB_MIRROR replaces the hosts).
+    #[arg(long)]
     pub weights: Option<std::path::PathBuf>,
     #[arg(long, value_enum)]
     pub arch: Option<crate::models::Arch>,

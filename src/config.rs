@@ -386,6 +386,7 @@ pub(crate) fn run_spec(
             arch,
             width: file.model.width,
             init: file.model.init.clone(),
+            init_sha256: None,
             registers: file.model.registers,
             layer_scale: false,
         },

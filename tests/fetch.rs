@@ -360,3 +360,125 @@ fn chest_xrays_unpack_into_the_folder_dataset_root_names() {
     common::assert_ok(&o);
     assert!(String::from_utf8_lossy(&o.stdout).contains("PNEUMONIA"));
 }
+
+/// Weights by name: a DINO ViT-S/16 (a `torch.save` state dict written by the
+/// reference environment) served by a mirror is downloaded once into the
+/// cache, pinned by its first SHA-256, used by `explain` and as a training
+/// run's `model.init` (its SHA-256 recorded in run.yaml); a torchvision name
+/// whose file does not match the hash in its name is refused and not kept.
+#[test]
+fn named_weights_are_fetched_once_checked_cached_and_recorded() {
+    let dir = scratch("fetch_weights");
+    let pth = dir.join("pth");
+    std::fs::create_dir_all(&pth).unwrap();
+    common::run_reference("make_pth.py", &[pth.to_str().unwrap()]);
+    let vits = std::fs::read(pth.join("vits.pth")).unwrap();
+    let server = Server::start(
+        HashMap::from([
+            ("dino_deitsmall16_pretrain.pth".to_string(), vits.clone()),
+            (
+                "resnet18-f37072fd.pth".to_string(),
+                std::fs::read(pth.join("plain.pth")).unwrap(),
+            ),
+        ]),
+        0,
+    );
+    let cache = dir.join("cache");
+    let with_env = |cmd: &mut std::process::Command| {
+        cmd.env("NAVE_LAB_MIRROR", &server.url)
+            .env("NAVE_LAB_CACHE", &cache);
+    };
+    let image = dir.join("x.png");
+    image::RgbImage::from_fn(64, 64, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 4) as u8, 90])
+    })
+    .save(&image)
+    .unwrap();
+    let explain = |out: &str| {
+        let mut cmd = nave_lab();
+        with_env(&mut cmd);
+        cmd.args([
+            "-q",
+            "explain",
+            "--weights",
+            "dino:vits16",
+            "--image-size",
+            "64",
+            "--image",
+        ])
+        .arg(&image)
+        .arg("--out")
+        .arg(dir.join(out))
+        .output()
+        .unwrap()
+    };
+    common::assert_ok(&explain("a.png"));
+    assert!(dir.join("a.png").is_file());
+    let cached = cache.join("weights/dino_deitsmall16_pretrain.pth");
+    assert_eq!(std::fs::read(&cached).unwrap(), vits);
+    let pinned =
+        std::fs::read_to_string(cache.join("weights/dino_deitsmall16_pretrain.pth.sha256"))
+            .unwrap();
+    assert_eq!(pinned.trim(), hex_sha256(&vits));
+    // Cached: no second download.
+    common::assert_ok(&explain("b.png"));
+    assert_eq!(server.log.lock().unwrap().len(), 1);
+    // A cached copy that changed no longer matches its pinned SHA-256: fetched again.
+    std::fs::write(&cached, b"corrupt").unwrap();
+    common::assert_ok(&explain("c.png"));
+    assert_eq!(server.log.lock().unwrap().len(), 2);
+    assert_eq!(std::fs::read(&cached).unwrap(), vits);
+
+    // A training run from named weights records their SHA-256.
+    let exp = dir.join("v.yaml");
+    std::fs::write(
+        &exp,
+        "name: v\ndataset:\n  kind: synthetic\n  image_size: 64\n  synthetic: {seed: 0, train: 16, test: 16}\nmodel:\n  arch: vit_s16\n  init: dino:vits16\ntrain:\n  epochs: 1\n  batch_size: 16\n  optimizer: {kind: sgd, lr: 0.01}\nwatermark: {size: 0.2}\ngrid:\n  augment: [false]\n  watermark: [false]\n  seed: [0]\n",
+    )
+    .unwrap();
+    let mut cmd = nave_lab();
+    with_env(&mut cmd);
+    let o = cmd
+        .args(["-q", "train"])
+        .arg(&exp)
+        .arg("--checkpoints")
+        .arg(dir.join("checkpoints"))
+        .output()
+        .unwrap();
+    common::assert_ok(&o);
+    let run = std::fs::read_dir(dir.join("checkpoints/v"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("run.yaml").is_file())
+        .unwrap();
+    let run_yaml = std::fs::read_to_string(run.join("run.yaml")).unwrap();
+    assert!(
+        run_yaml.contains("init: dino:vits16") && run_yaml.contains(&hex_sha256(&vits)),
+        "{run_yaml}"
+    );
+
+    // torchvision's name carries the first digits of its SHA-256: this file is not it.
+    let mut cmd = nave_lab();
+    with_env(&mut cmd);
+    let o = cmd
+        .args([
+            "-q",
+            "explain",
+            "--weights",
+            "torchvision:resnet18",
+            "--image",
+        ])
+        .arg(&image)
+        .arg("--out")
+        .arg(dir.join("r.png"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("checksum mismatch") && err.contains("f37072fd"),
+        "{err}"
+    );
+    assert!(!cache.join("weights/resnet18-f37072fd.pth").exists());
+    assert!(!cache.join("weights/resnet18-f37072fd.pth.part").exists());
+}

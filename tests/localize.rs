@@ -196,6 +196,7 @@ fn localize_end_to_end_writes_a_table_lines_and_examples() {
         arch: nave_lab::models::Arch::Resnet18,
         width: Some(8),
         init: None,
+        init_sha256: None,
         registers: 0,
         layer_scale: false,
     };

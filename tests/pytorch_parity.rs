@@ -34,6 +34,7 @@ fn check_variant(arch: Arch, layer_scale: bool, num_classes: i64, image_size: i6
         arch,
         width: None,
         init: None,
+        init_sha256: None,
         registers: 0,
         layer_scale,
     };

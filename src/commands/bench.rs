@@ -133,6 +133,7 @@ fn bench_kmeans(a: &BenchKmeansArgs, device: Device) -> anyhow::Result<serde_jso
                 arch: a.arch,
                 width: None,
                 init: None,
+                init_sha256: None,
                 registers: 0,
                 layer_scale: false,
             };
@@ -308,6 +309,7 @@ fn bench_train(a: &BenchTrainArgs, device: Device) -> anyhow::Result<serde_json:
         arch: a.arch,
         width: a.width,
         init: None,
+        init_sha256: None,
         registers: 0,
         layer_scale: false,
     };

@@ -39,14 +39,36 @@ pub fn load_model(
                 })?;
             Ok((model, spec.model.arch, size))
         }
-        (None, Some(weights), Some(arch)) => {
+        (None, Some(weights), arch) => {
             let size = image_size.unwrap_or(224);
-            Ok((
-                models::from_weights(arch, weights, size, device)?,
-                arch,
-                size,
-            ))
+            let text = weights.to_string_lossy();
+            let (path, arch) = if crate::fetch::weights::is_name(&text) {
+                let got = crate::fetch::weights::resolve(
+                    &text,
+                    None,
+                    &crate::fetch::FetchOptions::new(None, None),
+                )?;
+                if let Some(a) = arch {
+                    anyhow::ensure!(
+                        a == got.arch,
+                        "--weights {text} holds {} weights, not {a}",
+                        got.arch
+                    );
+                }
+                (got.path, got.arch)
+            } else {
+                let arch = arch.with_context(|| {
+                    format!(
+                        "--weights {}: name its architecture with --arch",
+                        weights.display()
+                    )
+                })?;
+                (weights.clone(), arch)
+            };
+            Ok((models::from_weights(arch, &path, size, device)?, arch, size))
         }
-        _ => anyhow::bail!("name the model with --run DIR, or with --arch and --weights"),
+        _ => anyhow::bail!(
+            "name the model with --run DIR, or with --weights (and --arch for a file)"
+        ),
     }
 }

@@ -55,6 +55,7 @@ pub fn run(args: TrainArgs, device: DeviceRequest) -> anyhow::Result<()> {
         return submit_to_slurm(&experiment, &runs, &args, device);
     }
     let device = device.resolve()?;
+    record_named_inits(&mut runs)?;
     // Every existing run is checked against the experiment before anything
     // is written: a changed experiment is refused with its files untouched.
     for spec in &runs {
@@ -194,5 +195,35 @@ fn submit_to_slurm(
         logs.display()
     );
     println!("where it stands: nave-lab status {}", study.display());
+    Ok(())
+}
+
+/// `model.init` names (`torchvision:resnet50`...) are fetched into the cache
+/// once, and the SHA-256 of the file each run starts from goes into its
+/// run.yaml.
+fn record_named_inits(runs: &mut [crate::config::RunSpec]) -> anyhow::Result<()> {
+    let mut resolved: std::collections::HashMap<String, String> = Default::default();
+    for spec in runs.iter_mut() {
+        let Some(init) = &spec.model.init else {
+            continue;
+        };
+        let name = init.to_string_lossy().into_owned();
+        if !crate::fetch::weights::is_name(&name) {
+            continue;
+        }
+        if !resolved.contains_key(&name) {
+            let options = crate::fetch::FetchOptions::new(None, None);
+            let got = crate::fetch::weights::resolve(&name, None, &options)?;
+            anyhow::ensure!(
+                got.arch == spec.model.arch,
+                "model.init {name} holds {} weights, but run {} is a {}",
+                got.arch,
+                spec.id,
+                spec.model.arch
+            );
+            resolved.insert(name.clone(), got.sha256);
+        }
+        spec.model.init_sha256 = resolved.get(&name).cloned();
+    }
     Ok(())
 }

@@ -7,10 +7,12 @@
 //!
 //! * [`http`]: the transfer itself (client, resume, retries, progress);
 //! * [`archive`]: unpacking into place without leaving half an archive;
-//! * [`datasets`]: what `nave-lab data fetch` knows (sources and layouts).
+//! * [`datasets`]: what `nave-lab data fetch` knows (sources and layouts);
+//! * [`weights`]: pretrained weights by name, in the cache folder.
 pub mod archive;
 pub mod datasets;
 pub mod http;
+pub mod weights;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -79,9 +79,15 @@ pub struct ModelSpec {
     /// Base channels (ResNet) or embedding width (ViT); None = the standard model.
     #[serde(default)]
     pub width: Option<i64>,
-    /// Pretrained weights (safetensors with torchvision/timm names) to start from.
+    /// Pretrained weights to start from: a file (safetensors or .pth with
+    /// torchvision/timm names) or a name (`torchvision:resnet50`, see
+    /// `fetch::weights`).
     #[serde(default)]
     pub init: Option<std::path::PathBuf>,
+    /// The SHA-256 of the named weights `init` resolved to, recorded when the
+    /// run starts so that a resumed run starts from the very same file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_sha256: Option<String>,
     /// ViT register tokens.
     #[serde(default)]
     pub registers: i64,
@@ -460,6 +466,7 @@ pub fn from_weights(
         arch,
         width: Some(dim(width_tensor, width_axis)?),
         init: None,
+        init_sha256: None,
         registers,
         layer_scale: tensors.contains_key("blocks.0.ls1.gamma"),
     };
@@ -515,6 +522,7 @@ mod tests {
             arch,
             width: Some(width),
             init: None,
+            init_sha256: None,
             registers: 0,
             layer_scale: false,
         }
@@ -555,6 +563,7 @@ mod tests {
             arch: Arch::VitS16,
             width: Some(64),
             init: None,
+            init_sha256: None,
             registers: 4,
             layer_scale: false,
         };
@@ -636,6 +645,7 @@ mod tests {
             arch: Arch::VitS16,
             width: Some(64),
             init: None,
+            init_sha256: None,
             registers: 0,
             layer_scale: true,
         };

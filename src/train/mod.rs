@@ -165,8 +165,10 @@ fn stopped_between_epochs(
 fn build_model(spec: &RunSpec, num_classes: i64, device: Device) -> anyhow::Result<Model> {
     let mut model = Model::new(&spec.model, num_classes, spec.dataset.image_size, device)?;
     if let Some(init) = &spec.model.init {
+        let path = crate::fetch::weights::local_path(init, spec.model.init_sha256.as_deref())
+            .with_context(|| format!("model.init {}", init.display()))?;
         let skipped = model
-            .load(init, false)
+            .load(&path, false)
             .with_context(|| format!("model.init {}", init.display()))?;
         if !skipped.is_empty() {
             crate::info!(
