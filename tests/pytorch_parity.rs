@@ -23,11 +23,20 @@ fn check(arch: Arch, num_classes: i64, image_size: i64) {
 }
 
 fn check_variant(arch: Arch, layer_scale: bool, num_classes: i64, image_size: i64) {
-    let name = if layer_scale {
-        format!("{arch}_ls")
-    } else {
-        arch.to_string()
-    };
+    check_with(arch, layer_scale, 0, num_classes, image_size)
+}
+
+/// Our weights in torchvision's / timm's model and theirs in ours, same logits.
+/// `registers`: a ViT with register tokens, checked against timm's register
+/// model (`reg_tokens`, patch-only position embeddings).
+fn check_with(arch: Arch, layer_scale: bool, registers: i64, num_classes: i64, image_size: i64) {
+    let mut name = arch.to_string();
+    if layer_scale {
+        name += "_ls";
+    }
+    if registers > 0 {
+        name += &format!("_reg{registers}");
+    }
     let dir = scratch(&format!("parity_{name}"));
     tch::manual_seed(1);
     let spec = ModelSpec {
@@ -35,7 +44,7 @@ fn check_variant(arch: Arch, layer_scale: bool, num_classes: i64, image_size: i6
         width: None,
         init: None,
         init_sha256: None,
-        registers: 0,
+        registers,
         layer_scale,
     };
     let ours = Model::new(&spec, num_classes, image_size, Device::Cpu).unwrap();
@@ -109,6 +118,11 @@ fn vit_s14_matches_timm() {
 #[test]
 fn vit_s14_with_layer_scale_matches_timm() {
     check_variant(Arch::VitS14, true, 4, 56);
+}
+
+#[test]
+fn vit_s16_with_registers_round_trips_through_timm() {
+    check_with(Arch::VitS16, false, 2, 5, 64);
 }
 
 #[test]

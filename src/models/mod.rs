@@ -283,8 +283,36 @@ impl Model {
         out
     }
 
+    /// The tensors as torchvision and timm lay them out. A ViT with register
+    /// tokens is written as timm's register models are (`no_embed_class`):
+    /// position embeddings for the patches only, the CLS token's own
+    /// embedding folded into `cls_token` (the two are only ever summed), so
+    /// that `timm.VisionTransformer(reg_tokens=R, no_embed_class=True)` loads
+    /// it strictly. Reading it back gives the same function.
+    pub fn exported(&self, batches_tracked: i64) -> Vec<(String, Tensor)> {
+        let mut out = self.state_dict(batches_tracked);
+        let has_registers = out.iter().any(|(n, _)| n == "reg_token");
+        if has_registers {
+            let pos = out
+                .iter()
+                .find(|(n, _)| n == "pos_embed")
+                .map(|(_, t)| t.shallow_clone())
+                .expect("a ViT has pos_embed");
+            let rows = pos.size()[1];
+            for (name, t) in out.iter_mut() {
+                if name == "cls_token" {
+                    *t = &*t + pos.narrow(1, 0, 1);
+                } else if name == "pos_embed" {
+                    *t = pos.narrow(1, 1, rows - 1).contiguous();
+                }
+            }
+        }
+        out
+    }
+
+    /// Writes [`Model::exported`] as safetensors.
     pub fn save(&self, path: &Path, batches_tracked: i64) -> anyhow::Result<()> {
-        let tensors = self.state_dict(batches_tracked);
+        let tensors = self.exported(batches_tracked);
         let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
         crate::io::write_atomic_with(path, |tmp| {
             Tensor::write_safetensors(&refs, tmp)

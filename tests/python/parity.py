@@ -26,12 +26,16 @@ def build():
         return torchvision.models.resnet18(num_classes=num_classes)
     if arch == "resnet50":
         return torchvision.models.resnet50(num_classes=num_classes)
-    if arch in ("vit_s16", "vit_s14", "vit_s14_ls"):
-        patch = 16 if arch == "vit_s16" else 14
-        # vit_s14_ls: with LayerScale, as DINOv2 (gammas at 0.5 so that they matter).
-        init_values = 0.5 if arch == "vit_s14_ls" else None
+    if arch.startswith("vit_s"):
+        patch = 16 if arch.startswith("vit_s16") else 14
+        # _ls: with LayerScale, as DINOv2 (gammas at 0.5 so that they matter).
+        init_values = 0.5 if "_ls" in arch else None
+        # _regN: N register tokens, as timm's register models (patch-only
+        # position embeddings).
+        registers = int(arch.split("_reg")[1]) if "_reg" in arch else 0
         return timm.models.vision_transformer.VisionTransformer(
-            img_size=image_size, patch_size=patch, embed_dim=384, depth=12, num_heads=6, num_classes=num_classes, init_values=init_values
+            img_size=image_size, patch_size=patch, embed_dim=384, depth=12, num_heads=6, num_classes=num_classes,
+            init_values=init_values, reg_tokens=registers, no_embed_class=registers > 0
         )
     raise SystemExit(f"unknown arch {arch}")
 
