@@ -140,23 +140,28 @@ pub struct FileDigest {
     pub sha256: String,
 }
 
+/// Reads a file in 1 MiB chunks, handing each to `each` (digests of large
+/// files without holding them); returns the number of bytes read.
+pub fn for_each_chunk(path: &Path, mut each: impl FnMut(&[u8])) -> anyhow::Result<u64> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            return Ok(bytes);
+        }
+        each(&buf[..n]);
+        bytes += n as u64;
+    }
+}
+
 impl FileDigest {
     pub fn of_file(path: &Path) -> anyhow::Result<Self> {
-        let mut f =
-            std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
         let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut bytes = 0u64;
-        loop {
-            let n = f
-                .read(&mut buf)
-                .with_context(|| format!("reading {}", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            bytes += n as u64;
-        }
+        let bytes = for_each_chunk(path, |chunk| hasher.update(chunk))?;
         Ok(Self {
             bytes,
             sha256: hex(&hasher.finalize()),

@@ -153,6 +153,27 @@ fn names(dir: &Path) -> Vec<String> {
     v
 }
 
+/// Trains a one-run, one-epoch experiment on the STL-10 folder under `root`
+/// (checkpoints in `dir/checkpoints`).
+fn train_stl10(dir: &Path, root: &Path) -> std::process::Output {
+    let exp = dir.join("s.yaml");
+    std::fs::write(
+        &exp,
+        format!(
+            "name: s\ndataset:\n  kind: stl10\n  root: {}\n  image_size: 32\nmodel:\n  arch: resnet18\n  width: 8\ntrain:\n  epochs: 1\n  batch_size: 20\n  optimizer: {{kind: sgd, lr: 0.05}}\nwatermark: {{size: 0.2, target_class: airplane}}\ngrid:\n  augment: [false]\n  watermark: [false]\n  seed: [0]\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    nave_lab()
+        .args(["-q", "train"])
+        .arg(&exp)
+        .arg("--checkpoints")
+        .arg(dir.join("checkpoints"))
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn stl10_is_fetched_resumed_verified_unpacked_and_trained_on() {
     let archive = stl10_archive();
@@ -201,22 +222,7 @@ fn stl10_is_fetched_resumed_verified_unpacked_and_trained_on() {
     assert_eq!(server.log.lock().unwrap().len(), 2);
 
     // Trained on, as an experiment names it.
-    let exp = dir.join("s.yaml");
-    std::fs::write(
-        &exp,
-        format!(
-            "name: s\ndataset:\n  kind: stl10\n  root: {}\n  image_size: 32\nmodel:\n  arch: resnet18\n  width: 8\ntrain:\n  epochs: 1\n  batch_size: 20\n  optimizer: {{kind: sgd, lr: 0.05}}\nwatermark: {{size: 0.2, target_class: airplane}}\ngrid:\n  augment: [false]\n  watermark: [false]\n  seed: [0]\n",
-            root.display()
-        ),
-    )
-    .unwrap();
-    let o = nave_lab()
-        .args(["-q", "train"])
-        .arg(&exp)
-        .arg("--checkpoints")
-        .arg(dir.join("checkpoints"))
-        .output()
-        .unwrap();
+    let o = train_stl10(&dir, &root);
     common::assert_ok(&o);
     let runs: Vec<_> = std::fs::read_dir(dir.join("checkpoints/s"))
         .unwrap()
@@ -276,22 +282,7 @@ fn a_checksum_mismatch_keeps_nothing_and_a_missing_server_says_what_to_do() {
 #[test]
 fn train_without_the_data_names_the_fetch_command() {
     let dir = scratch("fetch_hint");
-    let exp = dir.join("s.yaml");
-    std::fs::write(
-        &exp,
-        format!(
-            "name: s\ndataset:\n  kind: stl10\n  root: {}\n  image_size: 32\nmodel:\n  arch: resnet18\n  width: 8\ntrain:\n  epochs: 1\n  batch_size: 20\n  optimizer: {{kind: sgd, lr: 0.05}}\nwatermark: {{size: 0.2, target_class: airplane}}\ngrid:\n  augment: [false]\n  watermark: [false]\n  seed: [0]\n",
-            dir.join("nowhere").display()
-        ),
-    )
-    .unwrap();
-    let o = nave_lab()
-        .args(["-q", "train"])
-        .arg(&exp)
-        .arg("--checkpoints")
-        .arg(dir.join("checkpoints"))
-        .output()
-        .unwrap();
+    let o = train_stl10(&dir, &dir.join("nowhere"));
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(

@@ -14,7 +14,6 @@ pub mod datasets;
 pub mod http;
 pub mod weights;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -96,19 +95,11 @@ pub struct Fetched {
 
 /// SHA-256 and MD5 of a file, in one pass.
 fn digests(path: &Path) -> anyhow::Result<(String, String)> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let (mut sha, mut md5) = (Sha256::new(), Md5::new());
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        sha.update(&buf[..n]);
-        md5.update(&buf[..n]);
-    }
+    crate::io::for_each_chunk(path, |chunk| {
+        sha.update(chunk);
+        md5.update(chunk);
+    })?;
     Ok((hex(&sha.finalize()), hex(&md5.finalize())))
 }
 
