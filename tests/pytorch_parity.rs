@@ -121,6 +121,16 @@ fn vit_s14_with_layer_scale_matches_timm() {
 }
 
 #[test]
+fn vit_b16_matches_timm() {
+    check(Arch::VitB16, 4, 32);
+}
+
+#[test]
+fn vit_b14_with_registers_round_trips_through_timm() {
+    check_with(Arch::VitB14, false, 4, 3, 28);
+}
+
+#[test]
 fn vit_s16_with_registers_round_trips_through_timm() {
     check_with(Arch::VitS16, false, 2, 5, 64);
 }

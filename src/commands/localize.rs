@@ -65,8 +65,9 @@ pub fn run(a: LocalizeArgs, device: Device) -> anyhow::Result<()> {
         strategies: strategies.clone(),
         min_size,
         pad_multiple: match arch {
-            Arch::VitS16 => 16,
-            Arch::VitS14 => 14,
+            Arch::VitS16 | Arch::VitS14 | Arch::VitB16 | Arch::VitB14 => {
+                arch.patch_size().expect("a ViT")
+            }
             // The deepest stage's stride: 16 dilated, 32 as torchvision builds it.
             Arch::Resnet18 | Arch::Resnet50 if dilated => 16,
             Arch::Resnet18 | Arch::Resnet50 => 32,

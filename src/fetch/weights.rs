@@ -1,5 +1,5 @@
 //! Pretrained weights by name (`torchvision:resnet50.IMAGENET1K_V2`,
-//! `dino:vits16`, `dinov2:vits14_reg`, `timm:vit_small_patch16_224.<tag>`),
+//! `dino:vits16`, `dinov2:vitb14_reg`, `timm:vit_base_patch16_224.<tag>` ...),
 //! downloaded once into the cache folder and checked: torchvision's files
 //! against the SHA-256 prefix in their names; the others, for which no
 //! checksum is published, against the SHA-256 recorded the first time (and
@@ -50,8 +50,10 @@ fn unpinned(arch: Arch, url: &str, file_name: &str) -> Named {
 }
 
 /// The names this version knows, for error messages.
-pub const KNOWN: &str = "torchvision:resnet18, torchvision:resnet50[.IMAGENET1K_V1|.IMAGENET1K_V2], \
-     dino:resnet50, dino:vits16, dinov2:vits14, dinov2:vits14_reg, timm:vit_small_patch16_224.<tag>";
+pub const KNOWN: &str =
+    "torchvision:resnet18, torchvision:resnet50[.IMAGENET1K_V1|.IMAGENET1K_V2], \
+     dino:resnet50, dino:vits16, dino:vitb16, dinov2:vits14[_reg], dinov2:vitb14[_reg], \
+     timm:vit_small_patch16_224.<tag>, timm:vit_base_patch16_224.<tag>";
 
 /// Looks a name up. A bare torchvision name is its IMAGENET1K_V1 weights
 /// (what `pretrained=True` gave, and what the paper's code loads).
@@ -78,6 +80,21 @@ pub fn lookup(name: &str) -> anyhow::Result<Named> {
             &format!("{DINO}/dino_deitsmall16_pretrain/dino_deitsmall16_pretrain.pth"),
             "dino_deitsmall16_pretrain.pth",
         ),
+        "dino:vitb16" => unpinned(
+            Arch::VitB16,
+            &format!("{DINO}/dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth"),
+            "dino_vitbase16_pretrain.pth",
+        ),
+        "dinov2:vitb14" => unpinned(
+            Arch::VitB14,
+            &format!("{DINOV2}/dinov2_vitb14/dinov2_vitb14_pretrain.pth"),
+            "dinov2_vitb14_pretrain.pth",
+        ),
+        "dinov2:vitb14_reg" => unpinned(
+            Arch::VitB14,
+            &format!("{DINOV2}/dinov2_vitb14/dinov2_vitb14_reg4_pretrain.pth"),
+            "dinov2_vitb14_reg4_pretrain.pth",
+        ),
         "dinov2:vits14" => unpinned(
             Arch::VitS14,
             &format!("{DINOV2}/dinov2_vits14/dinov2_vits14_pretrain.pth"),
@@ -89,13 +106,20 @@ pub fn lookup(name: &str) -> anyhow::Result<Named> {
             "dinov2_vits14_reg4_pretrain.pth",
         ),
         _ => {
-            if let Some(tag) = name.strip_prefix("timm:vit_small_patch16_224.") {
+            let timm = [
+                ("timm:vit_small_patch16_224.", Arch::VitS16),
+                ("timm:vit_base_patch16_224.", Arch::VitB16),
+            ];
+            if let Some((tag, prefix, arch)) = timm
+                .iter()
+                .find_map(|(p, a)| name.strip_prefix(p).map(|t| (t, p, *a)))
+            {
                 if tag.is_empty() || !tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    bail!("{name}: the tag after vit_small_patch16_224. is letters, digits and _");
+                    bail!("{name}: the tag after the model name is letters, digits and _");
                 }
-                let model = format!("vit_small_patch16_224.{tag}");
+                let model = format!("{}{tag}", prefix.trim_start_matches("timm:"));
                 unpinned(
-                    Arch::VitS16,
+                    arch,
                     &format!("https://huggingface.co/timm/{model}/resolve/main/model.safetensors"),
                     &format!("{model}.safetensors"),
                 )
@@ -187,9 +211,16 @@ mod tests {
         );
         let err = lookup("torchvision:resnet101").unwrap_err().to_string();
         assert!(
-            err.contains("resnet101") && err.contains("dinov2:vits14_reg"),
+            err.contains("resnet101") && err.contains("dinov2:vitb14[_reg]"),
             "{err}"
         );
         assert!(lookup("timm:vit_small_patch16_224.../x").is_err());
+        let b = lookup("timm:vit_base_patch16_224.augreg2_in21k_ft_in1k").unwrap();
+        assert_eq!(b.arch, Arch::VitB16);
+        assert_eq!(
+            b.source.file_name,
+            "vit_base_patch16_224.augreg2_in21k_ft_in1k.safetensors"
+        );
+        assert_eq!(lookup("dinov2:vitb14_reg").unwrap().arch, Arch::VitB14);
     }
 }

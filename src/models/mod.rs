@@ -29,6 +29,12 @@ pub enum Arch {
     /// ViT-S/14 (DINOv2's patch size)
     #[value(name = "vit_s14")]
     VitS14,
+    /// ViT-B/16 (768 wide, 12 heads)
+    #[value(name = "vit_b16")]
+    VitB16,
+    /// ViT-B/14 (DINOv2's ViT-B)
+    #[value(name = "vit_b14")]
+    VitB14,
 }
 
 impl Arch {
@@ -38,19 +44,31 @@ impl Arch {
             Arch::Resnet50 => "resnet50",
             Arch::VitS16 => "vit_s16",
             Arch::VitS14 => "vit_s14",
+            Arch::VitB16 => "vit_b16",
+            Arch::VitB14 => "vit_b14",
         }
     }
 
     pub fn is_vit(self) -> bool {
-        matches!(self, Arch::VitS16 | Arch::VitS14)
+        self.patch_size().is_some()
     }
 
-    /// Standard width: ResNet stem channels, ViT embedding width.
+    /// A ViT's patch side; None for the ResNets.
+    pub fn patch_size(self) -> Option<i64> {
+        match self {
+            Arch::VitS16 | Arch::VitB16 => Some(16),
+            Arch::VitS14 | Arch::VitB14 => Some(14),
+            Arch::Resnet18 | Arch::Resnet50 => None,
+        }
+    }
+
+    /// Standard width: ResNet stem channels, ViT embedding width (heads
+    /// are width / 64 and depth 12 for both ViT sizes).
     pub fn default_width(self) -> i64 {
-        if self.is_vit() {
-            384
-        } else {
-            64
+        match self {
+            Arch::VitS16 | Arch::VitS14 => 384,
+            Arch::VitB16 | Arch::VitB14 => 768,
+            Arch::Resnet18 | Arch::Resnet50 => 64,
         }
     }
 
@@ -162,14 +180,14 @@ impl Model {
                     config.tap_channels(),
                 )
             }
-            Arch::VitS16 | Arch::VitS14 => {
-                let patch = if spec.arch == Arch::VitS16 { 16 } else { 14 };
+            Arch::VitS16 | Arch::VitS14 | Arch::VitB16 | Arch::VitB14 => {
+                let patch = spec.arch.patch_size().expect("a ViT");
                 if image_size % patch != 0 {
                     bail!("dataset.image_size {image_size} is not a multiple of {}'s patch size {patch}", spec.arch);
                 }
                 let config = VitConfig {
                     layer_scale: spec.layer_scale,
-                    ..VitConfig::small(patch, width, spec.registers, image_size)
+                    ..VitConfig::new(patch, width, spec.registers, image_size)
                 };
                 (
                     Net::Vit(Vit::new(&root, config, num_classes)),

@@ -1,4 +1,4 @@
-//! ViT-S/16 and ViT-S/14 (Dosovitskiy et al. 2021) with timm's and DINO's
+//! ViT-S and ViT-B, patch 16 or 14 (Dosovitskiy et al. 2021) with timm's and DINO's
 //! tensor names (`patch_embed.proj.weight`, `blocks.11.attn.qkv.weight`,
 //! `cls_token`, `pos_embed`, `norm.weight`, `head.weight` ...).
 //!
@@ -15,7 +15,7 @@ use tch::Tensor;
 #[derive(Debug, Clone, Copy)]
 pub struct VitConfig {
     pub patch: i64,
-    /// Embedding width (384 for ViT-S); heads are width / 64.
+    /// Embedding width (384 for ViT-S, 768 for ViT-B); heads are width / 64.
     pub dim: i64,
     pub depth: usize,
     pub heads: i64,
@@ -27,7 +27,8 @@ pub struct VitConfig {
 }
 
 impl VitConfig {
-    pub fn small(patch: i64, dim: i64, registers: i64, image_size: i64) -> Self {
+    /// Twelve blocks of `dim / 64` heads: ViT-S at 384, ViT-B at 768.
+    pub fn new(patch: i64, dim: i64, registers: i64, image_size: i64) -> Self {
         Self {
             patch,
             dim,

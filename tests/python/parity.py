@@ -26,15 +26,17 @@ def build():
         return torchvision.models.resnet18(num_classes=num_classes)
     if arch == "resnet50":
         return torchvision.models.resnet50(num_classes=num_classes)
-    if arch.startswith("vit_s"):
-        patch = 16 if arch.startswith("vit_s16") else 14
+    if arch.startswith("vit_s") or arch.startswith("vit_b"):
+        patch = 16 if arch[5:7] == "16" else 14
+        # ViT-S 384 wide with 6 heads, ViT-B 768 with 12.
+        width = 384 if arch.startswith("vit_s") else 768
         # _ls: with LayerScale, as DINOv2 (gammas at 0.5 so that they matter).
         init_values = 0.5 if "_ls" in arch else None
         # _regN: N register tokens, as timm's register models (patch-only
         # position embeddings).
         registers = int(arch.split("_reg")[1]) if "_reg" in arch else 0
         return timm.models.vision_transformer.VisionTransformer(
-            img_size=image_size, patch_size=patch, embed_dim=384, depth=12, num_heads=6, num_classes=num_classes,
+            img_size=image_size, patch_size=patch, embed_dim=width, depth=12, num_heads=width // 64, num_classes=num_classes,
             init_values=init_values, reg_tokens=registers, no_embed_class=registers > 0
         )
     raise SystemExit(f"unknown arch {arch}")
