@@ -397,6 +397,9 @@ pub struct ModelSource {
     pub weights: Option<std::path::PathBuf>,
     #[arg(long, value_enum)]
     pub arch: Option<crate::models::Arch>,
+    /// Where named weights come from.
+    #[command(flatten)]
+    pub download: DownloadArgs,
 }
 
 #[derive(Debug, Args)]

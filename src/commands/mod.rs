@@ -43,11 +43,7 @@ pub fn load_model(
             let size = image_size.unwrap_or(224);
             let text = weights.to_string_lossy();
             let (path, arch) = if crate::fetch::weights::is_name(&text) {
-                let got = crate::fetch::weights::resolve(
-                    &text,
-                    None,
-                    &crate::fetch::FetchOptions::new(None, None),
-                )?;
+                let got = crate::fetch::weights::resolve(&text, None, &source.download.options())?;
                 if let Some(a) = arch {
                     anyhow::ensure!(
                         a == got.arch,
