@@ -469,3 +469,34 @@ fn named_weights_are_fetched_once_checked_cached_and_recorded() {
     assert!(!cache.join("weights/resnet18-f37072fd.pth").exists());
     assert!(!cache.join("weights/resnet18-f37072fd.pth.part").exists());
 }
+
+/// A `.part` left by an earlier run of another version of the file: the
+/// resumed whole fails its checksum, so the file is fetched once more from
+/// the start, and the result is right.
+#[test]
+fn a_stale_partial_download_is_replaced_not_trusted() {
+    let archive = stl10_archive();
+    let server = Server::start(
+        HashMap::from([("stl10_binary.tar.gz".to_string(), archive.clone())]),
+        0,
+    );
+    let root = scratch("fetch_stale").join("data");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(
+        root.join("stl10_binary.tar.gz.part"),
+        vec![7u8; archive.len() / 3],
+    )
+    .unwrap();
+    common::assert_ok(&fetch(&root, &server.url, &hex_sha256(&archive)));
+    let log = server.log.lock().unwrap().clone();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(
+        log[0].1.as_deref(),
+        Some(format!("bytes={}-", archive.len() / 3).as_str())
+    );
+    assert_eq!(log[1].1, None, "the second request starts over");
+    assert_eq!(
+        std::fs::read(root.join("stl10_binary.tar.gz")).unwrap(),
+        archive
+    );
+}

@@ -154,15 +154,32 @@ pub fn fetch(source: &Source, dir: &Path, opts: &FetchOptions) -> anyhow::Result
     }
     let url = opts.url(source);
     let part = dir.join(format!("{}.part", source.file_name));
-    http::download(&url, &part).map_err(|e| {
-        e.context(format!(
-            "cannot download {url}. Without network access, fetch {} by hand (from {url} or a copy your lab keeps), \
-             and place it at {}; or set NAVE_LAB_MIRROR to a server that serves it under its name",
-            source.file_name,
-            path.display()
-        ))
-    })?;
-    match verify(&part, &checksum)? {
+    let transfer = |part: &Path| {
+        http::download(&url, part).map_err(|e| {
+            e.context(format!(
+                "cannot download {url}. Without network access, fetch {} by hand (from {url} or a copy your lab keeps), \
+                 and place it at {}; or set NAVE_LAB_MIRROR to a server that serves it under its name",
+                source.file_name,
+                path.display()
+            ))
+        })
+    };
+    // A part left by an earlier run may belong to another version of the
+    // file (the source changed since): when the resumed whole does not
+    // match, it is fetched once more from the start.
+    let resumed = part.is_file();
+    transfer(&part)?;
+    let mut verdict = verify(&part, &checksum)?;
+    if verdict.is_err() && resumed {
+        crate::warn!(
+            "{}: the resumed download does not match its checksum; downloading it from the start",
+            source.file_name
+        );
+        std::fs::remove_file(&part).with_context(|| format!("removing {}", part.display()))?;
+        transfer(&part)?;
+        verdict = verify(&part, &checksum)?;
+    }
+    match verdict {
         Ok(sha256) => {
             std::fs::File::open(&part)
                 .and_then(|f| f.sync_all())
