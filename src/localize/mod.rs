@@ -113,7 +113,8 @@ impl Selection {
     }
 }
 
-/// Best component box of a label map (`h x w`, image resolution) against the ground truth.
+/// Best component box of a label map (`h x w`, image resolution) against the
+/// ground truth; `Strategy::Author` hands the map to the authors' selection.
 pub fn select(
     labels: &[i64],
     h: usize,
@@ -122,12 +123,14 @@ pub fn select(
     strategy: Strategy,
     min_size: usize,
 ) -> Selection {
+    if strategy == Strategy::Author {
+        return Selection::author(labels, h, w, gt);
+    }
     let mut best = Selection::miss();
     for c in components(labels, h, w, min_size) {
         let b = match strategy {
             Strategy::Inner => inner_box(&c, h, w),
-            Strategy::Outer => outer_box(&c),
-            Strategy::Author => return Selection::author(labels, h, w, gt),
+            Strategy::Outer | Strategy::Author => outer_box(&c),
         };
         let score = gt.iter().map(|g| iou(&b, g)).fold(0.0, f64::max);
         if best.r#box.is_none() || score > best.iou {
