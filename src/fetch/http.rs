@@ -15,6 +15,9 @@ fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_recv_response(Some(Duration::from_secs(60)))
+        // A transfer that stalls for a minute is an error (then resumed),
+        // not a hang; a long download as a whole has no limit.
+        .timeout_per_read(Some(Duration::from_secs(60)))
         .http_status_as_error(false)
         .user_agent(concat!("nave-lab/", env!("CARGO_PKG_VERSION")))
         .build()

@@ -37,7 +37,7 @@ fn zip_entries(b: &[u8]) -> anyhow::Result<HashMap<String, Entry>> {
     let end = (lowest..b.len().saturating_sub(21))
         .rev()
         .find(|&i| b[i..i + 4] == [0x50, 0x4b, 0x05, 0x06])
-        .context("not a zip archive (a checkpoint from before PyTorch 1.6? load and save it again with torch.save)")?;
+        .context("not a zip archive (a checkpoint from before PyTorch 1.6? convert it with scripts/convert_pth.py, or load and save it again with torch.save)")?;
     let count = u16_at(b, end + 10)?;
     let mut at = u32_at(b, end + 16)?;
     let mut entries = HashMap::new();
