@@ -45,6 +45,26 @@ impl Cluster {
         cmd
     }
 
+    /// `nave-lab train EXP --checkpoints C --reports R ARGS...` against this cluster.
+    fn train(
+        &self,
+        exp: &Path,
+        checkpoints: &Path,
+        reports: &Path,
+        args: &[&str],
+    ) -> std::process::Output {
+        self.nave_lab()
+            .arg("train")
+            .arg(exp)
+            .arg("--checkpoints")
+            .arg(checkpoints)
+            .arg("--reports")
+            .arg(reports)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     /// Waits until none of `jobs` is queued any more.
     fn wait_for(&self, jobs: &[&str], limit: Duration) {
         let started = Instant::now();
@@ -113,17 +133,12 @@ fn a_study_runs_on_slurm_and_a_preempted_task_resumes() {
     let exp = study(&dir, "wm", 96, 3, "[0, 1]");
     let checkpoints = dir.join("checkpoints");
     let reports = dir.join("reports");
-    let out = cluster
-        .nave_lab()
-        .arg("train")
-        .arg(&exp)
-        .arg("--checkpoints")
-        .arg(&checkpoints)
-        .arg("--reports")
-        .arg(&reports)
-        .args(["--slurm", "--cpus-per-task", "1", "--time", "30:00"])
-        .output()
-        .unwrap();
+    let out = cluster.train(
+        &exp,
+        &checkpoints,
+        &reports,
+        &["--slurm", "--cpus-per-task", "1", "--time", "30:00"],
+    );
     common::assert_ok(&out);
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -233,17 +248,12 @@ fn a_study_runs_on_slurm_and_a_preempted_task_resumes() {
     // Preemption: SIGTERM to a running task; it saves, exits 143, requeues
     // itself and resumes from its last epoch.
     let exp = study(&dir, "pre", 480, 4, "[0]");
-    let out = cluster
-        .nave_lab()
-        .arg("train")
-        .arg(&exp)
-        .arg("--checkpoints")
-        .arg(&checkpoints)
-        .arg("--reports")
-        .arg(&reports)
-        .args(["--set", "grid.watermark=[true]", "--slurm"])
-        .output()
-        .unwrap();
+    let out = cluster.train(
+        &exp,
+        &checkpoints,
+        &reports,
+        &["--set", "grid.watermark=[true]", "--slurm"],
+    );
     common::assert_ok(&out);
     let study_dir = checkpoints.join("pre");
     let j = jobs(&study_dir);
