@@ -124,6 +124,18 @@ fn weights(study: &Path, id: &str) -> Vec<u8> {
     std::fs::read(run.join("model.safetensors")).unwrap()
 }
 
+/// `nave-lab -q train EXP --checkpoints C` without Slurm; it must succeed.
+fn train_locally(exp: &Path, checkpoints: &Path) {
+    let ok = nave_lab()
+        .args(["-q", "train"])
+        .arg(exp)
+        .arg("--checkpoints")
+        .arg(checkpoints)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
 #[test]
 fn a_study_runs_on_slurm_and_a_preempted_task_resumes() {
     let dir = scratch("slurm");
@@ -160,14 +172,7 @@ fn a_study_runs_on_slurm_and_a_preempted_task_resumes() {
 
     // Every run complete, with the weights a local `train` gives.
     let local = dir.join("local");
-    let ok = nave_lab()
-        .args(["-q", "train"])
-        .arg(&exp)
-        .arg("--checkpoints")
-        .arg(&local)
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    train_locally(&exp, &local);
     let ids: Vec<String> = j["runs"]
         .as_array()
         .unwrap()
@@ -308,14 +313,7 @@ fn audit_run_parts_are_merged_without_recomputing() {
     let exp = study(&dir, "parts", 64, 1, "[0]");
     let checkpoints = dir.join("checkpoints");
     let reports = dir.join("reports");
-    let ok = nave_lab()
-        .args(["-q", "train"])
-        .arg(&exp)
-        .arg("--checkpoints")
-        .arg(&checkpoints)
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    train_locally(&exp, &checkpoints);
     let study_dir = checkpoints.join("parts");
     let ids = ["resnet18-aug0-wm0-s0", "resnet18-aug0-wm1-s0"];
     let mut seconds = Vec::new();
