@@ -197,6 +197,9 @@ pub struct BenchDetectArgs {
     /// Only the runs of these families (default: every run).
     #[arg(long, value_delimiter = ',')]
     pub families: Vec<String>,
+    /// Only the runs of these seeds (default: every seed).
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Vec<u64>,
     /// Skip the occlusion baseline (it costs about twice the detector).
     #[arg(long)]
     pub no_baseline: bool,

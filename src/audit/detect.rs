@@ -8,20 +8,29 @@
 //! shortcut answers yes to: pasted onto images of the other classes, does
 //! that segment move the model towards its own class, more than the ring of
 //! image around it does? That lift over the control, weighted by how much the
-//! segments look like one reproduced object (a sharp peak of grey levels that
-//! the rest of the images lack), is the candidate's score; the best
-//! candidate's segment on each probe is the suspect region.
-//!
-//! The occlusion baseline asks the same question of the square whose
-//! occlusion moves each image's prediction most (a sliding square, no NAVE),
-//! scored by the same transplant test, so the figures say what NAVE adds.
+//! segments look like one reproduced object, is the candidate's score.
 //!
 //! The transplant test alone does not separate the zoo's runs that rely on
 //! an artefact from clean ones: the synthetic pneumonia opacities are
 //! compact, class-specific regions too, and a clean model's prediction moves
-//! as much when one is pasted. The stereotypy weight (reproduced pixels, see
-//! `recurrence`) is what tells them apart. `verdict` turns the score into the
-//! audit's flag; `nave-lab bench detect` measures both detectors on a zoo.
+//! as much when one is pasted. What tells a stamped object from tissue is
+//! that it recurs, the same in every image of its class and in none of the
+//! others. The weight asks that three ways, each blind somewhere else
+//! (`Stereotypy`): exact reproduced pixels (`recurrence`: misses a
+//! translucent ruler and a black box on a radiograph's black borders), and
+//! the high-pass correlation of the segments' windows, wide and then of the
+//! object cut out of them, anywhere in other images of the class against
+//! the other classes' (`template`).
+//!
+//! The suspect region on each probe is where that recurring object matches
+//! (so it follows the object, not the clustering grid), failing that the
+//! suspect cluster's cells there.
+//!
+//! The occlusion baseline asks the same question of the square whose
+//! occlusion moves each image's prediction most (a sliding square, no NAVE),
+//! scored by the same transplant test and weight, so the figures say what
+//! NAVE adds. `verdict` turns the score into the audit's flag; `nave-lab
+//! bench detect` measures both detectors on a zoo.
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -34,6 +43,7 @@ use crate::models::Model;
 use crate::nave::{colour, extract, kmeans};
 
 use super::recurrence::{grey_levels, Recurrence};
+use super::template;
 
 /// The detector's settings: fixed, not read from the run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -97,8 +107,22 @@ pub struct Candidate {
     pub presence: f64,
     /// Mean distance of the cluster's rows to its centre over that of all rows.
     pub tightness: f64,
-    /// See `stereotypy`: 0 for tissue, up to 1 for a reproduced object.
+    /// See `Stereotypy::weight`: 0 for tissue, up to 1 for a reproduced object.
     pub stereotypy: f64,
+    /// Its three views: the share of reproduced pixels; the best high-pass
+    /// correlation of the segments' windows with the other images of their
+    /// class and with the other classes' images; and the same for the
+    /// object cut out of the best window (see `template`).
+    #[serde(default)]
+    pub reproduced: f64,
+    #[serde(default)]
+    pub wide_within: f64,
+    #[serde(default)]
+    pub wide_other: f64,
+    #[serde(default)]
+    pub object_within: f64,
+    #[serde(default)]
+    pub object_other: f64,
     pub lift: f64,
     pub control: f64,
 }
@@ -218,8 +242,8 @@ type Regions = Vec<(usize, Vec<bool>)>;
 
 /// The transplant test of one candidate: `regions` are (source image, grid
 /// mask) pairs of images of `class`; `targets` images of the other classes.
-/// Returns (lift, control): the mean gain of P(class) when the region is
-/// pasted, and when the ring of cells around it is pasted instead.
+/// Returns the mean gain of P(class) when the region is pasted, and when the
+/// ring of cells around it is pasted instead.
 #[allow(clippy::too_many_arguments)]
 fn transplant(
     model: &Model,
@@ -230,7 +254,7 @@ fn transplant(
     grid: (usize, usize),
     pairs: usize,
     device: Device,
-) -> (f64, f64) {
+) -> Transplant {
     let size = images.size()[2] as usize;
     let (h, w) = grid;
     let n = pairs.min(regions.len().max(targets.len()));
@@ -255,13 +279,28 @@ fn transplant(
         ],
         0,
     );
-    let p = probabilities(model, &batch, device).select(1, class as i64); // [3n]
-    let p: Vec<f32> = Vec::try_from(p).expect("float probabilities");
-    let (with, rest) = p.split_at(n);
-    let (control, base) = rest.split_at(n);
-    let mean_gain =
-        |v: &[f32]| v.iter().zip(base).map(|(a, b)| (a - b) as f64).sum::<f64>() / n.max(1) as f64;
-    (mean_gain(with), mean_gain(control))
+    let p: Vec<f32> = Vec::try_from(probabilities(model, &batch, device).select(1, class as i64))
+        .expect("float probabilities");
+    let base = &p[2 * n..];
+    let mean_gain = |k: usize| {
+        p[k * n..(k + 1) * n]
+            .iter()
+            .zip(base)
+            .map(|(a, b)| (a - b) as f64)
+            .sum::<f64>()
+            / n.max(1) as f64
+    };
+    Transplant {
+        lift: mean_gain(0),
+        control: mean_gain(1),
+    }
+}
+
+/// What one transplant test measured: the mean gain of P(class) when the
+/// region is pasted, and when the ring around it is pasted instead.
+struct Transplant {
+    lift: f64,
+    control: f64,
 }
 
 /// Reproduced pixels that make a segment count fully as carrying a
@@ -269,11 +308,78 @@ fn transplant(
 /// letter) counts; fewer count in proportion.
 const REPRODUCED_PIXELS: f64 = 40.0;
 
-/// How much the segments look like one reproduced object rather than
-/// anatomy: the mean over the segments of their reproduced pixels (see
-/// `recurrence`) over `REPRODUCED_PIXELS`, capped at 1. A stamped box, token
-/// or ruler repeats pixel for pixel in its class; tissue and opacities do not.
-fn stereotypy(maps: &[Vec<f32>], segments: &[(usize, Vec<bool>)], grid: (usize, usize)) -> f64 {
+/// Where a recurrence gap (see `template`: the best correlation within the
+/// class minus that with the other classes) starts to count as a
+/// reproduced object, and where it counts fully. For the wide windows, the
+/// tuning runs' anatomy reaches about 0.07 and stamped boxes and tokens
+/// 0.2-0.5; the object cut out of a window correlates more sharply both
+/// ways (anatomy up to about 0.1, stamped objects 0.3-0.7).
+const WIDE_GAP: (f64, f64) = (0.08, 0.25);
+const OBJECT_GAP: (f64, f64) = (0.10, 0.50);
+
+/// How much a candidate's segments look like one reproduced object rather
+/// than anatomy, from three views that fail in different places.
+#[derive(Debug, Clone, Copy, Default)]
+struct Stereotypy {
+    /// Share of reproduced pixels (`reproduced_share`): exact, so blind to
+    /// a translucent object and to a black one on black borders.
+    reproduced: f64,
+    /// Best high-pass correlation of the segments' windows with the other
+    /// images of their class and with the other classes' (`template`):
+    /// sees through translucency, diluted by what surrounds the object.
+    wide_within: f64,
+    wide_other: f64,
+    /// The same for the object cut out of the best window: sharp, but one
+    /// window's cut, so noisier.
+    object_within: f64,
+    object_other: f64,
+}
+
+/// A gap between `range.0` (0) and `range.1` (1).
+fn ramp(gap: f64, range: (f64, f64)) -> f64 {
+    ((gap - range.0) / (range.1 - range.0)).clamp(0.0, 1.0)
+}
+
+impl Stereotypy {
+    /// The weight of the transplant lift: the mean of the three views, each
+    /// from 0 (tissue) to 1 (a stamped object).
+    fn weight(&self) -> f64 {
+        let wide = ramp(self.wide_within - self.wide_other, WIDE_GAP);
+        let object = ramp(self.object_within - self.object_other, OBJECT_GAP);
+        (self.reproduced + wide + object) / 3.0
+    }
+}
+
+/// Both views of a candidate: `segments` of images of one class (`members`),
+/// `others` the images of the other classes.
+#[allow(clippy::too_many_arguments)]
+fn stereotypy(
+    maps: &[Vec<f32>],
+    high: &Tensor,
+    segments: &Regions,
+    members: &[usize],
+    others: &[usize],
+    grid: (usize, usize),
+) -> Stereotypy {
+    let r = recurring_structure(high, segments, members, others, grid);
+    Stereotypy {
+        reproduced: reproduced_share(maps, segments, grid),
+        wide_within: r.wide_within,
+        wide_other: r.wide_other,
+        object_within: r.within,
+        object_other: r.other,
+    }
+}
+
+/// How much the segments hold reproduced pixels: the mean over the
+/// segments of their reproduced pixels (see `recurrence`) over
+/// `REPRODUCED_PIXELS`, capped at 1. A stamped box, token or opaque ruler
+/// repeats pixel for pixel in its class; tissue and opacities do not.
+fn reproduced_share(
+    maps: &[Vec<f32>],
+    segments: &[(usize, Vec<bool>)],
+    grid: (usize, usize),
+) -> f64 {
     let size = (maps.first().map_or(0, Vec::len) as f64).sqrt() as usize;
     let mut sum = 0.0f64;
     for (i, mask) in segments {
@@ -330,8 +436,178 @@ fn suspect_cells(
     cells.iter().any(|&c| c).then_some(cells)
 }
 
+/// Templates per candidate, and images of each side they are matched in.
+const TEMPLATES: usize = 12;
+
+/// A candidate's windows (see `template`): on up to `TEMPLATES` of its
+/// segments, the high-pass window centred on the segment's largest
+/// component, a cell wider than the components' median side; `[T, s, s]`,
+/// with the images they were taken from. None when no segment has a component.
+fn windows(
+    high: &Tensor,
+    segments: &Regions,
+    grid: (usize, usize),
+) -> Option<(Tensor, Vec<usize>)> {
+    let size = high.size()[2];
+    let (h, w) = grid;
+    let boxes: Vec<(usize, WmBox)> = segments
+        .iter()
+        .filter_map(|(i, m)| largest_component_box(m, h, w, size as usize).map(|b| (*i, b)))
+        .take(TEMPLATES)
+        .collect();
+    let mut sides: Vec<i64> = boxes.iter().map(|(_, b)| b.w.max(b.h)).collect();
+    sides.sort_unstable();
+    let side = (*sides.get(sides.len() / 2)? + size / h as i64).min(size / 2);
+    let crops: Vec<Tensor> = boxes
+        .iter()
+        .map(|(i, b)| template::crop(high, *i, &template::centred_window(b, side, size)))
+        .collect();
+    Some((
+        Tensor::stack(&crops, 0),
+        boxes.iter().map(|(i, _)| *i).collect(),
+    ))
+}
+
+/// What the template test found for one candidate (see `template`).
+#[derive(Default)]
+struct Recurring {
+    /// Mean best correlation of the wide windows with other images of the
+    /// class, and with images of the other classes.
+    wide_within: f64,
+    wide_other: f64,
+    /// The same for the recurring object cut out of the best window.
+    within: f64,
+    other: f64,
+    /// That object as a template `[1, h, w]`, the box of the object inside
+    /// it (the template adds the pixels its edges spread over), and the
+    /// correlation halfway between `within` and `other`: a probe whose best
+    /// match is below it does not show the object.
+    object: Option<(Tensor, WmBox, f64)>,
+}
+
+/// Pixels around a recurring object's box that its template keeps: the
+/// high pass spreads an edge over this many pixels on either side.
+const EDGE_SPREAD: i64 = 2;
+
+/// The template test of one candidate: its wide windows matched anywhere in
+/// other images of the class and in images of the other classes; then the
+/// part of the best-recurring window that recurs, cut out and matched the
+/// same way. The wide windows hold whatever surrounds the object; the cut
+/// holds the object alone, so its correlations tell it apart more sharply.
+fn recurring_structure(
+    high: &Tensor,
+    segments: &Regions,
+    members: &[usize],
+    others: &[usize],
+    grid: (usize, usize),
+) -> Recurring {
+    let Some((templates, sources)) = windows(high, segments, grid) else {
+        return Recurring::default();
+    };
+    let within: Vec<usize> = members
+        .iter()
+        .copied()
+        .filter(|m| !sources.contains(m))
+        .take(TEMPLATES)
+        .collect();
+    let other: Vec<usize> = others.iter().copied().take(TEMPLATES).collect();
+    if within.is_empty() || other.is_empty() {
+        return Recurring::default();
+    }
+    let (within, other) = (
+        high.index_select(0, &index_tensor(&within)),
+        high.index_select(0, &index_tensor(&other)),
+    );
+    let mean = |x: &Tensor| x.mean(Kind::Float).double_value(&[]);
+    let per_template = template::best_correlation(&templates, &within).mean_dim(
+        [1i64].as_slice(),
+        false,
+        Kind::Float,
+    );
+    let mut found = Recurring {
+        wide_within: mean(&per_template),
+        wide_other: mean(&template::best_correlation(&templates, &other)),
+        ..Recurring::default()
+    };
+    let best = templates.get(per_template.argmax(0, false).int64_value(&[]));
+    let Some(inner) = template::recurring_box(&template::agreement(&best, &within)) else {
+        return found;
+    };
+    let side = best.size()[0];
+    let (x0, y0) = (
+        (inner.x - EDGE_SPREAD).max(0),
+        (inner.y - EDGE_SPREAD).max(0),
+    );
+    let (x1, y1) = (
+        (inner.x + inner.w + EDGE_SPREAD).min(side),
+        (inner.y + inner.h + EDGE_SPREAD).min(side),
+    );
+    let object = best
+        .narrow(0, y0, y1 - y0)
+        .narrow(1, x0, x1 - x0)
+        .unsqueeze(0);
+    found.within = mean(&template::best_correlation(&object, &within));
+    found.other = mean(&template::best_correlation(&object, &other));
+    let offset = WmBox {
+        x: inner.x - x0,
+        y: inner.y - y0,
+        ..inner
+    };
+    found.object = Some((object, offset, (found.within + found.other) / 2.0));
+    found
+}
+
+/// Where a probe (high-pass `[1, S, S]`) shows the recurring object: its
+/// best match, when at least the halfway correlation, as the grid cells it
+/// touches.
+fn find_object(
+    object: &(Tensor, WmBox, f64),
+    probe: &Tensor,
+    grid: (usize, usize),
+    size: usize,
+) -> Option<WmBox> {
+    let (template, inner, halfway) = object;
+    let (window, r) = template::best_match(template, probe);
+    if r < *halfway {
+        return None;
+    }
+    let found = WmBox {
+        x: window.x + inner.x,
+        y: window.y + inner.y,
+        ..*inner
+    };
+    rasterised(&found, grid.0, grid.1, size)
+}
+
+/// The segments of `cluster` on the `members` images that are small enough
+/// to be an object (at most `max_area` of the image), as grid masks.
+fn small_segments(
+    labels: &[i64],
+    members: &[usize],
+    cluster: i64,
+    cells: usize,
+    max_area: f64,
+) -> Regions {
+    members
+        .iter()
+        .filter_map(|&i| {
+            let mask: Vec<bool> = labels[i * cells..(i + 1) * cells]
+                .iter()
+                .map(|&l| l == cluster)
+                .collect();
+            let area = mask.iter().filter(|&&m| m).count() as f64 / cells as f64;
+            (area > 0.0 && area <= max_area).then_some((i, mask))
+        })
+        .collect()
+}
+
 /// Pixel box of the largest 4-connected group of `mask`'s cells.
 fn largest_component_box(mask: &[bool], h: usize, w: usize, size: usize) -> Option<WmBox> {
+    cells_box(&largest_component(mask, h, w)?, h, w, size)
+}
+
+/// The largest 4-connected group of `mask`'s cells, as a mask.
+fn largest_component(mask: &[bool], h: usize, w: usize) -> Option<Vec<bool>> {
     let mut seen = vec![false; h * w];
     let mut best: Vec<usize> = Vec::new();
     for start in 0..h * w {
@@ -374,7 +650,7 @@ fn largest_component_box(mask: &[bool], h: usize, w: usize, size: usize) -> Opti
     for i in best {
         cells[i] = true;
     }
-    cells_box(&cells, h, w, size)
+    Some(cells)
 }
 
 /// Pixel bounding box of a set of grid cells, mapped to the image as NAVE
@@ -406,75 +682,107 @@ fn cells_box(cells: &[bool], h: usize, w: usize, size: usize) -> Option<WmBox> {
     })
 }
 
-/// The NAVE-guided detector, clustering the features of `taps`.
-pub fn nave_detect(
-    e: &Evidence,
-    taps: &[String],
-    spec: &DetectorSpec,
-) -> anyhow::Result<Detection> {
-    let _guard = tch::no_grad_guard();
-    let (model, class_names, probes, device) = (e.model, e.class_names, e.probes, e.device);
-    let (images, class_of) = sampled(e, spec.per_class); // [B, 3, S, S] uint8
-    let (table, maps) = recurrence_maps(&grey_levels(&images), &class_of, class_names.len());
-    let features_of = |imgs: &Tensor| {
-        extract::features(
-            model,
-            &normalize_u8(&imgs.to_device(device)),
-            taps,
-            None,
-            32,
-        )
-    };
-    let feats = features_of(&images)?; // [B, D, h, w]
-    let (b, _, h, w) = feats.size4()?;
-    let (h, w) = (h as usize, w as usize);
-    let cells = h * w;
-    let k = spec.k.min(b as usize * cells);
-    let result = kmeans::kmeans(&extract::to_rows(&feats), k, 0, 1e-4, 100);
-    let labels_grid: Vec<i64> =
-        Vec::try_from(result.labels.to_device(Device::Cpu)).expect("int64 labels");
-    // How tightly each cluster's rows sit around its centre, relative to all
-    // rows: a reproduced object (the same pixels in every image) is tight.
-    let rows = extract::to_rows(&feats);
+/// The detector's set-scope clustering of a class-balanced sample of the
+/// training images, and what the candidates are scored with.
+struct SampleClustering {
+    /// The sampled images (uint8 `[B, 3, S, S]`), each one's class, and
+    /// their high-pass grey images (`template`).
+    images: Tensor,
+    class_of: Vec<usize>,
+    high: Tensor,
+    /// Class-specific reproduced pixels (`recurrence`): the table, and each
+    /// image's map for its own class.
+    table: Recurrence,
+    maps: Vec<Vec<f32>>,
+    /// Every cell's cluster, image-major, on the `grid`.
+    labels: Vec<i64>,
+    centres: Tensor,
+    grid: (usize, usize),
+    /// Per cluster: the mean distance of its rows to its centre over that of all rows.
+    tightness: Vec<f64>,
+}
+
+impl SampleClustering {
+    fn new(e: &Evidence, taps: &[String], spec: &DetectorSpec) -> anyhow::Result<Self> {
+        let (images, class_of) = sampled(e, spec.per_class);
+        let (table, maps) = recurrence_maps(&grey_levels(&images), &class_of, e.class_names.len());
+        let feats = features(e, taps, &images)?; // [B, D, h, w]
+        let (b, _, h, w) = feats.size4()?;
+        let rows = extract::to_rows(&feats);
+        let k = spec.k.min((b * h * w) as usize);
+        let result = kmeans::kmeans(&rows, k, 0, 1e-4, 100);
+        let labels: Vec<i64> =
+            Vec::try_from(result.labels.to_device(Device::Cpu)).expect("int64 labels");
+        let tightness = tightness(&rows, &result, &labels, k);
+        Ok(Self {
+            high: template::high_pass(&images),
+            images,
+            class_of,
+            table,
+            maps,
+            labels,
+            centres: result.centres,
+            grid: (h as usize, w as usize),
+            tightness,
+        })
+    }
+
+    /// The sampled images of `class`, and those of the other classes.
+    fn split(&self, class: usize) -> (Vec<usize>, Vec<usize>) {
+        (0..self.class_of.len()).partition(|&i| self.class_of[i] == class)
+    }
+
+    fn cells(&self) -> usize {
+        self.grid.0 * self.grid.1
+    }
+}
+
+/// The features of uint8 images at `taps`, on the evidence's device.
+fn features(e: &Evidence, taps: &[String], images: &Tensor) -> anyhow::Result<Tensor> {
+    extract::features(
+        e.model,
+        &normalize_u8(&images.to_device(e.device)),
+        taps,
+        None,
+        32,
+    )
+}
+
+/// How tightly each cluster's rows sit around its centre, relative to all
+/// rows (reported per candidate; a reproduced object is tight).
+fn tightness(rows: &Tensor, result: &kmeans::KMeansResult, labels: &[i64], k: usize) -> Vec<f64> {
     let dist: Vec<f32> = Vec::try_from(
-        (&rows - result.centres.index_select(0, &result.labels))
+        (rows - result.centres.index_select(0, &result.labels))
             .norm_scalaropt_dim(2, [1i64].as_slice(), false)
             .to_device(Device::Cpu),
     )
     .expect("float distances");
     let overall = dist.iter().map(|&d| d as f64).sum::<f64>() / dist.len().max(1) as f64;
-    let tightness: Vec<f64> = (0..k as i64)
+    (0..k as i64)
         .map(|c| {
             let (sum, n) = dist
                 .iter()
-                .zip(&labels_grid)
+                .zip(labels)
                 .filter(|(_, &l)| l == c)
                 .fold((0.0, 0usize), |(s, n), (&d, _)| (s + d as f64, n + 1));
             sum / n.max(1) as f64 / overall.max(1e-12)
         })
-        .collect();
+        .collect()
+}
 
-    // Every small, recurring cluster of every class is a candidate.
-    let mut best: Option<(f64, usize, usize, f64, f64, f64)> = None;
+/// Every small, recurring cluster of every class, with its transplant test
+/// and its stereotypy; the candidate's score is the lift over the control
+/// times the stereotypy weight.
+fn score_candidates(e: &Evidence, sc: &SampleClustering, spec: &DetectorSpec) -> Vec<Candidate> {
+    let (h, w) = sc.grid;
     let mut candidates = Vec::new();
-    for (class, class_name) in class_names.iter().enumerate() {
-        let members: Vec<usize> = (0..b as usize).filter(|&i| class_of[i] == class).collect();
-        let targets: Vec<usize> = (0..b as usize).filter(|&i| class_of[i] != class).collect();
+    for (class, class_name) in e.class_names.iter().enumerate() {
+        let (members, targets) = sc.split(class);
         if members.is_empty() || targets.is_empty() {
             continue;
         }
-        for cluster in 0..k as i64 {
-            let segments: Regions = members
-                .iter()
-                .filter_map(|&i| {
-                    let mask: Vec<bool> = labels_grid[i * cells..(i + 1) * cells]
-                        .iter()
-                        .map(|&l| l == cluster)
-                        .collect();
-                    let area = mask.iter().filter(|&&m| m).count() as f64 / cells as f64;
-                    (area > 0.0 && area <= spec.max_area).then_some((i, mask))
-                })
-                .collect();
+        for cluster in 0..sc.centres.size()[0] {
+            let segments = small_segments(&sc.labels, &members, cluster, sc.cells(), spec.max_area);
             if (segments.len() as f64) < spec.min_presence * members.len() as f64 {
                 continue;
             }
@@ -482,33 +790,103 @@ pub fn nave_detect(
                 .iter()
                 .map(|(i, m)| (*i, dilate(m, h, w)))
                 .collect();
-            let stereo = stereotypy(&maps, &segments, (h, w));
-            let (lift, control) = transplant(
-                model,
-                &images,
-                &regions,
-                &targets,
-                class,
-                (h, w),
-                spec.pairs,
-                device,
+            let views = stereotypy(&sc.maps, &sc.high, &segments, &members, &targets, sc.grid);
+            let t = transplant(
+                e.model, &sc.images, &regions, &targets, class, sc.grid, spec.pairs, e.device,
             );
-            let score = (lift - control) * stereo;
             candidates.push(Candidate {
                 class: class_name.clone(),
                 cluster: cluster as usize,
                 presence: regions.len() as f64 / members.len() as f64,
-                tightness: tightness[cluster as usize],
-                stereotypy: stereo,
-                lift,
-                control,
+                tightness: sc.tightness[cluster as usize],
+                stereotypy: views.weight(),
+                reproduced: views.reproduced,
+                wide_within: views.wide_within,
+                wide_other: views.wide_other,
+                object_within: views.object_within,
+                object_other: views.object_other,
+                lift: t.lift,
+                control: t.control,
             });
-            if best.is_none_or(|(s, ..)| score > s) {
-                best = Some((score, class, cluster as usize, lift, control, stereo));
-            }
         }
     }
-    let Some((score, class, cluster, lift, control, stereotypy)) = best else {
+    candidates
+}
+
+impl Candidate {
+    fn score(&self) -> f64 {
+        (self.lift - self.control) * self.stereotypy
+    }
+}
+
+/// The suspect region on each probe: where the suspect cluster's recurring
+/// object matches; failing that, the suspect cluster's cells there (those
+/// nearest its centre) that hold reproduced pixels, or the cluster itself.
+fn suspect_regions(
+    e: &Evidence,
+    taps: &[String],
+    sc: &SampleClustering,
+    spec: &DetectorSpec,
+    class: usize,
+    cluster: usize,
+) -> anyhow::Result<Vec<Option<WmBox>>> {
+    let (h, w) = sc.grid;
+    let size = e.probes.size()[2] as usize;
+    let rows = extract::to_rows(&features(e, taps, e.probes)?); // [P*h*w, D]
+    let nearest: Vec<i64> = Vec::try_from(
+        Tensor::cdist(&rows, &sc.centres.to_kind(Kind::Float), 2.0, None)
+            .argmin(1, false)
+            .to_device(Device::Cpu),
+    )
+    .expect("int64 labels");
+    let (members, others) = sc.split(class);
+    let segments = small_segments(
+        &sc.labels,
+        &members,
+        cluster as i64,
+        sc.cells(),
+        spec.max_area,
+    );
+    let object = recurring_structure(&sc.high, &segments, &members, &others, sc.grid).object;
+    let probe_high = template::high_pass(e.probes);
+    let probe_grey = grey_levels(e.probes);
+    Ok(nearest
+        .chunks(sc.cells())
+        .zip(&probe_grey)
+        .enumerate()
+        .map(|(p, (grid, grey))| {
+            let found = object
+                .as_ref()
+                .and_then(|o| find_object(o, &probe_high.get(p as i64), sc.grid, size));
+            found.or_else(|| {
+                let mask: Vec<bool> = grid.iter().map(|&l| l == cluster as i64).collect();
+                suspect_cells(&mask, &sc.table.map(grey, class), sc.grid, size)
+                    .and_then(|cells| largest_component_box(&cells, h, w, size))
+                    .or_else(|| largest_component_box(&mask, h, w, size))
+            })
+        })
+        .collect())
+}
+
+/// The NAVE-guided detector, clustering the features of `taps`.
+pub fn nave_detect(
+    e: &Evidence,
+    taps: &[String],
+    spec: &DetectorSpec,
+) -> anyhow::Result<Detection> {
+    let _guard = tch::no_grad_guard();
+    let sc = SampleClustering::new(e, taps, spec)?;
+    let candidates = score_candidates(e, &sc, spec);
+    // The first of the highest-scoring candidates.
+    let best = candidates
+        .iter()
+        .enumerate()
+        .fold(None::<(usize, f64)>, |best, (i, c)| match best {
+            Some((_, s)) if c.score() <= s => best,
+            _ => Some((i, c.score())),
+        })
+        .map(|(i, _)| candidates[i].clone());
+    let Some(best) = best else {
         return Ok(Detection {
             score: 0.0,
             class: None,
@@ -516,38 +894,23 @@ pub fn nave_detect(
             lift: 0.0,
             control: 0.0,
             stereotypy: 0.0,
-            suspect_boxes: vec![None; probes.size()[0] as usize],
+            suspect_boxes: vec![None; e.probes.size()[0] as usize],
             candidates,
         });
     };
-    // The suspect cluster on each probe: its cells are those nearest its centre.
-    let rows = extract::to_rows(&features_of(probes)?); // [P*h*w, D]
-    let nearest: Vec<i64> = Vec::try_from(
-        Tensor::cdist(&rows, &result.centres.to_kind(Kind::Float), 2.0, None)
-            .argmin(1, false)
-            .to_device(Device::Cpu),
-    )
-    .expect("int64 labels");
-    let size = probes.size()[2] as usize;
-    let probe_grey = grey_levels(probes);
-    let suspect_boxes = nearest
-        .chunks(cells)
-        .zip(&probe_grey)
-        .map(|(grid, grey)| {
-            let mask: Vec<bool> = grid.iter().map(|&l| l == cluster as i64).collect();
-            suspect_cells(&mask, &table.map(grey, class), (h, w), size)
-                .and_then(|cells| largest_component_box(&cells, h, w, size))
-                .or_else(|| largest_component_box(&mask, h, w, size))
-        })
-        .collect();
+    let class = e
+        .class_names
+        .iter()
+        .position(|c| *c == best.class)
+        .expect("a candidate's class is one of the classes");
     Ok(Detection {
-        score,
-        class: Some(class_names[class].clone()),
-        cluster: Some(cluster),
-        lift,
-        control,
-        stereotypy,
-        suspect_boxes,
+        score: best.score(),
+        class: Some(best.class.clone()),
+        cluster: Some(best.cluster),
+        lift: best.lift,
+        control: best.control,
+        stereotypy: best.stereotypy,
+        suspect_boxes: suspect_regions(e, taps, &sc, spec, class, best.cluster)?,
         candidates,
     })
 }
@@ -565,6 +928,7 @@ pub fn occlusion_detect(e: &Evidence, spec: &DetectorSpec) -> anyhow::Result<Det
     let squares = square_masks(size, lattice);
     let (images, class_of) = sampled(e, spec.per_class / 2);
     let (_, maps) = recurrence_maps(&grey_levels(&images), &class_of, classes);
+    let high = template::high_pass(&images);
     let most_sensitive = |imgs: &Tensor, class_per_image: &[usize]| -> Vec<usize> {
         let n = imgs.size()[0];
         let base = probabilities(model, imgs, device);
@@ -604,9 +968,12 @@ pub fn occlusion_detect(e: &Evidence, spec: &DetectorSpec) -> anyhow::Result<Det
     };
     let mut best: Option<(f64, usize, f64, f64, f64)> = None;
     for class in 0..classes {
-        let regions: Regions = (0..class_of.len())
+        let members: Vec<usize> = (0..class_of.len())
             .filter(|&i| class_of[i] == class)
-            .map(|i| (i, square_grid(chosen[i])))
+            .collect();
+        let regions: Regions = members
+            .iter()
+            .map(|&i| (i, square_grid(chosen[i])))
             .collect();
         let targets: Vec<usize> = (0..class_of.len())
             .filter(|&i| class_of[i] != class)
@@ -614,7 +981,7 @@ pub fn occlusion_detect(e: &Evidence, spec: &DetectorSpec) -> anyhow::Result<Det
         if regions.is_empty() || targets.is_empty() {
             continue;
         }
-        let (lift, control) = transplant(
+        let Transplant { lift, control, .. } = transplant(
             model,
             &images,
             &regions,
@@ -624,7 +991,15 @@ pub fn occlusion_detect(e: &Evidence, spec: &DetectorSpec) -> anyhow::Result<Det
             spec.pairs,
             device,
         );
-        let stereo = stereotypy(&maps, &regions, (lattice, lattice));
+        let stereo = stereotypy(
+            &maps,
+            &high,
+            &regions,
+            &members,
+            &targets,
+            (lattice, lattice),
+        )
+        .weight();
         let score = (lift - control) * stereo;
         if best.is_none_or(|(s, ..)| score > s) {
             best = Some((score, class, lift, control, stereo));
@@ -741,6 +1116,75 @@ mod tests {
     }
 
     #[test]
+    fn the_weight_is_the_mean_of_three_views_each_ramped() {
+        let stamped = Stereotypy {
+            reproduced: 1.0,
+            wide_within: 0.45,
+            wide_other: 0.15,
+            object_within: 0.9,
+            object_other: 0.3,
+        };
+        assert_eq!(stamped.weight(), 1.0);
+        let tissue = Stereotypy {
+            reproduced: 0.0,
+            wide_within: 0.2,
+            wide_other: 0.15,
+            object_within: 0.5,
+            object_other: 0.45,
+        };
+        assert_eq!(tissue.weight(), 0.0);
+        // A translucent ruler: no exact pixels, both correlation views halfway.
+        let ruler = Stereotypy {
+            wide_within: 0.25,
+            wide_other: 0.25 - (WIDE_GAP.0 + WIDE_GAP.1) / 2.0,
+            object_within: 0.6,
+            object_other: 0.6 - (OBJECT_GAP.0 + OBJECT_GAP.1) / 2.0,
+            ..Stereotypy::default()
+        };
+        assert!((ruler.weight() - 1.0 / 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_recurring_object_is_found_on_a_probe_as_the_cells_it_touches() {
+        // Noise images, 48 px; a 9 x 9 bright ring stamped on image 1 at (20, 6).
+        tch::manual_seed(7);
+        let images = (Tensor::rand([2, 3, 48, 48], (Kind::Float, Device::Cpu)) * 30.0 + 100.0)
+            .to_kind(Kind::Uint8);
+        let mut stamp = images.get(1).narrow(1, 6, 9).narrow(2, 20, 9);
+        let _ = stamp.fill_(250);
+        let _ = stamp.narrow(1, 2, 5).narrow(2, 2, 5).fill_(20);
+        let high = template::high_pass(&images);
+        // The object's template as `recurring_structure` cuts it: the
+        // stamp with EDGE_SPREAD pixels around it, the stamp's box inside.
+        let cut = WmBox {
+            x: 20 - EDGE_SPREAD,
+            y: 6 - EDGE_SPREAD,
+            w: 9 + 2 * EDGE_SPREAD,
+            h: 9 + 2 * EDGE_SPREAD,
+        };
+        let inner = WmBox {
+            x: EDGE_SPREAD,
+            y: EDGE_SPREAD,
+            w: 9,
+            h: 9,
+        };
+        let object = (template::crop(&high, 1, &cut).unsqueeze(0), inner, 0.5);
+        // On a 6 x 6 grid (8 px cells) the stamp touches columns 2-3 and rows 0-1.
+        let found = find_object(&object, &high.get(1), (6, 6), 48);
+        assert_eq!(
+            found,
+            Some(WmBox {
+                x: 16,
+                y: 0,
+                w: 16,
+                h: 16
+            })
+        );
+        // The noise image does not show it: its best match is below halfway.
+        assert_eq!(find_object(&object, &high.get(0), (6, 6), 48), None);
+    }
+
+    #[test]
     fn a_pasted_region_is_exactly_the_source_under_the_mask() {
         let source = Tensor::full([3, 8, 8], 200, (Kind::Uint8, Device::Cpu));
         let target = Tensor::full([3, 8, 8], 10, (Kind::Uint8, Device::Cpu));
@@ -754,7 +1198,7 @@ mod tests {
     }
 
     #[test]
-    fn stereotypy_is_the_share_of_reproduced_pixels_in_the_segments() {
+    fn reproduced_share_is_the_share_of_reproduced_pixels_in_the_segments() {
         // Two 16 x 16 images on a 4 x 4 grid (4 px cells); the segment is cell (1, 1).
         let mut maps = vec![vec![0f32; 256]; 2];
         for y in 4..8 {
@@ -768,8 +1212,8 @@ mod tests {
         let segments: Vec<(usize, Vec<bool>)> = (0..2).map(|i| (i, cell.clone())).collect();
         // (8 / REPRODUCED_PIXELS + 0) / 2 segments.
         let expected = 8.0 / REPRODUCED_PIXELS / 2.0;
-        assert!((stereotypy(&maps, &segments, (4, 4)) - expected).abs() < 1e-9);
-        assert_eq!(stereotypy(&maps, &segments[1..], (4, 4)), 0.0);
+        assert!((reproduced_share(&maps, &segments, (4, 4)) - expected).abs() < 1e-9);
+        assert_eq!(reproduced_share(&maps, &segments[1..], (4, 4)), 0.0);
         // The suspect cells: the grown segment's cells with >= 1/8 reproduced pixels.
         let cells = suspect_cells(&cell, &maps[0], (4, 4), 16).expect("one cell");
         assert_eq!(cells.iter().filter(|&&c| c).count(), 1);

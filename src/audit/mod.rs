@@ -14,6 +14,7 @@ mod plan;
 pub mod recurrence;
 pub mod results;
 mod summary;
+pub mod template;
 pub mod verdict;
 pub mod zoo_bench;
 

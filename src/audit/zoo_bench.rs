@@ -28,6 +28,8 @@ pub struct BenchDetect<'a> {
     pub held_out: &'a [String],
     /// Only these families (all when empty).
     pub families: &'a [String],
+    /// Only these seeds (all when empty).
+    pub seeds: &'a [u64],
     pub max_fpr: f64,
     pub baseline: bool,
 }
@@ -90,9 +92,11 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
         .into_iter()
         .filter(|f| f.is_complete())
         .filter(|f| {
-            b.families.is_empty()
-                || RunSpec::read(&f.run_yaml())
-                    .is_ok_and(|r| r.variant.as_ref().is_some_and(|v| b.families.contains(v)))
+            RunSpec::read(&f.run_yaml()).is_ok_and(|r| {
+                (b.families.is_empty()
+                    || r.variant.as_ref().is_some_and(|v| b.families.contains(v)))
+                    && (b.seeds.is_empty() || b.seeds.contains(&r.seed))
+            })
         })
         .collect();
     anyhow::ensure!(!folders.is_empty(), "{}: no finished run", b.dir.display());

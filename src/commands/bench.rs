@@ -42,6 +42,7 @@ fn bench_detect(a: &BenchDetectArgs, device: Device) -> anyhow::Result<serde_jso
             tune_seeds: &a.tune_seeds,
             held_out: &a.held_out,
             families: &a.families,
+            seeds: &a.seeds,
             max_fpr: a.max_fpr,
             baseline: !a.no_baseline,
         },

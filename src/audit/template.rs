@@ -1,0 +1,295 @@
+//! Recurring structure: does a region's fine structure recur, anywhere, in
+//! the other images of its class, and not in the images of the other classes?
+//!
+//! `recurrence` asks that of exact pixels, which a translucent artefact (a
+//! ruler the anatomy shows through) or a black box on a radiograph's black
+//! border never gives. Here the question is asked of the high-pass image
+//! (grey level minus its local mean), by normalised cross-correlation: a
+//! stamped object's edges and strokes correlate with themselves in every
+//! image it is on, whatever shows through it and wherever it is, while
+//! anatomy and opacities vary in shape from image to image and, where they
+//! do recur (ribs, lung borders), recur in every class alike.
+use tch::{Kind, Tensor};
+
+use crate::data::watermark::WmBox;
+
+/// Side of the box filter whose mean is subtracted (the high pass keeps
+/// edges and strokes finer than this, in pixels).
+const BLUR: i64 = 5;
+/// A window whose high-pass energy is below this (grey levels, RMS) is
+/// flat: it correlates with nothing.
+const FLAT_RMS: f64 = 1.0;
+
+/// The high-pass grey images `[B, 1, S, S]` (float) of uint8 images `[B, 3, S, S]`.
+pub fn high_pass(images: &Tensor) -> Tensor {
+    let grey = images
+        .to_kind(Kind::Float)
+        .mean_dim([1i64].as_slice(), true, Kind::Float);
+    let local = grey.avg_pool2d(
+        [BLUR, BLUR],
+        [1, 1],
+        [BLUR / 2, BLUR / 2],
+        false,
+        false,
+        None::<i64>,
+    );
+    grey - local
+}
+
+/// Normalised cross-correlation of each template at every position of each
+/// image: `templates` `[T, h, w]`, `images` `[N, 1, S, S]`, both high-pass;
+/// returns `[N, T, S - h + 1, S - w + 1]`. A flat template or window scores 0.
+fn correlation_maps(templates: &Tensor, images: &Tensor) -> Tensor {
+    let (t, h, w) = templates.size3().expect("[T, h, w] templates");
+    let n = (h * w) as f64;
+    let centred = templates - templates.mean_dim([1i64, 2].as_slice(), true, Kind::Float);
+    let norm = centred
+        .square()
+        .sum_dim_intlist([1i64, 2].as_slice(), true, Kind::Float)
+        .sqrt(); // [T, 1, 1]
+    let flat_t = norm.lt(FLAT_RMS * n.sqrt()).view([1, t, 1, 1]);
+    let unit = (&centred / norm.clamp_min(1e-6)).view([t, 1, h, w]);
+    let numerator = images.conv2d(&unit, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
+    let ones = Tensor::ones([1, 1, h, w], (Kind::Float, images.device()));
+    let sum = images.conv2d(&ones, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
+    let sum_sq = images
+        .square()
+        .conv2d(&ones, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
+    let energy = (sum_sq - sum.square() / n).clamp_min(0.0).sqrt(); // [N, 1, H', W']
+    let flat_x = energy.lt(FLAT_RMS * n.sqrt());
+    (numerator / energy.clamp_min(1e-6))
+        .masked_fill(&flat_x, 0.0)
+        .masked_fill(&flat_t, 0.0)
+}
+
+/// Best normalised cross-correlation of each template anywhere in each
+/// image (see `correlation_maps`): `[T, N]`.
+pub fn best_correlation(templates: &Tensor, images: &Tensor) -> Tensor {
+    correlation_maps(templates, images)
+        .flatten(2, -1)
+        .amax([2i64].as_slice(), false)
+        .transpose(0, 1)
+}
+
+/// Where in `image` (high-pass, `[1, S, S]`) any of the templates matches
+/// best: the window it covers there, and its correlation.
+pub fn best_match(templates: &Tensor, image: &Tensor) -> (WmBox, f64) {
+    let (_, h, w) = templates.size3().expect("[T, h, w] templates");
+    let maps = correlation_maps(templates, &image.unsqueeze(0)); // [1, T, H', W']
+    let width = maps.size()[3];
+    let flat = maps.flatten(0, -1);
+    let at = flat.argmax(0, false).int64_value(&[]);
+    let position = at % (maps.size()[2] * width);
+    let window = WmBox {
+        x: position % width,
+        y: position / width,
+        w,
+        h,
+    };
+    (window, flat.double_value(&[at]))
+}
+
+/// What in a template recurs: its per-pixel agreement with its best match in
+/// each of `images` (the terms of the correlation, averaged over the
+/// images), `[h, w]`. The reproduced object's edges and strokes agree in
+/// every match; whatever is around it agrees in none, and averages out.
+pub fn agreement(template: &Tensor, images: &Tensor) -> Tensor {
+    let (h, w) = (template.size()[0], template.size()[1]);
+    let unit = |x: &Tensor| {
+        let c = x - x.mean(Kind::Float);
+        let norm = c.square().sum(Kind::Float).sqrt().clamp_min(1e-6);
+        c / norm
+    };
+    let t = unit(template);
+    let maps = correlation_maps(&template.unsqueeze(0), images); // [N, 1, H', W']
+    let width = maps.size()[3];
+    let best: Vec<i64> =
+        Vec::try_from(maps.flatten(1, -1).argmax(1, false)).expect("int64 positions");
+    let terms: Vec<Tensor> = best
+        .iter()
+        .enumerate()
+        .map(|(j, &at)| {
+            let window =
+                images
+                    .get(j as i64)
+                    .get(0)
+                    .narrow(0, at / width, h)
+                    .narrow(1, at % width, w);
+            &t * unit(&window)
+        })
+        .collect();
+    Tensor::stack(&terms, 0).mean_dim([0i64].as_slice(), false, Kind::Float)
+}
+
+/// The box, inside a template, of the part that recurs: pixels whose
+/// agreement (smoothed over 3 x 3) is at least a quarter of the highest,
+/// less the `BLUR / 2` pixels by which the high pass spreads an edge.
+pub fn recurring_box(agreement: &Tensor) -> Option<WmBox> {
+    let (h, w) = (agreement.size()[0], agreement.size()[1]);
+    let smooth = agreement
+        .view([1, 1, h, w])
+        .avg_pool2d([3, 3], [1, 1], [1, 1], false, false, None::<i64>)
+        .view([h, w]);
+    let peak = smooth.max().double_value(&[]);
+    if peak <= 0.0 {
+        return None;
+    }
+    let on: Vec<bool> = Vec::try_from(smooth.ge(peak / 4.0).flatten(0, -1)).expect("bool mask");
+    let (mut x0, mut y0, mut x1, mut y1) = (w, h, -1, -1);
+    for (i, _) in on.iter().enumerate().filter(|(_, &v)| v) {
+        let (y, x) = (i as i64 / w, i as i64 % w);
+        (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+    }
+    let spread = BLUR / 2;
+    let (x0, y0) = ((x0 + spread).min(x1), (y0 + spread).min(y1));
+    let (x1, y1) = ((x1 - spread).max(x0), (y1 - spread).max(y0));
+    Some(WmBox {
+        x: x0,
+        y: y0,
+        w: x1 - x0 + 1,
+        h: y1 - y0 + 1,
+    })
+}
+
+/// The high-pass window of image `i` under `b`.
+pub fn crop(high: &Tensor, i: usize, b: &WmBox) -> Tensor {
+    high.get(i as i64)
+        .get(0)
+        .narrow(0, b.y, b.h)
+        .narrow(1, b.x, b.w)
+}
+
+/// The box of side `side` (clipped to the image) centred on `b`'s centre.
+pub fn centred_window(b: &WmBox, side: i64, size: i64) -> WmBox {
+    let side = side.min(size);
+    let (cx, cy) = (b.x + b.w / 2, b.y + b.h / 2);
+    WmBox {
+        x: (cx - side / 2).clamp(0, size - side),
+        y: (cy - side / 2).clamp(0, size - side),
+        w: side,
+        h: side,
+    }
+}
+
+/// How much the windows recur in their class beyond the other classes:
+/// the mean best correlation of each window with the `within` images (of
+/// its class, never its own image) minus that with the `other` images.
+pub fn recurrence_gap(templates: &Tensor, within: &Tensor, other: &Tensor) -> (f64, f64) {
+    let w = best_correlation(templates, within)
+        .mean(Kind::Float)
+        .double_value(&[]);
+    let o = best_correlation(templates, other)
+        .mean(Kind::Float)
+        .double_value(&[]);
+    (w, o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn noise(seed: i64, n: i64, size: i64) -> Tensor {
+        tch::manual_seed(seed);
+        (Tensor::rand([n, 3, size, size], (Kind::Float, Device::Cpu)) * 40.0 + 100.0)
+            .to_kind(Kind::Uint8)
+    }
+
+    /// A 10 x 10 ruler: ticks every other column, drawn at (y, x) with `opacity`.
+    fn ruler(images: &Tensor, i: i64, y: i64, x: i64, opacity: f64) {
+        let mut region = images.get(i).narrow(1, y, 10).narrow(2, x, 10);
+        let pattern = Tensor::zeros([10, 10], (Kind::Float, Device::Cpu));
+        for c in (0..10).step_by(2) {
+            let _ = pattern.narrow(1, c, 1).narrow(0, 0, 6).fill_(255.0);
+        }
+        let _ = pattern.narrow(0, 8, 2).fill_(255.0);
+        let blended = region.to_kind(Kind::Float) * (1.0 - opacity) + pattern * opacity;
+        region.copy_(&blended.round().to_kind(Kind::Uint8));
+    }
+
+    #[test]
+    fn a_translucent_stamp_recurs_in_its_class_and_noise_does_not() {
+        let images = noise(1, 12, 40);
+        for i in 0..6 {
+            ruler(&images, i, 3 + i * 4, 25 - i * 3, 0.7);
+        }
+        let high = high_pass(&images);
+        let at = |i: i64| WmBox {
+            x: 25 - i * 3,
+            y: 3 + i * 4,
+            w: 10,
+            h: 10,
+        };
+        let templates = Tensor::stack(&[crop(&high, 0, &at(0)), crop(&high, 1, &at(1))], 0);
+        let (within, other) =
+            recurrence_gap(&templates, &high.narrow(0, 2, 4), &high.narrow(0, 6, 6));
+        assert!(within > 0.8, "the ruler recurs: {within}");
+        assert!(other < 0.7, "noise does not hold it: {other}");
+        assert!(within - other > 0.2);
+        // A window of plain noise recurs nowhere.
+        let plain = Tensor::stack(&[crop(&high, 8, &at(0))], 0);
+        let (w, o) = recurrence_gap(&plain, &high.narrow(0, 2, 4), &high.narrow(0, 6, 6));
+        assert!((w - o).abs() < 0.1, "noise: {w} vs {o}");
+        // Found again where it is, in an image it was not taken from.
+        let (window, r) = best_match(&templates.narrow(0, 0, 1), &high.get(4));
+        assert_eq!((window.x, window.y), (at(4).x, at(4).y));
+        assert!(r > 0.8);
+        // What recurs in a window wider than the ruler is the ruler.
+        let wide = crop(
+            &high,
+            0,
+            &WmBox {
+                x: 20,
+                y: 0,
+                w: 18,
+                h: 18,
+            },
+        ); // the ruler at (25, 3)
+        let found = recurring_box(&agreement(&wide, &high.narrow(0, 1, 5))).expect("a box");
+        assert!(
+            (found.x - 5).abs() <= 1 && (found.y - 3).abs() <= 1,
+            "{found:?}"
+        );
+        assert!(
+            (found.w - 10).abs() <= 2 && (found.h - 10).abs() <= 2,
+            "{found:?}"
+        );
+        // A flat template scores 0.
+        let flat = Tensor::zeros([1, 6, 6], (Kind::Float, Device::Cpu));
+        assert_eq!(
+            best_correlation(&flat, &high)
+                .abs()
+                .sum(Kind::Float)
+                .double_value(&[]),
+            0.0
+        );
+    }
+
+    #[test]
+    fn windows_are_centred_and_clipped() {
+        let b = WmBox {
+            x: 30,
+            y: 2,
+            w: 4,
+            h: 4,
+        };
+        assert_eq!(
+            centred_window(&b, 10, 40),
+            WmBox {
+                x: 27,
+                y: 0,
+                w: 10,
+                h: 10
+            }
+        );
+        assert_eq!(
+            centred_window(&b, 60, 40),
+            WmBox {
+                x: 0,
+                y: 0,
+                w: 40,
+                h: 40
+            }
+        );
+    }
+}
