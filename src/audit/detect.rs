@@ -350,9 +350,9 @@ impl Stereotypy {
     }
 }
 
-/// Both views of a candidate: `segments` of images of one class (`members`),
-/// `others` the images of the other classes.
-#[allow(clippy::too_many_arguments)]
+/// The three views of a candidate, and its recurring object if it has one:
+/// `segments` of images of one class (`members`), `others` the images of
+/// the other classes.
 fn stereotypy(
     maps: &[Vec<f32>],
     high: &Tensor,
@@ -360,15 +360,16 @@ fn stereotypy(
     members: &[usize],
     others: &[usize],
     grid: (usize, usize),
-) -> Stereotypy {
+) -> (Stereotypy, Option<RecurringObject>) {
     let r = recurring_structure(high, segments, members, others, grid);
-    Stereotypy {
+    let views = Stereotypy {
         reproduced: reproduced_share(maps, segments, grid),
         wide_within: r.wide_within,
         wide_other: r.wide_other,
         object_within: r.within,
         object_other: r.other,
-    }
+    };
+    (views, r.object)
 }
 
 /// How much the segments hold reproduced pixels: the mean over the
@@ -478,11 +479,21 @@ struct Recurring {
     /// The same for the recurring object cut out of the best window.
     within: f64,
     other: f64,
-    /// That object as a template `[1, h, w]`, the box of the object inside
-    /// it (the template adds the pixels its edges spread over), and the
-    /// correlation halfway between `within` and `other`: a probe whose best
-    /// match is below it does not show the object.
-    object: Option<(Tensor, WmBox, f64)>,
+    /// That object, when the best window has a part that recurs.
+    object: Option<RecurringObject>,
+}
+
+/// The part of a candidate's windows that recurs, to find on probes.
+struct RecurringObject {
+    /// The object as a high-pass template `[1, h, w]`, with the pixels its
+    /// edges spread over.
+    template: Tensor,
+    /// The object's box inside the template.
+    inner: WmBox,
+    /// The correlation halfway between the object's within-class and
+    /// other-class correlations: a probe whose best match is below it does
+    /// not show the object.
+    halfway: f64,
 }
 
 /// Pixels around a recurring object's box that its template keeps: the
@@ -553,7 +564,11 @@ fn recurring_structure(
         y: inner.y - y0,
         ..inner
     };
-    found.object = Some((object, offset, (found.within + found.other) / 2.0));
+    found.object = Some(RecurringObject {
+        template: object,
+        inner: offset,
+        halfway: (found.within + found.other) / 2.0,
+    });
     found
 }
 
@@ -561,20 +576,19 @@ fn recurring_structure(
 /// best match, when at least the halfway correlation, as the grid cells it
 /// touches.
 fn find_object(
-    object: &(Tensor, WmBox, f64),
+    object: &RecurringObject,
     probe: &Tensor,
     grid: (usize, usize),
     size: usize,
 ) -> Option<WmBox> {
-    let (template, inner, halfway) = object;
-    let (window, r) = template::best_match(template, probe);
-    if r < *halfway {
+    let (window, r) = template::best_match(&object.template, probe);
+    if r < object.halfway {
         return None;
     }
     let found = WmBox {
-        x: window.x + inner.x,
-        y: window.y + inner.y,
-        ..*inner
+        x: window.x + object.inner.x,
+        y: window.y + object.inner.y,
+        ..object.inner
     };
     rasterised(&found, grid.0, grid.1, size)
 }
@@ -771,11 +785,15 @@ fn tightness(rows: &Tensor, result: &kmeans::KMeansResult, labels: &[i64], k: us
 }
 
 /// Every small, recurring cluster of every class, with its transplant test
-/// and its stereotypy; the candidate's score is the lift over the control
-/// times the stereotypy weight.
-fn score_candidates(e: &Evidence, sc: &SampleClustering, spec: &DetectorSpec) -> Vec<Candidate> {
+/// and its stereotypy (the candidate's score is the lift over the control
+/// times the stereotypy weight), and its recurring object if it has one.
+fn score_candidates(
+    e: &Evidence,
+    sc: &SampleClustering,
+    spec: &DetectorSpec,
+) -> (Vec<Candidate>, Vec<Option<RecurringObject>>) {
     let (h, w) = sc.grid;
-    let mut candidates = Vec::new();
+    let (mut candidates, mut objects) = (Vec::new(), Vec::new());
     for (class, class_name) in e.class_names.iter().enumerate() {
         let (members, targets) = sc.split(class);
         if members.is_empty() || targets.is_empty() {
@@ -790,7 +808,8 @@ fn score_candidates(e: &Evidence, sc: &SampleClustering, spec: &DetectorSpec) ->
                 .iter()
                 .map(|(i, m)| (*i, dilate(m, h, w)))
                 .collect();
-            let views = stereotypy(&sc.maps, &sc.high, &segments, &members, &targets, sc.grid);
+            let (views, object) =
+                stereotypy(&sc.maps, &sc.high, &segments, &members, &targets, sc.grid);
             let t = transplant(
                 e.model, &sc.images, &regions, &targets, class, sc.grid, spec.pairs, e.device,
             );
@@ -808,9 +827,10 @@ fn score_candidates(e: &Evidence, sc: &SampleClustering, spec: &DetectorSpec) ->
                 lift: t.lift,
                 control: t.control,
             });
+            objects.push(object);
         }
     }
-    candidates
+    (candidates, objects)
 }
 
 impl Candidate {
@@ -819,16 +839,16 @@ impl Candidate {
     }
 }
 
-/// The suspect region on each probe: where the suspect cluster's recurring
-/// object matches; failing that, the suspect cluster's cells there (those
-/// nearest its centre) that hold reproduced pixels, or the cluster itself.
+/// The suspect region on each probe: where the suspect candidate's
+/// recurring object matches; failing that, the suspect cluster's cells there
+/// (those nearest its centre) that hold reproduced pixels, or the cluster.
 fn suspect_regions(
     e: &Evidence,
     taps: &[String],
     sc: &SampleClustering,
-    spec: &DetectorSpec,
     class: usize,
     cluster: usize,
+    object: Option<&RecurringObject>,
 ) -> anyhow::Result<Vec<Option<WmBox>>> {
     let (h, w) = sc.grid;
     let size = e.probes.size()[2] as usize;
@@ -839,15 +859,6 @@ fn suspect_regions(
             .to_device(Device::Cpu),
     )
     .expect("int64 labels");
-    let (members, others) = sc.split(class);
-    let segments = small_segments(
-        &sc.labels,
-        &members,
-        cluster as i64,
-        sc.cells(),
-        spec.max_area,
-    );
-    let object = recurring_structure(&sc.high, &segments, &members, &others, sc.grid).object;
     let probe_high = template::high_pass(e.probes);
     let probe_grey = grey_levels(e.probes);
     Ok(nearest
@@ -855,9 +866,8 @@ fn suspect_regions(
         .zip(&probe_grey)
         .enumerate()
         .map(|(p, (grid, grey))| {
-            let found = object
-                .as_ref()
-                .and_then(|o| find_object(o, &probe_high.get(p as i64), sc.grid, size));
+            let found =
+                object.and_then(|o| find_object(o, &probe_high.get(p as i64), sc.grid, size));
             found.or_else(|| {
                 let mask: Vec<bool> = grid.iter().map(|&l| l == cluster as i64).collect();
                 suspect_cells(&mask, &sc.table.map(grey, class), sc.grid, size)
@@ -876,7 +886,7 @@ pub fn nave_detect(
 ) -> anyhow::Result<Detection> {
     let _guard = tch::no_grad_guard();
     let sc = SampleClustering::new(e, taps, spec)?;
-    let candidates = score_candidates(e, &sc, spec);
+    let (candidates, objects) = score_candidates(e, &sc, spec);
     // The first of the highest-scoring candidates.
     let best = candidates
         .iter()
@@ -885,7 +895,7 @@ pub fn nave_detect(
             Some((_, s)) if c.score() <= s => best,
             _ => Some((i, c.score())),
         })
-        .map(|(i, _)| candidates[i].clone());
+        .map(|(i, _)| i);
     let Some(best) = best else {
         return Ok(Detection {
             score: 0.0,
@@ -898,19 +908,21 @@ pub fn nave_detect(
             candidates,
         });
     };
+    let c = &candidates[best];
     let class = e
         .class_names
         .iter()
-        .position(|c| *c == best.class)
+        .position(|name| *name == c.class)
         .expect("a candidate's class is one of the classes");
+    let suspect_boxes = suspect_regions(e, taps, &sc, class, c.cluster, objects[best].as_ref())?;
     Ok(Detection {
-        score: best.score(),
-        class: Some(best.class.clone()),
-        cluster: Some(best.cluster),
-        lift: best.lift,
-        control: best.control,
-        stereotypy: best.stereotypy,
-        suspect_boxes: suspect_regions(e, taps, &sc, spec, class, best.cluster)?,
+        score: c.score(),
+        class: Some(c.class.clone()),
+        cluster: Some(c.cluster),
+        lift: c.lift,
+        control: c.control,
+        stereotypy: c.stereotypy,
+        suspect_boxes,
         candidates,
     })
 }
@@ -991,15 +1003,15 @@ pub fn occlusion_detect(e: &Evidence, spec: &DetectorSpec) -> anyhow::Result<Det
             spec.pairs,
             device,
         );
-        let stereo = stereotypy(
+        let (views, _) = stereotypy(
             &maps,
             &high,
             &regions,
             &members,
             &targets,
             (lattice, lattice),
-        )
-        .weight();
+        );
+        let stereo = views.weight();
         let score = (lift - control) * stereo;
         if best.is_none_or(|(s, ..)| score > s) {
             best = Some((score, class, lift, control, stereo));
@@ -1168,7 +1180,11 @@ mod tests {
             w: 9,
             h: 9,
         };
-        let object = (template::crop(&high, 1, &cut).unsqueeze(0), inner, 0.5);
+        let object = RecurringObject {
+            template: template::crop(&high, 1, &cut).unsqueeze(0),
+            inner,
+            halfway: 0.5,
+        };
         // On a 6 x 6 grid (8 px cells) the stamp touches columns 2-3 and rows 0-1.
         let found = find_object(&object, &high.get(1), (6, 6), 48);
         assert_eq!(
