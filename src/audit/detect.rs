@@ -557,8 +557,7 @@ fn recurring_structure(
         .narrow(0, y0, y1 - y0)
         .narrow(1, x0, x1 - x0)
         .unsqueeze(0);
-    found.within = mean(&template::best_correlation(&object, &within));
-    found.other = mean(&template::best_correlation(&object, &other));
+    (found.within, found.other) = template::recurrence_gap(&object, &within, &other);
     let offset = WmBox {
         x: inner.x - x0,
         y: inner.y - y0,

@@ -171,9 +171,9 @@ pub fn centred_window(b: &WmBox, side: i64, size: i64) -> WmBox {
     }
 }
 
-/// How much the windows recur in their class beyond the other classes:
-/// the mean best correlation of each window with the `within` images (of
-/// its class, never its own image) minus that with the `other` images.
+/// How much the templates recur in their class beyond the other classes:
+/// the mean best correlation of each template with the `within` images (of
+/// its class, never its own image), and that with the `other` images.
 pub fn recurrence_gap(templates: &Tensor, within: &Tensor, other: &Tensor) -> (f64, f64) {
     let w = best_correlation(templates, within)
         .mean(Kind::Float)
