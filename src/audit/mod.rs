@@ -448,7 +448,7 @@ pub fn audit(
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
-        settings,
+        settings: Some(settings),
         probes: first_probes,
         by_watermark: WatermarkComparison::of(&results),
         families: FamilySummary::of(&results),

@@ -61,10 +61,14 @@ pub struct RunResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<verdict::Verdict>,
     /// Cluster grid side (h = w).
+    #[serde(default)]
     pub grid: i64,
+    #[serde(default)]
     pub feature_dim: i64,
+    #[serde(default)]
     pub seconds: f64,
     /// Identifies the weights and settings this result was computed from.
+    #[serde(default)]
     pub key: String,
 }
 
@@ -337,9 +341,14 @@ impl WatermarkComparison {
     }
 }
 
+/// audit.json. Every field an older audit may lack has a default, so the
+/// report reads old files through this type too and says what is missing.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditReport {
+    #[serde(default)]
     pub schema: u32,
+    /// "" in a file that names none.
+    #[serde(default)]
     pub experiment: String,
     /// The checkpoint folder that was audited.
     #[serde(default)]
@@ -351,12 +360,20 @@ pub struct AuditReport {
     /// Watermark box of each probe (pixels of the image_size image).
     #[serde(default)]
     pub probe_boxes: Vec<WmBox>,
+    #[serde(default)]
     pub device: String,
+    /// 0 when unknown.
+    #[serde(default)]
     pub created_unix: u64,
-    pub settings: AuditSettings,
+    /// None in audits older than the settings record.
+    #[serde(default)]
+    pub settings: Option<AuditSettings>,
     /// Probe indices into the test split.
+    #[serde(default)]
     pub probes: Vec<usize>,
+    #[serde(default)]
     pub runs: Vec<RunResult>,
+    #[serde(default)]
     pub regimes: Vec<RegimeResult>,
     /// Runs trained with vs without the watermark (absent unless both exist).
     #[serde(default)]
@@ -365,6 +382,7 @@ pub struct AuditReport {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub families: Vec<FamilySummary>,
     /// Run folders without COMPLETE: listed, never audited.
+    #[serde(default)]
     pub skipped_unfinished: Vec<String>,
 }
 
@@ -445,6 +463,25 @@ mod tests {
         assert!(text.contains("\"shortcut_gap\":null"));
         let back: RunResult = serde_json::from_str(&text).unwrap();
         assert!(back.shortcut_gap.is_nan() && back.truth == Truth::Unknown);
+    }
+
+    #[test]
+    fn an_older_audit_json_reads_with_what_it_lacks_defaulted() {
+        // The fields the first audits wrote, and a run without the later ones.
+        let mut run = serde_json::to_value(run("box", 0.3, 0.5)).unwrap();
+        for later in ["run_dir", "key", "seconds", "feature_dim", "mask_boxes"] {
+            run.as_object_mut().unwrap().remove(later);
+        }
+        let old = serde_json::json!({"experiment": "demo", "runs": [run], "regimes": []});
+        let back: AuditReport = serde_json::from_value(old).unwrap();
+        assert_eq!(back.experiment, "demo");
+        assert!(back.settings.is_none() && back.probe_boxes.is_empty());
+        assert_eq!(back.created_unix, 0);
+        assert_eq!(back.runs[0].shortcut_gap, 0.3);
+        assert!(back.runs[0].run_dir.is_none() && back.runs[0].mask_boxes.is_empty());
+        // A run without its measures is not an audit result.
+        let broken = serde_json::json!({"runs": [{"id": "x"}]});
+        assert!(serde_json::from_value::<AuditReport>(broken).is_err());
     }
 
     #[test]

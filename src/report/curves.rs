@@ -2,15 +2,14 @@
 //! epoch as a line and the range over seeds as a band.
 use std::collections::BTreeMap;
 
-use plotters::prelude::*;
-use serde_json::Value;
-
 use crate::nave::colour::PALETTE;
+use crate::run_folder::EpochMetrics;
+use plotters::prelude::*;
 
 /// (epoch, mean, min, max) of one metric over the runs of a regime.
 fn summarise(
-    runs: &[Vec<Value>],
-    get: &dyn Fn(&Value) -> Option<f64>,
+    runs: &[Vec<EpochMetrics>],
+    get: &dyn Fn(&EpochMetrics) -> Option<f64>,
 ) -> Vec<(f64, f64, f64, f64)> {
     let epochs = runs.iter().map(Vec::len).max().unwrap_or(0);
     (0..epochs)
@@ -31,7 +30,11 @@ fn summarise(
         .collect()
 }
 
-type Metric<'a> = (&'a str, &'a dyn Fn(&Value) -> Option<f64>, ShapeStyleKind);
+type Metric<'a> = (
+    &'a str,
+    &'a dyn Fn(&EpochMetrics) -> Option<f64>,
+    ShapeStyleKind,
+);
 
 #[derive(Clone, Copy)]
 enum ShapeStyleKind {
@@ -42,7 +45,7 @@ enum ShapeStyleKind {
 fn chart(
     title: &str,
     y_label: &str,
-    data: &BTreeMap<String, Vec<Vec<Value>>>,
+    data: &BTreeMap<String, Vec<Vec<EpochMetrics>>>,
     metrics: &[Metric],
 ) -> anyhow::Result<String> {
     let mut svg = String::new();
@@ -134,18 +137,12 @@ fn chart(
 }
 
 /// The report's curve files: (file name, SVG text).
-pub fn plots(data: &BTreeMap<String, Vec<Vec<Value>>>) -> anyhow::Result<Vec<(String, String)>> {
-    let loss = |m: &Value| m.get("train_loss").and_then(Value::as_f64);
-    let clean = |m: &Value| {
-        m.get("test_accuracy")
-            .and_then(|a| a.get("clean"))
-            .and_then(Value::as_f64)
-    };
-    let flipped = |m: &Value| {
-        m.get("test_accuracy")
-            .and_then(|a| a.get("flipped"))
-            .and_then(Value::as_f64)
-    };
+pub fn plots(
+    data: &BTreeMap<String, Vec<Vec<EpochMetrics>>>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let loss = |m: &EpochMetrics| Some(m.train_loss);
+    let clean = |m: &EpochMetrics| m.test_accuracy.get("clean").copied();
+    let flipped = |m: &EpochMetrics| m.test_accuracy.get("flipped").copied();
     Ok(vec![
         (
             "curves_loss.svg".to_string(),
