@@ -22,6 +22,15 @@
 //! object cut out of them, anywhere in other images of the class against
 //! the other classes' (`template`).
 //!
+//! Where a candidate has such an object and the class's images show it, the
+//! lift it is scored on is the object's alone: its box, found in each
+//! source image, pasted onto the other classes' images, against the ring
+//! of image around it. A segment carries tissue around the object, and on
+//! the zoo that tissue alone moves models that ignore the object (a box in
+//! a fixed corner, a ruler on the ribs); on the tuning runs the object's
+//! lift separates the runs that rely from those that do not where the
+//! segment's did not.
+//!
 //! The suspect region on each probe is where that recurring object matches
 //! (so it follows the object, not the clustering grid), failing that the
 //! suspect cluster's cells there.
@@ -125,6 +134,13 @@ pub struct Candidate {
     pub object_other: f64,
     pub lift: f64,
     pub control: f64,
+    /// The object transplant (see `object_transplant`): the gain when only
+    /// the recurring object is pasted, and when the ring around it is; None
+    /// without an object that the class's images show.
+    #[serde(default)]
+    pub object_lift: Option<f64>,
+    #[serde(default)]
+    pub object_control: Option<f64>,
 }
 
 /// What a detector may look at: the model, the training images as it saw them
@@ -240,67 +256,159 @@ fn paste(source: &Tensor, target: &Tensor, mask: &Tensor) -> Tensor {
 /// The region per source image to transplant, as a grid mask.
 type Regions = Vec<(usize, Vec<bool>)>;
 
-/// The transplant test of one candidate: `regions` are (source image, grid
-/// mask) pairs of images of `class`; `targets` images of the other classes.
-/// Returns the mean gain of P(class) when the region is pasted, and when the
-/// ring of cells around it is pasted instead.
-#[allow(clippy::too_many_arguments)]
-fn transplant(
-    model: &Model,
-    images: &Tensor,
-    regions: &Regions,
-    targets: &[usize],
-    class: usize,
-    grid: (usize, usize),
-    pairs: usize,
-    device: Device,
-) -> Transplant {
-    let size = images.size()[2] as usize;
-    let (h, w) = grid;
-    let n = pairs.min(regions.len().max(targets.len()));
-    let (mut pasted, mut controls, mut bases) = (Vec::new(), Vec::new(), Vec::new());
-    for t in 0..n {
-        let (src, mask) = &regions[t % regions.len()];
-        let dst = targets[t % targets.len()];
-        let (source, target) = (images.get(*src as i64), images.get(dst as i64));
-        pasted.push(paste(&source, &target, &pixel_mask(mask, h, w, size)));
-        controls.push(paste(
-            &source,
-            &target,
-            &pixel_mask(&ring(mask, h, w), h, w, size),
-        ));
-        bases.push(dst);
-    }
-    let batch = Tensor::cat(
-        &[
-            Tensor::stack(&pasted, 0),
-            Tensor::stack(&controls, 0),
-            images.index_select(0, &index_tensor(&bases)),
-        ],
-        0,
-    );
-    let p: Vec<f32> = Vec::try_from(probabilities(model, &batch, device).select(1, class as i64))
-        .expect("float probabilities");
-    let base = &p[2 * n..];
-    let mean_gain = |k: usize| {
-        p[k * n..(k + 1) * n]
-            .iter()
-            .zip(base)
-            .map(|(a, b)| (a - b) as f64)
-            .sum::<f64>()
-            / n.max(1) as f64
-    };
-    Transplant {
-        lift: mean_gain(0),
-        control: mean_gain(1),
-    }
+/// A region of one source image to paste, and its control, as `[1, S, S]`
+/// float pixel masks.
+struct PixelRegion {
+    source: usize,
+    region: Tensor,
+    control: Tensor,
 }
 
 /// What one transplant test measured: the mean gain of P(class) when the
-/// region is pasted, and when the ring around it is pasted instead.
+/// region is pasted, and when its control is pasted instead.
+#[derive(Debug, Clone, Copy)]
 struct Transplant {
     lift: f64,
     control: f64,
+}
+
+/// The transplant tests of one class's candidates: regions of the class's
+/// sampled `images` pasted onto the `targets` (images of the other
+/// classes), up to `pairs` pastes, and the gain of P(class) measured.
+struct Transplants<'a> {
+    model: &'a Model,
+    images: &'a Tensor,
+    targets: &'a [usize],
+    class: usize,
+    pairs: usize,
+    device: Device,
+}
+
+impl Transplants<'_> {
+    /// The segments (source image, grid mask on `grid`); the control is the
+    /// ring of cells around each.
+    fn segments(&self, regions: &Regions, grid: (usize, usize)) -> Transplant {
+        let size = self.images.size()[2] as usize;
+        let (h, w) = grid;
+        let masks: Vec<PixelRegion> = regions
+            .iter()
+            .map(|(src, mask)| PixelRegion {
+                source: *src,
+                region: pixel_mask(mask, h, w, size),
+                control: pixel_mask(&ring(mask, h, w), h, w, size),
+            })
+            .collect();
+        self.pixels(&masks)
+    }
+
+    /// The recurring object alone: in each of the class's `members` that
+    /// shows it (see `RecurringObject::locate`, on the high-pass images
+    /// `high`), the object's box grown by `OBJECT_GROW`; the control is the
+    /// ring of `ring` pixels around that. A model that relies on the object
+    /// moves with the object alone; one whose segment lift came from the
+    /// tissue around the object does not. None when no member shows it.
+    fn object(
+        &self,
+        object: &RecurringObject,
+        high: &Tensor,
+        members: &[usize],
+        ring: i64,
+    ) -> Option<Transplant> {
+        let regions = object_regions(object, high, members, ring);
+        (!regions.is_empty()).then(|| self.pixels(&regions))
+    }
+
+    /// The test on pixel masks: each paste of a region, and of its control
+    /// instead, against the target as it was.
+    fn pixels(&self, regions: &[PixelRegion]) -> Transplant {
+        let n = self.pairs.min(regions.len().max(self.targets.len()));
+        let (mut pasted, mut controls, mut bases) = (Vec::new(), Vec::new(), Vec::new());
+        for t in 0..n {
+            let r = &regions[t % regions.len()];
+            let dst = self.targets[t % self.targets.len()];
+            let (source, target) = (
+                self.images.get(r.source as i64),
+                self.images.get(dst as i64),
+            );
+            pasted.push(paste(&source, &target, &r.region));
+            controls.push(paste(&source, &target, &r.control));
+            bases.push(dst);
+        }
+        let batch = Tensor::cat(
+            &[
+                Tensor::stack(&pasted, 0),
+                Tensor::stack(&controls, 0),
+                self.images.index_select(0, &index_tensor(&bases)),
+            ],
+            0,
+        );
+        let p: Vec<f32> = Vec::try_from(
+            probabilities(self.model, &batch, self.device).select(1, self.class as i64),
+        )
+        .expect("float probabilities");
+        let base = &p[2 * n..];
+        let mean_gain = |k: usize| {
+            p[k * n..(k + 1) * n]
+                .iter()
+                .zip(base)
+                .map(|(a, b)| (a - b) as f64)
+                .sum::<f64>()
+                / n.max(1) as f64
+        };
+        Transplant {
+            lift: mean_gain(0),
+            control: mean_gain(1),
+        }
+    }
+}
+
+/// The object's region in each of `members` that shows it (high-pass
+/// images `high`): its box grown by `OBJECT_GROW`, and as the control the
+/// ring of `ring` pixels around that.
+fn object_regions(
+    object: &RecurringObject,
+    high: &Tensor,
+    members: &[usize],
+    ring: i64,
+) -> Vec<PixelRegion> {
+    let size = high.size()[2];
+    members
+        .iter()
+        .filter_map(|&i| {
+            let found = object.locate(&high.get(i as i64))?;
+            let region = box_mask(&found, OBJECT_GROW, size);
+            let control = box_mask(&found, OBJECT_GROW + ring, size) - &region;
+            Some(PixelRegion {
+                source: i,
+                region,
+                control,
+            })
+        })
+        .collect()
+}
+
+/// A pixel box as a `[1, S, S]` float mask, grown by `grow` pixels (clipped).
+fn box_mask(b: &WmBox, grow: i64, size: i64) -> Tensor {
+    let (x0, y0) = ((b.x - grow).max(0), (b.y - grow).max(0));
+    let (x1, y1) = ((b.x + b.w + grow).min(size), (b.y + b.h + grow).min(size));
+    let mask = Tensor::zeros([1, size, size], (Kind::Float, Device::Cpu));
+    if x1 > x0 && y1 > y0 {
+        let _ = mask
+            .narrow(1, y0, y1 - y0)
+            .narrow(2, x0, x1 - x0)
+            .fill_(1.0);
+    }
+    mask
+}
+
+/// Pixels a transplanted object's box is grown by: the high pass and the
+/// match position are each good to about a pixel.
+const OBJECT_GROW: i64 = 1;
+
+/// The lift a candidate is scored on, over its control: its recurring
+/// object's where the class's images show one, else its segments'.
+fn scored_lift(segments: Transplant, object: Option<Transplant>) -> Transplant {
+    object.unwrap_or(segments)
 }
 
 /// Reproduced pixels that make a segment count fully as carrying a
@@ -571,25 +679,29 @@ fn recurring_structure(
     found
 }
 
-/// Where a probe (high-pass `[1, S, S]`) shows the recurring object: its
-/// best match, when at least the halfway correlation, as the grid cells it
-/// touches.
+impl RecurringObject {
+    /// Where an image (high-pass `[1, S, S]`) shows the object: the object's
+    /// pixel box at its best match, when that is at least the halfway
+    /// correlation.
+    fn locate(&self, image: &Tensor) -> Option<WmBox> {
+        let (window, r) = template::best_match(&self.template, image);
+        (r >= self.halfway).then(|| WmBox {
+            x: window.x + self.inner.x,
+            y: window.y + self.inner.y,
+            ..self.inner
+        })
+    }
+}
+
+/// Where a probe (high-pass `[1, S, S]`) shows the recurring object, as the
+/// grid cells its box touches.
 fn find_object(
     object: &RecurringObject,
     probe: &Tensor,
     grid: (usize, usize),
     size: usize,
 ) -> Option<WmBox> {
-    let (window, r) = template::best_match(&object.template, probe);
-    if r < object.halfway {
-        return None;
-    }
-    let found = WmBox {
-        x: window.x + object.inner.x,
-        y: window.y + object.inner.y,
-        ..object.inner
-    };
-    rasterised(&found, grid.0, grid.1, size)
+    rasterised(&object.locate(probe)?, grid.0, grid.1, size)
 }
 
 /// The segments of `cluster` on the `members` images that are small enough
@@ -748,6 +860,11 @@ impl SampleClustering {
     fn cells(&self) -> usize {
         self.grid.0 * self.grid.1
     }
+
+    /// The side of one grid cell, in pixels.
+    fn cell_side(&self) -> i64 {
+        self.images.size()[2] / self.grid.0 as i64
+    }
 }
 
 /// The features of uint8 images at `taps`, on the evidence's device.
@@ -798,6 +915,14 @@ fn score_candidates(
         if members.is_empty() || targets.is_empty() {
             continue;
         }
+        let transplants = Transplants {
+            model: e.model,
+            images: &sc.images,
+            targets: &targets,
+            class,
+            pairs: spec.pairs,
+            device: e.device,
+        };
         for cluster in 0..sc.centres.size()[0] {
             let segments = small_segments(&sc.labels, &members, cluster, sc.cells(), spec.max_area);
             if (segments.len() as f64) < spec.min_presence * members.len() as f64 {
@@ -809,9 +934,10 @@ fn score_candidates(
                 .collect();
             let (views, object) =
                 stereotypy(&sc.maps, &sc.high, &segments, &members, &targets, sc.grid);
-            let t = transplant(
-                e.model, &sc.images, &regions, &targets, class, sc.grid, spec.pairs, e.device,
-            );
+            let t = transplants.segments(&regions, sc.grid);
+            let o = object
+                .as_ref()
+                .and_then(|o| transplants.object(o, &sc.high, &members, sc.cell_side()));
             candidates.push(Candidate {
                 class: class_name.clone(),
                 cluster: cluster as usize,
@@ -825,6 +951,8 @@ fn score_candidates(
                 object_other: views.object_other,
                 lift: t.lift,
                 control: t.control,
+                object_lift: o.as_ref().map(|o| o.lift),
+                object_control: o.as_ref().map(|o| o.control),
             });
             objects.push(object);
         }
@@ -833,8 +961,23 @@ fn score_candidates(
 }
 
 impl Candidate {
+    /// The lift it is scored on (`scored_lift`).
+    fn scored_lift(&self) -> Transplant {
+        let segments = Transplant {
+            lift: self.lift,
+            control: self.control,
+        };
+        let object = self
+            .object_lift
+            .zip(self.object_control)
+            .map(|(lift, control)| Transplant { lift, control });
+        scored_lift(segments, object)
+    }
+
+    /// That lift over its control, times the stereotypy weight.
     fn score(&self) -> f64 {
-        (self.lift - self.control) * self.stereotypy
+        let t = self.scored_lift();
+        (t.lift - t.control) * self.stereotypy
     }
 }
 
@@ -918,120 +1061,125 @@ pub fn nave_detect(
         score: c.score(),
         class: Some(c.class.clone()),
         cluster: Some(c.cluster),
-        lift: c.lift,
-        control: c.control,
+        lift: c.scored_lift().lift,
+        control: c.scored_lift().control,
         stereotypy: c.stereotypy,
         suspect_boxes,
         candidates,
     })
 }
 
-/// The occlusion baseline: per image, the square (a sixth of the side, on a
-/// 7 x 7 lattice) whose grey-filling lowers P(own class) most is that image's
-/// region; the same transplant test scores it.
+/// Side of the occlusion baseline's square lattice: a sixth of the image's
+/// side per square, about the zoo's artefacts' size.
+const LATTICE: usize = 7;
+
+/// The occlusion baseline: per image, the square (of a `LATTICE` x
+/// `LATTICE` lattice) whose grey-filling lowers P(own class) most is that
+/// image's region; the same transplant test and weight score it, per class.
 pub fn occlusion_detect(e: &Evidence, spec: &DetectorSpec) -> anyhow::Result<Detection> {
     let _guard = tch::no_grad_guard();
-    let (model, class_names, probes, device) = (e.model, e.class_names, e.probes, e.device);
-    let classes = class_names.len();
+    let classes = e.class_names.len();
     let size = e.train.size()[2] as usize;
-    // The square lattice as a 7 x 7 grid of cells whose masks are squares.
-    let lattice = 7usize;
-    let squares = square_masks(size, lattice);
+    let grid = (LATTICE, LATTICE);
+    let squares = square_masks(size, LATTICE);
     let (images, class_of) = sampled(e, spec.per_class / 2);
     let (_, maps) = recurrence_maps(&grey_levels(&images), &class_of, classes);
     let high = template::high_pass(&images);
-    let most_sensitive = |imgs: &Tensor, class_per_image: &[usize]| -> Vec<usize> {
-        let n = imgs.size()[0];
-        let base = probabilities(model, imgs, device);
-        let mut best = Vec::new();
-        for i in 0..n {
-            let img = imgs.get(i);
-            let mean = img
-                .to_kind(Kind::Float)
-                .mean_dim([1i64, 2].as_slice(), true, Kind::Float);
-            let occluded: Vec<Tensor> = squares
-                .iter()
-                .map(|m| {
-                    let filled: Tensor = img.to_kind(Kind::Float) * (m.ones_like() - m) + &mean * m;
-                    filled.round().to_kind(Kind::Uint8)
-                })
-                .collect();
-            let c = class_per_image[i as usize] as i64;
-            let p: Vec<f32> = Vec::try_from(
-                probabilities(model, &Tensor::stack(&occluded, 0), device).select(1, c),
-            )
-            .expect("float");
-            let p0 = base.double_value(&[i, c]) as f32;
-            let (arg, _) = p
-                .iter()
-                .enumerate()
-                .map(|(j, &v)| (j, p0 - v))
-                .fold((0, f32::MIN), |a, b| if b.1 > a.1 { b } else { a });
-            best.push(arg);
-        }
-        best
-    };
-    let chosen = most_sensitive(&images, &class_of);
-    let square_grid = |j: usize| -> Vec<bool> {
-        let mut m = vec![false; lattice * lattice];
-        m[j] = true;
-        m
-    };
-    let mut best: Option<(f64, usize, f64, f64, f64)> = None;
+    let chosen = most_sensitive_squares(e, &squares, &images, &class_of);
+    let mut best: Option<(f64, usize, Transplant, f64)> = None;
     for class in 0..classes {
-        let members: Vec<usize> = (0..class_of.len())
-            .filter(|&i| class_of[i] == class)
-            .collect();
-        let regions: Regions = members
-            .iter()
-            .map(|&i| (i, square_grid(chosen[i])))
-            .collect();
-        let targets: Vec<usize> = (0..class_of.len())
-            .filter(|&i| class_of[i] != class)
-            .collect();
-        if regions.is_empty() || targets.is_empty() {
+        let (members, targets): (Vec<usize>, Vec<usize>) =
+            (0..class_of.len()).partition(|&i| class_of[i] == class);
+        if members.is_empty() || targets.is_empty() {
             continue;
         }
-        let Transplant { lift, control, .. } = transplant(
-            model,
-            &images,
-            &regions,
-            &targets,
+        let regions: Regions = members
+            .iter()
+            .map(|&i| (i, single_cell(chosen[i], grid)))
+            .collect();
+        let transplants = Transplants {
+            model: e.model,
+            images: &images,
+            targets: &targets,
             class,
-            (lattice, lattice),
-            spec.pairs,
-            device,
-        );
-        let (views, _) = stereotypy(
-            &maps,
-            &high,
-            &regions,
-            &members,
-            &targets,
-            (lattice, lattice),
-        );
-        let stereo = views.weight();
-        let score = (lift - control) * stereo;
+            pairs: spec.pairs,
+            device: e.device,
+        };
+        let (views, object) = stereotypy(&maps, &high, &regions, &members, &targets, grid);
+        let segments = transplants.segments(&regions, grid);
+        let object = object
+            .as_ref()
+            .and_then(|o| transplants.object(o, &high, &members, (size / LATTICE) as i64));
+        let t = scored_lift(segments, object);
+        let weight = views.weight();
+        let score = (t.lift - t.control) * weight;
         if best.is_none_or(|(s, ..)| score > s) {
-            best = Some((score, class, lift, control, stereo));
+            best = Some((score, class, t, weight));
         }
     }
-    let (score, class, lift, control, stereotypy) = best.unwrap_or((0.0, 0, 0.0, 0.0, 0.0));
-    let per_probe = most_sensitive(probes, &vec![class; probes.size()[0] as usize]);
-    let suspect_boxes = per_probe
-        .iter()
-        .map(|&j| largest_component_box(&square_grid(j), lattice, lattice, size))
+    let zero = Transplant {
+        lift: 0.0,
+        control: 0.0,
+    };
+    let (score, class, t, stereotypy) = best.unwrap_or((0.0, 0, zero, 0.0));
+    let probe_classes = vec![class; e.probes.size()[0] as usize];
+    let suspect_boxes = most_sensitive_squares(e, &squares, e.probes, &probe_classes)
+        .into_iter()
+        .map(|j| largest_component_box(&single_cell(j, grid), LATTICE, LATTICE, size))
         .collect();
     Ok(Detection {
         score,
-        class: Some(class_names[class].clone()),
+        class: Some(e.class_names[class].clone()),
         cluster: None,
-        lift,
-        control,
+        lift: t.lift,
+        control: t.control,
         stereotypy,
         suspect_boxes,
         candidates: Vec::new(),
     })
+}
+
+/// A grid mask with only cell `j` set.
+fn single_cell(j: usize, grid: (usize, usize)) -> Vec<bool> {
+    let mut m = vec![false; grid.0 * grid.1];
+    m[j] = true;
+    m
+}
+
+/// Per image, the square (index into `squares`) whose filling with the
+/// image's mean colour lowers P(`classes[i]`) most.
+fn most_sensitive_squares(
+    e: &Evidence,
+    squares: &[Tensor],
+    images: &Tensor,
+    classes: &[usize],
+) -> Vec<usize> {
+    let base = probabilities(e.model, images, e.device);
+    (0..images.size()[0])
+        .map(|i| {
+            let img = images.get(i).to_kind(Kind::Float);
+            let mean = img.mean_dim([1i64, 2].as_slice(), true, Kind::Float);
+            let occluded: Vec<Tensor> = squares
+                .iter()
+                .map(|m| {
+                    let filled: Tensor = &img * (m.ones_like() - m) + &mean * m;
+                    filled.round().to_kind(Kind::Uint8)
+                })
+                .collect();
+            let c = classes[i as usize] as i64;
+            let p: Vec<f32> = Vec::try_from(
+                probabilities(e.model, &Tensor::stack(&occluded, 0), e.device).select(1, c),
+            )
+            .expect("float probabilities");
+            let p0 = base.double_value(&[i, c]) as f32;
+            // The first of the squares with the largest drop.
+            p.iter()
+                .enumerate()
+                .map(|(j, &v)| (j, p0 - v))
+                .fold((0, f32::MIN), |a, b| if b.1 > a.1 { b } else { a })
+                .0
+        })
+        .collect()
 }
 
 /// The `[1, S, S]` pixel masks of a `lattice x lattice` grid's cells.
@@ -1197,6 +1345,52 @@ mod tests {
         );
         // The noise image does not show it: its best match is below halfway.
         assert_eq!(find_object(&object, &high.get(0), (6, 6), 48), None);
+
+        // Its transplant pastes the stamp grown by a pixel, with a ring of
+        // 4 px around that as the control, and skips the noise image.
+        let regions = object_regions(&object, &high, &[0, 1], 4);
+        assert_eq!(regions.len(), 1);
+        assert_eq!(regions[0].source, 1);
+        let sum = |m: &Tensor| m.sum(Kind::Float).double_value(&[]);
+        let at = |m: &Tensor, y: i64, x: i64| m.double_value(&[0, y, x]);
+        assert_eq!(sum(&regions[0].region), 11.0 * 11.0);
+        assert_eq!(
+            (
+                at(&regions[0].region, 5, 19),
+                at(&regions[0].region, 15, 29)
+            ),
+            (1.0, 1.0)
+        );
+        assert_eq!(at(&regions[0].region, 16, 29), 0.0);
+        // The control: rows 1-19 and columns 15-33, less the region.
+        assert_eq!(sum(&regions[0].control), 19.0 * 19.0 - 11.0 * 11.0);
+        assert_eq!(at(&regions[0].control, 1, 15), 1.0);
+        assert_eq!(at(&regions[0].control, 0, 15), 0.0);
+        assert_eq!(at(&regions[0].control, 10, 24), 0.0);
+    }
+
+    #[test]
+    fn a_candidate_is_scored_on_its_objects_lift_where_it_has_one() {
+        let mut c = Candidate {
+            class: "NORMAL".into(),
+            cluster: 0,
+            presence: 1.0,
+            tightness: 1.0,
+            stereotypy: 0.5,
+            reproduced: 1.0,
+            wide_within: 0.0,
+            wide_other: 0.0,
+            object_within: 0.0,
+            object_other: 0.0,
+            lift: 0.9,
+            control: 0.1,
+            object_lift: None,
+            object_control: None,
+        };
+        assert!((c.score() - 0.4).abs() < 1e-12);
+        (c.object_lift, c.object_control) = (Some(0.3), Some(0.1));
+        assert!((c.score() - 0.1).abs() < 1e-12);
+        assert_eq!(c.scored_lift().lift, 0.3);
     }
 
     #[test]

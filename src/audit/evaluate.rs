@@ -154,10 +154,12 @@ pub fn spearman(a: &[f64], b: &[f64]) -> Option<f64> {
     (va > 0.0 && vb > 0.0).then(|| cov / (va * vb).sqrt())
 }
 
-/// The lowest threshold whose false-positive rate on `runs` is at most
-/// `max_fpr` (a threshold just above the right negative's score).
+/// A threshold whose false-positive rate on `runs` is at most `max_fpr`,
+/// with the widest margin the runs allow: halfway between the highest
+/// negative it must not flag and the next score above that, of either kind
+/// (just above the negative when there is none).
 pub fn threshold_for_fpr(runs: &[&Scored], max_fpr: f64) -> f64 {
-    let (_, mut neg) = split(runs);
+    let (pos, mut neg) = split(runs);
     if neg.is_empty() {
         return 0.0;
     }
@@ -165,7 +167,11 @@ pub fn threshold_for_fpr(runs: &[&Scored], max_fpr: f64) -> f64 {
     let allowed = (max_fpr * neg.len() as f64).floor() as usize;
     // Flagging the `allowed` highest negatives is acceptable; the next must not be.
     let above = neg.get(allowed).copied().unwrap_or(f64::NEG_INFINITY);
-    above + 1e-6
+    let next = pos.iter().chain(&neg).copied().filter(|&s| s > above);
+    match next.reduce(f64::min) {
+        Some(lowest) if above.is_finite() => (above + lowest) / 2.0,
+        _ => above + 1e-6,
+    }
 }
 
 impl Figures {
@@ -242,13 +248,20 @@ mod tests {
             .chain([run(Truth::Relies, 0.5)])
             .collect();
         let refs: Vec<&Scored> = runs.iter().collect();
-        // One of 20 negatives may be flagged: the threshold sits just above the second highest (0.18).
+        // One of 20 negatives may be flagged: the threshold sits halfway
+        // between the second highest (0.18) and the highest (0.19).
         let t = threshold_for_fpr(&refs, 0.05);
-        assert!(t > 0.18 && t < 0.19, "{t}");
+        assert!((t - 0.185).abs() < 1e-12, "{t}");
         let f = Figures::of(&refs, t);
         assert_eq!(
             (f.fpr, f.tpr, f.localised),
             (Some(0.05), Some(1.0), Some(1.0))
         );
+        // No false positive allowed: halfway to the positive.
+        let t = threshold_for_fpr(&refs, 0.0);
+        assert!((t - 0.345).abs() < 1e-12, "{t}");
+        // Nothing above the negative it must not flag: just above it.
+        let t = threshold_for_fpr(&refs[..20], 0.0);
+        assert!(t > 0.19 && t < 0.191, "{t}");
     }
 }

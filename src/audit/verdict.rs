@@ -15,14 +15,15 @@ use crate::models::Model;
 
 /// Scores at or above this flag a run as relying on a shortcut. Chosen by
 /// `nave-lab bench detect` on the zoo's tuning runs (seeds 0-1, held-out
-/// families excluded) as the lowest threshold with at most 5% false
-/// positives there (0.12002), rounded up to a figure one can read; no zoo
+/// families excluded): with no false positive there, halfway between the
+/// highest run that does not rely on its artefact (0.017) and the next
+/// score (0.039), 0.02807, rounded down to a figure one can read; no zoo
 /// run scores in between. benches/RESULTS.md gives the figures it reaches.
-pub const SHORTCUT_THRESHOLD: f64 = 0.121;
+pub const SHORTCUT_THRESHOLD: f64 = 0.028;
 
 /// Names the detector's method in the audit cache key: results of an older
 /// detector are recomputed.
-pub const DETECTOR_VERSION: &str = "three-views-1";
+pub const DETECTOR_VERSION: &str = "object-transplant-1";
 
 /// One run's verdict, as audit.json stores it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,7 +135,7 @@ mod tests {
     fn the_line_states_the_verdict_the_threshold_and_where() {
         let flagged = verdict(0.8).line("resnet18-aug0-wm1-s0");
         assert!(flagged.contains("FLAGGED"), "{flagged}");
-        assert!(flagged.contains("score 0.800 >= 0.121"), "{flagged}");
+        assert!(flagged.contains("score 0.800 >= 0.028"), "{flagged}");
         assert!(flagged.contains("towards NORMAL"), "{flagged}");
         assert!(
             flagged.contains("on 1/2 probes, e.g. at x 40 y 8 (16 x 16 px)"),
@@ -142,7 +143,7 @@ mod tests {
         );
         let clean = verdict(0.01).line("resnet18-aug0-wm0-s0");
         assert!(
-            clean.contains("not flagged") && clean.contains("score 0.010 < 0.121"),
+            clean.contains("not flagged") && clean.contains("score 0.010 < 0.028"),
             "{clean}"
         );
         assert!(!clean.contains("towards"), "{clean}");
