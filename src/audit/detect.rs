@@ -134,9 +134,9 @@ pub struct Candidate {
     pub object_other: f64,
     pub lift: f64,
     pub control: f64,
-    /// The object transplant (see `object_transplant`): the gain when only
-    /// the recurring object is pasted, and when the ring around it is; None
-    /// without an object that the class's images show.
+    /// The object transplant (see `Transplants::object`): the gain when
+    /// only the recurring object is pasted, and when the ring around it is;
+    /// None without an object that the class's images show.
     #[serde(default)]
     pub object_lift: Option<f64>,
     #[serde(default)]
@@ -270,6 +270,14 @@ struct PixelRegion {
 struct Transplant {
     lift: f64,
     control: f64,
+}
+
+impl Transplant {
+    /// The lift over its control, times the stereotypy `weight`: a
+    /// candidate's score.
+    fn weighted(&self, weight: f64) -> f64 {
+        (self.lift - self.control) * weight
+    }
 }
 
 /// The transplant tests of one class's candidates: regions of the class's
@@ -976,8 +984,7 @@ impl Candidate {
 
     /// That lift over its control, times the stereotypy weight.
     fn score(&self) -> f64 {
-        let t = self.scored_lift();
-        (t.lift - t.control) * self.stereotypy
+        self.scored_lift().weighted(self.stereotypy)
     }
 }
 
@@ -1057,20 +1064,21 @@ pub fn nave_detect(
         .position(|name| *name == c.class)
         .expect("a candidate's class is one of the classes");
     let suspect_boxes = suspect_regions(e, taps, &sc, class, c.cluster, objects[best].as_ref())?;
+    let scored = c.scored_lift();
     Ok(Detection {
         score: c.score(),
         class: Some(c.class.clone()),
         cluster: Some(c.cluster),
-        lift: c.scored_lift().lift,
-        control: c.scored_lift().control,
+        lift: scored.lift,
+        control: scored.control,
         stereotypy: c.stereotypy,
         suspect_boxes,
         candidates,
     })
 }
 
-/// Side of the occlusion baseline's square lattice: a sixth of the image's
-/// side per square, about the zoo's artefacts' size.
+/// Side of the occlusion baseline's square lattice: a seventh of the
+/// image's side per square, about the zoo's artefacts' size.
 const LATTICE: usize = 7;
 
 /// The occlusion baseline: per image, the square (of a `LATTICE` x
@@ -1112,7 +1120,7 @@ pub fn occlusion_detect(e: &Evidence, spec: &DetectorSpec) -> anyhow::Result<Det
             .and_then(|o| transplants.object(o, &high, &members, (size / LATTICE) as i64));
         let t = scored_lift(segments, object);
         let weight = views.weight();
-        let score = (t.lift - t.control) * weight;
+        let score = t.weighted(weight);
         if best.is_none_or(|(s, ..)| score > s) {
             best = Some((score, class, t, weight));
         }

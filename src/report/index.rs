@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::format::{box_style, mean_sd, number, utc};
 use super::{curves, RunFiles, Sources, CSS};
-use crate::audit::verdict::SHORTCUT_THRESHOLD;
+use crate::audit::verdict::{Verdict, SHORTCUT_THRESHOLD};
 use crate::audit::{AuditReport, RegimeResult, RunResult};
 use crate::config::{RunSpec, Scope};
 use crate::data::watermark::WmBox;
@@ -215,30 +215,29 @@ struct VerdictRow {
 
 /// The verdict table: runs with a verdict, highest shortcut score first.
 fn verdict_rows(runs: &[RunResult]) -> Vec<VerdictRow> {
-    let mut judged: Vec<&RunResult> = runs.iter().filter(|r| r.verdict.is_some()).collect();
-    let score = |r: &RunResult| r.verdict.as_ref().map_or(0.0, |v| v.shortcut_score);
-    judged.sort_by(|a, b| score(b).total_cmp(&score(a)));
+    let mut judged: Vec<(&RunResult, &Verdict)> = runs
+        .iter()
+        .filter_map(|r| r.verdict.as_ref().map(|v| (r, v)))
+        .collect();
+    judged.sort_by(|a, b| b.1.shortcut_score.total_cmp(&a.1.shortcut_score));
     judged
         .into_iter()
-        .filter_map(|r| {
-            let v = r.verdict.as_ref()?;
-            Some(VerdictRow {
-                id: r.id.clone(),
-                page: run_page_name(&r.id),
-                flagged: v.flagged,
-                score: format!("{:.3}", v.shortcut_score),
-                threshold: format!("{:.3}", v.threshold),
-                class: v.class.clone().unwrap_or_else(|| "—".into()),
-                lift: format!("{:+.2}", v.lift - v.control),
-                stereotypy: format!("{:.2}", v.stereotypy),
-                found: format!(
-                    "{}/{}",
-                    v.suspect_boxes.iter().flatten().count(),
-                    v.suspect_boxes.len()
-                ),
-                truth: r.truth.as_str(),
-                gap: number(Some(r.shortcut_gap)),
-            })
+        .map(|(r, v)| VerdictRow {
+            id: r.id.clone(),
+            page: run_page_name(&r.id),
+            flagged: v.flagged,
+            score: format!("{:.3}", v.shortcut_score),
+            threshold: format!("{:.3}", v.threshold),
+            class: v.class.clone().unwrap_or_else(|| "—".into()),
+            lift: format!("{:+.2}", v.lift - v.control),
+            stereotypy: format!("{:.2}", v.stereotypy),
+            found: format!(
+                "{}/{}",
+                v.suspect_boxes.iter().flatten().count(),
+                v.suspect_boxes.len()
+            ),
+            truth: r.truth.as_str(),
+            gap: number(Some(r.shortcut_gap)),
         })
         .collect()
 }
