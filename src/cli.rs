@@ -268,6 +268,9 @@ pub struct BenchTrainArgs {
     /// bf16 autocast (CUDA only).
     #[arg(long)]
     pub mixed_precision: bool,
+    /// Memory layout of the convolutions (auto: channels-last for ResNets under bf16 autocast on CUDA).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub memory_format: crate::models::memory_format::MemoryFormat,
     /// Time forward and backward only (no optimiser step), to separate the two costs.
     #[arg(long)]
     pub no_optimizer: bool,
@@ -314,8 +317,20 @@ pub struct TrainArgs {
     #[arg(long, default_value = "checkpoints")]
     pub checkpoints: std::path::PathBuf,
     /// Wait for runs another process is training (default: skip them and say so).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "parallel")]
     pub wait: bool,
+    /// Train up to N runs at once, one process each, on the same device: for
+    /// runs that leave a GPU idle (small models, the loader, evaluation).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub parallel: u32,
+    /// Memory layout of the convolutions: auto is channels-last for ResNets
+    /// under bf16 autocast on CUDA. It changes speed, not results (beyond rounding).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub memory_format: crate::models::memory_format::MemoryFormat,
+    /// Set by `--parallel` on its worker processes: runs a sibling holds are
+    /// passed over quietly, and the summary is the parent's to print.
+    #[arg(long, hide = true)]
+    pub worker: bool,
     /// Where the audit job of --slurm writes its report.
     #[arg(long, default_value = "reports", requires = "slurm")]
     pub reports: std::path::PathBuf,

@@ -363,7 +363,7 @@ impl RunFolder {
 pub fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> anyhow::Result<()> {
     let cpu: Vec<(String, Tensor)> = tensors
         .iter()
-        .map(|(n, t)| (n.clone(), t.to_device(tch::Device::Cpu)))
+        .map(|(n, t)| (n.clone(), t.to_device(tch::Device::Cpu).contiguous()))
         .collect();
     let refs: Vec<(&str, &Tensor)> = cpu.iter().map(|(n, t)| (n.as_str(), t)).collect();
     write_atomic_with(path, |tmp| {

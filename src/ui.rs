@@ -13,9 +13,13 @@ pub fn verbosity() -> i8 {
     VERBOSITY.load(Ordering::Relaxed)
 }
 
-/// Progress bars and status lines are shown unless -q was given.
+/// Set (to anything) in the environment of a worker process: its progress
+/// bars would garble its siblings' on the shared terminal.
+pub const NO_PROGRESS_ENV: &str = "NAVE_LAB_NO_PROGRESS";
+
+/// Progress bars are shown unless -q was given or [`NO_PROGRESS_ENV`] is set.
 pub fn show_progress() -> bool {
-    verbosity() >= 0
+    verbosity() >= 0 && std::env::var_os(NO_PROGRESS_ENV).is_none()
 }
 
 /// A status line (hidden with -q).

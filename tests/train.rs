@@ -347,3 +347,81 @@ fn a_complete_run_with_other_settings_is_an_error_but_a_new_audit_block_is_taken
         older
     );
 }
+
+/// `--parallel 2`: two worker processes share the grid through the run
+/// folders' locks, so every run is trained exactly once; channels-last
+/// (forced on the CPU) trains the same function as NCHW, up to rounding. The
+/// learning rate is small because at 0.05 batches of 16 are chaotic: any
+/// rounding difference (threads, layout) parts the losses by 1e-2 in a few
+/// steps, in PyTorch as here.
+#[test]
+fn parallel_workers_train_every_run_once_and_channels_last_matches_nchw() {
+    let dir = scratch("train_parallel");
+    let exp = experiment(&dir, 2, 64);
+    let (parallel, serial) = (dir.join("parallel"), dir.join("serial"));
+    let slow = "train.optimizer.lr=0.002";
+    let out = train(
+        &exp,
+        &parallel,
+        false,
+        &[
+            "--parallel",
+            "2",
+            "--memory-format",
+            "channels-last",
+            "--set",
+            slow,
+        ],
+    )
+    .output()
+    .unwrap();
+    common::assert_ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("2 of 2 runs complete, 2 workers"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("channels-last"), "{stderr}");
+    // Each run trained by one worker only: one "training" line each, and
+    // one metrics line per epoch.
+    for id in ["resnet18-aug0-wm0-s0", "resnet18-aug0-wm1-s0"] {
+        assert_eq!(
+            stderr.matches(&format!("training {id} on")).count(),
+            1,
+            "{stderr}"
+        );
+        assert!(parallel.join("t").join(id).join("COMPLETE").is_file());
+    }
+    let out = train(
+        &exp,
+        &serial,
+        true,
+        &["--memory-format", "contiguous", "--set", slow],
+    )
+    .output()
+    .unwrap();
+    common::assert_ok(&out);
+    for id in ["resnet18-aug0-wm0-s0", "resnet18-aug0-wm1-s0"] {
+        let (p, s) = (
+            metrics(&parallel.join("t").join(id)),
+            metrics(&serial.join("t").join(id)),
+        );
+        assert_eq!(p.len(), 2);
+        assert_eq!(s.len(), 2);
+        let (lp, ls) = (
+            p[0]["train_loss"].as_f64().unwrap(),
+            s[0]["train_loss"].as_f64().unwrap(),
+        );
+        assert!(
+            (lp - ls).abs() < 1e-3,
+            "{id}: first-epoch loss {lp} vs {ls}"
+        );
+    }
+    // A second call finds everything done and trains nothing.
+    let out = train(&exp, &parallel, false, &["--parallel", "2", "--set", slow])
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("training "));
+}

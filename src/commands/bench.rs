@@ -11,6 +11,7 @@ use crate::data::loader::{epoch_batches, normalize_u8, BatchSpec};
 use crate::data::synthetic::{self, SyntheticSpec};
 use crate::data::transforms::AugmentSpec;
 use crate::data::Split;
+use crate::models::memory_format::{to_channels_last, MemoryFormat};
 use crate::models::{Model, ModelSpec};
 use crate::nave::{extract, kmeans, pca, reference, score};
 use crate::train::amp;
@@ -331,6 +332,13 @@ fn bench_train(a: &BenchTrainArgs, device: Device) -> anyhow::Result<serde_json:
     );
     let y = Tensor::randint(10, [a.batch_size], (Kind::Int64, device));
     let amp_on = a.mixed_precision && device.is_cuda();
+    let channels_last = a.memory_format.channels_last(a.arch, device, amp_on);
+    let x = if channels_last {
+        model.to_channels_last();
+        to_channels_last(&x)
+    } else {
+        x
+    };
     if device.is_cuda() {
         tch::Cuda::cudnn_set_benchmark(true);
     }
@@ -363,6 +371,7 @@ fn bench_train(a: &BenchTrainArgs, device: Device) -> anyhow::Result<serde_json:
         "image_size": a.image_size,
         "batch_size": a.batch_size,
         "mixed_precision": amp_on,
+        "memory_format": MemoryFormat::describe(channels_last),
         "optimizer": !a.no_optimizer,
         "steps": a.steps,
         "seconds": seconds,

@@ -54,7 +54,13 @@ pub fn run(args: TrainArgs, device: DeviceRequest) -> anyhow::Result<()> {
     if args.slurm.slurm {
         return submit_to_slurm(&experiment, &runs, &args, device);
     }
-    let device = device.resolve()?;
+    if args.parallel > 1 && runs.len() > 1 {
+        return train_in_parallel(&experiment, &runs, &args, device);
+    }
+    let placement = train::Placement {
+        device: device.resolve()?,
+        memory_format: args.memory_format,
+    };
     record_named_inits(&mut runs)?;
     // Every existing run is checked against the experiment before anything
     // is written: a changed experiment is refused with its files untouched.
@@ -69,7 +75,22 @@ pub fn run(args: TrainArgs, device: DeviceRequest) -> anyhow::Result<()> {
     train::check_runs(&runs, &mut store)?;
     write_experiment_copy(&experiment, &args)?;
     crate::signals::catch_termination();
-    let outcomes = train::train_runs(&runs, &args.checkpoints, &mut store, device, args.wait)?;
+    let outcomes = train::train_runs(
+        &runs,
+        &args.checkpoints,
+        &mut store,
+        placement,
+        if args.worker {
+            train::WhenHeld::PassOver
+        } else if args.wait {
+            train::WhenHeld::Wait
+        } else {
+            train::WhenHeld::Skip
+        },
+    )?;
+    if args.worker {
+        return Ok(());
+    }
     let count = |f: fn(&RunOutcome) -> bool| outcomes.iter().filter(|(_, o)| f(o)).count();
     let trained = count(|o| matches!(o, RunOutcome::Trained));
     let complete = count(|o| matches!(o, RunOutcome::AlreadyComplete));
@@ -82,6 +103,119 @@ pub fn run(args: TrainArgs, device: DeviceRequest) -> anyhow::Result<()> {
     println!(
         "{}: {trained} run(s) trained, {complete} already complete{held_note}, in {}",
         experiment.name(),
+        args.checkpoints.join(experiment.name()).display()
+    );
+    Ok(())
+}
+
+/// `train --parallel N`: N worker processes, each this command for the same
+/// runs. Each takes the next run no other holds (the run folder's lock), so
+/// every run is trained once; the workers' progress bars are hidden, their
+/// status lines name their runs. SIGTERM or Ctrl-C reaches every worker, and
+/// each keeps its last finished epoch.
+fn train_in_parallel(
+    experiment: &Experiment,
+    runs: &[crate::config::RunSpec],
+    args: &TrainArgs,
+    device: DeviceRequest,
+) -> anyhow::Result<()> {
+    use std::process::Command;
+    let workers = (args.parallel as usize).min(runs.len());
+    let exe = std::env::current_exe().context("locating the nave-lab binary")?;
+    let mut words: Vec<String> = Vec::new();
+    match crate::ui::verbosity() {
+        -1 => words.push("--quiet".into()),
+        1 => words.push("-v".into()),
+        2 => words.push("-vv".into()),
+        _ => {}
+    }
+    words.extend(["--device".into(), device.to_string(), "train".into()]);
+    words.push(args.experiment.display().to_string());
+    words.extend([
+        "--checkpoints".into(),
+        args.checkpoints.display().to_string(),
+    ]);
+    for o in &args.overrides {
+        words.extend(["--set".into(), o.clone()]);
+    }
+    let format = clap::ValueEnum::to_possible_value(&args.memory_format)
+        .expect("every memory format has a name");
+    words.extend(["--memory-format".into(), format.get_name().to_string()]);
+    if let Some(id) = &args.run {
+        words.extend(["--run".into(), id.clone()]);
+    }
+    if let Some(i) = args.index {
+        words.extend(["--index".into(), i.to_string()]);
+    }
+    words.push("--worker".into());
+    // The CPU's cores shared among the workers, unless the user chose.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() / workers);
+    crate::info!(
+        "{}: {} runs on {workers} worker processes",
+        experiment.name(),
+        runs.len()
+    );
+    crate::signals::catch_termination();
+    let started = std::time::Instant::now();
+    let mut children = Vec::with_capacity(workers);
+    for w in 0..workers {
+        let mut command = Command::new(&exe);
+        command.args(&words).env(crate::ui::NO_PROGRESS_ENV, "1");
+        if std::env::var_os("OMP_NUM_THREADS").is_none() {
+            command.env("OMP_NUM_THREADS", threads.max(1).to_string());
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting worker {} ({})", w + 1, exe.display()))?;
+        children.push(Some(child));
+        // A moment between starts, so that each takes a different first run
+        // instead of all racing for the first lock.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let mut failed = Vec::new();
+    let mut forwarded = false;
+    while children.iter().any(Option::is_some) {
+        if let (Some(stopped), false) = (crate::signals::received(), forwarded) {
+            for child in children.iter().flatten() {
+                // SAFETY: kill(2) on the pid of a child not yet reaped.
+                unsafe { libc::kill(child.id() as libc::pid_t, stopped.signal) };
+            }
+            forwarded = true;
+        }
+        for (w, slot) in children.iter_mut().enumerate() {
+            let Some(child) = slot else { continue };
+            if let Some(status) = child.try_wait()? {
+                if !status.success() {
+                    failed.push(format!("worker {} ({status})", w + 1));
+                }
+                *slot = None;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if let Some(stopped) = crate::signals::received() {
+        return Err(anyhow::Error::new(stopped).context(format!(
+            "{}: workers stopped; rerun the same command to resume",
+            experiment.name()
+        )));
+    }
+    let complete = runs
+        .iter()
+        .filter(|r| RunFolder::new(args.checkpoints.join(&r.experiment).join(&r.id)).is_complete())
+        .count();
+    if !failed.is_empty() {
+        bail!(
+            "{}: {} failed (their errors are above); {complete} of {} runs complete",
+            experiment.name(),
+            failed.join(", "),
+            runs.len()
+        );
+    }
+    println!(
+        "{}: {complete} of {} runs complete, {workers} workers, in {:.1} s, in {}",
+        experiment.name(),
+        runs.len(),
+        started.elapsed().as_secs_f64(),
         args.checkpoints.join(experiment.name()).display()
     );
     Ok(())

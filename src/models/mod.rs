@@ -1,5 +1,6 @@
 //! The architectures, built from one [`ModelSpec`], each exposing named taps
 //! (the intermediate activations NAVE clusters).
+pub mod memory_format;
 pub mod pth;
 pub mod resnet;
 pub mod vit;
@@ -285,7 +286,11 @@ impl Model {
             .vs
             .variables()
             .into_iter()
-            .map(|(n, t)| (n, t.to_device(Device::Cpu).to_kind(Kind::Float)))
+            .map(|(n, t)| {
+                // NCHW on disk whatever the layout in memory (channels-last).
+                let t = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+                (n, t)
+            })
             .collect();
         let bn_prefixes: HashSet<String> = out
             .iter()

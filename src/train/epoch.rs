@@ -11,6 +11,7 @@ use super::{amp, evaluate};
 use crate::config::RunSpec;
 use crate::data::loader::{epoch_batches, BatchSpec};
 use crate::data::watermark::Variant;
+use crate::models::memory_format::to_channels_last;
 use crate::models::Model;
 
 /// Steps between reads of the running loss (each read waits for the device).
@@ -24,6 +25,8 @@ pub(super) struct Training<'a> {
     pub images: &'a Tensor,
     pub labels: &'a [i64],
     pub autocast: bool,
+    /// The model is channels-last, and so are its batches.
+    pub channels_last: bool,
     pub device: Device,
 }
 
@@ -68,9 +71,13 @@ impl Training<'_> {
                 per_epoch,
                 per_epoch * spec.train.epochs,
             );
-            let logits =
-                amp::with_bf16(self.autocast, || self.model.forward_t(&batch.images, true))?
-                    .to_kind(Kind::Float);
+            let images = if self.channels_last {
+                to_channels_last(&batch.images)
+            } else {
+                batch.images.shallow_clone()
+            };
+            let logits = amp::with_bf16(self.autocast, || self.model.forward_t(&images, true))?
+                .to_kind(Kind::Float);
             let loss = logits.cross_entropy_loss(
                 &batch.labels,
                 None::<Tensor>,

@@ -21,6 +21,7 @@ use crate::data::loader::normalize_u8;
 use crate::data::store::{training_images, DataStore, LoadedData};
 use crate::data::watermark::{Artefact, Variant};
 use crate::data::{Split, SplitData};
+use crate::models::memory_format::MemoryFormat;
 use crate::models::Model;
 use crate::run_folder::{EpochMetrics, ResumeState, RunFolder};
 use metrics::Board;
@@ -76,8 +77,9 @@ pub fn train_run(
     spec: &RunSpec,
     folder: &RunFolder,
     data: &LoadedData,
-    device: Device,
+    placement: Placement,
 ) -> anyhow::Result<()> {
+    let device = placement.device;
     folder.create(spec)?;
     tch::manual_seed(spec.seed as i64);
     let mut model = build_model(spec, data.train.class_names.len() as i64, device)?;
@@ -94,6 +96,12 @@ pub fn train_run(
     let (mut state, mut lines) = resume(spec, folder, data, &mut model, &mut optimizer)?;
 
     let autocast = device.is_cuda() && spec.train.mixed_precision;
+    let channels_last = placement.channels_last(spec);
+    if channels_last {
+        // After loading: the optimiser's buffers and the weights read back
+        // are NCHW, and mixed layouts are fine for every update.
+        model.to_channels_last();
+    }
     if device.is_cuda() {
         // Fixed input sizes: let cuDNN pick the fastest convolution algorithms.
         tch::Cuda::cudnn_set_benchmark(true);
@@ -111,6 +119,7 @@ pub fn train_run(
             images: &train_images,
             labels: &data.train.labels,
             autocast,
+            channels_last,
             device,
         };
         let totals = run.epoch(epoch, &mut state.step)?;
@@ -246,6 +255,36 @@ pub fn check_runs(runs: &[RunSpec], store: &mut DataStore) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Where and how runs compute: the device and the convolutions' memory layout.
+#[derive(Debug, Clone, Copy)]
+pub struct Placement {
+    pub device: Device,
+    pub memory_format: MemoryFormat,
+}
+
+impl Placement {
+    /// Whether `spec`'s model runs channels-last here.
+    pub fn channels_last(&self, spec: &RunSpec) -> bool {
+        let autocast = self.device.is_cuda() && spec.train.mixed_precision;
+        self.memory_format
+            .channels_last(spec.model.arch, self.device, autocast)
+    }
+
+    /// "cuda:0 (NVIDIA H200), bf16, channels-last" for the log.
+    fn describe(&self, spec: &RunSpec) -> String {
+        let precision = if self.device.is_cuda() && spec.train.mixed_precision {
+            "bf16 autocast"
+        } else {
+            "fp32"
+        };
+        format!(
+            "{}, {precision}, {}",
+            crate::device::device_name(self.device),
+            MemoryFormat::describe(self.channels_last(spec))
+        )
+    }
+}
+
 /// Outcome of one run for the summary.
 pub enum RunOutcome {
     Trained,
@@ -254,20 +293,31 @@ pub enum RunOutcome {
     HeldElsewhere(String),
 }
 
+/// What to do with a run another process is training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenHeld {
+    /// Skip it and say so (the default).
+    Skip,
+    /// Wait until it is released (`--wait`).
+    Wait,
+    /// Skip it quietly: a sibling worker of `--parallel` has it.
+    PassOver,
+}
+
 /// Trains `runs` of an experiment under `checkpoints/<name>/`. A run another
-/// process is training is skipped, or waited for with `wait`.
+/// process is training is skipped or waited for, as `when_held` says.
 pub fn train_runs(
     runs: &[RunSpec],
     checkpoints: &Path,
     store: &mut DataStore,
-    device: Device,
-    wait: bool,
+    placement: Placement,
+    when_held: WhenHeld,
 ) -> anyhow::Result<Vec<(String, RunOutcome)>> {
     let mut out = Vec::new();
     for (i, spec) in runs.iter().enumerate() {
         let folder = RunFolder::new(checkpoints.join(&spec.experiment).join(&spec.id));
         let counter = format!("[{}/{}]", i + 1, runs.len());
-        let lock = if wait {
+        let lock = if when_held == WhenHeld::Wait {
             Some(folder.lock_waiting(|holder| {
                 crate::info!(
                     "{counter} {} is being trained by {holder}; waiting",
@@ -279,17 +329,23 @@ pub fn train_runs(
         };
         let Some(_lock) = lock else {
             let holder = crate::lock::holder(&folder.lock_file());
-            crate::info!(
-                "{counter} {} is being trained by {holder}, skipped (--wait waits for it)",
-                spec.id
-            );
+            if when_held == WhenHeld::Skip {
+                crate::info!(
+                    "{counter} {} is being trained by {holder}, skipped (--wait waits for it)",
+                    spec.id
+                );
+            }
             out.push((spec.id.clone(), RunOutcome::HeldElsewhere(holder)));
             continue;
         };
         if folder.is_complete() {
             folder.check_settings(spec)?;
             folder.verify_complete()?;
-            crate::info!("{counter} {} is complete, skipped", spec.id);
+            if when_held == WhenHeld::PassOver {
+                crate::detail!("{counter} {} is complete, skipped", spec.id);
+            } else {
+                crate::info!("{counter} {} is complete, skipped", spec.id);
+            }
             out.push((spec.id.clone(), RunOutcome::AlreadyComplete));
             continue;
         }
@@ -300,11 +356,11 @@ pub fn train_runs(
         crate::info!(
             "{counter} training {} on {}",
             spec.id,
-            crate::device::device_name(device)
+            placement.describe(spec)
         );
         let data = store.get(spec)?;
         let _ = std::fs::remove_file(folder.failed());
-        if let Err(e) = train_run(spec, &folder, data, device) {
+        if let Err(e) = train_run(spec, &folder, data, placement) {
             // For `status` (a scheduler's task log may be far away); a run
             // stopped by a signal is not failed, it resumes.
             if e.downcast_ref::<crate::signals::Stopped>().is_none() && folder.dir.is_dir() {
