@@ -10,7 +10,7 @@ SETUP_MODE := $(if $(filter 1 yes true,$(GPU)),gpu,cpu)
 CARGO ?= cargo
 BIN := target/release/nave-lab
 
-.PHONY: setup setup-reference setup-browser setup-slurm build demo test clean-runs
+.PHONY: setup setup-reference setup-browser setup-slurm build demo test clean-runs gpu-binary
 
 setup:
 ifndef LIBTORCH
@@ -48,3 +48,13 @@ setup-slurm:
 
 clean-runs:
 	rm -rf checkpoints/*/ reports/*/
+
+# A binary linked with libtorch_cuda, for a CUDA machine with torch
+# 2.11.0+cu130 (run it with LD_LIBRARY_PATH=<that torch>/lib, as
+# benches/full-size-study.sh does): built against the tests' full torch in
+# .venv-ref, in its own target folder so that the CPU build stays warm.
+gpu-binary: setup-reference
+	LIBTORCH=$$(.venv-ref/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))') \
+	  CARGO_TARGET_DIR=target/gpu $(CARGO) build --release
+	target/gpu/release/nave-lab doctor | grep -i "cuda linked"
+	@echo "target/gpu/release/nave-lab: copy it, with LD_LIBRARY_PATH=<torch 2.11.0+cu130>/lib there" 
