@@ -152,7 +152,7 @@ pub fn doctor(requested: DeviceRequest) -> Doctor {
     let mut notes = Vec::new();
     if !linked_cuda {
         notes.push(
-            "this build is CPU-only (libtorch_cuda was not linked); `make setup GPU=1 && make build` builds one for CUDA"
+            "this build is CPU-only (libtorch_cuda was not linked); `make setup GPU=1 && make build` builds one for CUDA (`make gpu-binary`: one to copy to a CUDA machine)"
                 .to_string(),
         );
     } else if !cuda_available {
