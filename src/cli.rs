@@ -321,7 +321,7 @@ pub struct TrainArgs {
     pub wait: bool,
     /// Train up to N runs at once, one process each, on the same device: for
     /// runs that leave a GPU idle (small models, the loader, evaluation).
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, value_name = "N", default_value_t = 1, conflicts_with = "slurm", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub parallel: u32,
     /// Memory layout of the convolutions: auto is channels-last for ResNets
     /// under bf16 autocast on CUDA. It changes speed, not results (beyond rounding).
