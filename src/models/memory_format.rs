@@ -204,6 +204,33 @@ mod tests {
         }
         assert!(!conv.is_contiguous(), "the update re-laid conv1.weight");
 
+        // Resuming: buffers saved NCHW come back in their parameters' layout.
+        let saved: std::collections::HashMap<String, Tensor> = sgd_b
+            .state()
+            .into_iter()
+            .map(|(n, t)| (n, t.contiguous()))
+            .collect();
+        let mut resumed = sgd(&nhwc);
+        resumed
+            .load_state(saved, 4, std::path::Path::new("state.safetensors"))
+            .unwrap();
+        let buffers = resumed.state();
+        let (_, conv_buffer) = buffers
+            .iter()
+            .find(|(n, _)| n == "conv1.weight.m1")
+            .expect("conv1.weight's momentum buffer");
+        assert_eq!(conv_buffer.stride(), conv.stride());
+        let original = &sgd_b
+            .state()
+            .into_iter()
+            .find(|(n, _)| n == "conv1.weight.m1")
+            .unwrap()
+            .1;
+        assert_eq!(
+            f64::try_from((conv_buffer - original).abs().max()).unwrap(),
+            0.0
+        );
+
         let dir = std::env::temp_dir().join(format!("nave-nhwc-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("nhwc.safetensors");

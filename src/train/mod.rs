@@ -83,6 +83,12 @@ pub fn train_run(
     folder.create(spec)?;
     tch::manual_seed(spec.seed as i64);
     let mut model = build_model(spec, data.train.class_names.len() as i64, device)?;
+    let channels_last = placement.channels_last(spec);
+    if channels_last {
+        // Before resuming: the weights read back are copied into the re-laid
+        // tensors, and the optimiser's buffers take their parameters' layout.
+        model.to_channels_last();
+    }
 
     // The watermark is part of the training data: stamped on the raw images, before augmentation.
     let artefact = Artefact::new(&spec.watermark_spec, spec.dataset.image_size)?;
@@ -96,12 +102,6 @@ pub fn train_run(
     let (mut state, mut lines) = resume(spec, folder, data, &mut model, &mut optimizer)?;
 
     let autocast = device.is_cuda() && spec.train.mixed_precision;
-    let channels_last = placement.channels_last(spec);
-    if channels_last {
-        // After loading: the optimiser's buffers and the weights read back
-        // are NCHW, and mixed layouts are fine for every update.
-        model.to_channels_last();
-    }
     if device.is_cuda() {
         // Fixed input sizes: let cuDNN pick the fastest convolution algorithms.
         tch::Cuda::cudnn_set_benchmark(true);

@@ -229,7 +229,11 @@ impl Optimizer {
                     p.size()
                 );
             }
-            Ok(Some(t.to_device(p.device())))
+            // In the parameter's memory layout (channels-last or not): the
+            // fused kernels take their fast path only when the strides agree.
+            let mut buffer = p.zeros_like();
+            tch::no_grad(|| buffer.copy_(t));
+            Ok(Some(buffer))
         };
         let mut first = Vec::with_capacity(self.params.len());
         let mut second = Vec::with_capacity(self.params.len());
