@@ -135,12 +135,7 @@ fn train_in_parallel(
         "--checkpoints".into(),
         args.checkpoints.display().to_string(),
     ]);
-    for o in &args.overrides {
-        words.extend(["--set".into(), o.clone()]);
-    }
-    let format = clap::ValueEnum::to_possible_value(&args.memory_format)
-        .expect("every memory format has a name");
-    words.extend(["--memory-format".into(), format.get_name().to_string()]);
+    words.extend(same_training(args));
     if let Some(id) = &args.run {
         words.extend(["--run".into(), id.clone()]);
     }
@@ -221,6 +216,20 @@ fn train_in_parallel(
     Ok(())
 }
 
+/// The options that make another `train` process of this command train its
+/// runs the same way: the `--set` overrides and the memory layout. Slurm's
+/// array tasks and `--parallel`'s workers are both started with them.
+fn same_training(args: &TrainArgs) -> Vec<String> {
+    let mut words = Vec::new();
+    for o in &args.overrides {
+        words.extend(["--set".to_string(), o.clone()]);
+    }
+    let format = clap::ValueEnum::to_possible_value(&args.memory_format)
+        .expect("every memory format has a name");
+    words.extend(["--memory-format".to_string(), format.get_name().to_string()]);
+    words
+}
+
 /// Keeps the experiment file beside its runs (`checkpoints/<name>/experiment.yaml`),
 /// with the --set overrides noted, for the report.
 fn write_experiment_copy(experiment: &Experiment, args: &TrainArgs) -> anyhow::Result<()> {
@@ -262,9 +271,7 @@ fn submit_to_slurm(
         checkpoints.display().to_string(),
         "--wait".to_string(),
     ];
-    for o in &args.overrides {
-        train.extend(["--set".to_string(), o.clone()]);
-    }
+    train.extend(same_training(args));
     let mut audit = vec![
         exe.display().to_string(),
         "audit".to_string(),
