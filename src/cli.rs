@@ -73,6 +73,10 @@ pub struct FetchArgs {
     pub root: std::path::PathBuf,
     #[command(flatten)]
     pub source: DownloadArgs,
+    /// The most the archive may unpack to (10G, 500M or bytes); default four
+    /// times the archive's size, at least 64M.
+    #[arg(long, value_parser = crate::fetch::archive::parse_size)]
+    pub max_unpacked: Option<u64>,
 }
 
 /// Where downloads come from.
@@ -92,6 +96,24 @@ impl DownloadArgs {
     pub fn options(&self) -> crate::fetch::FetchOptions {
         crate::fetch::FetchOptions::new(self.mirror.clone(), self.sha256.clone())
     }
+}
+
+/// `90`, `90s`, `30m`, `2h`: a time limit.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("'{text}' is not a time: seconds, or a number with s, m or h")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("'{text}' is not a time: seconds, or a number with s, m or h"))
 }
 
 fn sha256_hex(text: &str) -> Result<String, String> {
@@ -316,9 +338,10 @@ pub struct TrainArgs {
     /// Where run folders go: <checkpoints>/<experiment name>/<run id>/.
     #[arg(long, default_value = "checkpoints")]
     pub checkpoints: std::path::PathBuf,
-    /// Wait for runs another process is training (default: skip them and say so).
-    #[arg(long, conflicts_with = "parallel")]
-    pub wait: bool,
+    /// Wait for runs another process is training (default: skip them and
+    /// say so); --wait=30m gives up on a run after that long (s, m, h).
+    #[arg(long, conflicts_with = "parallel", num_args = 0..=1, require_equals = true, value_name = "LIMIT", value_parser = parse_duration)]
+    pub wait: Option<Option<std::time::Duration>>,
     /// Train up to N runs at once, one process each, on the same device: for
     /// runs that leave a GPU idle (small models, the loader, evaluation).
     #[arg(long, value_name = "N", default_value_t = 1, conflicts_with = "slurm", value_parser = clap::value_parser!(u32).range(1..=64))]

@@ -271,11 +271,27 @@ impl RunSpec {
         )
     }
 
+    /// Reads a run.yaml. Its names are checked as an experiment's are
+    /// ([`name_problem`]): they become folders and words of job scripts, and
+    /// a run.yaml may come from anywhere.
     pub fn read(path: &Path) -> anyhow::Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        yaml_serde::from_str(&text)
-            .with_context(|| format!("{}: not a valid run.yaml", path.display()))
+        let spec: Self = yaml_serde::from_str(&text)
+            .with_context(|| format!("{}: not a valid run.yaml", path.display()))?;
+        let names = [("experiment", Some(&spec.experiment)), ("id", Some(&spec.id))]
+            .into_iter()
+            .chain([("variant", spec.variant.as_ref())]);
+        for (key, value) in names {
+            if let Some(why) = value.and_then(|v| name_problem(v)) {
+                bail!(
+                    "{}: {key} '{}': {why}",
+                    path.display(),
+                    value.map(|v| v.escape_debug().to_string()).unwrap_or_default()
+                );
+            }
+        }
+        Ok(spec)
     }
 }
 
@@ -315,6 +331,13 @@ impl Experiment {
                 )
             })?
         };
+        if let Some(why) = name_problem(&file.name) {
+            bail!(
+                "{}: name '{}': {why}",
+                name_origin(path, &text, overrides),
+                file.name.escape_debug()
+            );
+        }
         validate(&file).with_context(|| format!("{}", path.display()))?;
         let grid = grid::Grid::parse(&file.grid)
             .map_err(|e| e.at_line_of(&text))
@@ -397,18 +420,66 @@ pub(crate) fn run_spec(
     })
 }
 
-/// Whether `name` can be one folder's name under another: not empty, no
-/// slash, not `.` or `..` (experiment names and run ids become folders).
-pub fn is_folder_name(name: &str) -> bool {
-    !(name.is_empty() || name.contains(['/', '\\']) || name == "." || name == "..")
+/// The longest name: run ids add their regime to it and must stay within a
+/// file name's 255 bytes.
+const MAX_NAME_LEN: usize = 128;
+
+/// Why `name` cannot name an experiment, a variant or a run, or `None` when
+/// it can: letters, digits, `.`, `_` and `-`, not empty, not `.` or `..`, at
+/// most 128 characters. Names become folders (`checkpoints/<name>/<id>/`),
+/// Slurm job names and words of job scripts, so nothing that a shell, a path
+/// or an `#SBATCH` line would read as syntax gets through.
+pub fn name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("it is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Some(format!("'{name}' names a folder's parent or itself"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Some(format!(
+            "it is {} bytes long; at most {MAX_NAME_LEN}",
+            name.len()
+        ));
+    }
+    let (at, bad) = name
+        .char_indices()
+        .find(|&(_, c)| !(c.is_ascii_alphanumeric() || "._-".contains(c)))?;
+    Some(format!(
+        "{} at character {} is not allowed; names are letters, digits, '.', '_' and '-'",
+        describe_char(bad),
+        name[..at].chars().count() + 1
+    ))
+}
+
+/// A character as an error message shows it: printable ones quoted, the
+/// others by their code point (a newline would break the message's line).
+pub fn describe_char(c: char) -> String {
+    match c {
+        '\n' => "a newline (U+000A)".into(),
+        '\r' => "a carriage return (U+000D)".into(),
+        '\t' => "a tab (U+0009)".into(),
+        ' ' => "a space".into(),
+        c if c.is_control() => format!("the control character U+{:04X}", c as u32),
+        c => format!("'{c}' (U+{:04X})", c as u32),
+    }
+}
+
+/// Where the experiment's `name` came from, for its error: the `--set` that
+/// gave it, else the file's line.
+fn name_origin(path: &Path, text: &str, overrides: &[String]) -> String {
+    if let Some(o) = overrides.iter().rev().find(|o| o.starts_with("name=")) {
+        return format!("--set {}", o.escape_debug());
+    }
+    match text.lines().position(|l| l.starts_with("name:")) {
+        Some(i) => format!("{}, line {}", path.display(), i + 1),
+        None => path.display().to_string(),
+    }
 }
 
 fn validate(f: &ExperimentFile) -> anyhow::Result<()> {
-    if !is_folder_name(&f.name) {
-        bail!(
-            "name must be a non-empty folder name without slashes, got '{}'",
-            f.name
-        );
+    if let Some(why) = name_problem(&f.name) {
+        bail!("name '{}': {why}", f.name.escape_debug());
     }
     if f.dataset.kind != DatasetKind::Synthetic && f.dataset.root.is_none() {
         bail!(

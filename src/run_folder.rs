@@ -127,10 +127,17 @@ impl RunFolder {
         Ok(lock)
     }
 
-    /// This folder's lock, waiting while another process holds it.
-    pub fn lock_waiting(&self, waiting: impl FnOnce(&str)) -> anyhow::Result<Lock> {
-        let lock = Lock::acquire_waiting(&self.lock_file(), waiting)?;
-        crate::io::remove_stale_temps(&self.dir, "");
+    /// This folder's lock, waiting while another process holds it, at most
+    /// `limit` when given (then `None`).
+    pub fn lock_within(
+        &self,
+        waiting: impl FnOnce(&str),
+        limit: Option<std::time::Duration>,
+    ) -> anyhow::Result<Option<Lock>> {
+        let lock = Lock::acquire_within(&self.lock_file(), waiting, limit)?;
+        if lock.is_some() {
+            crate::io::remove_stale_temps(&self.dir, "");
+        }
         Ok(lock)
     }
 

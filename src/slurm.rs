@@ -49,6 +49,63 @@ pub struct SlurmOptions {
     pub dry_run: bool,
 }
 
+impl SlurmOptions {
+    /// An error unless every option can stand on an `#SBATCH` line: a
+    /// newline would end the line and start a command (sbatch then stops
+    /// reading `#SBATCH` lines, dropping `--array` and `--requeue`).
+    pub fn check(&self) -> anyhow::Result<()> {
+        let named = [
+            ("--partition", &self.partition),
+            ("--mem", &self.mem),
+            ("--time", &self.time),
+            ("--account", &self.account),
+        ];
+        for (flag, value) in named {
+            if let Some(v) = value {
+                script_safe(flag, v)?;
+            }
+        }
+        for a in &self.sbatch_args {
+            script_safe("--sbatch-arg", a)?;
+        }
+        Ok(())
+    }
+}
+
+/// An error unless `value` holds no newline or other control character, so
+/// that it stays on its line of a job script.
+pub fn script_safe(what: &str, value: &str) -> anyhow::Result<()> {
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        bail!(
+            "{what} '{}' holds {}, which would break a line of the Slurm job script; refused",
+            value.escape_debug(),
+            crate::config::describe_char(c)
+        );
+    }
+    Ok(())
+}
+
+/// Everything a script builder writes that came from outside: the study's
+/// name (a folder name), the options, and the paths and command words.
+fn check_script_values(
+    o: &SlurmOptions,
+    name: &str,
+    paths: &[&Path],
+    words: &[String],
+) -> anyhow::Result<()> {
+    if let Some(why) = crate::config::name_problem(name) {
+        bail!("the study's name '{}': {why}", name.escape_debug());
+    }
+    o.check()?;
+    for p in paths {
+        script_safe("the path", &p.display().to_string())?;
+    }
+    for w in words {
+        script_safe("the command word", w)?;
+    }
+    Ok(())
+}
+
 /// What was submitted: `checkpoints/<name>/slurm/jobs.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Submission {
@@ -73,6 +130,25 @@ pub fn quote(word: &str) -> String {
     }
 }
 
+/// A value for an `#SBATCH` line, as sbatch reads it: sbatch knows no
+/// single quotes; it takes double quotes around spaces, a backslash before
+/// the next character, and an unescaped `#` as the start of a comment.
+pub fn sbatch_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        return word.to_string();
+    }
+    let mut out = String::from("\"");
+    for c in word.chars() {
+        if matches!(c, '"' | '\\' | '#') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
 fn command_line(words: &[String]) -> String {
     words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ")
 }
@@ -85,14 +161,14 @@ fn resource_lines(o: &SlurmOptions) -> String {
             out += &format!("#SBATCH --{flag}={v}\n");
         }
     };
-    line("partition", o.partition.clone());
+    line("partition", o.partition.as_deref().map(sbatch_word));
     line("gpus-per-task", o.gpus_per_task.map(|g| g.to_string()));
     line("cpus-per-task", o.cpus_per_task.map(|c| c.to_string()));
-    line("mem", o.mem.clone());
-    line("time", o.time.clone());
-    line("account", o.account.clone());
+    line("mem", o.mem.as_deref().map(sbatch_word));
+    line("time", o.time.as_deref().map(sbatch_word));
+    line("account", o.account.as_deref().map(sbatch_word));
     for a in &o.sbatch_args {
-        out += &format!("#SBATCH {a}\n");
+        out += &format!("#SBATCH {}\n", sbatch_word(a));
     }
     out
 }
@@ -105,12 +181,13 @@ pub fn train_script(
     logs: &Path,
     workdir: &Path,
     train: &[String],
-) -> String {
+) -> anyhow::Result<String> {
+    check_script_values(o, name, &[logs, workdir], train)?;
     let limit = o.max_parallel.map(|m| format!("%{m}")).unwrap_or_default();
-    format!(
+    Ok(format!(
         "#!/bin/bash
 # Written by `nave-lab train --slurm`: one array task per run of {name}.
-#SBATCH --job-name=nave-train-{name}
+#SBATCH --job-name={job}
 #SBATCH --array=0-{last}{limit}
 #SBATCH --output={logs}/train-%A_%a.log
 #SBATCH --open-mode=append
@@ -129,12 +206,13 @@ if [ \"$rc\" -eq 143 ] || [ \"$rc\" -eq 130 ]; then
 fi
 exit $rc
 ",
+        job = sbatch_word(&format!("nave-train-{name}")),
         last = runs.saturating_sub(1),
-        logs = quote(&logs.display().to_string()),
+        logs = sbatch_word(&logs.display().to_string()),
         resources = resource_lines(o),
         workdir = quote(&workdir.display().to_string()),
         train = command_line(train),
-    )
+    ))
 }
 
 /// The audit's script, run once the array has ended.
@@ -144,25 +222,27 @@ pub fn audit_script(
     logs: &Path,
     workdir: &Path,
     audit: &[String],
-) -> String {
+) -> anyhow::Result<String> {
+    check_script_values(o, name, &[logs, workdir], audit)?;
     let resources = SlurmOptions {
         max_parallel: None,
         ..o.clone()
     };
-    format!(
+    Ok(format!(
         "#!/bin/bash
 # Written by nave-lab (--slurm): the audit of {name}, once its runs have ended.
-#SBATCH --job-name=nave-audit-{name}
+#SBATCH --job-name={job}
 #SBATCH --output={logs}/audit-%j.log
 {resources}
 cd {workdir}
 srun {audit}
 ",
-        logs = quote(&logs.display().to_string()),
+        job = sbatch_word(&format!("nave-audit-{name}")),
+        logs = sbatch_word(&logs.display().to_string()),
         resources = resource_lines(&resources),
         workdir = quote(&workdir.display().to_string()),
         audit = command_line(audit),
-    )
+    ))
 }
 
 /// `audit --slurm`'s array: one task per finished run, each `audit --run ID`.
@@ -173,12 +253,18 @@ pub fn audit_runs_script(
     logs: &Path,
     workdir: &Path,
     audit: &[String],
-) -> String {
+) -> anyhow::Result<String> {
+    check_script_values(o, name, &[logs, workdir], audit)?;
+    for id in ids {
+        if let Some(why) = crate::config::name_problem(id) {
+            bail!("run id '{}': {why}", id.escape_debug());
+        }
+    }
     let limit = o.max_parallel.map(|m| format!("%{m}")).unwrap_or_default();
-    format!(
+    Ok(format!(
         "#!/bin/bash
 # Written by `nave-lab audit --slurm`: one array task per finished run of {name}.
-#SBATCH --job-name=nave-audit-runs-{name}
+#SBATCH --job-name={job}
 #SBATCH --array=0-{last}{limit}
 #SBATCH --output={logs}/audit-%A_%a.log
 {resources}
@@ -186,13 +272,14 @@ cd {workdir}
 runs=({ids})
 srun {audit} --run \"${{runs[$SLURM_ARRAY_TASK_ID]}}\"
 ",
+        job = sbatch_word(&format!("nave-audit-runs-{name}")),
         last = ids.len().saturating_sub(1),
-        logs = quote(&logs.display().to_string()),
+        logs = sbatch_word(&logs.display().to_string()),
         resources = resource_lines(o),
         workdir = quote(&workdir.display().to_string()),
         ids = command_line(ids),
         audit = command_line(audit),
-    )
+    ))
 }
 
 /// A batch script and where it goes.
@@ -333,7 +420,8 @@ mod tests {
             Path::new("/c/wm/slurm/logs"),
             Path::new("/work dir"),
             &["/bin/nave-lab".into(), "train".into(), "x.yaml".into()],
-        );
+        )
+        .unwrap();
         for line in [
             "#SBATCH --array=0-11%4",
             "#SBATCH --output=/c/wm/slurm/logs/train-%A_%a.log",
@@ -354,10 +442,69 @@ mod tests {
             Path::new("/l"),
             Path::new("/w"),
             &["audit".into()],
-        );
+        )
+        .unwrap();
         assert!(
             !a.contains("--array") && a.contains("#SBATCH --partition=gpu"),
             "{a}"
         );
+    }
+
+    #[test]
+    fn sbatch_lines_quote_as_sbatch_reads_them() {
+        assert_eq!(sbatch_word("gpu"), "gpu");
+        assert_eq!(sbatch_word("/a b/logs"), "\"/a b/logs\"");
+        assert_eq!(sbatch_word("x#y"), "\"x\\#y\"");
+        assert_eq!(sbatch_word("say \"hi\""), "\"say \\\"hi\\\"\"");
+        assert_eq!(sbatch_word("--qos=high"), "--qos=high");
+    }
+
+    #[test]
+    fn a_newline_in_a_name_or_an_option_never_reaches_a_script() {
+        let words = ["/bin/nave-lab".to_string(), "train".into()];
+        let (logs, work) = (Path::new("/l"), Path::new("/w"));
+        let ok = SlurmOptions::default();
+        for (name, o) in [
+            ("x\ntouch PWNED #", ok.clone()),
+            ("x;touch PWNED", ok.clone()),
+            (
+                "wm",
+                SlurmOptions {
+                    partition: Some("gpu\ntouch PWNED".into()),
+                    ..ok.clone()
+                },
+            ),
+            (
+                "wm",
+                SlurmOptions {
+                    sbatch_args: vec!["--qos=high\nrm -rf ~".into()],
+                    ..ok.clone()
+                },
+            ),
+            (
+                "wm",
+                SlurmOptions {
+                    time: Some("1:00:00\r".into()),
+                    ..ok.clone()
+                },
+            ),
+        ] {
+            let err = format!("{:#}", train_script(&o, name, 2, logs, work, &words).unwrap_err());
+            assert!(
+                err.contains("refused") || err.contains("not allowed"),
+                "{name:?}: {err}"
+            );
+            assert!(audit_script(&o, name, logs, work, &words).is_err());
+        }
+        let bad_path = Path::new("/l\n/x");
+        assert!(train_script(&ok, "wm", 2, bad_path, work, &words).is_err());
+        let bad_word = ["a\nb".to_string()];
+        assert!(audit_script(&ok, "wm", logs, work, &bad_word).is_err());
+        let ids = ["r-s0".to_string(), "r\n-s1".to_string()];
+        assert!(audit_runs_script(&ok, "wm", &ids, logs, work, &words).is_err());
+        // Every line of a script built from good values is a comment, a
+        // directive or one of the commands written here.
+        let s = train_script(&ok, "wm", 2, logs, work, &words).unwrap();
+        assert!(s.contains("#SBATCH --job-name=nave-train-wm\n"), "{s}");
     }
 }

@@ -118,8 +118,8 @@ fn submit_to_slurm(a: &AuditArgs, device: DeviceRequest) -> anyhow::Result<()> {
     merge.extend(["--grid-probes".to_string(), a.grid_probes.to_string()]);
     let workdir = std::env::current_dir()?;
     let o = &a.slurm;
-    let runs_script = slurm::audit_runs_script(o, &experiment, &ids, &logs, &workdir, &part);
-    let merge_script = slurm::audit_script(o, &experiment, &logs, &workdir, &merge);
+    let runs_script = slurm::audit_runs_script(o, &experiment, &ids, &logs, &workdir, &part)?;
+    let merge_script = slurm::audit_script(o, &experiment, &logs, &workdir, &merge)?;
     let (runs_path, merge_path) = (
         slurm_dir.join("audit-runs.sbatch"),
         slurm_dir.join("audit.sbatch"),

@@ -82,8 +82,8 @@ pub fn run(args: TrainArgs, device: DeviceRequest) -> anyhow::Result<()> {
         placement,
         if args.worker {
             train::WhenHeld::PassOver
-        } else if args.wait {
-            train::WhenHeld::Wait
+        } else if let Some(limit) = args.wait {
+            train::WhenHeld::Wait(limit)
         } else {
             train::WhenHeld::Skip
         },
@@ -284,8 +284,8 @@ fn submit_to_slurm(
     }
     let o = &args.slurm;
     let train_script =
-        slurm::train_script(o, experiment.name(), runs.len(), &logs, &workdir, &train);
-    let audit_script = slurm::audit_script(o, experiment.name(), &logs, &workdir, &audit);
+        slurm::train_script(o, experiment.name(), runs.len(), &logs, &workdir, &train)?;
+    let audit_script = slurm::audit_script(o, experiment.name(), &logs, &workdir, &audit)?;
     let (train_path, audit_path) = (
         slurm_dir.join("train.sbatch"),
         slurm_dir.join("audit.sbatch"),

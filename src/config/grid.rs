@@ -457,16 +457,16 @@ impl Grid {
 
 impl NamedVariant {
     fn parse(name: &str, body: &Value) -> Result<Self, GridError> {
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._".contains(c) || c == '-')
-            || name.starts_with("aug")
-            || name.starts_with("wm")
-        {
+        if let Some(why) = super::name_problem(name) {
+            return Err(GridError::new(
+                name.escape_debug().to_string(),
+                format!("a variant's name is part of run ids: {why}"),
+            ));
+        }
+        if name.starts_with("aug") || name.starts_with("wm") {
             return Err(GridError::new(
                 name,
-                "a variant's name is part of run ids: letters, digits, '.', '_' and '-', not starting with aug or wm",
+                "a variant's name is part of run ids and does not start with aug or wm",
             ));
         }
         let map = match body {

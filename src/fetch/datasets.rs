@@ -79,11 +79,13 @@ pub struct FetchedDataset {
 }
 
 /// Downloads (or reuses) the data set's archive under `root`, checks it, and
-/// unpacks it into the layout its `dataset.root` expects.
+/// unpacks it into the layout its `dataset.root` expects, writing at most
+/// `max_unpacked` bytes (default: four times the archive).
 pub fn fetch_dataset(
     which: FetchableDataset,
     root: &Path,
     opts: &FetchOptions,
+    max_unpacked: Option<u64>,
 ) -> anyhow::Result<FetchedDataset> {
     let folder = which.folder(root);
     if which.is_layout(&folder) {
@@ -102,9 +104,40 @@ pub fn fetch_dataset(
         root.display()
     );
     let got = fetch(&which.source(), root, opts)?;
-    unpack_into(&got.path, &folder, |staging| {
+    let unpacked = unpack_into(&got.path, &folder, max_unpacked, |staging| {
         find_folder(staging, 3, &|d| which.is_layout(d))
-    })?;
+    });
+    if let Err(e) = unpacked {
+        // A limit reached: the archive may be good and larger than expected.
+        if e.downcast_ref::<super::archive::TooLarge>().is_some() {
+            return Err(e);
+        }
+        let pinned = opts.sha256.is_some() || which.source().checksum != Checksum::Unpinned;
+        if pinned {
+            return Err(e.context(format!(
+                "{} matches its checksum but does not unpack; remove it (rm {}) to download it again",
+                got.path.display(),
+                crate::slurm::quote(&got.path.display().to_string())
+            )));
+        }
+        // Nothing vouches for an unpinned archive: one that does not unpack
+        // (truncated, damaged, hostile) is removed, so that the next fetch
+        // downloads it again instead of failing on it for ever.
+        let removed = std::fs::remove_file(&got.path).is_ok();
+        return Err(e.context(if removed {
+            format!(
+                "{} does not unpack and was removed; `nave-lab data fetch {}` downloads it again",
+                got.path.display(),
+                which.as_str()
+            )
+        } else {
+            format!(
+                "{} does not unpack; remove it and run `nave-lab data fetch {}` again",
+                got.path.display(),
+                which.as_str()
+            )
+        }));
+    }
     Ok(FetchedDataset {
         dataset_root: which.dataset_root(root),
         archive: Some((got.path, got.sha256)),

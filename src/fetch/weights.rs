@@ -145,8 +145,23 @@ fn recorded(path: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// The SHA-256 pinned beside a cached file, if its sidecar holds one.
+fn pinned(sidecar: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(sidecar).ok()?;
+    let sha = text.trim().to_ascii_lowercase();
+    (sha.len() == 64 && sha.chars().all(|c| c.is_ascii_hexdigit())).then_some(sha)
+}
+
 /// Downloads (once) and checks the named weights. `expected` is a SHA-256
 /// recorded earlier (a run's `model.init_sha256`): the file must still be it.
+///
+/// Nothing in the cache is used unchecked: a torchvision file must match
+/// the digits its name publishes (whatever `--sha256` says), and any other
+/// file the SHA-256 pinned for it — by `--sha256`, by a run's record, or by
+/// its first download from the public source. A file found in the cache
+/// without a pin (placed by hand) is refused until `--sha256` pins it, and a
+/// mirror's copy of a file nobody publishes a checksum for is not fetched
+/// without `--sha256`: whatever a mirror serves would otherwise be pinned.
 pub fn resolve(
     name: &str,
     expected: Option<&str>,
@@ -154,19 +169,51 @@ pub fn resolve(
 ) -> anyhow::Result<Resolved> {
     let named = lookup(name)?;
     let dir = cache_dir().join("weights");
-    let mut source = named.source.clone();
-    // An unpinned file is pinned by its first download.
-    let sidecar = recorded(&dir.join(&source.file_name));
-    if source.checksum == Checksum::Unpinned {
-        if let Ok(sha) = std::fs::read_to_string(&sidecar) {
-            source.checksum = Checksum::Sha256(sha.trim().to_string());
+    let path = dir.join(&named.source.file_name);
+    let sidecar = recorded(&path);
+    let pin = pinned(&sidecar);
+    let wanted = opts
+        .sha256
+        .clone()
+        .or_else(|| expected.map(str::to_ascii_lowercase))
+        .or_else(|| pin.clone());
+    let unpinned = named.source.checksum == Checksum::Unpinned;
+    if unpinned && wanted.is_none() {
+        if path.exists() {
+            let (sha, _) = super::digests(&path)?;
+            bail!(
+                "weights {name}: {} is in the cache without a pinned SHA-256 (placed there by hand?), so nothing \
+                 vouches for it. If you trust this copy, pin it with --sha256 {sha}; otherwise remove it \
+                 (and {}) to download it again",
+                path.display(),
+                sidecar.display()
+            );
+        }
+        if let Some(mirror) = &opts.mirror {
+            bail!(
+                "weights {name}: no checksum is published for {}, so a copy from the mirror {mirror} cannot be \
+                 checked; give its SHA-256 with --sha256 (or fetch it once from its public source)",
+                named.source.file_name
+            );
         }
     }
-    if let Some(e) = expected {
-        source.checksum = Checksum::Sha256(e.to_string());
+    let mut source = named.source.clone();
+    if let Some(w) = &wanted {
+        source.checksum = Checksum::Sha256(w.clone());
     }
     let got = fetch(&source, &dir, opts).with_context(|| format!("weights {name}"))?;
-    if got.downloaded && named.source.checksum == Checksum::Unpinned {
+    if let Checksum::Sha256Prefix(prefix) = &named.source.checksum {
+        if !got.sha256.starts_with(prefix.as_str()) {
+            let _ = std::fs::remove_file(&got.path);
+            bail!(
+                "weights {name}: {} has SHA-256 {}, but torchvision publishes this file as one starting with {prefix}; \
+                 it was removed",
+                got.path.display(),
+                got.sha256
+            );
+        }
+    }
+    if unpinned && pin.as_deref() != Some(got.sha256.as_str()) {
         crate::io::write_atomic(&sidecar, format!("{}\n", got.sha256).as_bytes())?;
         crate::info!(
             "{name}: {} (SHA-256 {}; no checksum is published, this one is now pinned in {})",

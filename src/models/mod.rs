@@ -167,6 +167,18 @@ impl Model {
                 spec.arch
             );
         }
+        // A width read off a file from outside must not make this allocate
+        // without bound: four times the standard model is far beyond any
+        // published checkpoint of these architectures.
+        let widest = 4 * spec.arch.default_width();
+        if width > widest || !(0..=64).contains(&spec.registers) || num_classes < 1 {
+            bail!(
+                "a {} of width {width} with {} register(s) and {num_classes} class(es) is not built: \
+                 widths go up to {widest}, registers up to 64, and there is at least one class",
+                spec.arch,
+                spec.registers
+            );
+        }
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let (net, tap_names) = match spec.arch {
@@ -399,7 +411,7 @@ impl Model {
                 .into());
             };
             let mut src = src.shallow_clone();
-            if name == "pos_embed" && src.size() != var.size() {
+            if name == "pos_embed" && src.size() != var.size() && src.dim() == 3 && src.size()[0] == 1 {
                 src = resample_pos_embed(&src, &var.size());
             }
             if src.size() != var.size() {
@@ -498,7 +510,13 @@ pub fn from_weights(
             name: name.to_string(),
             arch,
         })?;
-        Ok(t.size()[axis])
+        t.size().get(axis).copied().with_context(|| {
+            format!(
+                "{}: {name} has shape {:?}, not the {arch} model's",
+                path.display(),
+                t.size()
+            )
+        })
     };
     // Self-supervised checkpoints (DINO) have no classifier: a 1-class head, unused by NAVE.
     let (head, width_tensor, width_axis) = if arch.is_vit() {
@@ -507,12 +525,14 @@ pub fn from_weights(
         ("fc.weight", "conv1.weight", 0)
     };
     let has_head = tensors.contains_key(head);
-    let classes = tensors.get(head).map(|t| t.size()[0]).unwrap_or(1);
-    let registers = tensors
-        .get("reg_token")
-        .or_else(|| tensors.get("register_tokens"))
-        .map(|t| t.size()[1])
-        .unwrap_or(0);
+    let classes = if has_head { dim(head, 0)? } else { 1 };
+    let registers = if tensors.contains_key("reg_token") {
+        dim("reg_token", 1)?
+    } else if tensors.contains_key("register_tokens") {
+        dim("register_tokens", 1)?
+    } else {
+        0
+    };
     let spec = ModelSpec {
         arch,
         width: Some(dim(width_tensor, width_axis)?),
@@ -549,7 +569,7 @@ fn resample_pos_embed(src: &Tensor, target: &[i64]) -> Tensor {
     let src = &src;
     let n = src.size()[1] - 1;
     let (from, to) = ((n as f64).sqrt() as i64, (m as f64).sqrt() as i64);
-    if from * from != n || to * to != m {
+    if from < 1 || to < 1 || from * from != n || to * to != m {
         return src.shallow_clone();
     }
     let grid = src

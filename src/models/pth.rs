@@ -1,79 +1,60 @@
 //! PyTorch checkpoints (`torch.save`'s zip format, the default since
-//! PyTorch 1.6) read in Rust: the zip's entries, and the subset of Python's
-//! pickle that a saved state dict uses (dicts, OrderedDicts, tuples, numbers,
-//! strings, and tensors rebuilt from their storages). libtorch's own
-//! unpickler (`torch::pickle_load`) was tried first: it stops at the
-//! OrderedDict with `_metadata` that every `model.state_dict()` is, which is
-//! how torchvision ships its weights.
+//! PyTorch 1.6) read in Rust: the zip container through the `zip` crate
+//! (zip64 included), and the subset of Python's pickle that a saved state
+//! dict uses (dicts, OrderedDicts, tuples, numbers, strings, and tensors
+//! rebuilt from their storages). libtorch's own unpickler
+//! (`torch::pickle_load`) was tried first: it stops at the OrderedDict with
+//! `_metadata` that every `model.state_dict()` is, which is how torchvision
+//! ships its weights.
+//!
+//! A checkpoint is a file from outside, so the reader treats it as hostile:
+//! no GLOBAL is ever called (the few this reader knows are interpreted,
+//! every other is an inert value), every tensor's size, stride and offset is
+//! checked against its storage in Rust before libtorch sees it, and what the
+//! file can make the reader allocate is bounded by a small multiple of its
+//! own size ([`Limits`]): the bytes its entries inflate to, the tensors it
+//! materialises, the values a memo may copy, the depth of nesting and the
+//! length of the key paths. A file past a limit is an error naming it.
 //!
 //! What the file holds comes back as (path of dictionary keys joined with
 //! '/', tensor); anything else (epochs, optimiser settings) is left out.
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context};
 use tch::{Kind, Tensor};
 
-/// A stored file of the zip: where its bytes lie.
-struct Entry {
-    start: usize,
-    len: usize,
+/// How much a checkpoint of `len` bytes may make the reader allocate.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Bytes the zip's entries may inflate to, all together.
+    pub entry_bytes: u64,
+    /// Bytes of the tensors rebuilt from storages (a stride-0 view of one
+    /// element could otherwise expand to any size).
+    pub tensor_bytes: u64,
+    /// Bytes the pickle's memo may copy (each lookup copies its value).
+    pub memo_bytes: u64,
+    /// Levels of nested containers.
+    pub depth: usize,
+    /// Bytes of the key paths handed back.
+    pub path_bytes: u64,
 }
 
-fn u16_at(b: &[u8], i: usize) -> anyhow::Result<usize> {
-    let s = b.get(i..i + 2).context("truncated zip")?;
-    Ok(u16::from_le_bytes([s[0], s[1]]) as usize)
-}
-
-fn u32_at(b: &[u8], i: usize) -> anyhow::Result<usize> {
-    let s = b.get(i..i + 4).context("truncated zip")?;
-    Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize)
-}
-
-/// The zip's stored entries by name (torch.save stores, never compresses).
-fn zip_entries(b: &[u8]) -> anyhow::Result<HashMap<String, Entry>> {
-    // The end-of-central-directory record lies within the last 64 KiB + 22 bytes.
-    let lowest = b.len().saturating_sub(65_557);
-    let end = (lowest..b.len().saturating_sub(21))
-        .rev()
-        .find(|&i| b[i..i + 4] == [0x50, 0x4b, 0x05, 0x06])
-        .context("not a zip archive (a checkpoint from before PyTorch 1.6? convert it with scripts/convert_pth.py, or load and save it again with torch.save)")?;
-    let count = u16_at(b, end + 10)?;
-    let mut at = u32_at(b, end + 16)?;
-    let mut entries = HashMap::new();
-    for _ in 0..count {
-        anyhow::ensure!(
-            u32_at(b, at)? == 0x0201_4b50,
-            "damaged zip central directory"
-        );
-        let method = u16_at(b, at + 10)?;
-        let size = u32_at(b, at + 20)?;
-        let (name_len, extra_len, comment_len) = (
-            u16_at(b, at + 28)?,
-            u16_at(b, at + 30)?,
-            u16_at(b, at + 32)?,
-        );
-        let local = u32_at(b, at + 42)?;
-        let name = String::from_utf8_lossy(
-            b.get(at + 46..at + 46 + name_len)
-                .context("truncated zip")?,
-        )
-        .into_owned();
-        anyhow::ensure!(
-            size != 0xffff_ffff && local != 0xffff_ffff,
-            "{name}: a zip64 entry (a checkpoint over 4 GB) is not supported"
-        );
-        anyhow::ensure!(
-            method == 0,
-            "{name}: compressed zip entries are not supported"
-        );
-        anyhow::ensure!(u32_at(b, local)? == 0x0403_4b50, "damaged zip entry {name}");
-        let start = local + 30 + u16_at(b, local + 26)? + u16_at(b, local + 28)?;
-        anyhow::ensure!(start + size <= b.len(), "truncated zip entry {name}");
-        entries.insert(name, Entry { start, len: size });
-        at += 46 + name_len + extra_len + comment_len;
+impl Limits {
+    /// Four times the file for its entries and its tensors, sixteen for memo
+    /// copies and key paths, each at least a few MiB so that tiny files read;
+    /// 64 levels of nesting (a state dict has 2, a training checkpoint ~6).
+    pub fn for_file(len: u64) -> Self {
+        const MIB: u64 = 1 << 20;
+        Self {
+            entry_bytes: 4 * len + MIB,
+            tensor_bytes: 4 * len + MIB,
+            memo_bytes: 16 * len + 16 * MIB,
+            depth: 64,
+            path_bytes: 16 * len + 16 * MIB,
+        }
     }
-    Ok(entries)
 }
 
 /// A value of the pickle machine.
@@ -113,6 +94,36 @@ impl Clone for Value {
     }
 }
 
+/// A value on the stack or in the memo, with what copying it costs and how
+/// deeply it nests (kept beside the value so that neither is recomputed).
+#[derive(Clone)]
+struct Item {
+    value: Value,
+    /// Levels of containers: 0 for a scalar.
+    depth: usize,
+    /// Bytes a deep copy allocates, roughly (a fixed cost per value plus its text).
+    cost: u64,
+}
+
+/// The fixed cost of one value in [`Item::cost`].
+const VALUE_COST: u64 = 32;
+
+impl Item {
+    fn leaf(value: Value) -> Self {
+        let text = match &value {
+            Value::Str(s) => s.len(),
+            Value::Global(m, n) => m.len() + n.len(),
+            Value::Storage(_, key) => key.len(),
+            _ => 0,
+        };
+        Self {
+            value,
+            depth: 0,
+            cost: VALUE_COST + text as u64,
+        }
+    }
+}
+
 fn storage_kind(class: &str) -> Option<Kind> {
     Some(match class {
         "FloatStorage" => Kind::Float,
@@ -129,39 +140,121 @@ fn storage_kind(class: &str) -> Option<Kind> {
     })
 }
 
-fn ints(v: &Value) -> anyhow::Result<Vec<i64>> {
+fn ints(v: &Value, what: &str) -> anyhow::Result<Vec<i64>> {
     match v {
         Value::Tuple(items) | Value::List(items) => items
             .iter()
             .map(|i| match i {
                 Value::Int(n) => Ok(*n),
-                _ => bail!("a tensor's size or stride holds a non-integer"),
+                _ => bail!("a tensor's {what} holds a non-integer"),
             })
             .collect(),
-        _ => bail!("a tensor's size or stride is not a tuple"),
+        _ => bail!("a tensor's {what} is not a tuple"),
     }
 }
 
-/// The pickle machine over `data.pkl`, with the archive's storages.
-struct Unpickler<'a> {
-    code: &'a [u8],
-    at: usize,
-    stack: Vec<Value>,
-    marks: Vec<usize>,
-    memo: HashMap<usize, Value>,
-    file: &'a [u8],
-    entries: &'a HashMap<String, Entry>,
-    prefix: String,
-    storages: HashMap<String, Tensor>,
+/// The most dimensions a tensor may have (libtorch's own limit is 64 too).
+const MAX_DIMS: usize = 64;
+
+/// Checks a view `(size, stride, offset)` of a storage of `storage_len`
+/// elements: non-negative, no overflow, every element inside the storage.
+/// Returns the view's element count.
+fn check_view(size: &[i64], stride: &[i64], offset: i64, storage_len: i64) -> anyhow::Result<i64> {
+    anyhow::ensure!(
+        size.len() == stride.len(),
+        "a tensor with {} sizes and {} strides",
+        size.len(),
+        stride.len()
+    );
+    anyhow::ensure!(
+        size.len() <= MAX_DIMS,
+        "a tensor of {} dimensions (at most {MAX_DIMS})",
+        size.len()
+    );
+    anyhow::ensure!(offset >= 0, "a tensor at a negative storage offset ({offset})");
+    if let Some(s) = size.iter().find(|&&s| s < 0) {
+        bail!("a tensor of negative size ({s})");
+    }
+    if let Some(s) = stride.iter().find(|&&s| s < 0) {
+        bail!("a tensor with a negative stride ({s})");
+    }
+    let overflow = || anyhow::anyhow!("a tensor whose size or strides overflow 64 bits");
+    let numel = size
+        .iter()
+        .try_fold(1i64, |n, &s| n.checked_mul(s))
+        .ok_or_else(overflow)?;
+    if numel == 0 {
+        anyhow::ensure!(
+            offset <= storage_len,
+            "an empty tensor at offset {offset} of a storage of {storage_len} elements"
+        );
+        return Ok(0);
+    }
+    let last = size
+        .iter()
+        .zip(stride)
+        .try_fold(offset, |at, (&n, &s)| at.checked_add((n - 1).checked_mul(s)?))
+        .ok_or_else(overflow)?;
+    anyhow::ensure!(
+        last < storage_len,
+        "a tensor reaching element {last} of a storage of {storage_len} elements"
+    );
+    Ok(numel)
 }
 
-impl Unpickler<'_> {
+/// The pickle machine over `data.pkl`, with the archive's storages.
+struct Unpickler<'a, R: Read + std::io::Seek> {
+    code: &'a [u8],
+    at: usize,
+    stack: Vec<Item>,
+    marks: Vec<usize>,
+    memo: HashMap<usize, Item>,
+    archive: &'a mut Archive<R>,
+    prefix: String,
+    storages: HashMap<String, Tensor>,
+    limits: Limits,
+    /// Bytes copied out of the memo so far.
+    memo_copied: u64,
+    /// Bytes of tensors rebuilt so far.
+    tensor_bytes: u64,
+}
+
+/// The zip container and how much of it has been inflated.
+struct Archive<R: Read + std::io::Seek> {
+    zip: zip::ZipArchive<R>,
+    inflated: u64,
+    limit: u64,
+}
+
+impl<R: Read + std::io::Seek> Archive<R> {
+    /// An entry's bytes, counted against the inflation limit (an entry's
+    /// declared size may lie; what is read is what counts).
+    fn entry(&mut self, name: &str) -> anyhow::Result<Vec<u8>> {
+        let entry = self
+            .zip
+            .by_name(name)
+            .with_context(|| format!("the archive has no readable {name}"))?;
+        let left = self.limit.saturating_sub(self.inflated);
+        let mut bytes = Vec::with_capacity(entry.size().min(left) as usize);
+        entry
+            .take(left + 1)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("reading {name} from the archive"))?;
+        self.inflated += bytes.len() as u64;
+        anyhow::ensure!(
+            self.inflated <= self.limit,
+            "{name}: the archive's entries inflate past {} bytes, more than a checkpoint of this size can hold",
+            self.limit
+        );
+        Ok(bytes)
+    }
+}
+
+impl<R: Read + std::io::Seek> Unpickler<'_, R> {
     fn take(&mut self, n: usize) -> anyhow::Result<&[u8]> {
-        let s = self
-            .code
-            .get(self.at..self.at + n)
-            .context("truncated pickle")?;
-        self.at += n;
+        let end = self.at.checked_add(n).context("truncated pickle")?;
+        let s = self.code.get(self.at..end).context("truncated pickle")?;
+        self.at = end;
         Ok(s)
     }
     fn uint(&mut self, n: usize) -> anyhow::Result<usize> {
@@ -180,61 +273,150 @@ impl Unpickler<'_> {
         self.at += end + 1;
         Ok(String::from_utf8_lossy(&rest[..end]).into_owned())
     }
-    fn text(&mut self, n: usize) -> anyhow::Result<Value> {
-        Ok(Value::Str(
+    fn text(&mut self, n: usize) -> anyhow::Result<Item> {
+        Ok(Item::leaf(Value::Str(
             String::from_utf8_lossy(self.take(n)?).into_owned(),
-        ))
+        )))
     }
-    fn pop(&mut self) -> anyhow::Result<Value> {
+    fn push(&mut self, value: Value) {
+        self.stack.push(Item::leaf(value));
+    }
+    fn pop(&mut self) -> anyhow::Result<Item> {
         self.stack.pop().context("pickle stack underflow")
     }
-    fn pop_mark(&mut self) -> anyhow::Result<Vec<Value>> {
+    fn pop_mark(&mut self) -> anyhow::Result<Vec<Item>> {
         let mark = self.marks.pop().context("pickle mark missing")?;
         anyhow::ensure!(mark <= self.stack.len(), "pickle mark beyond the stack");
         Ok(self.stack.split_off(mark))
     }
 
+    /// A container made of `items`, one level deeper than the deepest.
+    fn container(&self, items: Vec<Item>, make: fn(Vec<Value>) -> Value) -> anyhow::Result<Item> {
+        let depth = 1 + items.iter().map(|i| i.depth).max().unwrap_or(0);
+        self.check_depth(depth)?;
+        let cost = VALUE_COST + items.iter().map(|i| i.cost).sum::<u64>();
+        Ok(Item {
+            value: make(items.into_iter().map(|i| i.value).collect()),
+            depth,
+            cost,
+        })
+    }
+
+    fn check_depth(&self, depth: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            depth <= self.limits.depth,
+            "containers nested deeper than {} levels",
+            self.limits.depth
+        );
+        Ok(())
+    }
+
+    /// Adds `items` to the dict or list on top of the stack (SETITEM(S),
+    /// APPEND(S)); anything else there takes nothing, as the weights need
+    /// nothing from objects.
+    fn extend_top(&mut self, items: Vec<Item>) -> anyhow::Result<()> {
+        let Some(top) = self.stack.last() else {
+            bail!("pickle stack underflow");
+        };
+        let depth = 1 + items.iter().map(|i| i.depth).max().unwrap_or(0);
+        let depth = depth.max(top.depth);
+        self.check_depth(depth)?;
+        let cost: u64 = items.iter().map(|i| i.cost).sum();
+        let top = self.stack.last_mut().expect("checked above");
+        match &mut top.value {
+            Value::Dict(d) => {
+                let mut it = items.into_iter().map(|i| i.value);
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    d.push((k, v));
+                }
+            }
+            Value::List(l) => l.extend(items.into_iter().map(|i| i.value)),
+            _ => return Ok(()),
+        }
+        top.depth = depth;
+        top.cost += cost;
+        Ok(())
+    }
+
+    /// Counts a copy into or out of the memo against the memo limit, before
+    /// it is made: each lookup copies its value, so a chain of lookups could
+    /// otherwise double a value at every step.
+    fn charge_memo(&mut self, cost: u64) -> anyhow::Result<()> {
+        self.memo_copied = self.memo_copied.saturating_add(cost);
+        anyhow::ensure!(
+            self.memo_copied <= self.limits.memo_bytes,
+            "the pickle's memo copies more than {} bytes of values, more than a checkpoint of this size holds",
+            self.limits.memo_bytes
+        );
+        Ok(())
+    }
+
     /// A storage's bytes as a flat tensor (read once per storage).
     fn storage(&mut self, kind: Kind, key: &str) -> anyhow::Result<Tensor> {
         if let Some(t) = self.storages.get(key) {
+            anyhow::ensure!(
+                t.kind() == kind,
+                "storage {key} is read as both {:?} and {kind:?}",
+                t.kind()
+            );
             return Ok(t.shallow_clone());
         }
         let name = format!("{}data/{key}", self.prefix);
-        let e = self
-            .entries
-            .get(&name)
-            .with_context(|| format!("the archive has no {name}"))?;
-        let bytes = &self.file[e.start..e.start + e.len];
+        let bytes = self.archive.entry(&name)?;
         let element = kind.elt_size_in_bytes();
         anyhow::ensure!(
             bytes.len().is_multiple_of(element),
             "{name}: {} bytes for {kind:?}",
             bytes.len()
         );
-        let t = Tensor::from_data_size(bytes, &[(bytes.len() / element) as i64], kind);
+        let t = Tensor::f_from_data_size(&bytes, &[(bytes.len() / element) as i64], kind)
+            .with_context(|| format!("{name}: not a storage of {kind:?}"))?;
         self.storages.insert(key.to_string(), t.shallow_clone());
         Ok(t)
+    }
+
+    /// `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...)`,
+    /// checked before libtorch sees it.
+    fn rebuild_tensor(&mut self, args: &[Value]) -> anyhow::Result<Value> {
+        anyhow::ensure!(
+            args.len() >= 4,
+            "_rebuild_tensor takes (storage, offset, size, stride, ...), got {} arguments",
+            args.len()
+        );
+        let Value::Storage(kind, key) = &args[0] else {
+            bail!("a tensor without its storage");
+        };
+        let Value::Int(offset) = args[1] else {
+            bail!("a tensor whose storage offset is not an integer");
+        };
+        let (size, stride) = (ints(&args[2], "size")?, ints(&args[3], "stride")?);
+        let flat = self.storage(*kind, key)?;
+        let numel = check_view(&size, &stride, offset, flat.numel() as i64)?;
+        self.tensor_bytes += numel as u64 * kind.elt_size_in_bytes() as u64;
+        anyhow::ensure!(
+            self.tensor_bytes <= self.limits.tensor_bytes,
+            "the tensors rebuilt from storages take more than {} bytes, more than a checkpoint of this size holds \
+             (views that repeat elements, stride 0?)",
+            self.limits.tensor_bytes
+        );
+        let view = flat
+            .f_as_strided(&size, &stride, offset)
+            .and_then(|t| t.f_contiguous())
+            .context("rebuilding a tensor")?;
+        Ok(Value::Tensor(view))
     }
 
     fn reduce(&mut self, callable: Value, args: Value) -> anyhow::Result<Value> {
         let Value::Global(module, name) = callable else {
             return Ok(Value::Other);
         };
-        let args = match args {
-            Value::Tuple(a) => a,
-            _ => return Ok(Value::Other),
+        let Value::Tuple(args) = args else {
+            return Ok(Value::Other);
         };
         Ok(match (module.as_str(), name.as_str()) {
             ("collections", "OrderedDict") => Value::Dict(Vec::new()),
             ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
-                let (Some(Value::Storage(kind, key)), Some(Value::Int(offset))) =
-                    (args.first(), args.get(1))
-                else {
-                    bail!("a tensor without its storage");
-                };
-                let (size, stride) = (ints(&args[2])?, ints(&args[3])?);
-                let flat = self.storage(*kind, key)?;
-                Value::Tensor(flat.as_strided(&size, &stride, *offset).contiguous())
+                self.rebuild_tensor(&args)?
             }
             ("torch._utils", "_rebuild_parameter") => {
                 args.into_iter().next().unwrap_or(Value::Other)
@@ -245,7 +427,7 @@ impl Unpickler<'_> {
 
     fn run(&mut self) -> anyhow::Result<Value> {
         loop {
-            let op = *self.take(1)?.first().unwrap();
+            let op = self.take(1)?[0];
             match op {
                 0x80 => {
                     self.take(1)?;
@@ -253,11 +435,20 @@ impl Unpickler<'_> {
                 0x95 => {
                     self.take(8)?;
                 }
-                b'}' => self.stack.push(Value::Dict(Vec::new())),
-                b']' => self.stack.push(Value::List(Vec::new())),
-                b')' => self.stack.push(Value::Tuple(Vec::new())),
+                b'}' => self.stack.push(Item {
+                    depth: 1,
+                    ..Item::leaf(Value::Dict(Vec::new()))
+                }),
+                b']' => self.stack.push(Item {
+                    depth: 1,
+                    ..Item::leaf(Value::List(Vec::new()))
+                }),
+                b')' => self.stack.push(Item {
+                    depth: 1,
+                    ..Item::leaf(Value::Tuple(Vec::new()))
+                }),
                 b'(' => self.marks.push(self.stack.len()),
-                b'X' => {
+                b'X' | b'T' | b'B' => {
                     let n = self.uint(4)?;
                     let v = self.text(n)?;
                     self.stack.push(v);
@@ -267,27 +458,22 @@ impl Unpickler<'_> {
                     let v = self.text(n)?;
                     self.stack.push(v);
                 }
-                0x8d => {
+                0x8d | 0x8e => {
                     let n = self.uint(8)?;
-                    let v = self.text(n)?;
-                    self.stack.push(v);
-                }
-                b'T' | b'B' => {
-                    let n = self.uint(4)?;
                     let v = self.text(n)?;
                     self.stack.push(v);
                 }
                 b'J' => {
                     let v = self.uint(4)? as u32 as i32 as i64;
-                    self.stack.push(Value::Int(v));
+                    self.push(Value::Int(v));
                 }
                 b'K' => {
                     let v = self.uint(1)? as i64;
-                    self.stack.push(Value::Int(v));
+                    self.push(Value::Int(v));
                 }
                 b'M' => {
                     let v = self.uint(2)? as i64;
-                    self.stack.push(Value::Int(v));
+                    self.push(Value::Int(v));
                 }
                 0x8a => {
                     let n = self.uint(1)?;
@@ -299,67 +485,76 @@ impl Unpickler<'_> {
                     if n > 0 && n < 8 && bytes[n - 1] & 0x80 != 0 {
                         v -= 1i64 << (8 * n);
                     }
-                    self.stack.push(Value::Int(v));
+                    self.push(Value::Int(v));
                 }
                 b'G' => {
-                    let b = self.take(8)?;
-                    let v = f64::from_be_bytes(b.try_into().unwrap());
-                    self.stack.push(Value::Float(v));
+                    let b: [u8; 8] = self.take(8)?.try_into().expect("8 bytes taken");
+                    self.push(Value::Float(f64::from_be_bytes(b)));
                 }
-                b'N' => self.stack.push(Value::None),
-                0x88 => self.stack.push(Value::Bool(true)),
-                0x89 => self.stack.push(Value::Bool(false)),
+                b'N' => self.push(Value::None),
+                0x88 => self.push(Value::Bool(true)),
+                0x89 => self.push(Value::Bool(false)),
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(items));
+                    let v = self.container(items, Value::Tuple)?;
+                    self.stack.push(v);
                 }
                 b'l' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::List(items));
+                    let v = self.container(items, Value::List)?;
+                    self.stack.push(v);
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
                     anyhow::ensure!(self.stack.len() >= n, "pickle stack underflow");
                     let items = self.stack.split_off(self.stack.len() - n);
-                    self.stack.push(Value::Tuple(items));
+                    let v = self.container(items, Value::Tuple)?;
+                    self.stack.push(v);
                 }
-                b'q' | b'r' => {
-                    let i = self.uint(if op == b'q' { 1 } else { 4 })?;
-                    let top = self.stack.last().context("pickle stack underflow")?.clone();
+                b'q' | b'r' | 0x94 => {
+                    let i = match op {
+                        b'q' => self.uint(1)?,
+                        b'r' => self.uint(4)?,
+                        _ => self.memo.len(),
+                    };
+                    let cost = self.stack.last().context("pickle stack underflow")?.cost;
+                    self.charge_memo(cost)?;
+                    let top = self.stack.last().expect("checked above").clone();
                     self.memo.insert(i, top);
-                }
-                0x94 => {
-                    let top = self.stack.last().context("pickle stack underflow")?.clone();
-                    self.memo.insert(self.memo.len(), top);
                 }
                 b'h' | b'j' => {
                     let i = self.uint(if op == b'h' { 1 } else { 4 })?;
-                    let v = self.memo.get(&i).context("pickle memo miss")?.clone();
+                    let cost = self.memo.get(&i).context("pickle memo miss")?.cost;
+                    self.charge_memo(cost)?;
+                    let v = self.memo[&i].clone();
                     self.stack.push(v);
                 }
                 b'c' => {
                     let (module, name) = (self.line()?, self.line()?);
-                    self.stack.push(Value::Global(module, name));
+                    self.push(Value::Global(module, name));
                 }
                 0x93 => {
-                    let (name, module) = (self.pop()?, self.pop()?);
+                    let (name, module) = (self.pop()?.value, self.pop()?.value);
                     let (Value::Str(module), Value::Str(name)) = (module, name) else {
                         bail!("STACK_GLOBAL without names");
                     };
-                    self.stack.push(Value::Global(module, name));
+                    self.push(Value::Global(module, name));
                 }
                 b'R' => {
-                    let (args, callable) = (self.pop()?, self.pop()?);
-                    let v = self.reduce(callable, args)?;
-                    self.stack.push(v);
+                    let (args, callable) = (self.pop()?, self.pop()?.value);
+                    // The result is at most as deep and as costly as its
+                    // arguments (a parameter hands its tensor back).
+                    let (depth, cost) = (args.depth, args.cost + VALUE_COST);
+                    let value = self.reduce(callable, args.value)?;
+                    self.stack.push(Item { value, depth, cost });
                 }
                 0x81 => {
                     self.pop()?;
                     self.pop()?;
-                    self.stack.push(Value::Other);
+                    self.push(Value::Other);
                 }
                 b'Q' => {
-                    let pid = self.pop()?;
+                    let pid = self.pop()?.value;
                     let v = match pid {
                         Value::Tuple(items) => match items.as_slice() {
                             [Value::Str(tag), Value::Global(_, class), Value::Str(key), ..]
@@ -374,50 +569,46 @@ impl Unpickler<'_> {
                         },
                         _ => Value::Other,
                     };
-                    self.stack.push(v);
+                    self.push(v);
                 }
                 b's' => {
                     let (v, k) = (self.pop()?, self.pop()?);
-                    if let Some(Value::Dict(d)) = self.stack.last_mut() {
-                        d.push((k, v));
-                    }
+                    self.extend_top(vec![k, v])?;
                 }
-                b'u' => {
+                b'u' | b'e' => {
                     let items = self.pop_mark()?;
-                    if let Some(Value::Dict(d)) = self.stack.last_mut() {
-                        let mut it = items.into_iter();
-                        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                            d.push((k, v));
-                        }
-                    }
+                    self.extend_top(items)?;
                 }
                 b'a' => {
                     let v = self.pop()?;
-                    if let Some(Value::List(l)) = self.stack.last_mut() {
-                        l.push(v);
-                    }
-                }
-                b'e' => {
-                    let items = self.pop_mark()?;
-                    if let Some(Value::List(l)) = self.stack.last_mut() {
-                        l.extend(items);
-                    }
+                    self.extend_top(vec![v])?;
                 }
                 // BUILD: an object's state (a state dict's `_metadata`): not needed.
                 b'b' => {
                     self.pop()?;
                 }
-                b'.' => return self.pop(),
+                b'.' => return Ok(self.pop()?.value),
                 other => bail!("pickle opcode 0x{other:02x} is not supported"),
             }
         }
     }
 }
 
-/// Dictionaries' tensors by path (keys joined with '/').
-fn flatten(value: Value, prefix: &str, out: &mut Vec<(String, Tensor)>) {
+/// Dictionaries' tensors by path (keys joined with '/'), the paths' bytes
+/// counted against `budget`.
+fn flatten(
+    value: Value,
+    prefix: &str,
+    out: &mut Vec<(String, Tensor)>,
+    budget: &mut u64,
+) -> anyhow::Result<()> {
     match value {
-        Value::Tensor(t) => out.push((prefix.to_string(), t)),
+        Value::Tensor(t) => {
+            *budget = budget
+                .checked_sub(prefix.len() as u64)
+                .context("the checkpoint's key paths are longer than a checkpoint of this size holds")?;
+            out.push((prefix.to_string(), t));
+        }
         Value::Dict(items) => {
             for (k, v) in items {
                 let key = match k {
@@ -430,40 +621,89 @@ fn flatten(value: Value, prefix: &str, out: &mut Vec<(String, Tensor)>) {
                 } else {
                     format!("{prefix}/{key}")
                 };
-                flatten(v, &path, out);
+                flatten(v, &path, out, budget)?;
             }
         }
         _ => {}
     }
+    Ok(())
+}
+
+/// Every tensor of the bytes of a file written by `torch.save`, by its path
+/// of keys; a damaged or hostile file is an error, never a panic.
+pub fn read_bytes(file: &[u8]) -> anyhow::Result<Vec<(String, Tensor)>> {
+    let limits = Limits::for_file(file.len() as u64);
+    let zip = zip::ZipArchive::new(std::io::Cursor::new(file)).context(
+        "not a zip archive (a checkpoint from before PyTorch 1.6? convert it with scripts/convert_pth.py, \
+         or load and save it again with torch.save)",
+    )?;
+    // torch.save writes `<name>/data.pkl` beside `<name>/data/<key>`.
+    let pickle_name = zip
+        .file_names()
+        .filter(|n| n.ends_with("data.pkl"))
+        .min_by_key(|n| (n.matches('/').count(), n.to_string()))
+        .context("the archive holds no data.pkl (not a torch.save file)")?
+        .to_string();
+    let prefix = pickle_name.trim_end_matches("data.pkl").to_string();
+    let mut archive = Archive {
+        zip,
+        inflated: 0,
+        limit: limits.entry_bytes,
+    };
+    let code = archive.entry(&pickle_name)?;
+    let mut machine = Unpickler {
+        code: &code,
+        at: 0,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+        archive: &mut archive,
+        prefix,
+        storages: HashMap::new(),
+        limits,
+        memo_copied: 0,
+        tensor_bytes: 0,
+    };
+    let value = machine.run()?;
+    let mut out = Vec::new();
+    let mut budget = limits.path_bytes;
+    flatten(value, "", &mut out, &mut budget)?;
+    Ok(out)
 }
 
 /// Every tensor of a file written by `torch.save`, by its path of keys.
 pub fn read(path: &Path) -> anyhow::Result<Vec<(String, Tensor)>> {
-    let read = || -> anyhow::Result<Vec<(String, Tensor)>> {
-        let file = std::fs::read(path)?;
-        let entries = zip_entries(&file)?;
-        let pickle_name = entries
-            .keys()
-            .find(|n| n.ends_with("data.pkl"))
-            .context("the archive holds no data.pkl (not a torch.save file)")?
-            .clone();
-        let prefix = pickle_name.trim_end_matches("data.pkl").to_string();
-        let e = &entries[&pickle_name];
-        let mut machine = Unpickler {
-            code: &file[e.start..e.start + e.len],
-            at: 0,
-            stack: Vec::new(),
-            marks: Vec::new(),
-            memo: HashMap::new(),
-            file: &file,
-            entries: &entries,
-            prefix,
-            storages: HashMap::new(),
-        };
-        let value = machine.run()?;
-        let mut out = Vec::new();
-        flatten(value, "", &mut out);
-        Ok(out)
-    };
-    read().with_context(|| format!("reading the PyTorch checkpoint {}", path.display()))
+    std::fs::read(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|bytes| read_bytes(&bytes))
+        .with_context(|| format!("reading the PyTorch checkpoint {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_are_checked_against_their_storage() {
+        assert_eq!(check_view(&[2, 3], &[3, 1], 0, 6).unwrap(), 6);
+        assert_eq!(check_view(&[2, 3], &[3, 1], 1, 6).is_err(), true);
+        assert_eq!(check_view(&[0, 3], &[3, 1], 6, 6).unwrap(), 0);
+        assert_eq!(check_view(&[], &[], 5, 6).unwrap(), 1);
+        for (size, stride, offset) in [
+            (vec![-1], vec![1], 0),
+            (vec![2], vec![-1], 1),
+            (vec![2], vec![1], -1),
+            (vec![2, 2], vec![1], 0),
+            (vec![1 << 40, 1 << 40], vec![1, 1], 0),
+            (vec![3], vec![i64::MAX], 0),
+        ] {
+            assert!(
+                check_view(&size, &stride, offset, 6).is_err(),
+                "{size:?} {stride:?} {offset}"
+            );
+        }
+        // Stride 0 stays inside the storage: its expansion is bounded by
+        // the reader's tensor limit instead.
+        assert_eq!(check_view(&[1 << 30], &[0], 0, 1).unwrap(), 1 << 30);
+    }
 }

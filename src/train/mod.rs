@@ -298,8 +298,9 @@ pub enum RunOutcome {
 pub enum WhenHeld {
     /// Skip it and say so (the default).
     Skip,
-    /// Wait until it is released (`--wait`).
-    Wait,
+    /// Wait until it is released (`--wait`), at most this long when given
+    /// (`--wait=30m`); then skip it.
+    Wait(Option<std::time::Duration>),
     /// Skip it quietly: a sibling worker of `--parallel` has it.
     PassOver,
 }
@@ -317,13 +318,24 @@ pub fn train_runs(
     for (i, spec) in runs.iter().enumerate() {
         let folder = RunFolder::new(checkpoints.join(&spec.experiment).join(&spec.id));
         let counter = format!("[{}/{}]", i + 1, runs.len());
-        let lock = if when_held == WhenHeld::Wait {
-            Some(folder.lock_waiting(|holder| {
-                crate::info!(
-                    "{counter} {} is being trained by {holder}; waiting",
-                    spec.id
-                )
-            })?)
+        let lock = if let WhenHeld::Wait(limit) = when_held {
+            let lock = folder.lock_within(
+                |holder| {
+                    crate::info!(
+                        "{counter} {} is being trained by {holder}; waiting",
+                        spec.id
+                    )
+                },
+                limit,
+            )?;
+            if lock.is_none() {
+                crate::warn!(
+                    "{counter} {} is still held after {}s of waiting (--wait's limit); skipped",
+                    spec.id,
+                    limit.unwrap_or_default().as_secs()
+                );
+            }
+            lock
         } else {
             folder.try_lock()?
         };
