@@ -312,6 +312,12 @@ impl Experiment {
     pub fn load(path: &Path, overrides: &[String]) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading experiment {}", path.display()))?;
+        Self::parse(path, text, overrides)
+    }
+
+    /// An experiment from its text; `path` is where it came from (named in
+    /// errors, recorded as its source).
+    pub fn parse(path: &Path, text: String, overrides: &[String]) -> anyhow::Result<Self> {
         // Parsed once as typed structs, for errors with the key's line.
         let file: ExperimentFile =
             yaml_serde::from_str(&text).with_context(|| format!("{}", path.display()))?;

@@ -385,7 +385,7 @@ fn named_weights_are_fetched_once_checked_cached_and_recorded() {
     })
     .save(&image)
     .unwrap();
-    let explain = |out: &str| {
+    let explain_with = |out: &str, extra: &[&str]| {
         let mut cmd = nave_lab();
         with_env(&mut cmd);
         cmd.args([
@@ -400,10 +400,19 @@ fn named_weights_are_fetched_once_checked_cached_and_recorded() {
         .arg(&image)
         .arg("--out")
         .arg(dir.join(out))
+        .args(extra)
         .output()
         .unwrap()
     };
-    common::assert_ok(&explain("a.png"));
+    let explain = |out: &str| explain_with(out, &[]);
+    // No checksum is published for DINO's files: a mirror's copy is not
+    // taken without --sha256 (whatever it served would be pinned).
+    let o = explain("refused.png");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("cannot be checked") && err.contains("--sha256"), "{err}");
+    assert!(server.log.lock().unwrap().is_empty() && !cache.join("weights").join("dino_deitsmall16_pretrain.pth").exists());
+    common::assert_ok(&explain_with("a.png", &["--sha256", &hex_sha256(&vits)]));
     assert!(dir.join("a.png").is_file());
     let cached = cache.join("weights/dino_deitsmall16_pretrain.pth");
     assert_eq!(std::fs::read(&cached).unwrap(), vits);
@@ -419,6 +428,20 @@ fn named_weights_are_fetched_once_checked_cached_and_recorded() {
     common::assert_ok(&explain("c.png"));
     assert_eq!(server.log.lock().unwrap().len(), 2);
     assert_eq!(std::fs::read(&cached).unwrap(), vits);
+    // A file in the cache without its pin (placed by hand) is refused until
+    // --sha256 pins it.
+    let sidecar = cache.join("weights/dino_deitsmall16_pretrain.pth.sha256");
+    std::fs::remove_file(&sidecar).unwrap();
+    let o = explain("d.png");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("without a pinned SHA-256") && err.contains(&format!("--sha256 {}", hex_sha256(&vits))),
+        "{err}"
+    );
+    common::assert_ok(&explain_with("d.png", &["--sha256", &hex_sha256(&vits)]));
+    assert_eq!(std::fs::read_to_string(&sidecar).unwrap().trim(), hex_sha256(&vits));
+    assert_eq!(server.log.lock().unwrap().len(), 2, "pinned without a download");
 
     // A training run from named weights records their SHA-256.
     let exp = dir.join("v.yaml");
@@ -468,6 +491,22 @@ fn named_weights_are_fetched_once_checked_cached_and_recorded() {
     );
     assert!(!cache.join("weights/resnet18-f37072fd.pth").exists());
     assert!(!cache.join("weights/resnet18-f37072fd.pth.part").exists());
+    // --sha256 does not override the digits torchvision publishes.
+    let plain = std::fs::read(pth.join("plain.pth")).unwrap();
+    let o = nave_lab()
+        .env_remove("NAVE_LAB_MIRROR")
+        .env("NAVE_LAB_CACHE", &cache)
+        .args(["-q", "explain", "--weights", "torchvision:resnet18"])
+        .args(["--mirror", &server.url, "--sha256", &hex_sha256(&plain), "--image"])
+        .arg(&image)
+        .arg("--out")
+        .arg(dir.join("r.png"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("torchvision publishes") && err.contains("f37072fd"), "{err}");
+    assert!(!cache.join("weights/resnet18-f37072fd.pth").exists());
 }
 
 /// A `.part` left by an earlier run of another version of the file: the
@@ -499,4 +538,127 @@ fn a_stale_partial_download_is_replaced_not_trusted() {
         std::fs::read(root.join("stl10_binary.tar.gz")).unwrap(),
         archive
     );
+}
+
+/// A tar.gz of `entries` (name, what): `Some(bytes)` a file, `None` a
+/// symbolic link to the text after `->` in the name.
+fn tar_gz(entries: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    for (name, data) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        match data {
+            Some(d) => {
+                header.set_size(d.len() as u64);
+                header.set_cksum();
+                tar.append_data(&mut header, name, *d).unwrap();
+            }
+            None => {
+                let (name, target) = name.split_once(" -> ").unwrap();
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                tar.append_link(&mut header, name, target).unwrap();
+            }
+        }
+    }
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+fn fetch_with(root: &Path, server: &Server, args: &[&str]) -> std::process::Output {
+    nave_lab()
+        .args(["data", "fetch"])
+        .args(args)
+        .arg("--root")
+        .arg(root)
+        .env("NAVE_LAB_MIRROR", &server.url)
+        .output()
+        .unwrap()
+}
+
+fn refused(o: &std::process::Output) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    err
+}
+
+/// Archives from elsewhere: a link is refused whether it points at a folder
+/// elsewhere on disk (before, that folder was moved into the data root and
+/// emptied) or sits inside the layout; an archive that unpacks past its
+/// limit stops with the flag that raises it; an unpinned archive that does
+/// not unpack is removed, so the next fetch gets the good one.
+#[test]
+fn hostile_archives_are_refused_and_a_corrupt_one_is_not_reused() {
+    let dir = scratch("fetch_hostile");
+    // A folder elsewhere that looks like STL-10's layout.
+    let victim = dir.join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    for f in ["train_X.bin", "test_y.bin", "secret"] {
+        std::fs::write(victim.join(f), b"mine").unwrap();
+    }
+    let link_to_folder = tar_gz(&[(&format!("z -> {}", victim.display()), None)]);
+    let link_in_layout = tar_gz(&[
+        ("stl10_binary/test_y.bin", Some(b"1")),
+        (&format!("stl10_binary/train_X.bin -> {}", victim.join("secret").display()), None),
+    ]);
+    for (i, archive) in [link_to_folder, link_in_layout].into_iter().enumerate() {
+        let server = Server::start(
+            HashMap::from([("stl10_binary.tar.gz".to_string(), archive.clone())]),
+            0,
+        );
+        let root = dir.join(format!("data{i}"));
+        let err = refused(&fetch(&root, &server.url, &hex_sha256(&archive)));
+        assert!(err.contains("symbolic link") && err.contains("refused"), "{err}");
+        assert!(!root.join("stl10_binary").exists(), "{err}");
+        assert_eq!(names(&victim), ["secret", "test_y.bin", "train_X.bin"]);
+        // Pinned by --sha256: the publisher's file, kept, and the error says how to remove it.
+        assert!(err.contains("rm "), "{err}");
+    }
+
+    // 80 MB of zeros in a ~80 KB archive: past the default limit (64 MB here).
+    let mut entries: Vec<(String, Vec<u8>)> = vec![
+        ("stl10_binary/test_y.bin".into(), vec![1]),
+        ("stl10_binary/train_X.bin".into(), vec![0; 80 << 20]),
+    ];
+    let bomb = tar_gz(
+        &entries
+            .iter()
+            .map(|(n, d)| (n.as_str(), Some(d.as_slice())))
+            .collect::<Vec<_>>(),
+    );
+    entries.clear();
+    let server = Server::start(
+        HashMap::from([("stl10_binary.tar.gz".to_string(), bomb.clone())]),
+        0,
+    );
+    let root = dir.join("bomb");
+    let err = refused(&fetch(&root, &server.url, &hex_sha256(&bomb)));
+    assert!(err.contains("--max-unpacked") && err.contains("67108864"), "{err}");
+    assert_eq!(names(&root), ["stl10_binary.tar.gz"], "nothing unpacked");
+    let o = fetch_with(&root, &server, &["stl10", "--sha256", &hex_sha256(&bomb), "--max-unpacked", "100M"]);
+    common::assert_ok(&o);
+    assert_eq!(
+        std::fs::metadata(root.join("stl10_binary/train_X.bin")).unwrap().len(),
+        80 << 20
+    );
+
+    // A truncated chest-X-ray zip (no checksum is published): removed, and
+    // the next fetch, from a server with the good file, succeeds.
+    let good = chest_xray_zip();
+    let bad = Server::start(
+        HashMap::from([("ChestXRay2017.zip".to_string(), good[..good.len() / 2].to_vec())]),
+        0,
+    );
+    let root = dir.join("cxr");
+    let err = refused(&fetch_with(&root, &bad, &["chest-xray"]));
+    assert!(err.contains("was removed") && err.contains("data fetch chest-xray"), "{err}");
+    assert!(!root.join("ChestXRay2017.zip").exists());
+    let fine = Server::start(
+        HashMap::from([("ChestXRay2017.zip".to_string(), good)]),
+        0,
+    );
+    common::assert_ok(&fetch_with(&root, &fine, &["chest-xray"]));
+    assert!(root.join("chest_xray/train/NORMAL").is_dir());
 }

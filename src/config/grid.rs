@@ -99,6 +99,9 @@ pub struct Grid {
     variants: Vec<NamedVariant>,
 }
 
+/// The most runs one experiment may name.
+pub const MAX_RUNS: usize = 100_000;
+
 /// One grid point's regime values, handed to [`super::run_spec`].
 #[derive(Debug, Clone)]
 pub struct Point {
@@ -378,6 +381,25 @@ impl Grid {
             let mut file_value = base.clone();
             for (k, v) in fixed {
                 set_path(&mut file_value, k, v.clone()).map_err(|e| fail(format!("{e:#}")))?;
+            }
+            // Counted before anything is built: a file's few lines can name
+            // a product of billions (30 axes of two values).
+            let runs_here = fields
+                .iter()
+                .map(|(_, v)| v.len())
+                .chain([
+                    archs.as_ref().map_or(1, Vec::len),
+                    augment.len(),
+                    watermark.len(),
+                    seeds.len(),
+                ])
+                .try_fold(1usize, |n, k| n.checked_mul(k))
+                .and_then(|n| n.checked_add(out.len()))
+                .filter(|&n| n <= MAX_RUNS);
+            if runs_here.is_none() {
+                return Err(fail(format!(
+                    "the grid names more than {MAX_RUNS} runs; split the study into several experiments"
+                )));
             }
             // One experiment file per combination of the field axes.
             let mut combos = Vec::new();
