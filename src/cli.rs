@@ -106,7 +106,11 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
-        _ => return Err(format!("'{text}' is not a time: seconds, or a number with s, m or h")),
+        _ => {
+            return Err(format!(
+                "'{text}' is not a time: seconds, or a number with s, m or h"
+            ))
+        }
     };
     digits
         .parse::<u64>()

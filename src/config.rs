@@ -279,15 +279,20 @@ impl RunSpec {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let spec: Self = yaml_serde::from_str(&text)
             .with_context(|| format!("{}: not a valid run.yaml", path.display()))?;
-        let names = [("experiment", Some(&spec.experiment)), ("id", Some(&spec.id))]
-            .into_iter()
-            .chain([("variant", spec.variant.as_ref())]);
+        let names = [
+            ("experiment", Some(&spec.experiment)),
+            ("id", Some(&spec.id)),
+        ]
+        .into_iter()
+        .chain([("variant", spec.variant.as_ref())]);
         for (key, value) in names {
             if let Some(why) = value.and_then(|v| name_problem(v)) {
                 bail!(
                     "{}: {key} '{}': {why}",
                     path.display(),
-                    value.map(|v| v.escape_debug().to_string()).unwrap_or_default()
+                    value
+                        .map(|v| v.escape_debug().to_string())
+                        .unwrap_or_default()
                 );
             }
         }

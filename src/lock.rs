@@ -226,19 +226,27 @@ mod tests {
         }
         let other = format!(
             "{:#}",
-            lock_error(std::io::Error::from_raw_os_error(libc::EACCES), Path::new("/x"))
+            lock_error(
+                std::io::Error::from_raw_os_error(libc::EACCES),
+                Path::new("/x")
+            )
         );
         assert!(!other.contains("NAVE_LAB_LOCKS"), "{other}");
     }
 
     #[test]
     fn waiting_gives_up_after_its_limit() {
-        let path = std::env::temp_dir().join(format!("nave-lock-wait-{}/.lock", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("nave-lock-wait-{}/.lock", std::process::id()));
         let _held = Lock::try_acquire(&path).unwrap().expect("free at first");
         let started = std::time::Instant::now();
         let mut told = None;
-        let got = Lock::acquire_within(&path, |h| told = Some(h.to_string()), Some(Duration::from_millis(300)))
-            .unwrap();
+        let got = Lock::acquire_within(
+            &path,
+            |h| told = Some(h.to_string()),
+            Some(Duration::from_millis(300)),
+        )
+        .unwrap();
         assert!(got.is_none() && started.elapsed() >= Duration::from_millis(300));
         assert!(told.unwrap().contains("pid"));
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();

@@ -489,7 +489,10 @@ mod tests {
                 },
             ),
         ] {
-            let err = format!("{:#}", train_script(&o, name, 2, logs, work, &words).unwrap_err());
+            let err = format!(
+                "{:#}",
+                train_script(&o, name, 2, logs, work, &words).unwrap_err()
+            );
             assert!(
                 err.contains("refused") || err.contains("not allowed"),
                 "{name:?}: {err}"

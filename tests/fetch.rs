@@ -410,8 +410,17 @@ fn named_weights_are_fetched_once_checked_cached_and_recorded() {
     let o = explain("refused.png");
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("cannot be checked") && err.contains("--sha256"), "{err}");
-    assert!(server.log.lock().unwrap().is_empty() && !cache.join("weights").join("dino_deitsmall16_pretrain.pth").exists());
+    assert!(
+        err.contains("cannot be checked") && err.contains("--sha256"),
+        "{err}"
+    );
+    assert!(
+        server.log.lock().unwrap().is_empty()
+            && !cache
+                .join("weights")
+                .join("dino_deitsmall16_pretrain.pth")
+                .exists()
+    );
     common::assert_ok(&explain_with("a.png", &["--sha256", &hex_sha256(&vits)]));
     assert!(dir.join("a.png").is_file());
     let cached = cache.join("weights/dino_deitsmall16_pretrain.pth");
@@ -436,12 +445,20 @@ fn named_weights_are_fetched_once_checked_cached_and_recorded() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("without a pinned SHA-256") && err.contains(&format!("--sha256 {}", hex_sha256(&vits))),
+        err.contains("without a pinned SHA-256")
+            && err.contains(&format!("--sha256 {}", hex_sha256(&vits))),
         "{err}"
     );
     common::assert_ok(&explain_with("d.png", &["--sha256", &hex_sha256(&vits)]));
-    assert_eq!(std::fs::read_to_string(&sidecar).unwrap().trim(), hex_sha256(&vits));
-    assert_eq!(server.log.lock().unwrap().len(), 2, "pinned without a download");
+    assert_eq!(
+        std::fs::read_to_string(&sidecar).unwrap().trim(),
+        hex_sha256(&vits)
+    );
+    assert_eq!(
+        server.log.lock().unwrap().len(),
+        2,
+        "pinned without a download"
+    );
 
     // A training run from named weights records their SHA-256.
     let exp = dir.join("v.yaml");
@@ -497,7 +514,13 @@ fn named_weights_are_fetched_once_checked_cached_and_recorded() {
         .env_remove("NAVE_LAB_MIRROR")
         .env("NAVE_LAB_CACHE", &cache)
         .args(["-q", "explain", "--weights", "torchvision:resnet18"])
-        .args(["--mirror", &server.url, "--sha256", &hex_sha256(&plain), "--image"])
+        .args([
+            "--mirror",
+            &server.url,
+            "--sha256",
+            &hex_sha256(&plain),
+            "--image",
+        ])
         .arg(&image)
         .arg("--out")
         .arg(dir.join("r.png"))
@@ -505,7 +528,10 @@ fn named_weights_are_fetched_once_checked_cached_and_recorded() {
         .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("torchvision publishes") && err.contains("f37072fd"), "{err}");
+    assert!(
+        err.contains("torchvision publishes") && err.contains("f37072fd"),
+        "{err}"
+    );
     assert!(!cache.join("weights/resnet18-f37072fd.pth").exists());
 }
 
@@ -601,7 +627,13 @@ fn hostile_archives_are_refused_and_a_corrupt_one_is_not_reused() {
     let link_to_folder = tar_gz(&[(&format!("z -> {}", victim.display()), None)]);
     let link_in_layout = tar_gz(&[
         ("stl10_binary/test_y.bin", Some(b"1")),
-        (&format!("stl10_binary/train_X.bin -> {}", victim.join("secret").display()), None),
+        (
+            &format!(
+                "stl10_binary/train_X.bin -> {}",
+                victim.join("secret").display()
+            ),
+            None,
+        ),
     ]);
     for (i, archive) in [link_to_folder, link_in_layout].into_iter().enumerate() {
         let server = Server::start(
@@ -610,7 +642,10 @@ fn hostile_archives_are_refused_and_a_corrupt_one_is_not_reused() {
         );
         let root = dir.join(format!("data{i}"));
         let err = refused(&fetch(&root, &server.url, &hex_sha256(&archive)));
-        assert!(err.contains("symbolic link") && err.contains("refused"), "{err}");
+        assert!(
+            err.contains("symbolic link") && err.contains("refused"),
+            "{err}"
+        );
         assert!(!root.join("stl10_binary").exists(), "{err}");
         assert_eq!(names(&victim), ["secret", "test_y.bin", "train_X.bin"]);
         // Pinned by --sha256: the publisher's file, kept, and the error says how to remove it.
@@ -635,12 +670,27 @@ fn hostile_archives_are_refused_and_a_corrupt_one_is_not_reused() {
     );
     let root = dir.join("bomb");
     let err = refused(&fetch(&root, &server.url, &hex_sha256(&bomb)));
-    assert!(err.contains("--max-unpacked") && err.contains("67108864"), "{err}");
+    assert!(
+        err.contains("--max-unpacked") && err.contains("67108864"),
+        "{err}"
+    );
     assert_eq!(names(&root), ["stl10_binary.tar.gz"], "nothing unpacked");
-    let o = fetch_with(&root, &server, &["stl10", "--sha256", &hex_sha256(&bomb), "--max-unpacked", "100M"]);
+    let o = fetch_with(
+        &root,
+        &server,
+        &[
+            "stl10",
+            "--sha256",
+            &hex_sha256(&bomb),
+            "--max-unpacked",
+            "100M",
+        ],
+    );
     common::assert_ok(&o);
     assert_eq!(
-        std::fs::metadata(root.join("stl10_binary/train_X.bin")).unwrap().len(),
+        std::fs::metadata(root.join("stl10_binary/train_X.bin"))
+            .unwrap()
+            .len(),
         80 << 20
     );
 
@@ -648,17 +698,20 @@ fn hostile_archives_are_refused_and_a_corrupt_one_is_not_reused() {
     // the next fetch, from a server with the good file, succeeds.
     let good = chest_xray_zip();
     let bad = Server::start(
-        HashMap::from([("ChestXRay2017.zip".to_string(), good[..good.len() / 2].to_vec())]),
+        HashMap::from([(
+            "ChestXRay2017.zip".to_string(),
+            good[..good.len() / 2].to_vec(),
+        )]),
         0,
     );
     let root = dir.join("cxr");
     let err = refused(&fetch_with(&root, &bad, &["chest-xray"]));
-    assert!(err.contains("was removed") && err.contains("data fetch chest-xray"), "{err}");
-    assert!(!root.join("ChestXRay2017.zip").exists());
-    let fine = Server::start(
-        HashMap::from([("ChestXRay2017.zip".to_string(), good)]),
-        0,
+    assert!(
+        err.contains("was removed") && err.contains("data fetch chest-xray"),
+        "{err}"
     );
+    assert!(!root.join("ChestXRay2017.zip").exists());
+    let fine = Server::start(HashMap::from([("ChestXRay2017.zip".to_string(), good)]), 0);
     common::assert_ok(&fetch_with(&root, &fine, &["chest-xray"]));
     assert!(root.join("chest_xray/train/NORMAL").is_dir());
 }

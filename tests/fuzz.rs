@@ -86,11 +86,18 @@ fn apply(seed: &[u8], edits: &[Edit]) -> Vec<u8> {
 }
 
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/corpus").join(target);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fuzz/corpus")
+        .join(target);
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
         .collect();
     files.sort();
     assert!(!files.is_empty(), "{} is empty", dir.display());
@@ -137,7 +144,10 @@ fn fuzz(
         TestRng::from_seed(RngAlgorithm::ChaCha, &key),
     );
     let started = std::time::Instant::now();
-    let strategy = (0..seeds.len(), proptest::collection::vec(edit(), 1..=max_edits));
+    let strategy = (
+        0..seeds.len(),
+        proptest::collection::vec(edit(), 1..=max_edits),
+    );
     let accepted = std::cell::Cell::new(0usize);
     let result = runner.run(&strategy, |(which, edits)| {
         let (name, bytes) = &seeds[which];
@@ -197,7 +207,8 @@ fn unzip(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
 fn zip_stored(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
     use std::io::Write;
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for (name, data) in entries {
         zip.start_file(name.as_str(), stored).unwrap();
         zip.write_all(data).unwrap();
@@ -224,7 +235,10 @@ fn fuzz_the_pickle_machine() {
     let pickles: Vec<(String, Vec<u8>)> = files
         .iter()
         .map(|(name, entries)| {
-            let pkl = entries.iter().find(|(n, _)| n.ends_with("data.pkl")).unwrap();
+            let pkl = entries
+                .iter()
+                .find(|(n, _)| n.ends_with("data.pkl"))
+                .unwrap();
             (name.clone(), pkl.1.clone())
         })
         .collect();
@@ -232,7 +246,16 @@ fn fuzz_the_pickle_machine() {
         let (_, entries) = files.iter().find(|(n, _)| n == name).unwrap();
         let repacked: Vec<(String, Vec<u8>)> = entries
             .iter()
-            .map(|(n, d)| (n.clone(), if n.ends_with("data.pkl") { pickle.to_vec() } else { d.clone() }))
+            .map(|(n, d)| {
+                (
+                    n.clone(),
+                    if n.ends_with("data.pkl") {
+                        pickle.to_vec()
+                    } else {
+                        d.clone()
+                    },
+                )
+            })
             .collect();
         Ok(nave_lab::models::pth::read_bytes(&zip_stored(&repacked)).is_ok())
     });
@@ -240,18 +263,28 @@ fn fuzz_the_pickle_machine() {
 
 #[test]
 fn fuzz_the_experiment_yaml() {
-    fuzz("experiment", corpus("experiment"), 2, 5000, |name, bytes| {
-        let text = String::from_utf8_lossy(bytes).into_owned();
-        let Ok(e) = nave_lab::config::Experiment::parse(Path::new(name), text, &[]) else {
-            return Ok(false);
-        };
-        // Whatever loads names only folders a run may have.
-        for run in e.runs() {
-            prop_assert!(nave_lab::config::name_problem(&run.experiment).is_none());
-            prop_assert!(nave_lab::config::name_problem(&run.id).is_none(), "{:?}", run.id);
-        }
-        Ok(true)
-    });
+    fuzz(
+        "experiment",
+        corpus("experiment"),
+        2,
+        5000,
+        |name, bytes| {
+            let text = String::from_utf8_lossy(bytes).into_owned();
+            let Ok(e) = nave_lab::config::Experiment::parse(Path::new(name), text, &[]) else {
+                return Ok(false);
+            };
+            // Whatever loads names only folders a run may have.
+            for run in e.runs() {
+                prop_assert!(nave_lab::config::name_problem(&run.experiment).is_none());
+                prop_assert!(
+                    nave_lab::config::name_problem(&run.id).is_none(),
+                    "{:?}",
+                    run.id
+                );
+            }
+            Ok(true)
+        },
+    );
 }
 
 #[test]
@@ -291,7 +324,8 @@ fn fuzz_archive_unpacking() {
         .map(|(name, bytes)| {
             if name.ends_with(".tar.gz") {
                 let mut tar = Vec::new();
-                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut tar).unwrap();
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut tar)
+                    .unwrap();
                 (name, tar)
             } else {
                 (name, bytes)
@@ -314,9 +348,12 @@ fn fuzz_archive_unpacking() {
         let archive = data.join(name);
         std::fs::write(&archive, bytes).unwrap();
         let dest = data.join("unpacked");
-        let unpacked = nave_lab::fetch::archive::unpack_into(&archive, &dest, Some(1 << 20), |staging| {
-            nave_lab::fetch::archive::find_folder(staging, 3, &|d| d.join("train").is_dir() || d.join("test_y.bin").is_file())
-        });
+        let unpacked =
+            nave_lab::fetch::archive::unpack_into(&archive, &dest, Some(1 << 20), |staging| {
+                nave_lab::fetch::archive::find_folder(staging, 3, &|d| {
+                    d.join("train").is_dir() || d.join("test_y.bin").is_file()
+                })
+            });
         // Nothing but the archive, its lock and (on success) the folder;
         // nothing in it is a link.
         let mut found: Vec<String> = std::fs::read_dir(&data)
@@ -331,9 +368,19 @@ fn fuzz_archive_unpacking() {
         }
         expected.sort();
         prop_assert_eq!(found, expected);
-        prop_assert_eq!(tree(&work).iter().filter(|p| !p.starts_with(&data)).count(), 0);
+        prop_assert_eq!(
+            tree(&work).iter().filter(|p| !p.starts_with(&data)).count(),
+            0
+        );
         for p in tree(&data) {
-            prop_assert!(!std::fs::symlink_metadata(&p).unwrap().file_type().is_symlink(), "{}", p.display());
+            prop_assert!(
+                !std::fs::symlink_metadata(&p)
+                    .unwrap()
+                    .file_type()
+                    .is_symlink(),
+                "{}",
+                p.display()
+            );
         }
         Ok(unpacked.is_ok())
     });

@@ -73,7 +73,9 @@ fn names_and_options_with_shell_syntax_never_reach_a_job_script() {
     .unwrap();
     let err = refused(&slurm_dry_run(&dir, &evil, &[]));
     assert!(
-        err.contains("evil.yaml, line 1") && err.contains("newline") && err.contains("letters, digits"),
+        err.contains("evil.yaml, line 1")
+            && err.contains("newline")
+            && err.contains("letters, digits"),
         "{err}"
     );
 
@@ -84,7 +86,10 @@ fn names_and_options_with_shell_syntax_never_reach_a_job_script() {
         &good,
         &["--set", "name=\"y\\ntouch PWNED\""],
     ));
-    assert!(err.contains("--set name=") && err.contains("newline"), "{err}");
+    assert!(
+        err.contains("--set name=") && err.contains("newline"),
+        "{err}"
+    );
     let err = refused(&slurm_dry_run(&dir, &good, &["--set", "name=a;b"]));
     assert!(err.contains("';'") && err.contains("character 2"), "{err}");
 
@@ -95,7 +100,10 @@ fn names_and_options_with_shell_syntax_never_reach_a_job_script() {
     ] {
         let arg = format!("{flag}={value}");
         let err = refused(&slurm_dry_run(&dir, &good, &[&arg]));
-        assert!(err.contains(flag) && err.contains("newline"), "{flag}: {err}");
+        assert!(
+            err.contains(flag) && err.contains("newline"),
+            "{flag}: {err}"
+        );
     }
 
     // A run.yaml from elsewhere, read by `audit --slurm`.
@@ -104,7 +112,11 @@ fn names_and_options_with_shell_syntax_never_reach_a_job_script() {
     run.id = "r\ntouch PWNED".into();
     let folder = dir.join("ck/good/r");
     std::fs::create_dir_all(&folder).unwrap();
-    std::fs::write(folder.join("run.yaml"), yaml_serde::to_string(&run).unwrap()).unwrap();
+    std::fs::write(
+        folder.join("run.yaml"),
+        yaml_serde::to_string(&run).unwrap(),
+    )
+    .unwrap();
     let o = nave_lab()
         .current_dir(&dir)
         .args(["audit", "ck/good", "--slurm", "--dry-run"])
@@ -166,11 +178,17 @@ fn hostile_checkpoints_are_errors_naming_the_file() {
     nest.push(b'.');
     pth_file(&deep, &nest);
     let cases = [
-        (corpus("stride0.pth"), "rebuilt from storages take more than"),
+        (
+            corpus("stride0.pth"),
+            "rebuilt from storages take more than",
+        ),
         (corpus("memo_bomb.pth"), "memo copies more than"),
         (corpus("deep.pth"), "nested deeper than 64"),
         (deep, "nested deeper than 64"),
-        (corpus("out_of_storage.pth"), "reaching element 9 of a storage of 6"),
+        (
+            corpus("out_of_storage.pth"),
+            "reaching element 9 of a storage of 6",
+        ),
         (corpus("neg_stride.pth"), "negative stride"),
         (corpus("neg_offset.pth"), "negative storage offset"),
         (corpus("two_args.pth"), "got 2 arguments"),
@@ -252,7 +270,8 @@ fn waiting_has_a_limit_and_locks_can_live_elsewhere() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(
-        kept.iter().any(|n| n.starts_with("resnet18-aug0-wm0-s0-") && n.ends_with(".lock")),
+        kept.iter()
+            .any(|n| n.starts_with("resnet18-aug0-wm0-s0-") && n.ends_with(".lock")),
         "{kept:?}"
     );
 }

@@ -143,7 +143,10 @@ fn a_study_runs_on_slurm_and_a_preempted_task_resumes() {
 
     // A 4-run study: one array task per run, then the audit.
     let exp = study(&dir, "wm", 96, 3, "[0, 1]");
-    let checkpoints = dir.join("checkpoints");
+    // A space and a '#' in the path: sbatch reads `#SBATCH --output=` with
+    // its own rules (double quotes, backslashes, '#' a comment), and the
+    // logs must still land where this test reads them.
+    let checkpoints = dir.join("check points #1");
     let reports = dir.join("reports");
     let out = cluster.train(
         &exp,

@@ -24,7 +24,12 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
     match cmd {
         DataCommand::Fetch(a) => {
             let which = a.dataset;
-            let done = crate::fetch::datasets::fetch_dataset(which, &a.root, &a.source.options(), a.max_unpacked)?;
+            let done = crate::fetch::datasets::fetch_dataset(
+                which,
+                &a.root,
+                &a.source.options(),
+                a.max_unpacked,
+            )?;
             if let Some((archive, sha256)) = &done.archive {
                 println!(
                     "{}: {} (SHA-256 {sha256})",

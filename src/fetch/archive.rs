@@ -114,13 +114,21 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         Some((i, _)) => t.split_at(i),
         None => (t, ""),
     };
-    let shift = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+    let shift = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
         "" => 0,
         "K" => 10,
         "M" => 20,
         "G" => 30,
         "T" => 40,
-        _ => return Err(format!("'{text}' is not a size: bytes, or a number with K, M, G or T")),
+        _ => {
+            return Err(format!(
+                "'{text}' is not a size: bytes, or a number with K, M, G or T"
+            ))
+        }
     };
     digits
         .parse::<u64>()
@@ -193,8 +201,13 @@ fn create_folders(into: &Path, dir: &Path) -> anyhow::Result<()> {
         at.push(part);
         match std::fs::symlink_metadata(&at) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => bail!("{} is a file where the archive needs a folder", at.display()),
-            Err(_) => std::fs::create_dir(&at).with_context(|| format!("creating {}", at.display()))?,
+            Ok(_) => bail!(
+                "{} is a file where the archive needs a folder",
+                at.display()
+            ),
+            Err(_) => {
+                std::fs::create_dir(&at).with_context(|| format!("creating {}", at.display()))?
+            }
         }
     }
     Ok(())

@@ -411,7 +411,11 @@ impl Model {
                 .into());
             };
             let mut src = src.shallow_clone();
-            if name == "pos_embed" && src.size() != var.size() && src.dim() == 3 && src.size()[0] == 1 {
+            if name == "pos_embed"
+                && src.size() != var.size()
+                && src.dim() == 3
+                && src.size()[0] == 1
+            {
                 src = resample_pos_embed(&src, &var.size());
             }
             if src.size() != var.size() {

@@ -171,7 +171,10 @@ fn check_view(size: &[i64], stride: &[i64], offset: i64, storage_len: i64) -> an
         "a tensor of {} dimensions (at most {MAX_DIMS})",
         size.len()
     );
-    anyhow::ensure!(offset >= 0, "a tensor at a negative storage offset ({offset})");
+    anyhow::ensure!(
+        offset >= 0,
+        "a tensor at a negative storage offset ({offset})"
+    );
     if let Some(s) = size.iter().find(|&&s| s < 0) {
         bail!("a tensor of negative size ({s})");
     }
@@ -193,7 +196,9 @@ fn check_view(size: &[i64], stride: &[i64], offset: i64, storage_len: i64) -> an
     let last = size
         .iter()
         .zip(stride)
-        .try_fold(offset, |at, (&n, &s)| at.checked_add((n - 1).checked_mul(s)?))
+        .try_fold(offset, |at, (&n, &s)| {
+            at.checked_add((n - 1).checked_mul(s)?)
+        })
         .ok_or_else(overflow)?;
     anyhow::ensure!(
         last < storage_len,
@@ -604,9 +609,9 @@ fn flatten(
 ) -> anyhow::Result<()> {
     match value {
         Value::Tensor(t) => {
-            *budget = budget
-                .checked_sub(prefix.len() as u64)
-                .context("the checkpoint's key paths are longer than a checkpoint of this size holds")?;
+            *budget = budget.checked_sub(prefix.len() as u64).context(
+                "the checkpoint's key paths are longer than a checkpoint of this size holds",
+            )?;
             out.push((prefix.to_string(), t));
         }
         Value::Dict(items) => {
@@ -686,7 +691,7 @@ mod tests {
     #[test]
     fn views_are_checked_against_their_storage() {
         assert_eq!(check_view(&[2, 3], &[3, 1], 0, 6).unwrap(), 6);
-        assert_eq!(check_view(&[2, 3], &[3, 1], 1, 6).is_err(), true);
+        assert!(check_view(&[2, 3], &[3, 1], 1, 6).is_err());
         assert_eq!(check_view(&[0, 3], &[3, 1], 6, 6).unwrap(), 0);
         assert_eq!(check_view(&[], &[], 5, 6).unwrap(), 1);
         for (size, stride, offset) in [
