@@ -1,7 +1,8 @@
 //! `nave-lab data fetch` against a server on 127.0.0.1 started here, serving
 //! fixture archives: fetched, verified, unpacked and trained on; a transfer
 //! cut halfway and resumed with a Range request; a checksum mismatch; no
-//! server at all.
+//! server at all; hostile archives (links, a decompression bomb, a truncated
+//! unpinned zip) and the weights cache's pins.
 mod common;
 
 use std::collections::HashMap;

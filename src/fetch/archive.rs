@@ -2,10 +2,12 @@
 //! a temporary folder beside the destination, the folder the data set needs
 //! is picked out of it and renamed into place in one step, and the rest is
 //! removed. An interrupted unpack leaves only the temporary folder, which
-//! the next one removes.
-use std::path::{Path, PathBuf};
-
+//! the next one removes. An archive is a file from outside: only folders
+//! and plain files are unpacked (a link could make a later step read or
+//! move what lies elsewhere), no name leaves the temporary folder, and what
+//! it unpacks to is bounded.
 use std::io::Read;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 

@@ -10,6 +10,8 @@ opcode in torch.save's zip layout, one per way a file can attack a reader:
   overflow.pth     sizes whose product overflows 64 bits
   deep.pth         20,000 nested tuples (tests write a 5 MB one at run time)
 
+and valid_zip64.pth, valid.pth again with zip64 extra fields in its entries' headers.
+
 usage: make_hostile_pth.py OUT_DIR   (needs torch for valid.pth only)"""
 import struct
 import sys
@@ -75,3 +77,9 @@ except ImportError:
 torch.manual_seed(0)
 torch.save({"w": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(3), "n": {"x": torch.ones(2, dtype=torch.int64)}},
            f"{out}/valid.pth")
+
+# The same file with zip64 extra fields in the local headers.
+with zipfile.ZipFile(f"{out}/valid.pth") as src, zipfile.ZipFile(f"{out}/valid_zip64.pth", "w", zipfile.ZIP_STORED) as dst:
+    for info in src.infolist():
+        with dst.open(info.filename, "w", force_zip64=True) as f:
+            f.write(src.read(info))
