@@ -75,7 +75,7 @@ pub struct FetchArgs {
     pub source: DownloadArgs,
     /// The most the archive may unpack to (10G, 500M or bytes); default four
     /// times the archive's size, at least 64M.
-    #[arg(long, value_parser = crate::fetch::archive::parse_size)]
+    #[arg(long, value_parser = parse_size)]
     pub max_unpacked: Option<u64>,
 }
 
@@ -98,26 +98,63 @@ impl DownloadArgs {
     }
 }
 
-/// `90`, `90s`, `30m`, `2h`: a time limit.
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+/// A whole number with one of `units` after it (`30m`, `10G`); `what`
+/// names the quantity in the error.
+fn quantity(text: &str, units: &[(&str, u64)], what: &str) -> Result<u64, String> {
     let t = text.trim();
     let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => {
-            return Err(format!(
-                "'{text}' is not a time: seconds, or a number with s, m or h"
-            ))
+    units
+        .iter()
+        .find(|(u, _)| u.eq_ignore_ascii_case(unit))
+        .and_then(|(_, scale)| digits.parse::<u64>().ok()?.checked_mul(*scale))
+        .ok_or_else(|| {
+            let names: Vec<&str> = units
+                .iter()
+                .map(|(u, _)| *u)
+                .filter(|u| !u.is_empty())
+                .collect();
+            format!(
+                "'{text}' is not {what}: a whole number, alone or with {}",
+                names.join(", ")
+            )
+        })
+}
+
+/// `90`, `90s`, `30m`, `2h`: a time limit.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let units = [("", 1), ("s", 1), ("m", 60), ("h", 3600)];
+    quantity(text, &units, "a time").map(std::time::Duration::from_secs)
+}
+
+/// `10G`, `500M`, `64K` or plain bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let units = [
+        ("", 1),
+        ("K", 1 << 10),
+        ("M", 1 << 20),
+        ("G", 1 << 30),
+        ("T", 1 << 40),
+    ];
+    quantity(text, &units, "a size")
+}
+
+#[cfg(test)]
+mod quantity_tests {
+    use super::*;
+
+    #[test]
+    fn times_and_sizes() {
+        assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("30m").unwrap().as_secs(), 1800);
+        assert_eq!(parse_size("10G").unwrap(), 10 << 30);
+        assert_eq!(parse_size("64k").unwrap(), 64 << 10);
+        for bad in ["", "m", "1.5h", "-3", "10 parsecs", "99999999999999999999T"] {
+            assert!(
+                parse_duration(bad).is_err() && parse_size(bad).is_err(),
+                "{bad}"
+            );
         }
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(|| format!("'{text}' is not a time: seconds, or a number with s, m or h"))
+    }
 }
 
 fn sha256_hex(text: &str) -> Result<String, String> {

@@ -258,7 +258,11 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
         check(
             &hostile,
             &[],
-            &[&format!("{key} '{value}' is not a folder name"), "run.yaml"],
+            &[
+                &format!("{key} '{value}': '/' (U+002F)"),
+                "is not allowed",
+                "run.yaml",
+            ],
         );
     }
     assert!(!elsewhere.exists(), "nothing written outside reports/");

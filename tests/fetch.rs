@@ -491,16 +491,21 @@ fn named_weights_are_fetched_once_checked_cached_and_recorded() {
 
     // torchvision's name carries the first digits of its SHA-256: this file
     // is not it. (The mirror named on the command line this time.)
-    let o = nave_lab()
-        .env_remove("NAVE_LAB_MIRROR")
-        .env("NAVE_LAB_CACHE", &cache)
-        .args(["-q", "explain", "--weights", "torchvision:resnet18"])
-        .args(["--mirror", &server.url, "--image"])
-        .arg(&image)
-        .arg("--out")
-        .arg(dir.join("r.png"))
-        .output()
-        .unwrap();
+    let resnet18 = |extra: &[&str]| {
+        nave_lab()
+            .env_remove("NAVE_LAB_MIRROR")
+            .env("NAVE_LAB_CACHE", &cache)
+            .args(["-q", "explain", "--weights", "torchvision:resnet18"])
+            .args(["--mirror", &server.url])
+            .args(extra)
+            .arg("--image")
+            .arg(&image)
+            .arg("--out")
+            .arg(dir.join("r.png"))
+            .output()
+            .unwrap()
+    };
+    let o = resnet18(&[]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -511,22 +516,7 @@ fn named_weights_are_fetched_once_checked_cached_and_recorded() {
     assert!(!cache.join("weights/resnet18-f37072fd.pth.part").exists());
     // --sha256 does not override the digits torchvision publishes.
     let plain = std::fs::read(pth.join("plain.pth")).unwrap();
-    let o = nave_lab()
-        .env_remove("NAVE_LAB_MIRROR")
-        .env("NAVE_LAB_CACHE", &cache)
-        .args(["-q", "explain", "--weights", "torchvision:resnet18"])
-        .args([
-            "--mirror",
-            &server.url,
-            "--sha256",
-            &hex_sha256(&plain),
-            "--image",
-        ])
-        .arg(&image)
-        .arg("--out")
-        .arg(dir.join("r.png"))
-        .output()
-        .unwrap();
+    let o = resnet18(&["--sha256", &hex_sha256(&plain)]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(

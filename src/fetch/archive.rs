@@ -109,36 +109,6 @@ pub fn default_unpack_limit(len: u64) -> u64 {
     (4 * len).max(64 << 20)
 }
 
-/// `10G`, `500M`, `64K` or plain bytes, as `--max-unpacked` takes them.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => t.split_at(i),
-        None => (t, ""),
-    };
-    let shift = match unit
-        .to_ascii_uppercase()
-        .trim_end_matches("IB")
-        .trim_end_matches('B')
-    {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
-        _ => {
-            return Err(format!(
-                "'{text}' is not a size: bytes, or a number with K, M, G or T"
-            ))
-        }
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(1 << shift))
-        .ok_or_else(|| format!("'{text}' is not a size: bytes, or a number with K, M, G or T"))
-}
-
 /// Counts what is written against the limit.
 struct Budget<'a> {
     archive: &'a Path,
