@@ -736,7 +736,7 @@ fn cases() -> Vec<Case> {
                     "experiment: /srv/elsewhere",
                 )
             },
-            vec!["/srv/elsewhere", "not a folder name"],
+            vec!["/srv/elsewhere", "run.yaml", "is not allowed"],
         ),
         a(
             "run.yaml names an id outside",
