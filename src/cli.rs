@@ -244,16 +244,23 @@ pub struct BenchDetectArgs {
     /// Probe images per run for the localisation.
     #[arg(value_parser = at_least_one, long, default_value_t = 20)]
     pub probes: usize,
-    /// Seeds the threshold is chosen on (the other seeds are held out).
-    #[arg(long, value_delimiter = ',', default_value = "0,1")]
-    pub tune_seeds: Vec<u64>,
-    /// Families (grid variants) held out from all tuning.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "fixed,cxr-fixed,box-white,cxr-ruler"
-    )]
-    pub held_out: Vec<String>,
+    /// The pre-registered split: tuning seeds and held-out families
+    /// (default experiments/zoo-splits.yaml, refused if changed since it was
+    /// registered unless --exploratory).
+    #[arg(long)]
+    pub splits: Option<std::path::PathBuf>,
+    /// Seeds the threshold is chosen on, instead of the registered ones
+    /// (needs --exploratory).
+    #[arg(long, value_delimiter = ',')]
+    pub tune_seeds: Option<Vec<u64>>,
+    /// Families held out from all tuning, instead of the registered ones
+    /// (needs --exploratory).
+    #[arg(long, value_delimiter = ',')]
+    pub held_out: Option<Vec<String>>,
+    /// Score on a split that is not the registered one; every figure is then
+    /// marked exploratory.
+    #[arg(long)]
+    pub exploratory: bool,
     /// Highest false-positive rate the threshold may give on the tuning runs.
     #[arg(long, default_value_t = 0.05)]
     pub max_fpr: f64,

@@ -821,16 +821,33 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/zoo.yaml");
         let e = Experiment::load(&path, &[]).unwrap();
         let runs = e.runs();
-        assert!(runs.len() >= 120, "{} runs", runs.len());
+        // Zoo v2: at least 160 runs, 40% of them on real X-rays, and
+        // families of every kind: varied appearance, both-class rates,
+        // colour-only and global artefacts.
+        assert!(runs.len() >= 160, "{} runs", runs.len());
         let real = runs
             .iter()
             .filter(|r| r.dataset.kind == DatasetKind::ChestXray)
             .count();
         assert!(
-            3 * real >= runs.len(),
+            5 * real >= 2 * runs.len(),
             "{real} of {} runs on real images",
             runs.len()
         );
+        use crate::data::watermark::Shape;
+        let wm: Vec<&RunSpec> = runs.iter().filter(|r| r.watermark).collect();
+        assert!(wm.iter().any(
+            |r| r.watermark_spec.vary.scale.is_some() && r.watermark_spec.shape == Shape::Text
+        ));
+        assert!(wm.iter().any(
+            |r| r.watermark_spec.p_other > 0.0 && r.watermark_spec.p_other < r.watermark_spec.p
+        ));
+        for global in [Shape::Tint, Shape::Noise, Shape::Border, Shape::Blur] {
+            assert!(
+                wm.iter().any(|r| r.watermark_spec.shape == global),
+                "{global:?}"
+            );
+        }
         let variants: std::collections::BTreeSet<_> =
             runs.iter().filter_map(|r| r.variant.clone()).collect();
         let correlated: std::collections::BTreeSet<_> = runs

@@ -367,3 +367,64 @@ fn the_shipped_chest_xray_sample_reads_as_real_grayscale_x_rays() {
     let mean = f.mean(tch::Kind::Float).double_value(&[]);
     assert!((60.0..200.0).contains(&mean), "mean grey {mean}");
 }
+
+/// `data show --experiment` draws the varied, text and global artefact
+/// families: one row per family after the clean row, each different from
+/// the clean row and from the others.
+#[test]
+fn data_show_draws_varied_text_and_global_artefacts() {
+    let dir = scratch("show_families");
+    let exp = dir.join("f.yaml");
+    std::fs::write(
+        &exp,
+        "name: f
+dataset: {kind: synthetic, image_size: 48, synthetic: {seed: 0, train: 16, test: 8}}
+train: {epochs: 1, batch_size: 8, optimizer: {kind: sgd, lr: 0.1}}
+watermark: {target_class: NORMAL}
+grid:
+  variants:
+    marker:
+      watermark: true
+      watermark.shape: text
+      watermark.texts: [R, L]
+      watermark.colour: [255, 255, 255]
+      watermark.size: 0.25
+      watermark.region: [0.0, 0.0, 1.0, 0.4]
+      watermark.vary: {scale: [0.8, 1.2], rotation: [-20, 20], blur: [0, 0.5], jpeg: [60, 90]}
+    tint: {watermark: true, watermark.shape: tint, watermark.colour: [255, 0, 0], watermark.strength: 0.3}
+    noise: {watermark: true, watermark.shape: noise, watermark.strength: 30}
+    border: {watermark: true, watermark.shape: border, watermark.size: 0.1}
+    blur: {watermark: true, watermark.shape: blur, watermark.strength: 1.5}
+",
+    )
+    .unwrap();
+    let png = dir.join("families.png");
+    let out = nave_lab()
+        .args(["data", "show", "--experiment"])
+        .arg(&exp)
+        .args(["--count", "4", "-o"])
+        .arg(&png)
+        .env("NAVE_LAB_CACHE", dir.join("cache"))
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    let legend = String::from_utf8_lossy(&out.stdout);
+    for family in ["marker", "tint", "noise", "border", "blur"] {
+        assert!(legend.contains(family), "{legend}");
+    }
+    let img = image::open(&png).unwrap().to_rgb8();
+    // Six rows of tiles with 2 px gaps: cut each row and compare.
+    let rows = 6;
+    let tile = (img.height() - 2) / rows;
+    let row = |r: u32| -> Vec<u8> {
+        image::imageops::crop_imm(&img, 0, 2 + r * tile, img.width(), tile - 2)
+            .to_image()
+            .into_raw()
+    };
+    let all: Vec<Vec<u8>> = (0..rows).map(row).collect();
+    for a in 0..all.len() {
+        for b in a + 1..all.len() {
+            assert_ne!(all[a], all[b], "rows {a} and {b} are the same picture");
+        }
+    }
+}

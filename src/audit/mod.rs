@@ -13,6 +13,7 @@ mod pictures;
 mod plan;
 pub mod recurrence;
 pub mod results;
+pub mod splits;
 mod summary;
 pub mod template;
 pub mod verdict;
@@ -127,6 +128,7 @@ fn audit_run(run: &RunInputs, run_dir: &Path, device: Device) -> anyhow::Result<
         probes: probe_set.indices.clone(),
         probe_boxes: probe_set.placed.clone(),
         mask_boxes: probe_set.masks.clone(),
+        global_artefact: spec.watermark && run.artefact.is_global(),
         verdict: Some(verdict),
         grid: h,
         feature_dim: d,

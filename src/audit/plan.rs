@@ -12,7 +12,7 @@ use tch::Tensor;
 
 use super::verdict;
 use crate::config::{AuditSpec, ClusterMethod, RunSpec, Scope};
-use crate::data::watermark::{Artefact, WmBox};
+use crate::data::watermark::{Artefact, Look, Placement, WmBox};
 use crate::data::{Split, SplitData};
 use crate::run_folder::{find_runs, RunFolder};
 
@@ -85,7 +85,7 @@ pub(crate) fn taps_for(run: &RunSpec, o: &AuditOverrides) -> Vec<String> {
     o.taps
         .clone()
         .or_else(|| run.audit.taps.clone())
-        .unwrap_or_else(|| run.model.arch.default_taps())
+        .unwrap_or_else(|| run.model.arch.audit_taps(run.dataset.image_size))
 }
 
 /// The probe images: up to N test images of the chosen classes, in a fixed
@@ -140,6 +140,8 @@ pub(super) fn file_key(
 pub(crate) struct ProbeSet {
     pub indices: Vec<usize>,
     pub placed: Vec<WmBox>,
+    /// How the artefact looks on each probe (plain unless it varies).
+    pub looks: Vec<Look>,
     pub masks: Vec<WmBox>,
 }
 
@@ -148,21 +150,26 @@ impl ProbeSet {
     pub fn images(&self, test: &SplitData, artefact: &Artefact) -> (Tensor, Tensor) {
         let index: Vec<i64> = self.indices.iter().map(|&i| i as i64).collect();
         let clean = test.images.index_select(0, &Tensor::from_slice(&index));
-        let placed: Vec<_> = self.placed.iter().map(|b| Some(*b)).collect();
+        let placed: Vec<_> = self
+            .placed
+            .iter()
+            .zip(&self.looks)
+            .map(|(&placed, &look)| Some(Placement { placed, look }))
+            .collect();
         let marked = artefact.stamp(&clean, &placed);
         (clean, marked)
     }
 
     pub fn new(indices: Vec<usize>, artefact: &Artefact) -> Self {
-        let placed: Vec<WmBox> = indices
+        let placements: Vec<Placement> = indices
             .iter()
-            .map(|&i| artefact.box_for(PROBE_SEED, Split::Test, i))
+            .map(|&i| artefact.placement_for(PROBE_SEED, Split::Test, i))
             .collect();
-        let masks = placed.iter().map(|b| artefact.mask_box(b)).collect();
         Self {
             indices,
-            placed,
-            masks,
+            placed: placements.iter().map(|p| p.placed).collect(),
+            looks: placements.iter().map(|p| p.look).collect(),
+            masks: placements.iter().map(|p| artefact.mask_box(p)).collect(),
         }
     }
 }

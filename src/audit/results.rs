@@ -57,6 +57,10 @@ pub struct RunResult {
     /// probe: the box every measure uses. Equal to `probe_boxes` for a square.
     #[serde(default)]
     pub mask_boxes: Vec<WmBox>,
+    /// The artefact covers the whole image (tint, noise, border, blur): its
+    /// boxes are the image, and box measures say nothing of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub global_artefact: bool,
     /// The blind detector's verdict (None in audits older than it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<verdict::Verdict>,
@@ -427,6 +431,7 @@ mod tests {
             probes: vec![],
             probe_boxes: vec![],
             mask_boxes: vec![],
+            global_artefact: false,
             verdict: None,
             grid: 14,
             feature_dim: 8,

@@ -39,7 +39,41 @@ pub(super) fn print(report: &AuditReport) {
             println!("  {}", f.line());
         }
     }
+    print_grids(report);
     print_verdicts(&report.runs);
+}
+
+/// Which taps were clustered on which grid, and a word when a grid is too
+/// coarse for a "not flagged" to mean much.
+fn print_grids(report: &AuditReport) {
+    let taps = report
+        .settings
+        .as_ref()
+        .map(|s| s.taps.join(" + "))
+        .unwrap_or_default();
+    let grids: std::collections::BTreeSet<i64> = report.runs.iter().map(|r| r.grid).collect();
+    let sides: Vec<String> = grids.iter().map(|g| format!("{g}x{g}")).collect();
+    if sides.is_empty() {
+        return;
+    }
+    println!(
+        "NAVE on {taps}: a {} grid at {} px",
+        sides.join(" / "),
+        report.image_size
+    );
+    let coarse = report
+        .runs
+        .iter()
+        .filter(|r| r.grid > 0 && r.grid < crate::models::MIN_TRUSTED_GRID)
+        .count();
+    if coarse > 0 {
+        println!(
+            "  note: {coarse} run(s) were clustered on a grid coarser than {m}x{m}: an artefact of a few pixels shares its \
+             cell with its surroundings there, so \"not flagged\" is weak evidence; audit with finer taps \
+             (--taps layer2,layer3) or a larger image size",
+            m = crate::models::MIN_TRUSTED_GRID
+        );
+    }
 }
 
 /// Runs listed one by one in the terminal's verdict; above, the flagged ones

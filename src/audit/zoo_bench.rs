@@ -15,6 +15,7 @@ use super::{
     choose_probes, final_accuracy, load_model, settings_for, taps_for, AuditOverrides, ProbeSet,
     Truth,
 };
+use crate::audit::splits::ChosenSplit;
 use crate::config::RunSpec;
 use crate::data::store::{training_images, DataStore};
 use crate::data::watermark::{Artefact, WmBox};
@@ -24,8 +25,8 @@ use crate::run_folder::find_runs;
 pub struct BenchDetect<'a> {
     pub dir: &'a Path,
     pub probes: usize,
-    pub tune_seeds: &'a [u64],
-    pub held_out: &'a [String],
+    /// The split asked for (resolved against the study's experiment).
+    pub split: &'a crate::audit::splits::SplitRequest,
     /// Only these families (all when empty).
     pub families: &'a [String],
     /// Only these seeds (all when empty).
@@ -51,19 +52,20 @@ fn hit_rate(d: &Detection, masks: &[WmBox], grid: (usize, usize), size: usize) -
 
 /// One detector's figures on the tuning, held-out-seed and held-out-family
 /// runs, per family and per architecture.
-fn report(rows: &[Scored], b: &BenchDetect) -> Value {
+fn report(rows: &[Scored], split: &ChosenSplit, max_fpr: f64) -> Value {
+    let (tune_seeds, held_out) = (&split.tuning_seeds, &split.held_out_families);
     let tuning: Vec<&Scored> = rows
         .iter()
-        .filter(|r| b.tune_seeds.contains(&r.seed) && !b.held_out.contains(&r.family))
+        .filter(|r| tune_seeds.contains(&r.seed) && !held_out.contains(&r.family))
         .collect();
-    let threshold = threshold_for_fpr(&tuning, b.max_fpr);
+    let threshold = threshold_for_fpr(&tuning, max_fpr);
     let held_seeds: Vec<&Scored> = rows
         .iter()
-        .filter(|r| !b.tune_seeds.contains(&r.seed) && !b.held_out.contains(&r.family))
+        .filter(|r| !tune_seeds.contains(&r.seed) && !held_out.contains(&r.family))
         .collect();
     let held_families: Vec<&Scored> = rows
         .iter()
-        .filter(|r| b.held_out.contains(&r.family))
+        .filter(|r| held_out.contains(&r.family))
         .collect();
     let all: Vec<&Scored> = rows.iter().collect();
     let group = |key: fn(&Scored) -> &str| {
@@ -76,6 +78,7 @@ fn report(rows: &[Scored], b: &BenchDetect) -> Value {
         out
     };
     json!({
+        "exploratory": split.exploratory,
         "threshold": threshold,
         "tuning": Figures::of(&tuning, threshold),
         "held_out_seeds": Figures::of(&held_seeds, threshold),
@@ -100,6 +103,14 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
         })
         .collect();
     anyhow::ensure!(!folders.is_empty(), "{}: no finished run", b.dir.display());
+    let experiment = RunSpec::read(&folders[0].run_yaml())?.experiment;
+    let split = b.split.resolve(&experiment)?;
+    if split.exploratory {
+        crate::warn!(
+            "exploratory: {} is not the pre-registered split; no figure below is a held-out figure",
+            split.source
+        );
+    }
     let mut store = DataStore::default();
     let spec = DetectorSpec::default();
     let (mut nave_rows, mut base_rows) = (Vec::new(), Vec::new());
@@ -164,12 +175,14 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
     bar.finish_and_clear();
     Ok(json!({
         "runs": folders.len(),
-        "tune_seeds": b.tune_seeds,
-        "held_out_families": b.held_out,
+        "exploratory": split.exploratory,
+        "split": split,
+        "tune_seeds": split.tuning_seeds,
+        "held_out_families": split.held_out_families,
         "max_fpr_on_tuning": b.max_fpr,
-        "detector": report(&nave_rows, b),
+        "detector": report(&nave_rows, &split, b.max_fpr),
         "detector_seconds_per_run": nave_seconds / folders.len() as f64,
-        "baseline": if b.baseline { report(&base_rows, b) } else { Value::Null },
+        "baseline": if b.baseline { report(&base_rows, &split, b.max_fpr) } else { Value::Null },
         "baseline_seconds_per_run": if b.baseline { json!(base_seconds / folders.len() as f64) } else { Value::Null },
         "seconds": started.elapsed().as_secs_f64(),
         "candidates": candidates,

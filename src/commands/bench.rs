@@ -40,8 +40,12 @@ fn bench_detect(a: &BenchDetectArgs, device: Device) -> anyhow::Result<serde_jso
         &crate::audit::zoo_bench::BenchDetect {
             dir: &a.dir,
             probes: a.probes,
-            tune_seeds: &a.tune_seeds,
-            held_out: &a.held_out,
+            split: &crate::audit::splits::SplitRequest {
+                file: a.splits.clone(),
+                tune_seeds: a.tune_seeds.clone(),
+                held_out: a.held_out.clone(),
+                exploratory: a.exploratory,
+            },
             families: &a.families,
             seeds: &a.seeds,
             max_fpr: a.max_fpr,

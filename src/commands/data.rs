@@ -129,7 +129,7 @@ fn show(a: ShowArgs) -> anyhow::Result<()> {
     let artefact = Artefact::new(&WatermarkSpec::default(), a.image_size)?;
     let boxes: Vec<_> = order
         .iter()
-        .map(|&i| Some(artefact.box_for(a.seed, split, i)))
+        .map(|&i| Some(artefact.placement_for(a.seed, split, i)))
         .collect();
     let marked = artefact.stamp(&clean, &boxes);
     crate::data::show::write_show(&clean, &marked, &AugmentSpec::default(), a.seed, &a.out)
@@ -193,7 +193,7 @@ fn show_families(path: &std::path::Path, a: &ShowArgs, split: Split) -> anyhow::
             .with_context(|| format!("the watermark of {}", spec.id))?;
         let boxes: Vec<_> = order
             .iter()
-            .map(|&i| Some(artefact.box_for(a.seed, split, i)))
+            .map(|&i| Some(artefact.placement_for(a.seed, split, i)))
             .collect();
         rows.push(crate::data::resize_u8(
             &artefact.stamp(&clean, &boxes),

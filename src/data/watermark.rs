@@ -6,10 +6,20 @@
 //! (`p_other`), so that an artefact can also be present without saying
 //! anything about the label.
 //!
-//! The box of image `i` is a pure function of (seed, split, i): the clean and
-//! the watermarked twin of a probe image share it, and the audit knows where
-//! the artefact is without reading pixels.
-use std::path::{Path, PathBuf};
+//! Real shortcuts are rarely one stamped copy: laterality markers and tags
+//! vary in letter, font, size, rotation, contrast and compression, and some
+//! artefacts are global (a scanner's tint or noise, a border, blur). So an
+//! artefact may be a text drawn from a list of strings and fonts, may vary
+//! image by image (`vary:` scale, rotation, opacity, brightness, blur, JPEG
+//! re-encoding; `region:` a band it is placed in), or may be global (`tint`,
+//! `noise`, `border`, `blur`: the whole image is its box). Drawing is in
+//! [`render`].
+//!
+//! The placement of image `i` (its box and its look) is a pure function of
+//! (seed, split, i): the clean and the watermarked twin of a probe image share
+//! it, and the audit knows where the artefact is without reading pixels.
+mod render;
+use std::path::PathBuf;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -28,6 +38,90 @@ pub enum Shape {
     Box,
     /// The RGBA picture `patch`, alpha-blended.
     Patch,
+    /// One of `texts` in one of `fonts`, `colour`, `size` its height.
+    Text,
+    /// Global: `colour` blended over the whole image at `strength`.
+    Tint,
+    /// Global: a fixed noise texture (`texture_seed`) added at `strength` grey levels.
+    Noise,
+    /// Global: a frame of `colour`, `size` of the image side wide.
+    Border,
+    /// Global: a Gaussian blur of `strength` pixels.
+    Blur,
+}
+
+impl Shape {
+    /// Whether the artefact covers the whole image (no place of its own).
+    pub fn is_global(self) -> bool {
+        matches!(
+            self,
+            Shape::Tint | Shape::Noise | Shape::Border | Shape::Blur
+        )
+    }
+}
+
+/// Per-image variation, each a `[low, high]` range drawn uniformly for every
+/// stamped image (`watermark.vary`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Variation {
+    /// Times `size`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale: Option<[f64; 2]>,
+    /// Degrees, counter-clockwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<[f64; 2]>,
+    /// Times `opacity` (a global artefact: times `strength`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opacity: Option<[f64; 2]>,
+    /// Grey levels added to the artefact's colour.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub brightness: Option<[f64; 2]>,
+    /// Gaussian blur of the artefact, sigma in pixels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blur: Option<[f64; 2]>,
+    /// JPEG quality (1-100) the stamped image is re-encoded at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jpeg: Option<[f64; 2]>,
+}
+
+impl Variation {
+    fn is_none(&self) -> bool {
+        *self == Variation::default()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let ranges = [
+            ("scale", self.scale, 0.01, 10.0),
+            ("rotation", self.rotation, -360.0, 360.0),
+            ("opacity", self.opacity, 0.0, 1.0),
+            ("brightness", self.brightness, -255.0, 255.0),
+            ("blur", self.blur, 0.0, 20.0),
+            ("jpeg", self.jpeg, 1.0, 100.0),
+        ];
+        for (key, range, lowest, highest) in ranges {
+            if let Some([lo, hi]) = range {
+                if !(lo <= hi && lo >= lowest && hi <= highest) {
+                    return Err(format!(
+                        "watermark.vary.{key} must be [low, high] with {lowest} <= low <= high <= {highest}, got [{lo}, {hi}]"
+                    ));
+                }
+            }
+        }
+        if self.scale.is_some_and(|[lo, _]| lo <= 0.0)
+            || self.opacity.is_some_and(|[lo, _]| lo <= 0.0)
+        {
+            return Err("watermark.vary.scale and vary.opacity must stay above 0".into());
+        }
+        Ok(())
+    }
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Where the artefact goes.
@@ -68,6 +162,27 @@ pub struct WatermarkSpec {
     /// Probability that a training image of another class is stamped
     /// (`p_other = p`: present in the data but uncorrelated with the label).
     pub p_other: f64,
+    /// Per-image variation of the look.
+    #[serde(skip_serializing_if = "Variation::is_none")]
+    pub vary: Variation,
+    /// A band the artefact's box lies in, as fractions of the image side:
+    /// `[x0, y0, x1, y1]` (e.g. `[0, 0, 1, 0.25]`: somewhere along the top).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<[f64; 4]>,
+    /// Shape text: the strings, one drawn per image.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub texts: Vec<String>,
+    /// Shape text: TrueType/OpenType files, one drawn per image; default the
+    /// two shipped DejaVu fonts (sans bold, serif).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fonts: Vec<PathBuf>,
+    /// Global shapes: the tint's weight (0-1), the noise's amplitude in
+    /// grey levels, the blur's sigma in pixels.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub strength: f64,
+    /// Shape noise: which fixed texture.
+    #[serde(skip_serializing_if = "is_zero_u64")]
+    pub texture_seed: u64,
 }
 
 impl Default for WatermarkSpec {
@@ -84,6 +199,12 @@ impl Default for WatermarkSpec {
             at: None,
             opacity: 1.0,
             p_other: 0.0,
+            vary: Variation::default(),
+            region: None,
+            texts: Vec::new(),
+            fonts: Vec::new(),
+            strength: 0.0,
+            texture_seed: 0,
         }
     }
 }
@@ -114,9 +235,9 @@ impl WatermarkSpec {
                         .into(),
                 )
             }
-            (Shape::Box, Some(p)) => {
+            (shape, Some(p)) if shape != Shape::Patch => {
                 return Err(format!(
-                    "watermark.patch is {} but watermark.shape is box; set shape: patch to stamp the picture",
+                    "watermark.patch is {} but watermark.shape is {shape:?}; set shape: patch to stamp the picture",
                     p.display()
                 ))
             }
@@ -136,6 +257,51 @@ impl WatermarkSpec {
                 ));
             }
             _ => {}
+        }
+        self.vary.validate()?;
+        if let Some([x0, y0, x1, y1]) = self.region {
+            if !(0.0 <= x0 && x0 < x1 && x1 <= 1.0 && 0.0 <= y0 && y0 < y1 && y1 <= 1.0) {
+                return Err(format!(
+                    "watermark.region must be [x0, y0, x1, y1] fractions with x0 < x1 and y0 < y1 in [0, 1], got [{x0}, {y0}, {x1}, {y1}]"
+                ));
+            }
+            if self.position == Position::Fixed {
+                return Err("watermark.region places a random position; it does not combine with position: fixed".into());
+            }
+        }
+        match self.shape {
+            Shape::Text if self.texts.is_empty() || self.texts.iter().any(|t| t.trim().is_empty()) => {
+                return Err("watermark.shape is text but watermark.texts lists no text (e.g. texts: [R, L])".into())
+            }
+            Shape::Text => {}
+            _ if !self.texts.is_empty() || !self.fonts.is_empty() => {
+                return Err("watermark.texts and watermark.fonts are only used with shape: text".into())
+            }
+            _ => {}
+        }
+        if self.shape.is_global() {
+            if self.region.is_some() || self.position == Position::Fixed {
+                return Err(format!(
+                    "watermark.shape {:?} is global (the whole image); region and position do not apply",
+                    self.shape
+                ));
+            }
+            let (lo, hi) = match self.shape {
+                Shape::Tint => (0.0, 1.0),
+                Shape::Noise => (0.0, 128.0),
+                Shape::Blur => (0.0, 20.0),
+                _ => (-1.0, f64::INFINITY),
+            };
+            if self.shape != Shape::Border && !(self.strength > lo && self.strength <= hi) {
+                return Err(format!(
+                    "watermark.strength must be in ({lo}, {hi}] for shape {:?}, got {}",
+                    self.shape, self.strength
+                ));
+            }
+        } else if self.strength != 0.0 {
+            return Err(
+                "watermark.strength is only used with the global shapes (tint, noise, blur)".into(),
+            );
         }
         Ok(())
     }
@@ -252,85 +418,295 @@ impl Variant {
     }
 }
 
-/// An artefact rendered for one image size: the pixels `stamp` blends in and
-/// the boxes it may take.
+/// How one image's artefact looks: the draws of `vary` (identity when the
+/// spec varies nothing) and, for texts, which string and font.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Look {
+    pub scale: f64,
+    pub rotation: f64,
+    pub opacity: f64,
+    pub brightness: f64,
+    pub blur: f64,
+    /// 0: not re-encoded.
+    pub jpeg: u8,
+    pub text: usize,
+    pub font: usize,
+}
+
+impl Look {
+    /// No variation: the spec's artefact as it is.
+    pub const PLAIN: Look = Look {
+        scale: 1.0,
+        rotation: 0.0,
+        opacity: 1.0,
+        brightness: 0.0,
+        blur: 0.0,
+        jpeg: 0,
+        text: 0,
+        font: 0,
+    };
+}
+
+/// Where one image's artefact goes and how it looks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Placement {
+    /// The stamped picture's whole extent (a global artefact: the image).
+    pub placed: WmBox,
+    pub look: Look,
+}
+
+/// An artefact for one image size: the picture `stamp` blends in (rendered
+/// once when every image shares it, per image when it varies) and the boxes
+/// it may take.
 #[derive(Debug)]
 pub struct Artefact {
     spec: WatermarkSpec,
     image_size: i64,
-    /// Extent of the stamped picture, in pixels.
-    w: i64,
-    h: i64,
-    /// `[3, h, w]` float colour in 0..=255.
-    rgb: Tensor,
-    /// `[1, h, w]` float weight in [0, 1]: the picture's alpha times the opacity.
-    weight: Tensor,
-    /// Where the weight is non-zero, relative to the extent: the artefact's own box.
-    mask: WmBox,
+    /// The picture of the plain look: extent, `[3, h, w]` colour 0..=255,
+    /// `[1, h, w]` weight (alpha times opacity), and where the weight is
+    /// non-zero relative to the extent. A global artefact has none.
+    plain: Option<Rendered>,
+    /// The source of a patch (read once) or the fonts of a text.
+    source: Source,
+    /// Shape noise: the fixed texture.
+    texture: Vec<f32>,
     /// An opaque square: stamped by filling, so the pixels are exact.
     solid: bool,
 }
 
-impl Artefact {
-    pub fn new(spec: &WatermarkSpec, image_size: i64) -> anyhow::Result<Self> {
-        spec.validate().map_err(anyhow::Error::msg)?;
-        let longer = spec.side_pixels(image_size);
-        let (w, h, rgb, weight) = match (&spec.shape, &spec.patch) {
-            (Shape::Patch, Some(path)) => {
-                let (w, h, rgb, alpha) = render_patch(path, longer)?;
-                (w, h, rgb, alpha * spec.opacity)
-            }
-            _ => {
-                let colour: Vec<f32> = spec.colour.iter().map(|&c| c as f32).collect();
-                let rgb = Tensor::from_slice(&colour)
-                    .view([3, 1, 1])
-                    .expand([3, longer, longer], false)
-                    .contiguous();
-                let weight = Tensor::full(
-                    [1, longer, longer],
-                    spec.opacity,
-                    (Kind::Float, tch::Device::Cpu),
-                );
-                (longer, longer, rgb, weight)
-            }
-        };
+#[derive(Debug)]
+enum Source {
+    Square,
+    Picture(render::Picture),
+    Fonts(Vec<Vec<u8>>),
+    Global,
+}
+
+/// A picture ready to blend.
+#[derive(Debug)]
+struct Rendered {
+    w: i64,
+    h: i64,
+    rgb: Tensor,
+    weight: Tensor,
+    mask: WmBox,
+}
+
+impl Clone for Rendered {
+    fn clone(&self) -> Self {
+        Self {
+            w: self.w,
+            h: self.h,
+            rgb: self.rgb.shallow_clone(),
+            weight: self.weight.shallow_clone(),
+            mask: self.mask,
+        }
+    }
+}
+
+impl Rendered {
+    fn of(picture: &render::Picture, what: &dyn Fn() -> String) -> anyhow::Result<Self> {
+        let (w, h) = (picture.w as i64, picture.h as i64);
+        let rgb = Tensor::from_slice(&picture.rgb).view([3, h, w]);
+        let weight = Tensor::from_slice(&picture.alpha).view([1, h, w]);
         let mask = nonzero_box(&weight).ok_or_else(|| {
             anyhow::anyhow!(
-                "watermark.patch {}: every pixel is transparent at {w}x{h} px; nothing would be stamped",
-                spec.patch.as_deref().unwrap_or(Path::new("?")).display()
+                "{}: every pixel is transparent at {w}x{h} px; nothing would be stamped",
+                what()
             )
         })?;
         Ok(Self {
-            spec: spec.clone(),
-            image_size,
             w,
             h,
             rgb,
             weight,
             mask,
-            solid: spec.shape == Shape::Box && spec.opacity >= 1.0,
         })
+    }
+}
+
+impl Artefact {
+    pub fn new(spec: &WatermarkSpec, image_size: i64) -> anyhow::Result<Self> {
+        spec.validate().map_err(anyhow::Error::msg)?;
+        let source = match spec.shape {
+            Shape::Box => Source::Square,
+            Shape::Patch => Source::Picture(render::file_picture(
+                spec.patch
+                    .as_deref()
+                    .expect("validated: a patch has its file"),
+            )?),
+            Shape::Text => Source::Fonts(if spec.fonts.is_empty() {
+                render::builtin_fonts().to_vec()
+            } else {
+                spec.fonts
+                    .iter()
+                    .map(|f| {
+                        std::fs::read(f).map_err(|e| {
+                            anyhow::anyhow!("watermark.fonts: cannot read {} ({e})", f.display())
+                        })
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            }),
+            _ => Source::Global,
+        };
+        let texture = if spec.shape == Shape::Noise {
+            render::noise_texture(spec.texture_seed, image_size as usize)
+        } else {
+            Vec::new()
+        };
+        let mut artefact = Self {
+            spec: spec.clone(),
+            image_size,
+            plain: None,
+            source,
+            texture,
+            solid: spec.shape == Shape::Box && spec.opacity >= 1.0 && spec.vary.is_none(),
+        };
+        if !spec.shape.is_global() {
+            // Rendered once: every text and font is drawn here, so a bad one
+            // is an error now rather than in the middle of training.
+            if let Source::Fonts(fonts) = &artefact.source {
+                for (t, _) in spec.texts.iter().enumerate() {
+                    for f in 0..fonts.len() {
+                        artefact.render(&Look {
+                            text: t,
+                            font: f,
+                            ..Look::PLAIN
+                        })?;
+                    }
+                }
+            }
+            artefact.plain = Some(artefact.render(&Look::PLAIN)?);
+        }
+        Ok(artefact)
     }
 
     pub fn spec(&self) -> &WatermarkSpec {
         &self.spec
     }
 
-    /// Width and height of the stamped picture.
-    pub fn extent(&self) -> (i64, i64) {
-        (self.w, self.h)
+    /// Whether the artefact covers the whole image.
+    pub fn is_global(&self) -> bool {
+        self.spec.shape.is_global()
     }
 
-    /// Where image `index` of `split` gets the artefact when it is stamped
-    /// (its whole extent; see [`Artefact::mask_box`] for the visible part).
-    pub fn box_for(&self, seed: u64, split: Split, index: usize) -> WmBox {
-        let (max_x, max_y) = (self.image_size - self.w, self.image_size - self.h);
-        match (self.spec.position, self.spec.at) {
+    /// The local picture of `look`.
+    fn render(&self, look: &Look) -> anyhow::Result<Rendered> {
+        let longer = ((self.spec.side_pixels(self.image_size) as f64 * look.scale).round()
+            as usize)
+            .clamp(1, self.image_size as usize);
+        let picture = match &self.source {
+            Source::Square => render::Picture::solid(longer, longer, self.spec.colour),
+            Source::Picture(p) => p.scaled_to(longer),
+            Source::Fonts(fonts) => render::text_picture(
+                &self.spec.texts[look.text % self.spec.texts.len()],
+                &fonts[look.font % fonts.len()],
+                longer,
+                self.spec.colour,
+            )?,
+            Source::Global => anyhow::bail!("a global artefact has no picture"),
+        };
+        let picture = picture
+            .rotated(look.rotation)
+            .blurred(look.blur)
+            .toned(self.spec.opacity * look.opacity, look.brightness);
+        // A turned or grown picture may not fit the image: scaled down until it does.
+        let picture = if picture.w.max(picture.h) > self.image_size as usize {
+            picture.scaled_to(self.image_size as usize)
+        } else {
+            picture
+        };
+        Rendered::of(&picture, &|| match &self.spec.patch {
+            Some(p) => format!("watermark.patch {}", p.display()),
+            None => "the watermark".to_string(),
+        })
+    }
+
+    /// The picture of a placement's look (the shared one when it is plain).
+    fn picture(&self, look: &Look) -> std::borrow::Cow<'_, Rendered> {
+        match &self.plain {
+            Some(plain) if *look == Look::PLAIN => std::borrow::Cow::Borrowed(plain),
+            _ => std::borrow::Cow::Owned(
+                self.render(look)
+                    .expect("every look renders: its text and font were drawn in Artefact::new"),
+            ),
+        }
+    }
+
+    /// Width and height of the plain stamped picture (a global artefact: the image).
+    pub fn extent(&self) -> (i64, i64) {
+        match &self.plain {
+            Some(p) => (p.w, p.h),
+            None => (self.image_size, self.image_size),
+        }
+    }
+
+    /// The look of image `index` of `split`: plain unless the spec varies it.
+    fn look_for(&self, seed: u64, split: Split, index: usize) -> Look {
+        let v = &self.spec.vary;
+        let texts = self.spec.texts.len().max(1);
+        let fonts = match &self.source {
+            Source::Fonts(f) => f.len().max(1),
+            _ => 1,
+        };
+        if v.is_none() && texts == 1 && fonts == 1 {
+            return Look::PLAIN;
+        }
+        // Tag 0x56 ("V"), apart from the positions' stream: a spec that adds
+        // variation keeps the positions it had. Every value is drawn, used or
+        // not, so that adding one range does not change the others.
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(mix_seed(seed, 0x56_00 + split.seed_tag(), index as u64));
+        let mut draw = |range: Option<[f64; 2]>, plain: f64| {
+            let u: f64 = rng.gen();
+            range.map_or(plain, |[lo, hi]| lo + u * (hi - lo))
+        };
+        let scale = draw(v.scale, 1.0);
+        let rotation = draw(v.rotation, 0.0);
+        let opacity = draw(v.opacity, 1.0);
+        let brightness = draw(v.brightness, 0.0);
+        let blur = draw(v.blur, 0.0);
+        let jpeg = draw(v.jpeg, 0.0).round() as u8;
+        let text = (draw(Some([0.0, texts as f64]), 0.0) as usize).min(texts - 1);
+        let font = (draw(Some([0.0, fonts as f64]), 0.0) as usize).min(fonts - 1);
+        Look {
+            scale,
+            rotation,
+            opacity,
+            brightness,
+            blur,
+            jpeg,
+            text,
+            font,
+        }
+    }
+
+    /// Where image `index` of `split` gets the artefact when it is stamped,
+    /// and how it looks there (its whole extent; see [`Artefact::mask_box`]
+    /// for the visible part).
+    pub fn placement_for(&self, seed: u64, split: Split, index: usize) -> Placement {
+        let look = self.look_for(seed, split, index);
+        if self.is_global() {
+            let whole = WmBox::square(0, 0, self.image_size);
+            return Placement {
+                placed: whole,
+                look,
+            };
+        }
+        let (w, h) = match &self.plain {
+            Some(p) if look == Look::PLAIN => (p.w, p.h),
+            _ => {
+                let r = self.picture(&look);
+                (r.w, r.h)
+            }
+        };
+        let (max_x, max_y) = (self.image_size - w, self.image_size - h);
+        let placed = match (self.spec.position, self.spec.at) {
             (Position::Fixed, Some([ax, ay])) => WmBox {
                 x: (ax * max_x as f64).round() as i64,
                 y: (ay * max_y as f64).round() as i64,
-                w: self.w,
-                h: self.h,
+                w,
+                h,
             },
             _ => {
                 // Tag 0x57 ("W") keeps this stream apart from the synthetic generator's.
@@ -339,33 +715,50 @@ impl Artefact {
                     0x57_00 + split.seed_tag(),
                     index as u64,
                 ));
-                let x = rng.gen_range(0..=max_x);
-                let y = rng.gen_range(0..=max_y);
-                WmBox {
-                    x,
-                    y,
-                    w: self.w,
-                    h: self.h,
-                }
+                let ((x_lo, x_hi), (y_lo, y_hi)) = match self.spec.region {
+                    None => ((0, max_x), (0, max_y)),
+                    Some([x0, y0, x1, y1]) => {
+                        let s = self.image_size as f64;
+                        let band = |lo: f64, hi: f64, extent: i64, max: i64| {
+                            let lo = ((lo * s).round() as i64).clamp(0, max);
+                            let hi = ((hi * s).round() as i64 - extent).clamp(lo, max);
+                            (lo, hi)
+                        };
+                        (band(x0, x1, w, max_x), band(y0, y1, h, max_y))
+                    }
+                };
+                let x = rng.gen_range(x_lo..=x_hi);
+                let y = rng.gen_range(y_lo..=y_hi);
+                WmBox { x, y, w, h }
             }
-        }
+        };
+        Placement { placed, look }
     }
 
-    /// The box of the artefact's visible pixels (its alpha mask) when it is
-    /// stamped at `placed`: the box every measure uses.
-    pub fn mask_box(&self, placed: &WmBox) -> WmBox {
+    /// Where image `index` of `split` gets the artefact (its extent).
+    pub fn box_for(&self, seed: u64, split: Split, index: usize) -> WmBox {
+        self.placement_for(seed, split, index).placed
+    }
+
+    /// The box of the artefact's visible pixels (its alpha mask) at a
+    /// placement: the box every measure uses (a global artefact: the image).
+    pub fn mask_box(&self, at: &Placement) -> WmBox {
+        if self.is_global() {
+            return at.placed;
+        }
+        let mask = self.picture(&at.look).mask;
         WmBox {
-            x: placed.x + self.mask.x,
-            y: placed.y + self.mask.y,
-            w: self.mask.w,
-            h: self.mask.h,
+            x: at.placed.x + mask.x,
+            y: at.placed.y + mask.y,
+            w: mask.w,
+            h: mask.h,
         }
     }
 
-    /// The box of every image of a split (None: not stamped). Training images
-    /// of the target class are stamped with probability p, those of the other
-    /// classes with p_other; evaluation variants stamp with probability 1 so
-    /// that each measures one thing.
+    /// The placement of every image of a split (None: not stamped). Training
+    /// images of the target class are stamped with probability p, those of
+    /// the other classes with p_other; evaluation variants stamp with
+    /// probability 1 so that each measures one thing.
     pub fn plan(
         &self,
         seed: u64,
@@ -373,7 +766,7 @@ impl Artefact {
         labels: &[i64],
         target: i64,
         variant: Variant,
-    ) -> Vec<Option<WmBox>> {
+    ) -> Vec<Option<Placement>> {
         labels
             .iter()
             .enumerate()
@@ -386,31 +779,81 @@ impl Artefact {
                     (_, Variant::AsTrain) => label == target,
                     (_, Variant::Flipped) => label != target,
                 };
-                stamp.then(|| self.box_for(seed, split, i))
+                stamp.then(|| self.placement_for(seed, split, i))
             })
             .collect()
     }
 
-    /// Stamps the artefact at `boxes` onto `[N, 3, S, S]` uint8 images,
+    /// Stamps the artefact at `placements` onto `[N, 3, S, S]` uint8 images,
     /// returning a new tensor.
-    pub fn stamp(&self, images: &Tensor, boxes: &[Option<WmBox>]) -> Tensor {
+    pub fn stamp(&self, images: &Tensor, placements: &[Option<Placement>]) -> Tensor {
         let out = images.copy();
-        for (i, b) in boxes.iter().enumerate() {
-            let Some(b) = b else { continue };
-            let mut region = out.get(i as i64).narrow(1, b.y, b.h).narrow(2, b.x, b.w); // [3, h, w]
-            if self.solid {
-                for (c, &value) in self.spec.colour.iter().enumerate() {
-                    let _ = region.get(c as i64).fill_(value as i64);
-                }
+        for (i, p) in placements.iter().enumerate() {
+            let Some(p) = p else { continue };
+            let mut image = out.get(i as i64); // [3, S, S]
+            if self.is_global() {
+                self.apply_global(&mut image, &p.look);
             } else {
-                let keep: Tensor = self.weight.ones_like() - &self.weight;
-                let image: Tensor = region.to_kind(Kind::Float) * &keep;
-                let ink: Tensor = &self.rgb * &self.weight;
-                let blended = (image + ink).round().clamp(0.0, 255.0).to_kind(Kind::Uint8);
-                region.copy_(&blended);
+                self.blend(&image, p);
+            }
+            if p.look.jpeg > 0 {
+                let s = self.image_size as usize;
+                let bytes: Vec<u8> = Vec::try_from(image.flatten(0, -1)).expect("uint8 image");
+                let again = render::jpeg_roundtrip(&bytes, s, p.look.jpeg)
+                    .expect("an image of this size encodes and decodes as JPEG");
+                image.copy_(&Tensor::from_slice(&again).view([3, s as i64, s as i64]));
             }
         }
         out
+    }
+
+    /// A local artefact blended into `image` (`[3, S, S]` uint8) in place.
+    fn blend(&self, image: &Tensor, at: &Placement) {
+        let b = at.placed;
+        let mut region = image.narrow(1, b.y, b.h).narrow(2, b.x, b.w); // [3, h, w]
+        if self.solid {
+            for (c, &value) in self.spec.colour.iter().enumerate() {
+                let _ = region.get(c as i64).fill_(value as i64);
+            }
+            return;
+        }
+        let picture = self.picture(&at.look);
+        let keep: Tensor = picture.weight.ones_like() - &picture.weight;
+        let kept: Tensor = region.to_kind(Kind::Float) * &keep;
+        let ink: Tensor = &picture.rgb * &picture.weight;
+        let blended = (kept + ink).round().clamp(0.0, 255.0).to_kind(Kind::Uint8);
+        region.copy_(&blended);
+    }
+
+    /// A global artefact applied to `image` (`[3, S, S]` uint8) in place.
+    fn apply_global(&self, image: &mut Tensor, look: &Look) {
+        let s = self.image_size as usize;
+        let px: Vec<f32> =
+            Vec::try_from(image.flatten(0, -1).to_kind(Kind::Float)).expect("an image");
+        let mut canvas = render::Canvas { s, px };
+        let spec = &self.spec;
+        let weight = spec.opacity * look.opacity;
+        match spec.shape {
+            Shape::Tint => canvas.tint(spec.colour, spec.strength * weight),
+            Shape::Noise => canvas.add_texture(&self.texture, spec.strength * weight),
+            Shape::Border => {
+                let width = spec.side_pixels(self.image_size) as f64 * look.scale;
+                canvas.frame((width.round() as usize).max(1), spec.colour, weight);
+            }
+            Shape::Blur => canvas.blur(spec.strength * look.scale),
+            _ => unreachable!("local shapes are blended"),
+        }
+        if look.brightness != 0.0 {
+            for v in &mut canvas.px {
+                *v += look.brightness as f32;
+            }
+        }
+        let out = Tensor::from_slice(&canvas.px)
+            .view([3, s as i64, s as i64])
+            .round()
+            .clamp(0.0, 255.0)
+            .to_kind(Kind::Uint8);
+        image.copy_(&out);
     }
 }
 
@@ -432,52 +875,6 @@ fn stamped_in_training(spec: &WatermarkSpec, seed: u64, index: usize, target: bo
     }
     let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(seed, tag, index as u64));
     rng.gen_bool(p)
-}
-
-/// Reads an RGBA picture and scales it so that its longer side is `longer`
-/// pixels, keeping its aspect. Returns (w, h, `[3, h, w]` colour 0..=255,
-/// `[1, h, w]` alpha 0..=1). Scaling works on premultiplied colour, so
-/// transparent pixels do not bleed their (meaningless) colour into the edge.
-fn render_patch(path: &Path, longer: i64) -> anyhow::Result<(i64, i64, Tensor, Tensor)> {
-    let img = image::open(path)
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "watermark.patch {}: cannot read it as a picture ({e}); give an RGBA PNG",
-                path.display()
-            )
-        })?
-        .to_rgba32f();
-    let (pw, ph) = img.dimensions();
-    let scale = longer as f64 / pw.max(ph) as f64;
-    let w = ((pw as f64 * scale).round() as u32).max(1);
-    let h = ((ph as f64 * scale).round() as u32).max(1);
-    let mut pre = img;
-    for px in pre.pixels_mut() {
-        let a = px.0[3];
-        for c in 0..3 {
-            px.0[c] *= a;
-        }
-    }
-    let scaled = image::imageops::resize(&pre, w, h, image::imageops::FilterType::Triangle);
-    let (mut rgb, mut alpha) = (
-        vec![0f32; 3 * (w * h) as usize],
-        vec![0f32; (w * h) as usize],
-    );
-    for (i, px) in scaled.pixels().enumerate() {
-        let a = px.0[3].clamp(0.0, 1.0);
-        alpha[i] = a;
-        for c in 0..3 {
-            let v = if a > 0.0 { px.0[c] / a } else { 0.0 };
-            rgb[c * (w * h) as usize + i] = (v * 255.0).clamp(0.0, 255.0);
-        }
-    }
-    let (w, h) = (w as i64, h as i64);
-    Ok((
-        w,
-        h,
-        Tensor::from_slice(&rgb).view([3, h, w]),
-        Tensor::from_slice(&alpha).view([1, h, w]),
-    ))
 }
 
 /// Bounding box of the weights that change a pixel (at least half a grey level).
@@ -601,7 +998,7 @@ mod tests {
         for (i, b) in boxes.iter().enumerate() {
             for y in 0..32 {
                 for x in 0..32 {
-                    let inside = b.is_some_and(|b| b.contains(x, y));
+                    let inside = b.is_some_and(|b| b.placed.contains(x, y));
                     let expected = if inside {
                         [255, 0, 10]
                     } else {
@@ -636,13 +1033,13 @@ mod tests {
         };
         let a = art(&spec, 64);
         assert_eq!(a.extent(), (16, 8));
-        let placed = a.box_for(0, Split::Test, 5);
-        let mask = a.mask_box(&placed);
+        let at = a.placement_for(0, Split::Test, 5);
+        let (placed, mask) = (at.placed, a.mask_box(&at));
         assert_eq!(
             (mask.x - placed.x, mask.y - placed.y, mask.w, mask.h),
             (4, 2, 10, 4)
         );
-        let out = a.stamp(&grey(1, 64), &[Some(placed)]);
+        let out = a.stamp(&grey(1, 64), &[Some(at)]);
         assert_eq!(pixel(&out, 0, placed.x + 4, placed.y + 2), [255, 0, 0]);
         assert_eq!(pixel(&out, 0, placed.x + 11, placed.y + 5), [255, 0, 0]);
         // alpha 128/255: 128 * (1 - a) + 255 * a for blue, 128 * (1 - a) for the others.
@@ -692,8 +1089,9 @@ mod tests {
             ..spec()
         };
         let a = art(&faint, 32);
-        let b = a.box_for(0, Split::Test, 0);
-        let out = a.stamp(&grey(1, 32), &[Some(b)]);
+        let at = a.placement_for(0, Split::Test, 0);
+        let out = a.stamp(&grey(1, 32), &[Some(at)]);
+        let b = at.placed;
         assert_eq!(pixel(&out, 0, b.x, b.y), [64, 64, 64]);
         // A fully transparent patch and an unreadable one are errors naming the file.
         let empty = patch_file("empty.png", 8, 8, |_, _| [0, 0, 0, 0]);
@@ -733,13 +1131,13 @@ mod tests {
         let as_train = a.plan(0, Split::Test, &labels, 0, Variant::AsTrain);
         let flipped = a.plan(0, Split::Test, &labels, 0, Variant::Flipped);
         let clean = a.plan(0, Split::Test, &labels, 0, Variant::Clean);
-        let some = |v: &[Option<WmBox>]| v.iter().map(Option::is_some).collect::<Vec<_>>();
+        let some = |v: &[Option<Placement>]| v.iter().map(Option::is_some).collect::<Vec<_>>();
         assert_eq!(some(&as_train), [true, false, false, true, false]);
         assert_eq!(some(&flipped), [false, true, true, false, true]);
         assert!(clean.iter().all(Option::is_none));
         // A stamped image gets the same box in every variant (the twins share it).
-        assert_eq!(as_train[0], Some(a.box_for(0, Split::Test, 0)));
-        assert_eq!(flipped[1], Some(a.box_for(0, Split::Test, 1)));
+        assert_eq!(as_train[0], Some(a.placement_for(0, Split::Test, 0)));
+        assert_eq!(flipped[1], Some(a.placement_for(0, Split::Test, 1)));
     }
 
     #[test]
@@ -852,5 +1250,256 @@ mod tests {
             serde_json::to_value(new).unwrap(),
             serde_json::json!({"x": 1, "y": 2, "w": 5, "h": 3})
         );
+    }
+
+    /// A varied spec, with every range.
+    fn varied() -> WatermarkSpec {
+        WatermarkSpec {
+            shape: Shape::Text,
+            texts: vec!["R".into(), "L".into()],
+            colour: [250, 250, 250],
+            size: 0.2,
+            vary: Variation {
+                scale: Some([0.7, 1.3]),
+                rotation: Some([-20.0, 20.0]),
+                opacity: Some([0.6, 1.0]),
+                brightness: Some([-40.0, 0.0]),
+                blur: Some([0.0, 1.0]),
+                jpeg: None,
+            },
+            region: Some([0.0, 0.0, 1.0, 0.3]),
+            ..WatermarkSpec::default()
+        }
+    }
+
+    #[test]
+    fn a_varied_text_changes_look_and_place_per_image_inside_its_band() {
+        let a = art(&varied(), 64);
+        let placements: Vec<Placement> = (0..200)
+            .map(|i| a.placement_for(5, Split::Train, i))
+            .collect();
+        // Seeded: the same placements again, others with another seed.
+        assert_eq!(
+            placements,
+            (0..200)
+                .map(|i| a.placement_for(5, Split::Train, i))
+                .collect::<Vec<_>>()
+        );
+        assert_ne!(placements[0], a.placement_for(6, Split::Train, 0));
+        let sizes: std::collections::BTreeSet<(i64, i64)> = placements
+            .iter()
+            .map(|p| (p.placed.w, p.placed.h))
+            .collect();
+        assert!(sizes.len() > 10, "extents vary: {sizes:?}");
+        let texts: std::collections::BTreeSet<usize> =
+            placements.iter().map(|p| p.look.text).collect();
+        let fonts: std::collections::BTreeSet<usize> =
+            placements.iter().map(|p| p.look.font).collect();
+        assert_eq!(
+            (texts.len(), fonts.len()),
+            (2, 2),
+            "both letters, both shipped fonts"
+        );
+        for p in &placements {
+            let b = p.placed;
+            assert!(
+                b.x >= 0 && b.x + b.w <= 64 && b.y >= 0 && b.y + b.h <= 64,
+                "{b:?}"
+            );
+            // The band is the top 30%: the box starts in it and ends by its
+            // bottom edge when it fits.
+            assert!(
+                b.y + b.h <= (0.3f64 * 64.0).round() as i64 || b.y == 0,
+                "{b:?}"
+            );
+            assert!(
+                (0.7..=1.3).contains(&p.look.scale) && (-20.0..=20.0).contains(&p.look.rotation)
+            );
+        }
+        // The pixels: ink inside the mask box, nothing outside the placed box.
+        let images = grey(8, 64);
+        let some: Vec<Option<Placement>> = placements[..8].iter().copied().map(Some).collect();
+        let out = a.stamp(&images, &some);
+        for (i, p) in placements[..8].iter().enumerate() {
+            let mask = a.mask_box(p);
+            let diff = (out.get(i as i64).to_kind(Kind::Int64) - 128).abs();
+            let changed: Vec<i64> =
+                Vec::try_from(diff.sum_dim_intlist(0, false, Kind::Int64).flatten(0, -1)).unwrap();
+            let mut inside = 0;
+            for (k, &d) in changed.iter().enumerate() {
+                let (x, y) = ((k % 64) as i64, (k / 64) as i64);
+                if d > 0 {
+                    assert!(
+                        p.placed.contains(x, y),
+                        "image {i}: a changed pixel at ({x},{y}) outside {:?}",
+                        p.placed
+                    );
+                    inside += mask.contains(x, y) as usize;
+                }
+            }
+            assert!(inside > 0, "image {i}: no ink in its mask box");
+        }
+        // A plain spec keeps exactly the positions it had: variation draws
+        // from a stream of its own.
+        let plain = art(&spec(), 64);
+        let with_vary = art(
+            &WatermarkSpec {
+                vary: Variation {
+                    opacity: Some([0.5, 1.0]),
+                    ..Variation::default()
+                },
+                ..spec()
+            },
+            64,
+        );
+        for i in 0..50 {
+            assert_eq!(
+                plain.box_for(1, Split::Test, i),
+                with_vary.box_for(1, Split::Test, i)
+            );
+        }
+    }
+
+    #[test]
+    fn jpeg_re_encoding_touches_the_whole_stamped_image_only() {
+        let spec = WatermarkSpec {
+            vary: Variation {
+                jpeg: Some([20.0, 20.0]),
+                ..Variation::default()
+            },
+            ..spec()
+        };
+        let a = art(&spec, 32);
+        // A textured image: JPEG at quality 20 changes it away from the box too.
+        let images = Tensor::arange(3 * 32 * 32, (Kind::Int64, tch::Device::Cpu))
+            .remainder(251)
+            .to_kind(Kind::Uint8)
+            .view([1, 3, 32, 32]);
+        let at = a.placement_for(0, Split::Test, 0);
+        assert_eq!(at.look.jpeg, 20);
+        let out = a.stamp(&images, &[Some(at)]);
+        let far = (0..32)
+            .flat_map(|y| (0..32).map(move |x| (x, y)))
+            .find(|&(x, y)| !at.placed.dilated(8).contains(x, y));
+        let (x, y) = far.unwrap();
+        assert_ne!(pixel(&out, 0, x, y), pixel(&images, 0, x, y), "re-encoded");
+        assert_eq!(
+            a.stamp(&images, &[None]).equal(&images),
+            true,
+            "unstamped images untouched"
+        );
+    }
+
+    #[test]
+    fn global_artefacts_change_the_whole_image_as_specified() {
+        let global = |shape, strength, size, colour| WatermarkSpec {
+            shape,
+            strength,
+            size,
+            colour,
+            ..WatermarkSpec::default()
+        };
+        let images = grey(2, 16);
+        let stamp = |spec: &WatermarkSpec, images: &Tensor| {
+            let a = art(spec, 16);
+            assert!(a.is_global());
+            let at = a.placement_for(0, Split::Test, 0);
+            assert_eq!(
+                (at.placed, a.mask_box(&at)),
+                (WmBox::square(0, 0, 16), WmBox::square(0, 0, 16))
+            );
+            a.stamp(images, &[Some(at), None])
+        };
+        // Tint: 128 * 0.75 + colour * 0.25 everywhere.
+        let out = stamp(&global(Shape::Tint, 0.25, 0.12, [255, 0, 0]), &images);
+        for (x, y) in [(0, 0), (7, 9), (15, 15)] {
+            assert_eq!(pixel(&out, 0, x, y), [160, 96, 96]);
+            assert_eq!(
+                pixel(&out, 1, x, y),
+                [128, 128, 128],
+                "the second image is not stamped"
+            );
+        }
+        // Border: a frame of round(0.125 * 16) = 2 px, the inside untouched.
+        let out = stamp(&global(Shape::Border, 0.0, 0.125, [0, 0, 0]), &images);
+        assert_eq!(pixel(&out, 0, 1, 8), [0, 0, 0]);
+        assert_eq!(pixel(&out, 0, 14, 14), [0, 0, 0]);
+        assert_eq!(pixel(&out, 0, 2, 2), [128, 128, 128]);
+        // Noise: the same texture added to every image it stamps.
+        let noise = global(Shape::Noise, 20.0, 0.12, [0, 0, 0]);
+        let a = art(&noise, 16);
+        let both = a.plan(0, Split::Test, &[0, 0], 0, Variant::AsTrain);
+        let flat = grey(2, 16);
+        let out = a.stamp(&flat, &both).to_kind(Kind::Int64) - 128;
+        assert!(out.get(0).equal(&out.get(1)), "one fixed texture");
+        let spread = out.get(0).abs().max().int64_value(&[]);
+        assert!((10..=20).contains(&spread), "amplitude {spread}");
+        // Blur: a single bright pixel spreads, the total stays.
+        let dot = Tensor::zeros([1, 3, 16, 16], (Kind::Uint8, tch::Device::Cpu));
+        let _ = dot.get(0).narrow(1, 8, 1).narrow(2, 8, 1).fill_(255);
+        let out = stamp(
+            &global(Shape::Blur, 1.0, 0.12, [0, 0, 0]),
+            &Tensor::cat(&[&dot, &dot], 0),
+        );
+        assert!(pixel(&out, 0, 8, 8)[0] < 255 && pixel(&out, 0, 9, 8)[0] > 0);
+        // Validation names the key.
+        for (spec, key) in [
+            (global(Shape::Tint, 0.0, 0.12, [0, 0, 0]), "strength"),
+            (global(Shape::Tint, 1.5, 0.12, [0, 0, 0]), "strength"),
+            (
+                WatermarkSpec {
+                    region: Some([0.0, 0.0, 1.0, 0.2]),
+                    ..global(Shape::Noise, 5.0, 0.1, [0, 0, 0])
+                },
+                "global",
+            ),
+            (
+                WatermarkSpec {
+                    shape: Shape::Text,
+                    ..WatermarkSpec::default()
+                },
+                "texts",
+            ),
+            (
+                WatermarkSpec {
+                    vary: Variation {
+                        scale: Some([1.2, 0.8]),
+                        ..Variation::default()
+                    },
+                    ..spec()
+                },
+                "vary.scale",
+            ),
+            (
+                WatermarkSpec {
+                    region: Some([0.5, 0.0, 0.4, 1.0]),
+                    ..spec()
+                },
+                "region",
+            ),
+        ] {
+            let err = spec.validate().unwrap_err();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn plain_specs_write_the_run_yaml_they_wrote_before() {
+        // New fields at their defaults are not written, so run folders of
+        // earlier versions compare equal.
+        let text = yaml_serde::to_string(&spec()).unwrap();
+        for key in [
+            "vary",
+            "region",
+            "texts",
+            "fonts",
+            "strength",
+            "texture_seed",
+        ] {
+            assert!(!text.contains(key), "{key} in\n{text}");
+        }
+        let back: WatermarkSpec =
+            yaml_serde::from_str(&yaml_serde::to_string(&varied()).unwrap()).unwrap();
+        assert_eq!(back, varied());
     }
 }

@@ -38,6 +38,11 @@ pub enum Arch {
     VitB14,
 }
 
+/// The coarsest clustering grid (a side, in cells) on which the blind
+/// verdict's "not flagged" is trusted: coarser, an artefact of a few pixels
+/// shares its cell with most of its surroundings.
+pub const MIN_TRUSTED_GRID: i64 = 8;
+
 impl Arch {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -75,6 +80,26 @@ impl Arch {
 
     /// The taps NAVE uses when none are named: the paper's Clever Hans study
     /// uses the last two residual stages; for ViT the last block.
+    /// The audit's default taps for images of `image_size` px: for a
+    /// ResNet, the deepest pair of stages whose finer one still gives a
+    /// clustering grid of at least [`MIN_TRUSTED_GRID`] a side (the paper's
+    /// layer3 + layer4 from 128 px up, 14x14 at 224; layer2 + layer3 from
+    /// 64 px; layer1 + layer2 below); for a ViT the last block (its patch grid
+    /// is what it is, and the audit says when it is too coarse).
+    pub fn audit_taps(self, image_size: i64) -> Vec<String> {
+        if self.is_vit() {
+            return self.default_taps();
+        }
+        let pair = if image_size / 16 >= MIN_TRUSTED_GRID {
+            ["layer3", "layer4"]
+        } else if image_size / 8 >= MIN_TRUSTED_GRID {
+            ["layer2", "layer3"]
+        } else {
+            ["layer1", "layer2"]
+        };
+        pair.map(String::from).to_vec()
+    }
+
     pub fn default_taps(self) -> Vec<String> {
         if self.is_vit() {
             vec!["block11".into()]

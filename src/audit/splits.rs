@@ -1,0 +1,200 @@
+//! The pre-registered split a shortcut detector is scored on: which families
+//! and seeds it may be tuned on, and which are held out. A figure tuned on is
+//! not a held-out figure, so the split is written into a committed file
+//! (`experiments/zoo-splits.yaml`) before any tuning, and its SHA-256 is
+//! pinned here: `bench detect` refuses the file once it has changed, and any
+//! other split (a changed file, `--tune-seeds`, `--held-out`, another study)
+//! runs only with `--exploratory`, which every output then carries.
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+/// The split file as registered (zoo v2), and its SHA-256.
+pub const REGISTERED_FILE: &str = "experiments/zoo-splits.yaml";
+pub const REGISTERED_SHA256: &str =
+    "1d623d1013c08e73cb494f183823820d222689d8385d649ce8ef23c2e49c5799";
+
+/// A split file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Splits {
+    /// The experiment whose runs it splits.
+    pub experiment: String,
+    pub tuning_seeds: Vec<u64>,
+    pub held_out_families: Vec<String>,
+}
+
+/// The split a bench runs on, and whether its figures are exploratory.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChosenSplit {
+    pub tuning_seeds: Vec<u64>,
+    pub held_out_families: Vec<String>,
+    /// Not the registered split: its held-out figures are not held-out
+    /// figures in the pre-registered sense.
+    pub exploratory: bool,
+    /// Where the split came from: the file and its SHA-256, or the options.
+    pub source: String,
+}
+
+/// What the command line asked for.
+#[derive(Debug, Clone, Default)]
+pub struct SplitRequest {
+    pub file: Option<PathBuf>,
+    pub tune_seeds: Option<Vec<u64>>,
+    pub held_out: Option<Vec<String>>,
+    pub exploratory: bool,
+}
+
+impl SplitRequest {
+    /// The split for a study of `experiment`: the registered file unless the
+    /// request names another split, which needs `exploratory`.
+    pub fn resolve(&self, experiment: &str) -> anyhow::Result<ChosenSplit> {
+        let file = self
+            .file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(REGISTERED_FILE));
+        let mut why_exploratory = Vec::new();
+        let (splits, sha) = if self.file.is_none() && !file.is_file() {
+            // No split file here (another working folder): the options alone.
+            why_exploratory.push(format!("{} is not here", file.display()));
+            (
+                Splits {
+                    experiment: experiment.to_string(),
+                    tuning_seeds: vec![0, 1],
+                    held_out_families: Vec::new(),
+                },
+                String::new(),
+            )
+        } else {
+            read(&file)?
+        };
+        if !sha.is_empty() && sha != REGISTERED_SHA256 {
+            why_exploratory.push(format!(
+                "{} is not the registered split (SHA-256 {sha}, registered {REGISTERED_SHA256})",
+                file.display()
+            ));
+        }
+        if splits.experiment != experiment {
+            why_exploratory.push(format!(
+                "the split is of experiment '{}', the study is '{experiment}'",
+                splits.experiment
+            ));
+        }
+        if self.tune_seeds.is_some() {
+            why_exploratory.push("--tune-seeds replaces the registered tuning seeds".into());
+        }
+        if self.held_out.is_some() {
+            why_exploratory.push("--held-out replaces the registered held-out families".into());
+        }
+        if !why_exploratory.is_empty() && !self.exploratory {
+            bail!(
+                "not the pre-registered split: {}. Figures tuned on another split are not held-out figures; \
+                 run with --exploratory to get them marked as such, or register a new split (commit the \
+                 file and its SHA-256 in src/audit/splits.rs) before tuning on it",
+                why_exploratory.join("; ")
+            );
+        }
+        Ok(ChosenSplit {
+            tuning_seeds: self.tune_seeds.clone().unwrap_or(splits.tuning_seeds),
+            held_out_families: self.held_out.clone().unwrap_or(splits.held_out_families),
+            exploratory: !why_exploratory.is_empty(),
+            source: if sha.is_empty() {
+                "command-line options".to_string()
+            } else {
+                format!("{} (SHA-256 {sha})", file.display())
+            },
+        })
+    }
+}
+
+/// A split file and its SHA-256.
+fn read(path: &Path) -> anyhow::Result<(Splits, String)> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("reading the split file {}", path.display()))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let splits: Splits = yaml_serde::from_str(&text)
+        .with_context(|| format!("{}: not a split file", path.display()))?;
+    anyhow::ensure!(
+        !splits.tuning_seeds.is_empty(),
+        "{}: tuning_seeds is empty",
+        path.display()
+    );
+    Ok((splits, crate::io::hex(&Sha256::digest(&bytes))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(REGISTERED_FILE)
+    }
+
+    #[test]
+    fn the_shipped_split_is_the_registered_one_and_covers_each_kind() {
+        let request = SplitRequest {
+            file: Some(shipped()),
+            ..SplitRequest::default()
+        };
+        let split = request.resolve("zoo").unwrap();
+        assert!(!split.exploratory, "{split:?}");
+        assert_eq!(split.tuning_seeds, [0, 1]);
+        // At least one varied-appearance, one both-class-rate and one global
+        // or colour family, and each a family of the zoo.
+        let held = &split.held_out_families;
+        assert!(held.iter().any(|f| f.contains("varied")));
+        assert!(held.iter().any(|f| f.contains("rates")));
+        assert!(held
+            .iter()
+            .any(|f| ["noise", "colour-only", "cxr-tint"].contains(&f.as_str())));
+        let zoo = crate::config::Experiment::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/zoo.yaml"),
+            &[],
+        )
+        .unwrap();
+        let families: std::collections::BTreeSet<String> =
+            zoo.runs().into_iter().filter_map(|r| r.variant).collect();
+        for f in held {
+            assert!(families.contains(f), "{f} is not a family of the zoo");
+        }
+    }
+
+    #[test]
+    fn a_changed_split_or_another_one_needs_exploratory() {
+        let dir = std::env::temp_dir().join(format!("nave-splits-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let changed = dir.join("zoo-splits.yaml");
+        let text = std::fs::read_to_string(shipped()).unwrap();
+        std::fs::write(&changed, text.replace("  - cxr-tiny\n", "")).unwrap();
+        let request = |file: &Path, exploratory: bool| SplitRequest {
+            file: Some(file.to_path_buf()),
+            exploratory,
+            ..SplitRequest::default()
+        };
+        let err = format!("{:#}", request(&changed, false).resolve("zoo").unwrap_err());
+        assert!(
+            err.contains("not the registered split") && err.contains("--exploratory"),
+            "{err}"
+        );
+        let split = request(&changed, true).resolve("zoo").unwrap();
+        assert!(split.exploratory && !split.held_out_families.contains(&"cxr-tiny".to_string()));
+        // Options that replace the registered split, or another study.
+        let options = SplitRequest {
+            file: Some(shipped()),
+            held_out: Some(vec!["box".into()]),
+            ..SplitRequest::default()
+        };
+        assert!(format!("{:#}", options.resolve("zoo").unwrap_err()).contains("--held-out"));
+        assert!(request(&shipped(), false).resolve("demo").is_err());
+        let marked = SplitRequest {
+            exploratory: true,
+            ..options
+        }
+        .resolve("zoo")
+        .unwrap();
+        assert!(marked.exploratory && marked.held_out_families == ["box"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
