@@ -563,17 +563,29 @@ impl Artefact {
             solid: spec.shape == Shape::Box && spec.opacity >= 1.0 && spec.vary.is_none(),
         };
         if !spec.shape.is_global() {
-            // Rendered once: every text and font is drawn here, so a bad one
-            // is an error now rather than in the middle of training.
-            if let Source::Fonts(fonts) = &artefact.source {
-                for (t, _) in spec.texts.iter().enumerate() {
-                    for f in 0..fonts.len() {
-                        artefact.render(&Look {
-                            text: t,
-                            font: f,
-                            ..Look::PLAIN
-                        })?;
-                    }
+            // Every text and font is drawn here at the faintest, smallest,
+            // most blurred look the ranges allow, so that one that draws
+            // nothing is an error now rather than in the middle of training.
+            let low = |r: Option<[f64; 2]>, plain: f64| r.map_or(plain, |[lo, _]| lo);
+            let high = |r: Option<[f64; 2]>, plain: f64| r.map_or(plain, |[_, hi]| hi);
+            let v = &spec.vary;
+            let faintest = Look {
+                scale: low(v.scale, 1.0),
+                opacity: low(v.opacity, 1.0),
+                blur: high(v.blur, 0.0),
+                ..Look::PLAIN
+            };
+            let fonts = match &artefact.source {
+                Source::Fonts(f) => f.len(),
+                _ => 1,
+            };
+            for text in 0..spec.texts.len().max(1) {
+                for font in 0..fonts {
+                    artefact.render(&Look {
+                        text,
+                        font,
+                        ..faintest
+                    })?;
                 }
             }
             artefact.plain = Some(artefact.render(&Look::PLAIN)?);
@@ -626,10 +638,13 @@ impl Artefact {
     fn picture(&self, look: &Look) -> std::borrow::Cow<'_, Rendered> {
         match &self.plain {
             Some(plain) if *look == Look::PLAIN => std::borrow::Cow::Borrowed(plain),
-            _ => std::borrow::Cow::Owned(
-                self.render(look)
-                    .expect("every look renders: its text and font were drawn in Artefact::new"),
-            ),
+            // Every text and font was drawn at its faintest in Artefact::new;
+            // should a look in between still draw nothing, the plain one stands in.
+            _ => match (self.render(look), &self.plain) {
+                (Ok(r), _) => std::borrow::Cow::Owned(r),
+                (Err(_), Some(plain)) => std::borrow::Cow::Borrowed(plain),
+                (Err(e), None) => unreachable!("a global artefact has no picture: {e}"),
+            },
         }
     }
 
