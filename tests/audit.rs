@@ -660,3 +660,108 @@ fn repeats_and_pictures_give_the_same_maps_fresh_and_cached() {
     audit(&again, &["--force"]);
     assert_eq!(files_of(&again.join("r/regimes/resnet18-aug0-wm1")), fresh);
 }
+
+/// Writes `images` (`[N, 3, S, S]` uint8) as PNG files under
+/// `root/<class>/<index>.png`, the layout the folder loader reads (files
+/// sorted by name keep each class's order).
+fn write_split(root: &Path, images: &tch::Tensor, labels: &[i64], classes: &[String]) {
+    for class in classes {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+    }
+    let s = images.size()[2] as u32;
+    for (i, &label) in labels.iter().enumerate() {
+        let chw: Vec<u8> = Vec::try_from(
+            images
+                .get(i as i64)
+                .permute([1, 2, 0])
+                .contiguous()
+                .flatten(0, -1),
+        )
+        .unwrap();
+        image::RgbImage::from_raw(s, s, chw)
+            .unwrap()
+            .save(
+                root.join(&classes[label as usize])
+                    .join(format!("{i:05}.png")),
+            )
+            .unwrap();
+    }
+}
+
+/// The blind verdict reads only its evidence: the weights, the training
+/// images as they are, their labels. The watermarked run is audited twice:
+/// as trained (its artefact stamped from run.yaml's settings), and from its
+/// training images written as files, with a run.yaml that names no
+/// artefact. The score must not change: a detector that read the settings
+/// or the boxes they give would score the two differently.
+#[test]
+fn the_verdict_reads_the_images_not_the_settings() {
+    use nave_lab::config::RunSpec;
+    let id = "resnet18-aug0-wm1-s0";
+    let dir = scratch("blind_files");
+    let run = trained().join(id);
+    let spec = RunSpec::read(&run.join("run.yaml")).unwrap();
+    // As the model saw them: the training images with the artefact stamped.
+    let mut store = nave_lab::data::store::DataStore::default();
+    let loaded = store.get(&spec).unwrap();
+    let artefact =
+        nave_lab::data::watermark::Artefact::new(&spec.watermark_spec, spec.dataset.image_size)
+            .unwrap();
+    let seen = nave_lab::data::store::training_images(&spec, &artefact, &loaded.train).unwrap();
+    let files = dir.join("files");
+    let classes = loaded.train.class_names.clone();
+    write_split(&files.join("train"), &seen, &loaded.train.labels, &classes);
+    write_split(
+        &files.join("test"),
+        &loaded.test.images,
+        &loaded.test.labels,
+        &classes,
+    );
+
+    let as_trained = dir.join("a/demo-synthetic").join(id);
+    copy_dir(&run, &as_trained);
+    let from_files = dir.join("b/demo-synthetic").join(id);
+    copy_dir(&run, &from_files);
+    let mut bare = spec.clone();
+    bare.dataset.kind = nave_lab::data::DatasetKind::ChestXray;
+    bare.dataset.root = Some(files.clone());
+    bare.watermark = false;
+    bare.watermark_spec = Default::default();
+    std::fs::write(
+        from_files.join("run.yaml"),
+        yaml_serde::to_string(&bare).unwrap(),
+    )
+    .unwrap();
+
+    let score = |study: &Path| -> serde_json::Value {
+        let reports = study.with_file_name(format!(
+            "reports-{}",
+            study
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+        ));
+        common::assert_ok(&audit(study, &reports, &["--pictures", "1"]));
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(reports.join("demo-synthetic/audit.json")).unwrap(),
+        )
+        .unwrap();
+        json["runs"][0]["verdict"].clone()
+    };
+    let (a, b) = (
+        score(&dir.join("a/demo-synthetic")),
+        score(&dir.join("b/demo-synthetic")),
+    );
+    let (sa, sb) = (
+        a["shortcut_score"].as_f64().unwrap(),
+        b["shortcut_score"].as_f64().unwrap(),
+    );
+    assert!(
+        (sa - sb).abs() <= 1e-6,
+        "as trained {sa}, from files {sb}\n{a}\n{b}"
+    );
+    assert_eq!(a["class"], b["class"]);
+    assert_eq!(a["flagged"], b["flagged"]);
+}
