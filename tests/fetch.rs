@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::{nave_lab, scratch};
+use common::{nave_lab, refused, scratch};
 use sha2::{Digest, Sha256};
 
 /// Each request's path and Range header.
@@ -593,12 +593,6 @@ fn fetch_with(root: &Path, server: &Server, args: &[&str]) -> std::process::Outp
         .env("NAVE_LAB_MIRROR", &server.url)
         .output()
         .unwrap()
-}
-
-fn refused(o: &std::process::Output) -> String {
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    err
 }
 
 /// Archives from elsewhere: a link is refused whether it points at a folder

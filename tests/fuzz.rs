@@ -11,7 +11,11 @@
 //! of each `cases(...)` below); `NAVE_LAB_FUZZ_CASES=N` runs N per target,
 //! `NAVE_LAB_FUZZ_SEED=S` another sequence. proptest shrinks a failing input
 //! to a small one and prints it; add it to the corpus with the fix.
+mod common;
+
 use std::path::{Path, PathBuf};
+
+use common::scratch;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -180,13 +184,6 @@ fn tree(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// A zip's entries, in order.

@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{nave_lab, scratch};
+use common::{nave_lab, refused, scratch};
 
 const GOOD: &str = "name: good\n\
     dataset:\n  kind: synthetic\n  image_size: 32\n  synthetic: {seed: 0, train: 16, test: 16}\n\
@@ -20,14 +20,6 @@ const GOOD: &str = "name: good\n\
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A failure with exit status 1 (an error, not a panic's 101 or a signal).
-fn refused(o: &Output) -> String {
-    let err = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "not a clean error:\n{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {

@@ -12,7 +12,7 @@ use tch::Tensor;
 
 use super::verdict;
 use crate::config::{AuditSpec, ClusterMethod, RunSpec, Scope};
-use crate::data::watermark::{Artefact, Look, Placement, WmBox};
+use crate::data::watermark::{Artefact, Placement, WmBox};
 use crate::data::{Split, SplitData};
 use crate::run_folder::{find_runs, RunFolder};
 
@@ -140,9 +140,9 @@ pub(super) fn file_key(
 pub(crate) struct ProbeSet {
     pub indices: Vec<usize>,
     pub placed: Vec<WmBox>,
-    /// How the artefact looks on each probe (plain unless it varies).
-    pub looks: Vec<Look>,
     pub masks: Vec<WmBox>,
+    /// Where and how the artefact is stamped on each probe.
+    placements: Vec<Placement>,
 }
 
 impl ProbeSet {
@@ -150,12 +150,7 @@ impl ProbeSet {
     pub fn images(&self, test: &SplitData, artefact: &Artefact) -> (Tensor, Tensor) {
         let index: Vec<i64> = self.indices.iter().map(|&i| i as i64).collect();
         let clean = test.images.index_select(0, &Tensor::from_slice(&index));
-        let placed: Vec<_> = self
-            .placed
-            .iter()
-            .zip(&self.looks)
-            .map(|(&placed, &look)| Some(Placement { placed, look }))
-            .collect();
+        let placed: Vec<_> = self.placements.iter().copied().map(Some).collect();
         let marked = artefact.stamp(&clean, &placed);
         (clean, marked)
     }
@@ -168,8 +163,8 @@ impl ProbeSet {
         Self {
             indices,
             placed: placements.iter().map(|p| p.placed).collect(),
-            looks: placements.iter().map(|p| p.look).collect(),
-            masks: placements.iter().map(|p| artefact.mask_box(p)).collect(),
+            masks: placements.iter().map(|p| p.visible).collect(),
+            placements,
         }
     }
 }

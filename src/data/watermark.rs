@@ -452,6 +452,9 @@ impl Look {
 pub struct Placement {
     /// The stamped picture's whole extent (a global artefact: the image).
     pub placed: WmBox,
+    /// Its visible pixels' box (the alpha mask's), found when the picture
+    /// was drawn to place it, so that nothing draws it again to measure it.
+    pub visible: WmBox,
     pub look: Look,
 }
 
@@ -697,23 +700,20 @@ impl Artefact {
     }
 
     /// Where image `index` of `split` gets the artefact when it is stamped,
-    /// and how it looks there (its whole extent; see [`Artefact::mask_box`]
-    /// for the visible part).
+    /// and how it looks there (its whole extent, and the box of its visible part).
     pub fn placement_for(&self, seed: u64, split: Split, index: usize) -> Placement {
         let look = self.look_for(seed, split, index);
         if self.is_global() {
             let whole = WmBox::square(0, 0, self.image_size);
             return Placement {
                 placed: whole,
+                visible: whole,
                 look,
             };
         }
-        let (w, h) = match &self.plain {
-            Some(p) if look == Look::PLAIN => (p.w, p.h),
-            _ => {
-                let r = self.picture(&look);
-                (r.w, r.h)
-            }
+        let (w, h, mask) = {
+            let r = self.picture(&look);
+            (r.w, r.h, r.mask)
         };
         let (max_x, max_y) = (self.image_size - w, self.image_size - h);
         let placed = match (self.spec.position, self.spec.at) {
@@ -747,27 +747,22 @@ impl Artefact {
                 WmBox { x, y, w, h }
             }
         };
-        Placement { placed, look }
+        let visible = WmBox {
+            x: placed.x + mask.x,
+            y: placed.y + mask.y,
+            w: mask.w,
+            h: mask.h,
+        };
+        Placement {
+            placed,
+            visible,
+            look,
+        }
     }
 
     /// Where image `index` of `split` gets the artefact (its extent).
     pub fn box_for(&self, seed: u64, split: Split, index: usize) -> WmBox {
         self.placement_for(seed, split, index).placed
-    }
-
-    /// The box of the artefact's visible pixels (its alpha mask) at a
-    /// placement: the box every measure uses (a global artefact: the image).
-    pub fn mask_box(&self, at: &Placement) -> WmBox {
-        if self.is_global() {
-            return at.placed;
-        }
-        let mask = self.picture(&at.look).mask;
-        WmBox {
-            x: at.placed.x + mask.x,
-            y: at.placed.y + mask.y,
-            w: mask.w,
-            h: mask.h,
-        }
     }
 
     /// The placement of every image of a split (None: not stamped). Training
@@ -1049,7 +1044,7 @@ mod tests {
         let a = art(&spec, 64);
         assert_eq!(a.extent(), (16, 8));
         let at = a.placement_for(0, Split::Test, 5);
-        let (placed, mask) = (at.placed, a.mask_box(&at));
+        let (placed, mask) = (at.placed, at.visible);
         assert_eq!(
             (mask.x - placed.x, mask.y - placed.y, mask.w, mask.h),
             (4, 2, 10, 4)
@@ -1336,7 +1331,7 @@ mod tests {
         let some: Vec<Option<Placement>> = placements[..8].iter().copied().map(Some).collect();
         let out = a.stamp(&images, &some);
         for (i, p) in placements[..8].iter().enumerate() {
-            let mask = a.mask_box(p);
+            let mask = p.visible;
             let diff = (out.get(i as i64).to_kind(Kind::Int64) - 128).abs();
             let changed: Vec<i64> =
                 Vec::try_from(diff.sum_dim_intlist(0, false, Kind::Int64).flatten(0, -1)).unwrap();
@@ -1420,7 +1415,7 @@ mod tests {
             assert!(a.is_global());
             let at = a.placement_for(0, Split::Test, 0);
             assert_eq!(
-                (at.placed, a.mask_box(&at)),
+                (at.placed, at.visible),
                 (WmBox::square(0, 0, 16), WmBox::square(0, 0, 16))
             );
             a.stamp(images, &[Some(at), None])

@@ -84,3 +84,12 @@ pub fn assert_ok(out: &std::process::Output) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The stderr of a command that must have failed cleanly: exit status 1 (an
+/// error, not a panic's 101 or a signal), no panic message.
+pub fn refused(o: &std::process::Output) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "not a clean error:\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
