@@ -13,6 +13,7 @@ pub mod commands;
 pub mod config;
 pub mod cxx;
 pub mod data;
+pub mod detect;
 pub mod device;
 pub mod failpoint;
 pub mod fetch;

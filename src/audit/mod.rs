@@ -6,17 +6,11 @@
 //!   runs/<run-id>/result.json               one run's results (reused when unchanged)
 //!   runs/<run-id>/pNNN_{clean,wm}_{overlay,avg,labels}.png
 //!   regimes/<regime>/pNNN_{clean,wm}_avgmap.png   average-colour map over seeds and repeats
-pub mod detect;
-pub mod evaluate;
 mod measures;
 mod pictures;
 mod plan;
-pub mod recurrence;
 pub mod results;
-pub mod splits;
 mod summary;
-pub mod template;
-pub mod verdict;
 pub mod zoo_bench;
 
 use std::collections::BTreeMap;
@@ -31,6 +25,7 @@ use crate::data::loader::normalize_u8;
 use crate::data::store::{training_images, DataStore};
 use crate::data::watermark::Artefact;
 use crate::data::SplitData;
+use crate::detect::verdict;
 use crate::models::Model;
 use crate::nave::extract;
 use crate::run_folder::RunFolder;

@@ -10,10 +10,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use super::verdict;
 use crate::config::{AuditSpec, ClusterMethod, RunSpec, Scope};
 use crate::data::watermark::{Artefact, Placement, WmBox};
 use crate::data::{Split, SplitData};
+use crate::detect::verdict;
 use crate::run_folder::{find_runs, RunFolder};
 
 /// Seed of the probe choice and of the probes' watermark boxes: the same for

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::plan::AuditSettings;
-use super::verdict;
 use crate::data::watermark::WmBox;
+use crate::detect::verdict;
 use crate::nave::score;
 use crate::run_folder::{EpochMetrics, RunFolder};
 
@@ -85,50 +85,7 @@ fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
-/// Gap at or above which a run relies on its artefact.
-pub const RELIES_GAP: f64 = 0.2;
-/// Gap at or below which it does not.
-pub const DOES_NOT_GAP: f64 = 0.05;
-
-/// Whether a run relies on its artefact, measured with the known artefact:
-/// the shortcut gap (clean - flipped test accuracy, flipped stamping the
-/// run's own artefact on the other classes). What detectors are scored against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "kebab-case")]
-pub enum Truth {
-    /// gap >= 0.2
-    Relies,
-    /// gap <= 0.05
-    DoesNot,
-    /// in between: left out when detectors are scored
-    Ambiguous,
-    /// no gap recorded (an older run without the test variants)
-    #[default]
-    Unknown,
-}
-
-impl Truth {
-    pub fn of_gap(gap: f64) -> Self {
-        if gap.is_nan() {
-            Truth::Unknown
-        } else if gap >= RELIES_GAP {
-            Truth::Relies
-        } else if gap <= DOES_NOT_GAP {
-            Truth::DoesNot
-        } else {
-            Truth::Ambiguous
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Truth::Relies => "relies",
-            Truth::DoesNot => "does-not",
-            Truth::Ambiguous => "ambiguous",
-            Truth::Unknown => "unknown",
-        }
-    }
-}
+pub use crate::detect::evaluate::{Truth, DOES_NOT_GAP, RELIES_GAP};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MeanSd {

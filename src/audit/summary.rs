@@ -1,6 +1,6 @@
 //! What the audit prints when it is done.
 use super::results::{AuditReport, RunResult, Truth, DOES_NOT_GAP, RELIES_GAP};
-use super::verdict;
+use crate::detect::verdict;
 
 /// Per regime the measures, the watermark comparison, the truth counts, per
 /// family, and the blind verdicts.

@@ -9,16 +9,16 @@ use std::time::Instant;
 use serde_json::{json, Value};
 use tch::Device;
 
-use super::detect::{self, Detection, DetectorSpec, Evidence};
-use super::evaluate::{threshold_for_fpr, Figures, Scored};
 use super::{
     choose_probes, final_accuracy, load_model, settings_for, taps_for, AuditOverrides, ProbeSet,
     Truth,
 };
-use crate::audit::splits::ChosenSplit;
 use crate::config::RunSpec;
 use crate::data::store::{training_images, DataStore};
 use crate::data::watermark::{Artefact, WmBox};
+use crate::detect::evaluate::{threshold_for_fpr, Figures, Scored};
+use crate::detect::splits::ChosenSplit;
+use crate::detect::{self, Detection, DetectorSpec, Evidence};
 use crate::run_folder::find_runs;
 
 /// What the bench needs to know besides the zoo.
@@ -26,7 +26,7 @@ pub struct BenchDetect<'a> {
     pub dir: &'a Path,
     pub probes: usize,
     /// The split asked for (resolved against the study's experiment).
-    pub split: &'a crate::audit::splits::SplitRequest,
+    pub split: &'a crate::detect::splits::SplitRequest,
     /// Only these families (all when empty).
     pub families: &'a [String],
     /// Only these seeds (all when empty).
@@ -163,7 +163,7 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
         nave_seconds += t.elapsed().as_secs_f64();
         nave_rows.push(row(&d));
         candidates
-            .push(json!({"id": run.id, "truth": Truth::of_gap(gap), "candidates": d.candidates}));
+            .push(json!({"id": run.id, "truth": Truth::of_gap(gap), "candidates": d.candidates, "global_candidates": d.global_candidates}));
         if b.baseline {
             let t = Instant::now();
             let d = detect::occlusion_detect(&evidence, &spec)?;

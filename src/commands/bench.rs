@@ -40,7 +40,7 @@ fn bench_detect(a: &BenchDetectArgs, device: Device) -> anyhow::Result<serde_jso
         &crate::audit::zoo_bench::BenchDetect {
             dir: &a.dir,
             probes: a.probes,
-            split: &crate::audit::splits::SplitRequest {
+            split: &crate::detect::splits::SplitRequest {
                 file: a.splits.clone(),
                 tune_seeds: a.tune_seeds.clone(),
                 held_out: a.held_out.clone(),

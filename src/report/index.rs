@@ -8,10 +8,10 @@ use serde::Serialize;
 
 use super::format::{box_style, mean_sd, number, utc};
 use super::{curves, RunFiles, Sources, CSS};
-use crate::audit::verdict::{Verdict, SHORTCUT_THRESHOLD};
 use crate::audit::{AuditReport, RegimeResult, RunResult};
 use crate::config::{RunSpec, Scope};
 use crate::data::watermark::WmBox;
+use crate::detect::verdict::{Verdict, SHORTCUT_THRESHOLD};
 use crate::nave::colour::PALETTE;
 use crate::run_folder::EpochMetrics;
 
@@ -208,7 +208,7 @@ struct VerdictRow {
     class: String,
     lift: String,
     stereotypy: String,
-    found: String,
+    evidence: String,
     truth: &'static str,
     gap: String,
 }
@@ -231,11 +231,7 @@ fn verdict_rows(runs: &[RunResult]) -> Vec<VerdictRow> {
             class: v.class.clone().unwrap_or_else(|| "—".into()),
             lift: format!("{:+.2}", v.lift - v.control),
             stereotypy: format!("{:.2}", v.stereotypy),
-            found: format!(
-                "{}/{}",
-                v.suspect_boxes.iter().flatten().count(),
-                v.suspect_boxes.len()
-            ),
+            evidence: v.evidence_short(),
             truth: r.truth.as_str(),
             gap: number(Some(r.shortcut_gap)),
         })

@@ -40,6 +40,16 @@
 //! scored by the same transplant test and weight, so the figures say what
 //! NAVE adds. `verdict` turns the score into the audit's flag; `nave-lab
 //! bench detect` measures both detectors on a zoo.
+pub mod evaluate;
+pub mod global;
+mod occlusion;
+pub mod recurrence;
+pub mod splits;
+pub mod template;
+pub mod verdict;
+
+pub use occlusion::occlusion_detect;
+
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -51,8 +61,7 @@ use crate::data::watermark::WmBox;
 use crate::models::Model;
 use crate::nave::{colour, extract, kmeans};
 
-use super::recurrence::{grey_levels, Recurrence};
-use super::template;
+use recurrence::{grey_levels, Recurrence};
 
 /// The detector's settings: fixed, not read from the run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -105,6 +114,13 @@ pub struct Detection {
     /// Every candidate the transplant test scored.
     #[serde(default)]
     pub candidates: Vec<Candidate>,
+    /// Where the verdict's evidence is a global cue rather than a local
+    /// object: what it changes (no region; `suspect_boxes` are all None).
+    #[serde(default)]
+    pub global_cue: Option<global::Looks>,
+    /// Every class's global cues and their tests (see `global`).
+    #[serde(default)]
+    pub global_candidates: Vec<global::GlobalCandidate>,
 }
 
 /// One (class, cluster) candidate and its transplant test.
@@ -1036,16 +1052,32 @@ pub fn nave_detect(
     let _guard = tch::no_grad_guard();
     let sc = SampleClustering::new(e, taps, spec)?;
     let (candidates, objects) = score_candidates(e, &sc, spec);
-    // The first of the highest-scoring candidates.
-    let best = candidates
-        .iter()
-        .enumerate()
-        .fold(None::<(usize, f64)>, |best, (i, c)| match best {
-            Some((_, s)) if c.score() <= s => best,
-            _ => Some((i, c.score())),
-        })
-        .map(|(i, _)| i);
-    let Some(best) = best else {
+    let global_candidates = global::global_candidates(e, &sc.images, &sc.class_of, spec.pairs);
+    let no_region = vec![None; e.probes.size()[0] as usize];
+    // The first of the highest-scoring local candidates, and of the global.
+    let best_local = first_best(candidates.iter().map(Candidate::score));
+    let best_global = first_best(global_candidates.iter().map(|g| g.score()));
+    let global_wins = match (best_local, best_global) {
+        (Some((_, l)), Some((_, g))) => g > l,
+        (None, Some(_)) => true,
+        _ => false,
+    };
+    if global_wins {
+        let g = &global_candidates[best_global.expect("a global candidate").0];
+        return Ok(Detection {
+            score: g.score(),
+            class: Some(g.class.clone()),
+            cluster: None,
+            lift: g.lift,
+            control: g.control,
+            stereotypy: g.weight(),
+            suspect_boxes: no_region,
+            global_cue: Some(g.looks),
+            candidates,
+            global_candidates,
+        });
+    }
+    let Some((best, _)) = best_local else {
         return Ok(Detection {
             score: 0.0,
             class: None,
@@ -1053,8 +1085,10 @@ pub fn nave_detect(
             lift: 0.0,
             control: 0.0,
             stereotypy: 0.0,
-            suspect_boxes: vec![None; e.probes.size()[0] as usize],
+            suspect_boxes: no_region,
+            global_cue: None,
             candidates,
+            global_candidates,
         });
     };
     let c = &candidates[best];
@@ -1073,132 +1107,20 @@ pub fn nave_detect(
         control: scored.control,
         stereotypy: c.stereotypy,
         suspect_boxes,
+        global_cue: None,
         candidates,
+        global_candidates,
     })
 }
 
-/// Side of the occlusion baseline's square lattice: a seventh of the
-/// image's side per square, about the zoo's artefacts' size.
-const LATTICE: usize = 7;
-
-/// The occlusion baseline: per image, the square (of a `LATTICE` x
-/// `LATTICE` lattice) whose grey-filling lowers P(own class) most is that
-/// image's region; the same transplant test and weight score it, per class.
-pub fn occlusion_detect(e: &Evidence, spec: &DetectorSpec) -> anyhow::Result<Detection> {
-    let _guard = tch::no_grad_guard();
-    let classes = e.class_names.len();
-    let size = e.train.size()[2] as usize;
-    let grid = (LATTICE, LATTICE);
-    let squares = square_masks(size, LATTICE);
-    let (images, class_of) = sampled(e, spec.per_class / 2);
-    let (_, maps) = recurrence_maps(&grey_levels(&images), &class_of, classes);
-    let high = template::high_pass(&images);
-    let chosen = most_sensitive_squares(e, &squares, &images, &class_of);
-    let mut best: Option<(f64, usize, Transplant, f64)> = None;
-    for class in 0..classes {
-        let (members, targets): (Vec<usize>, Vec<usize>) =
-            (0..class_of.len()).partition(|&i| class_of[i] == class);
-        if members.is_empty() || targets.is_empty() {
-            continue;
-        }
-        let regions: Regions = members
-            .iter()
-            .map(|&i| (i, single_cell(chosen[i], grid)))
-            .collect();
-        let transplants = Transplants {
-            model: e.model,
-            images: &images,
-            targets: &targets,
-            class,
-            pairs: spec.pairs,
-            device: e.device,
-        };
-        let (views, object) = stereotypy(&maps, &high, &regions, &members, &targets, grid);
-        let segments = transplants.segments(&regions, grid);
-        let object = object
-            .as_ref()
-            .and_then(|o| transplants.object(o, &high, &members, (size / LATTICE) as i64));
-        let t = scored_lift(segments, object);
-        let weight = views.weight();
-        let score = t.weighted(weight);
-        if best.is_none_or(|(s, ..)| score > s) {
-            best = Some((score, class, t, weight));
-        }
-    }
-    let zero = Transplant {
-        lift: 0.0,
-        control: 0.0,
-    };
-    let (score, class, t, stereotypy) = best.unwrap_or((0.0, 0, zero, 0.0));
-    let probe_classes = vec![class; e.probes.size()[0] as usize];
-    let suspect_boxes = most_sensitive_squares(e, &squares, e.probes, &probe_classes)
-        .into_iter()
-        .map(|j| largest_component_box(&single_cell(j, grid), LATTICE, LATTICE, size))
-        .collect();
-    Ok(Detection {
-        score,
-        class: Some(e.class_names[class].clone()),
-        cluster: None,
-        lift: t.lift,
-        control: t.control,
-        stereotypy,
-        suspect_boxes,
-        candidates: Vec::new(),
-    })
-}
-
-/// A grid mask with only cell `j` set.
-fn single_cell(j: usize, grid: (usize, usize)) -> Vec<bool> {
-    let mut m = vec![false; grid.0 * grid.1];
-    m[j] = true;
-    m
-}
-
-/// Per image, the square (index into `squares`) whose filling with the
-/// image's mean colour lowers P(`classes[i]`) most.
-fn most_sensitive_squares(
-    e: &Evidence,
-    squares: &[Tensor],
-    images: &Tensor,
-    classes: &[usize],
-) -> Vec<usize> {
-    let base = probabilities(e.model, images, e.device);
-    (0..images.size()[0])
-        .map(|i| {
-            let img = images.get(i).to_kind(Kind::Float);
-            let mean = img.mean_dim([1i64, 2].as_slice(), true, Kind::Float);
-            let occluded: Vec<Tensor> = squares
-                .iter()
-                .map(|m| {
-                    let filled: Tensor = &img * (m.ones_like() - m) + &mean * m;
-                    filled.round().to_kind(Kind::Uint8)
-                })
-                .collect();
-            let c = classes[i as usize] as i64;
-            let p: Vec<f32> = Vec::try_from(
-                probabilities(e.model, &Tensor::stack(&occluded, 0), e.device).select(1, c),
-            )
-            .expect("float probabilities");
-            let p0 = base.double_value(&[i, c]) as f32;
-            // The first of the squares with the largest drop.
-            p.iter()
-                .enumerate()
-                .map(|(j, &v)| (j, p0 - v))
-                .fold((0, f32::MIN), |a, b| if b.1 > a.1 { b } else { a })
-                .0
+/// The index and score of the first of the highest scores.
+fn first_best(scores: impl Iterator<Item = f64>) -> Option<(usize, f64)> {
+    scores
+        .enumerate()
+        .fold(None, |best: Option<(usize, f64)>, (i, s)| match best {
+            Some((_, b)) if s <= b => best,
+            _ => Some((i, s)),
         })
-        .collect()
-}
-
-/// The `[1, S, S]` pixel masks of a `lattice x lattice` grid's cells.
-fn square_masks(size: usize, lattice: usize) -> Vec<Tensor> {
-    (0..lattice * lattice)
-        .map(|j| {
-            let mut m = vec![false; lattice * lattice];
-            m[j] = true;
-            pixel_mask(&m, lattice, lattice, size)
-        })
-        .collect()
 }
 
 /// Grid-rasterised region of a box: the bounding box of the grid cells (of an

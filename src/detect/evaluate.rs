@@ -4,7 +4,50 @@
 //! correlation between score and measured reliance (the shortcut gap).
 use serde::{Deserialize, Serialize};
 
-use super::Truth;
+/// Gap at or above which a run relies on its artefact.
+pub const RELIES_GAP: f64 = 0.2;
+/// Gap at or below which it does not.
+pub const DOES_NOT_GAP: f64 = 0.05;
+
+/// Whether a run relies on its artefact, measured with the known artefact:
+/// the shortcut gap (clean - flipped test accuracy, flipped stamping the
+/// run's own artefact on the other classes). What detectors are scored against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Truth {
+    /// gap >= 0.2
+    Relies,
+    /// gap <= 0.05
+    DoesNot,
+    /// in between: left out when detectors are scored
+    Ambiguous,
+    /// no gap recorded (an older run without the test variants)
+    #[default]
+    Unknown,
+}
+
+impl Truth {
+    pub fn of_gap(gap: f64) -> Self {
+        if gap.is_nan() {
+            Truth::Unknown
+        } else if gap >= RELIES_GAP {
+            Truth::Relies
+        } else if gap <= DOES_NOT_GAP {
+            Truth::DoesNot
+        } else {
+            Truth::Ambiguous
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Truth::Relies => "relies",
+            Truth::DoesNot => "does-not",
+            Truth::Ambiguous => "ambiguous",
+            Truth::Unknown => "unknown",
+        }
+    }
+}
 
 /// One run as a detector saw it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

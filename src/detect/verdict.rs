@@ -9,7 +9,8 @@
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
-use super::detect::{self, DetectorSpec, Evidence};
+use super::global::Looks;
+use super::{self as detect, DetectorSpec, Evidence};
 use crate::data::watermark::WmBox;
 use crate::models::Model;
 
@@ -23,7 +24,7 @@ pub const SHORTCUT_THRESHOLD: f64 = 0.028;
 
 /// Names the detector's method in the audit cache key: results of an older
 /// detector are recomputed.
-pub const DETECTOR_VERSION: &str = "object-transplant-1";
+pub const DETECTOR_VERSION: &str = "object-transplant-1+global-cues-1";
 
 /// One run's verdict, as audit.json stores it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +47,10 @@ pub struct Verdict {
     pub stereotypy: f64,
     /// The suspect region's box on each probe (None where it is absent).
     pub suspect_boxes: Vec<Option<WmBox>>,
+    /// Where the evidence is a global cue rather than a local object: what
+    /// it changes (then there is no region: `suspect_boxes` are all None).
+    #[serde(default)]
+    pub global_cue: Option<Looks>,
 }
 
 impl Verdict {
@@ -62,17 +67,42 @@ impl Verdict {
             self.shortcut_score, self.threshold
         );
         if self.flagged {
-            let found = self.suspect_boxes.iter().flatten().count();
             line += &format!(
-                "  towards {}: a reproduced object on {found}/{} probes{}",
+                "  towards {} ({:+.2}): {}",
                 self.class.as_deref().unwrap_or("?"),
-                self.suspect_boxes.len(),
-                self.typical_box()
-                    .map(|b| format!(", e.g. at x {} y {} ({} x {} px)", b.x, b.y, b.w, b.h))
-                    .unwrap_or_default()
+                self.lift - self.control,
+                self.evidence()
             );
         }
         line
+    }
+
+    /// What the suspect is, in words: a local object and where, or a
+    /// global cue and what it changes.
+    pub fn evidence(&self) -> String {
+        if let Some(cue) = self.global_cue {
+            return format!("a global cue, {} (no region)", cue.as_str());
+        }
+        let found = self.suspect_boxes.iter().flatten().count();
+        format!(
+            "a reproduced object on {found}/{} probes{}",
+            self.suspect_boxes.len(),
+            self.typical_box()
+                .map(|b| format!(", e.g. at x {} y {} ({} x {} px)", b.x, b.y, b.w, b.h))
+                .unwrap_or_default()
+        )
+    }
+
+    /// The evidence in a few words, for a table cell.
+    pub fn evidence_short(&self) -> String {
+        match self.global_cue {
+            Some(cue) => format!("global: {}", cue.as_str()),
+            None => format!(
+                "object on {}/{}",
+                self.suspect_boxes.iter().flatten().count(),
+                self.suspect_boxes.len()
+            ),
+        }
     }
 
     /// The first probe's suspect box, to name where in words.
@@ -110,6 +140,7 @@ pub fn judge(
         control: d.control,
         stereotypy: d.stereotypy,
         suspect_boxes: d.suspect_boxes,
+        global_cue: d.global_cue,
     })
 }
 
@@ -128,6 +159,7 @@ mod tests {
             control: 0.1,
             stereotypy: 1.0,
             suspect_boxes: vec![None, Some(WmBox::square(40, 8, 16))],
+            global_cue: None,
         }
     }
 
@@ -147,5 +179,19 @@ mod tests {
             "{clean}"
         );
         assert!(!clean.contains("towards"), "{clean}");
+    }
+
+    #[test]
+    fn a_global_cue_is_named_with_no_region_and_how_much() {
+        let mut v = verdict(0.9);
+        v.global_cue = Some(Looks::Border);
+        v.suspect_boxes = vec![None, None];
+        let line = v.line("resnet18-border-aug0-wm1-s0");
+        assert!(
+            line.contains("towards NORMAL (+0.80): a global cue, border (no region)"),
+            "{line}"
+        );
+        assert_eq!(v.evidence_short(), "global: border");
+        assert_eq!(verdict(0.9).evidence_short(), "object on 1/2");
     }
 }

@@ -1,0 +1,487 @@
+//! Global cues: a shortcut with no place of its own (a scanner's tint, a
+//! frame, a noise texture, a blur level) has no small recurring cluster for
+//! the NAVE-guided search to find. It shows instead in what the images of
+//! one class have in common everywhere: their mean picture, and their mean
+//! spectrum.
+//!
+//! Each class's cue is read from the training images as two transforms that
+//! carry what sets the class apart from the others and nothing of any one
+//! image: the difference of the class's mean image from the others'
+//! (`Cue::Layout`: a tint, a frame, anything at a fixed place), and the ratio
+//! of its mean amplitude spectrum to the others' (`Cue::Texture`: noise,
+//! blur, grain; brightness left out, the layout has it). Applied to the
+//! other classes' images, does either move the model towards the class?
+//!
+//! The control is the same transform built from a split of the same images
+//! that ignores the class (a fixed shuffle), scaled to the same size: a model
+//! moved by any change of that size moves as much with it, and one moved by
+//! what the class holds moves only with the class's own.
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use super::{index_tensor, probabilities, sample, Evidence, Transplant};
+
+/// Training images per class that the means are taken over.
+const MEAN_OVER: usize = 512;
+
+/// The largest ratio a texture transform scales one frequency by (and the
+/// smallest, its inverse): a frequency the class all but lacks would
+/// otherwise be blown up from rounding noise.
+const MAX_GAIN: f64 = 4.0;
+
+/// Which of the three transforms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cue {
+    /// The colour of the class's mean image minus the others' (each pixel's
+    /// difference less its grey level), added.
+    Colour,
+    /// The grey level of that difference in a band along the image's edges,
+    /// added.
+    Edges,
+    /// The others' fine detail (the outer half of the frequencies) scaled
+    /// to the class's amplitude spectrum.
+    Texture,
+}
+
+/// The share of the image's side that `Cue::Edges` covers on each side.
+const EDGE_BAND: f64 = 0.1;
+
+/// What a cue changes, in words a user reads (from the transform itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Looks {
+    /// The same colour shift everywhere.
+    Tint,
+    /// The same brightness shift everywhere, without colour.
+    Brightness,
+    /// A change held at the image's edges.
+    Border,
+    /// A change at fixed places, neither everywhere nor at the edges.
+    Pattern,
+    /// More fine detail (noise, grain, sharpening).
+    Noise,
+    /// Less fine detail.
+    Blur,
+}
+
+impl Looks {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Looks::Tint => "tint",
+            Looks::Brightness => "brightness",
+            Looks::Border => "border",
+            Looks::Pattern => "pattern",
+            Looks::Noise => "noise",
+            Looks::Blur => "blur",
+        }
+    }
+}
+
+/// One class's global cue and its test.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GlobalCandidate {
+    pub class: String,
+    pub cue: Cue,
+    pub looks: Looks,
+    /// Mean gain of P(class) on the other classes' images with the cue
+    /// applied, and with the class-blind control applied instead.
+    pub lift: f64,
+    pub control: f64,
+    /// How well the cue alone tells the class's training images from the
+    /// others', image by image: the AUROC of each image's projection on the
+    /// cue, and the gap between the two groups' mean projections over their
+    /// pooled standard deviation.
+    #[serde(default)]
+    pub auroc: f64,
+    #[serde(default)]
+    pub separation: f64,
+}
+
+/// The separation (see `GlobalCandidate::separation`) below which a cue
+/// counts for nothing and above which it counts fully. What the classes
+/// really differ in is spread: on the zoo's tuning runs the real X-rays'
+/// edges separate their classes at 1.7-1.8 and the synthetic images'
+/// texture at up to 5.6 (with no lift), a frame stamped on one class at
+/// 9.8-10.7.
+const SEPARATION: (f64, f64) = (2.5, 5.0);
+
+impl GlobalCandidate {
+    /// How much the cue looks like one thing stamped on every image of the
+    /// class rather than what the class's content has in common: the global
+    /// counterpart of a local candidate's stereotypy.
+    pub fn weight(&self) -> f64 {
+        super::ramp(self.separation, SEPARATION)
+    }
+
+    /// The lift over its control, times its weight: the candidate's score.
+    pub fn score(&self) -> f64 {
+        Transplant {
+            lift: self.lift,
+            control: self.control,
+        }
+        .weighted(self.weight())
+    }
+}
+
+/// Float `[3, S, S]` mean image, and float `[3, S, S/2+1]` mean amplitude
+/// spectrum, of the uint8 `images` at `idx`, taken in chunks.
+fn means(images: &Tensor, idx: &[usize]) -> (Tensor, Tensor) {
+    let (mut image, mut spectrum) = (None::<Tensor>, None::<Tensor>);
+    for chunk in idx.chunks(128) {
+        let x = images
+            .index_select(0, &index_tensor(chunk))
+            .to_kind(Kind::Float);
+        let amp = x
+            .fft_rfft2(None::<&[i64]>, [-2i64, -1].as_slice(), "backward")
+            .abs();
+        let (s_img, s_amp) = (
+            x.sum_dim_intlist(0i64, false, Kind::Float),
+            amp.sum_dim_intlist(0i64, false, Kind::Float),
+        );
+        image = Some(image.map_or(s_img.shallow_clone(), |t| t + s_img));
+        spectrum = Some(spectrum.map_or(s_amp.shallow_clone(), |t| t + s_amp));
+    }
+    let n = idx.len().max(1) as f64;
+    (
+        image.expect("at least one image") / n,
+        spectrum.expect("at least one image") / n,
+    )
+}
+
+/// The two transforms that take the `others`' images towards the
+/// `members'`: the mean-image difference, and the spectral gain (log, the
+/// mean brightness's term set to zero).
+struct Transforms {
+    colour: Tensor,
+    edges: Tensor,
+    log_gain: Tensor,
+}
+
+/// The band along the edges of a `size` image, as a `[1, S, S]` float mask.
+fn edge_band(size: i64) -> Tensor {
+    let band = ((size as f64 * EDGE_BAND).round() as i64).max(1);
+    let mask = Tensor::ones([1, size, size], (Kind::Float, Device::Cpu));
+    let inner = (size - 2 * band).max(0);
+    let _ = mask
+        .narrow(1, band, inner)
+        .narrow(2, band, inner)
+        .fill_(0.0);
+    mask
+}
+
+/// The outer half of the frequencies of a `size` image's `rfft2`, as a
+/// `[1, S, S/2+1]` bool mask (the rows' frequencies wrap around).
+fn high_frequencies(size: i64) -> Tensor {
+    let (h, w) = (size, size / 2 + 1);
+    let fy = Tensor::arange(h, (Kind::Int64, Device::Cpu));
+    let fy = fy.minimum(&(-&fy + h)).view([h, 1]);
+    let fx = Tensor::arange(w, (Kind::Int64, Device::Cpu)).view([1, w]);
+    fy.maximum(&fx).ge(h / 4).unsqueeze(0)
+}
+
+impl Transforms {
+    fn between(images: &Tensor, members: &[usize], others: &[usize]) -> Self {
+        let (image_m, amp_m) = means(images, members);
+        let (image_o, amp_o) = means(images, others);
+        let eps = 1e-3;
+        let size = images.size()[2];
+        let log_gain = ((amp_m + eps) / (amp_o + eps))
+            .log()
+            .clamp(-MAX_GAIN.ln(), MAX_GAIN.ln())
+            * high_frequencies(size).to_kind(Kind::Float);
+        let layout = image_m - image_o;
+        let grey = layout.mean_dim([0i64].as_slice(), true, Kind::Float);
+        Self {
+            colour: &layout - &grey,
+            edges: grey.expand_as(&layout) * edge_band(size),
+            log_gain,
+        }
+    }
+
+    /// These transforms scaled to the sizes of `like`'s.
+    fn scaled_to(&self, like: &Transforms) -> Self {
+        let scale = |t: &Tensor, target: &Tensor| {
+            let (n, m) = (t.norm().double_value(&[]), target.norm().double_value(&[]));
+            if n > 0.0 {
+                t * (m / n)
+            } else {
+                t.shallow_clone()
+            }
+        };
+        Self {
+            colour: scale(&self.colour, &like.colour),
+            edges: scale(&self.edges, &like.edges),
+            log_gain: scale(&self.log_gain, &like.log_gain),
+        }
+    }
+
+    /// uint8 images with the `cue` applied.
+    fn apply(&self, cue: Cue, images: &Tensor) -> Tensor {
+        let x = images.to_kind(Kind::Float);
+        let out = match cue {
+            Cue::Colour => x + &self.colour,
+            Cue::Edges => x + &self.edges,
+            Cue::Texture => {
+                let size = images.size();
+                let f = x.fft_rfft2(None::<&[i64]>, [-2i64, -1].as_slice(), "backward");
+                (f * self.log_gain.exp()).fft_irfft2(
+                    Some([size[2], size[3]].as_slice()),
+                    [-2i64, -1].as_slice(),
+                    "backward",
+                )
+            }
+        };
+        out.clamp(0.0, 255.0).round().to_kind(Kind::Uint8)
+    }
+
+    /// Each of the uint8 `images` at `idx` projected on the `cue`: how much
+    /// of it the image carries.
+    fn projections(&self, cue: Cue, images: &Tensor, idx: &[usize]) -> Vec<f64> {
+        let mut out = Vec::with_capacity(idx.len());
+        for chunk in idx.chunks(128) {
+            let x = images
+                .index_select(0, &index_tensor(chunk))
+                .to_kind(Kind::Float);
+            let p = match cue {
+                Cue::Colour => {
+                    let chroma = &x - x.mean_dim([1i64].as_slice(), true, Kind::Float);
+                    (chroma * &self.colour).sum_dim_intlist(
+                        [1i64, 2, 3].as_slice(),
+                        false,
+                        Kind::Float,
+                    )
+                }
+                Cue::Edges => {
+                    (x * &self.edges).sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Float)
+                }
+                Cue::Texture => {
+                    let amp = x
+                        .fft_rfft2(None::<&[i64]>, [-2i64, -1].as_slice(), "backward")
+                        .abs();
+                    ((amp + 1e-3).log() * &self.log_gain).sum_dim_intlist(
+                        [1i64, 2, 3].as_slice(),
+                        false,
+                        Kind::Float,
+                    )
+                }
+            };
+            out.extend(
+                Vec::<f32>::try_from(&p)
+                    .expect("float projections")
+                    .into_iter()
+                    .map(f64::from),
+            );
+        }
+        out
+    }
+
+    /// What the cue changes (see `Looks`).
+    fn looks(&self, cue: Cue) -> Looks {
+        match cue {
+            Cue::Colour => layout_looks(&self.colour),
+            Cue::Edges => Looks::Border,
+            Cue::Texture => {
+                let high = high_frequencies(self.log_gain.size()[1]);
+                let mean = self
+                    .log_gain
+                    .masked_select(&high.expand_as(&self.log_gain))
+                    .mean(Kind::Float)
+                    .double_value(&[]);
+                if mean >= 0.0 {
+                    Looks::Noise
+                } else {
+                    Looks::Blur
+                }
+            }
+        }
+    }
+}
+
+/// What a mean-image difference `[3, S, S]` changes: mostly one shift
+/// everywhere (a tint, or brightness when the channels agree), mostly the
+/// edges (a border), or fixed places (a pattern).
+fn layout_looks(d: &Tensor) -> Looks {
+    let total = d.square().sum(Kind::Float).double_value(&[]).max(1e-12);
+    let channel_means = d.mean_dim([1i64, 2].as_slice(), false, Kind::Float);
+    let pixels = (d.size()[1] * d.size()[2]) as f64;
+    let constant = channel_means.square().sum(Kind::Float).double_value(&[]) * pixels;
+    if constant / total >= 0.5 {
+        let m: Vec<f64> = Vec::<f32>::try_from(&channel_means)
+            .expect("float means")
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let spread =
+            m.iter().cloned().fold(f64::MIN, f64::max) - m.iter().cloned().fold(f64::MAX, f64::min);
+        let level = m.iter().map(|v| v.abs()).sum::<f64>() / m.len() as f64;
+        return if spread > 0.3 * level {
+            Looks::Tint
+        } else {
+            Looks::Brightness
+        };
+    }
+    let size = d.size()[1];
+    let band = (size / 10).max(2);
+    let inner = d
+        .narrow(1, band, size - 2 * band)
+        .narrow(2, band, size - 2 * band);
+    let edge_share = 1.0 - inner.square().sum(Kind::Float).double_value(&[]) / total;
+    if edge_share >= 0.7 {
+        Looks::Border
+    } else {
+        Looks::Pattern
+    }
+}
+
+/// The gap between the means of `pos` and `neg` over their pooled
+/// standard deviation (0 when either is empty).
+fn separation(pos: &[f64], neg: &[f64]) -> f64 {
+    let stats = |v: &[f64]| {
+        let n = v.len().max(1) as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        (mean, v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n)
+    };
+    if pos.is_empty() || neg.is_empty() {
+        return 0.0;
+    }
+    let ((mp, vp), (mn, vn)) = (stats(pos), stats(neg));
+    (mp - mn) / ((vp + vn) / 2.0).sqrt().max(1e-9)
+}
+
+/// Every class's three global cues, tested on up to `pairs` of the
+/// other classes' images in the `targets` sample (uint8 `[B, 3, S, S]`,
+/// each with its class in `target_class`).
+pub fn global_candidates(
+    e: &Evidence,
+    targets: &Tensor,
+    target_class: &[usize],
+    pairs: usize,
+) -> Vec<GlobalCandidate> {
+    let _guard = tch::no_grad_guard();
+    let classes = e.class_names.len();
+    let groups = sample(e.labels, classes, MEAN_OVER);
+    // The class-blind split the controls are built from: every sampled
+    // image, in a fixed shuffled order.
+    let mut pooled: Vec<usize> = groups.iter().flatten().copied().collect();
+    pooled.shuffle(&mut ChaCha8Rng::seed_from_u64(0x610b));
+    let mut out = Vec::new();
+    for (class, name) in e.class_names.iter().enumerate() {
+        let members = &groups[class];
+        let others: Vec<usize> = groups
+            .iter()
+            .enumerate()
+            .filter(|&(c, _)| c != class)
+            .flat_map(|(_, g)| g.iter().copied())
+            .collect();
+        let on: Vec<usize> = (0..target_class.len())
+            .filter(|&i| target_class[i] != class)
+            .take(pairs)
+            .collect();
+        if members.is_empty() || others.is_empty() || on.is_empty() {
+            continue;
+        }
+        let cue = Transforms::between(e.train, members, &others);
+        let (blind_members, blind_others) = pooled.split_at(members.len().min(pooled.len() - 1));
+        let control = Transforms::between(e.train, blind_members, blind_others).scaled_to(&cue);
+        let base = targets.index_select(0, &index_tensor(&on));
+        for kind in [Cue::Colour, Cue::Edges, Cue::Texture] {
+            let batch = Tensor::cat(
+                &[
+                    cue.apply(kind, &base),
+                    control.apply(kind, &base),
+                    base.shallow_clone(),
+                ],
+                0,
+            );
+            let p: Vec<f32> =
+                Vec::try_from(probabilities(e.model, &batch, e.device).select(1, class as i64))
+                    .expect("float probabilities");
+            let n = on.len();
+            let gain = |k: usize| {
+                (0..n)
+                    .map(|i| (p[k * n + i] - p[2 * n + i]) as f64)
+                    .sum::<f64>()
+                    / n as f64
+            };
+            let (pos, neg) = (
+                cue.projections(kind, e.train, members),
+                cue.projections(kind, e.train, &others),
+            );
+            out.push(GlobalCandidate {
+                class: name.clone(),
+                cue: kind,
+                looks: cue.looks(kind),
+                lift: gain(0),
+                control: gain(1),
+                auroc: super::evaluate::auroc(&pos, &neg).unwrap_or(0.5),
+                separation: separation(&pos, &neg),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flat(c: [f32; 3], size: i64) -> Tensor {
+        Tensor::from_slice(&c)
+            .view([3, 1, 1])
+            .expand([3, size, size], false)
+            .copy()
+    }
+
+    #[test]
+    fn a_constant_shift_reads_as_tint_or_brightness() {
+        assert_eq!(layout_looks(&flat([30.0, 10.0, -5.0], 32)), Looks::Tint);
+        assert_eq!(
+            layout_looks(&flat([20.0, 20.0, 20.0], 32)),
+            Looks::Brightness
+        );
+    }
+
+    #[test]
+    fn a_frame_reads_as_border_and_a_patch_as_pattern() {
+        let frame = Tensor::full([3, 32, 32], 100.0, (Kind::Float, Device::Cpu));
+        let _ = frame.narrow(1, 2, 28).narrow(2, 2, 28).fill_(0.0);
+        assert_eq!(layout_looks(&frame), Looks::Border);
+        let patch = Tensor::zeros([3, 32, 32], (Kind::Float, Device::Cpu));
+        let _ = patch.narrow(1, 12, 6).narrow(2, 12, 6).fill_(100.0);
+        assert_eq!(layout_looks(&patch), Looks::Pattern);
+    }
+
+    #[test]
+    fn the_texture_transform_adds_or_removes_fine_detail() {
+        // Class 0: noisy images; class 1: smooth ones. The transform towards
+        // class 0 adds fine detail (noise), towards class 1 removes it.
+        tch::manual_seed(0);
+        let smooth = Tensor::full([8, 3, 32, 32], 120.0, (Kind::Float, Device::Cpu));
+        let noisy = &smooth + Tensor::randn([8, 3, 32, 32], (Kind::Float, Device::Cpu)) * 25.0;
+        let images = Tensor::cat(&[noisy, smooth], 0)
+            .clamp(0.0, 255.0)
+            .to_kind(Kind::Uint8);
+        let (a, b): (Vec<usize>, Vec<usize>) = ((0..8).collect(), (8..16).collect());
+        let towards_noisy = Transforms::between(&images, &a, &b);
+        assert_eq!(towards_noisy.looks(Cue::Texture), Looks::Noise);
+        assert_eq!(
+            Transforms::between(&images, &b, &a).looks(Cue::Texture),
+            Looks::Blur
+        );
+        // Applied to a noisy image, the transform towards the smooth class
+        // lowers its spread.
+        let spread = |t: &Tensor| t.to_kind(Kind::Float).std(true).double_value(&[]);
+        let one = images.narrow(0, 0, 1);
+        let smoothed = Transforms::between(&images, &b, &a).apply(Cue::Texture, &one);
+        assert!(
+            spread(&smoothed) < 0.6 * spread(&one),
+            "{} vs {}",
+            spread(&smoothed),
+            spread(&one)
+        );
+    }
+}
