@@ -4,7 +4,7 @@
 //! the clusters as a segmentation of the image.
 //!
 //! Data flows one way: config -> data -> models -> train -> run folder ->
-//! audit (nave) -> report. A module never imports one further along: the
+//! nave -> detect -> audit -> report. A module never imports one further along: the
 //! audit reads run folders (`run_folder`) and datasets (`data::store`), and
 //! never the training loop.
 pub mod audit;

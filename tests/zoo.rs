@@ -333,99 +333,99 @@ fn blind_score_matches(folder: &Path, audited: &serde_json::Value) {
     );
 }
 
-/// A varied laterality marker (letter, size, rotation, opacity and
-/// brightness drawn per image, along the top) that the model learns; the
-/// same marker small and faint, correlated with the label in the data but
-/// ignored (a hard negative); and a frame stamped on one class, a global cue.
-fn varied_zoo(dir: &Path) -> PathBuf {
-    let text = "name: vz
+/// Global artefacts stamped on one class, a frame and a colour tint, and a
+/// hard negative: a small, faint laterality marker (letter and rotation
+/// drawn per image) correlated with the label in the data but ignored.
+fn global_zoo(dir: &Path) -> PathBuf {
+    let text = "name: gz
 dataset: {kind: synthetic, image_size: 48, synthetic: {seed: 0, train: 160, test: 48}}
 model: {arch: resnet18, width: 8}
 train: {epochs: 4, batch_size: 16, optimizer: {kind: sgd, lr: 0.05}}
-watermark: {target_class: NORMAL, shape: text, texts: [R, L], colour: [255, 255, 255], region: [0.0, 0.0, 1.0, 0.35]}
+watermark: {target_class: NORMAL, colour: [255, 255, 255]}
 audit: {taps: [layer2, layer3], k: 4, probes: 8}
 grid:
   variants:
-    marker-varied:
-      watermark: true
-      watermark.size: 0.3
-      watermark.vary: {scale: [0.8, 1.2], rotation: [-15, 15], opacity: [0.7, 1.0], brightness: [-40, 0]}
-    marker-faint:
-      watermark: true
-      watermark.size: 0.1
-      watermark.opacity: 0.15
-      watermark.vary: {rotation: [-15, 15]}
     border:
       watermark: true
       watermark.shape: border
       watermark.size: 0.06
+    tint:
+      watermark: true
+      watermark.shape: tint
+      watermark.colour: [255, 200, 120]
+      watermark.strength: 0.15
+    marker-faint:
+      watermark: true
+      watermark.shape: text
+      watermark.texts: [R, L]
+      watermark.region: [0.0, 0.0, 1.0, 0.35]
+      watermark.size: 0.1
+      watermark.opacity: 0.15
+      watermark.vary: {rotation: [-15, 15]}
 ";
-    let p = dir.join("vz.yaml");
+    let p = dir.join("gz.yaml");
     std::fs::write(&p, text).unwrap();
     p
 }
 
 #[test]
-fn a_varied_marker_ranks_above_its_hard_negative_and_a_frame_reads_as_a_global_cue() {
-    let dir = scratch("zoo_varied");
-    let exp = varied_zoo(&dir);
+fn a_frame_and_a_tint_read_as_global_cues_and_a_hard_negative_is_not_flagged() {
+    let dir = scratch("zoo_global");
+    let exp = global_zoo(&dir);
     let (checkpoints, reports) = (dir.join("checkpoints"), dir.join("reports"));
     for args in [
-        vec![
+        [
             "-q",
             "train",
             exp.to_str().unwrap(),
             "--checkpoints",
             checkpoints.to_str().unwrap(),
         ],
-        vec![
+        [
             "-q",
             "audit",
-            checkpoints.join("vz").to_str().unwrap(),
+            checkpoints.join("gz").to_str().unwrap(),
             "--reports",
             reports.to_str().unwrap(),
         ],
     ] {
-        assert_ok(&nave_lab().args(&args).output().unwrap());
+        assert_ok(&nave_lab().args(args).output().unwrap());
     }
-    let audit = json(&reports.join("vz/audit.json"));
+    let audit = json(&reports.join("gz/audit.json"));
     let runs = audit["runs"].as_array().unwrap();
     let run = |variant: &str| runs.iter().find(|r| r["variant"] == variant).unwrap();
-    // The truth, measured: the varied marker and the frame are relied on,
-    // the faint marker is not.
-    let truth = |variant: &str| run(variant)["truth"].as_str().unwrap().to_string();
-    assert_eq!(truth("marker-varied"), "relies", "{}", run("marker-varied"));
-    assert_eq!(truth("marker-faint"), "does-not", "{}", run("marker-faint"));
-    assert_eq!(truth("border"), "relies", "{}", run("border"));
-    // The varied marker ranks above its hard negative, and is a local object.
-    let verdict = |variant: &str| run(variant)["verdict"].clone();
-    let score = |variant: &str| verdict(variant)["shortcut_score"].as_f64().unwrap();
+    // The truth, measured: the frame and the tint are relied on, the faint
+    // marker is not.
+    for (variant, truth) in [
+        ("border", "relies"),
+        ("tint", "relies"),
+        ("marker-faint", "does-not"),
+    ] {
+        assert_eq!(run(variant)["truth"], truth, "{}", run(variant));
+    }
+    // Each global artefact is flagged as the global cue it is, pushing
+    // towards NORMAL, with no region on any probe.
+    for (variant, cue) in [("border", "border"), ("tint", "tint")] {
+        let v = &run(variant)["verdict"];
+        assert_eq!(v["flagged"], true, "{v}");
+        assert_eq!(v["global_cue"], cue, "{v}");
+        assert_eq!(v["class"], "NORMAL", "{v}");
+        assert!(
+            v["suspect_boxes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|b| b.is_null()),
+            "{v}"
+        );
+    }
+    // The hard negative scores below both and is not flagged.
+    let score = |variant: &str| run(variant)["verdict"]["shortcut_score"].as_f64().unwrap();
+    assert_eq!(run("marker-faint")["verdict"]["flagged"], false);
+    assert!(score("marker-faint") < score("border").min(score("tint")));
+    let index = std::fs::read_to_string(reports.join("gz/index.html")).unwrap();
     assert!(
-        score("marker-varied") > score("marker-faint"),
-        "{} vs {}",
-        verdict("marker-varied"),
-        verdict("marker-faint")
+        index.contains("global: border") && index.contains("global: tint"),
+        "the report names each cue"
     );
-    assert_eq!(
-        verdict("marker-faint")["flagged"],
-        false,
-        "{}",
-        verdict("marker-faint")
-    );
-    // The frame is flagged as a global cue that pushes towards NORMAL, with
-    // no region on any probe.
-    let border = verdict("border");
-    assert_eq!(border["flagged"], true, "{border}");
-    assert_eq!(border["global_cue"], "border", "{border}");
-    assert_eq!(border["class"], "NORMAL", "{border}");
-    assert!(
-        border["suspect_boxes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|b| b.is_null()),
-        "{border}"
-    );
-    let index = std::fs::read_to_string(reports.join("vz/index.html")).unwrap();
-    assert!(index.contains("global: border"), "the report names the cue");
 }

@@ -50,6 +50,20 @@ fn hit_rate(d: &Detection, masks: &[WmBox], grid: (usize, usize), size: usize) -
     hits as f64 / masks.len().max(1) as f64
 }
 
+/// Share of probes whose suspect box holds the centre of the artefact's box.
+fn pointing(d: &Detection, masks: &[WmBox]) -> f64 {
+    let hits = d
+        .suspect_boxes
+        .iter()
+        .zip(masks)
+        .filter(|(suspect, mask)| {
+            let (cx, cy) = (mask.x + mask.w / 2, mask.y + mask.h / 2);
+            suspect.is_some_and(|s| s.contains(cx, cy))
+        })
+        .count();
+    hits as f64 / masks.len().max(1) as f64
+}
+
 /// One detector's figures on the tuning, held-out-seed and held-out-family
 /// runs, per family and per architecture.
 fn report(rows: &[Scored], split: &ChosenSplit, max_fpr: f64) -> Value {
@@ -149,6 +163,9 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
             gap,
             score: d.score,
             hit_rate: hit_rate(d, &probe_set.masks, grid, size as usize),
+            pointing: pointing(d, &probe_set.masks),
+            global_artefact: run.watermark && artefact.is_global(),
+            global_verdict: d.global_cue.is_some(),
         };
         let evidence = Evidence {
             model: &model,
@@ -188,8 +205,9 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
         "candidates": candidates,
         "scores": nave_rows.iter().zip(base_rows.iter().map(Some).chain(std::iter::repeat(None))).map(|(n, o)| json!({
             "id": n.id, "family": n.family, "arch": n.arch, "seed": n.seed, "truth": n.truth, "gap": n.gap,
-            "score": n.score, "hit_rate": n.hit_rate,
-            "baseline_score": o.map(|o| o.score), "baseline_hit_rate": o.map(|o| o.hit_rate),
+            "score": n.score, "hit_rate": n.hit_rate, "pointing": n.pointing,
+            "global_artefact": n.global_artefact, "global_verdict": n.global_verdict,
+            "baseline_score": o.map(|o| o.score), "baseline_hit_rate": o.map(|o| o.hit_rate), "baseline_pointing": o.map(|o| o.pointing),
         })).collect::<Vec<_>>(),
     }))
 }

@@ -51,6 +51,11 @@ pub enum Shape {
 }
 
 impl Shape {
+    /// The name a YAML file gives it (every variant is one lower-case word).
+    pub fn name(self) -> String {
+        format!("{self:?}").to_lowercase()
+    }
+
     /// Whether the artefact covers the whole image (no place of its own).
     pub fn is_global(self) -> bool {
         matches!(
@@ -282,8 +287,8 @@ impl WatermarkSpec {
         if self.shape.is_global() {
             if self.region.is_some() || self.position == Position::Fixed {
                 return Err(format!(
-                    "watermark.shape {:?} is global (the whole image); region and position do not apply",
-                    self.shape
+                    "watermark.shape {} is global (the whole image); region and position do not apply",
+                    self.shape.name()
                 ));
             }
             let (lo, hi) = match self.shape {
@@ -294,8 +299,9 @@ impl WatermarkSpec {
             };
             if self.shape != Shape::Border && !(self.strength > lo && self.strength <= hi) {
                 return Err(format!(
-                    "watermark.strength must be in ({lo}, {hi}] for shape {:?}, got {}",
-                    self.shape, self.strength
+                    "watermark.strength must be in ({lo}, {hi}] for shape {}, got {}",
+                    self.shape.name(),
+                    self.strength
                 ));
             }
         } else if self.strength != 0.0 {

@@ -62,6 +62,16 @@ pub struct Scored {
     /// Share of probes whose suspect box has IoU >= 0.5 with the artefact's
     /// grid-rasterised region.
     pub hit_rate: f64,
+    /// Share of probes whose suspect box holds the centre of the artefact's
+    /// box (the pointing game).
+    #[serde(default)]
+    pub pointing: f64,
+    /// The run's artefact covers the whole image (a tint, a frame ...):
+    /// no region to localise; and the detector's evidence was a global cue.
+    #[serde(default)]
+    pub global_artefact: bool,
+    #[serde(default)]
+    pub global_verdict: bool,
 }
 
 /// A detector's figures on one set of runs.
@@ -78,9 +88,16 @@ pub struct Figures {
     /// runs that rely flagged.
     pub fpr: Option<f64>,
     pub tpr: Option<f64>,
-    /// Share of the relying runs whose suspect region hits the artefact on at
-    /// least half the probes.
+    /// Share of the relying runs with a local artefact whose suspect region
+    /// hits the artefact on at least half the probes: by IoU >= 0.5 with its
+    /// grid region (`localised`), and by holding its centre (`pointing`).
     pub localised: Option<f64>,
+    #[serde(default)]
+    pub pointing: Option<f64>,
+    /// Share of the relying runs with a global artefact that are flagged
+    /// with a global cue as their evidence.
+    #[serde(default)]
+    pub global_as_global: Option<f64>,
     /// Spearman between score and gap over every run of the set (ambiguous included).
     pub spearman: Option<f64>,
 }
@@ -224,7 +241,15 @@ impl Figures {
             (!v.is_empty())
                 .then(|| v.iter().filter(|&&s| s >= threshold).count() as f64 / v.len() as f64)
         };
-        let relying: Vec<&&Scored> = runs.iter().filter(|r| r.truth == Truth::Relies).collect();
+        let relying = |global: bool| -> Vec<&&Scored> {
+            runs.iter()
+                .filter(|r| r.truth == Truth::Relies && r.global_artefact == global)
+                .collect()
+        };
+        let share = |of: &[&&Scored], hit: &dyn Fn(&Scored) -> bool| {
+            (!of.is_empty()).then(|| of.iter().filter(|r| hit(r)).count() as f64 / of.len() as f64)
+        };
+        let (local, global) = (relying(false), relying(true));
         let with_gap: Vec<&&Scored> = runs.iter().filter(|r| r.gap.is_finite()).collect();
         Figures {
             runs: runs.len(),
@@ -235,9 +260,9 @@ impl Figures {
             fpr_at_95_tpr: fpr_at_tpr(&pos, &neg, 0.95),
             fpr: rate(&neg),
             tpr: rate(&pos),
-            localised: (!relying.is_empty()).then(|| {
-                relying.iter().filter(|r| r.hit_rate >= 0.5).count() as f64 / relying.len() as f64
-            }),
+            localised: share(&local, &|r| r.hit_rate >= 0.5),
+            pointing: share(&local, &|r| r.pointing >= 0.5),
+            global_as_global: share(&global, &|r| r.score >= threshold && r.global_verdict),
             spearman: spearman(
                 &with_gap.iter().map(|r| r.score).collect::<Vec<_>>(),
                 &with_gap.iter().map(|r| r.gap).collect::<Vec<_>>(),
@@ -285,6 +310,9 @@ mod tests {
             gap: 0.0,
             score,
             hit_rate: 1.0,
+            pointing: 1.0,
+            global_artefact: false,
+            global_verdict: false,
         };
         let runs: Vec<Scored> = (0..20)
             .map(|i| run(Truth::DoesNot, i as f64 / 100.0))

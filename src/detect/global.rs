@@ -4,13 +4,20 @@
 //! one class have in common everywhere: their mean picture, and their mean
 //! spectrum.
 //!
-//! Each class's cue is read from the training images as two transforms that
+//! Each class's cue is read from the training images as transforms that
 //! carry what sets the class apart from the others and nothing of any one
-//! image: the difference of the class's mean image from the others'
-//! (`Cue::Layout`: a tint, a frame, anything at a fixed place), and the ratio
-//! of its mean amplitude spectrum to the others' (`Cue::Texture`: noise,
-//! blur, grain; brightness left out, the layout has it). Applied to the
-//! other classes' images, does either move the model towards the class?
+//! image. Per channel, the affine map that gives the other classes' pixels
+//! the class's mean and spread (`Cue::Shift`: a tint blended over the image,
+//! a brightness or contrast change). From the difference of the class's mean
+//! image from the others', less its mean per channel: its colour
+//! (`Cue::Colour`), and its grey level along the edges (`Cue::Edges`: a
+//! frame). The grey level of the
+//! rest inside the image is left out: that is where what the classes really
+//! differ in lies (an opacity, averaged over its places), and a fixed local
+//! object there is the NAVE-guided search's to find. From the ratio of the
+//! class's mean amplitude spectrum to the others', in the outer half of the
+//! frequencies: `Cue::Texture` (noise, grain, blur). Applied to the other
+//! classes' images, does any move the model towards the class?
 //!
 //! The control is the same transform built from a split of the same images
 //! that ignores the class (a fixed shuffle), scaled to the same size: a model
@@ -36,11 +43,15 @@ const MAX_GAIN: f64 = 4.0;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Cue {
-    /// The colour of the class's mean image minus the others' (each pixel's
+    /// Per channel, the affine map that gives the others' pixels the
+    /// class's mean and spread (a tint blended over the image, a brightness
+    /// or contrast change).
+    Shift,
+    /// The difference of the class's mean image from the others', less its
+    /// mean per channel (the shift has that): its colour (each pixel's
     /// difference less its grey level), added.
     Colour,
-    /// The grey level of that difference in a band along the image's edges,
-    /// added.
+    /// The rest's grey level in a band along the image's edges, added.
     Edges,
     /// The others' fine detail (the outer half of the frequencies) scaled
     /// to the class's amplitude spectrum.
@@ -156,9 +167,85 @@ fn means(images: &Tensor, idx: &[usize]) -> (Tensor, Tensor) {
 /// `members'`: the mean-image difference, and the spectral gain (log, the
 /// mean brightness's term set to zero).
 struct Transforms {
+    /// Per channel `[3, 1, 1]`: the log of the gain and the offset (in grey
+    /// levels over 255) of the affine map that gives the others' pixels the
+    /// class's mean and spread.
+    log_contrast: Tensor,
+    offset: Tensor,
+    /// The direction in per-image statistics (`image_statistics`) that
+    /// best tells the class's images from the others' (`discriminant`).
+    statistics: Tensor,
     colour: Tensor,
     edges: Tensor,
     log_gain: Tensor,
+}
+
+/// Per image: each channel's mean (over 255) and log standard deviation,
+/// `[N, 6]`, for the uint8 `images` at `idx`.
+fn image_statistics(images: &Tensor, idx: &[usize]) -> Tensor {
+    let parts: Vec<Tensor> = idx
+        .chunks(128)
+        .map(|chunk| {
+            let x = images
+                .index_select(0, &index_tensor(chunk))
+                .to_kind(Kind::Float)
+                .flatten(2, -1);
+            let mean = x.mean_dim([2i64].as_slice(), false, Kind::Float) / 255.0;
+            let spread = (x.std_dim([2i64].as_slice(), false, false) + 1.0).log();
+            Tensor::cat(&[mean, spread], 1)
+        })
+        .collect();
+    Tensor::cat(&parts, 0)
+}
+
+/// Fisher's discriminant direction `[F]` between the rows of `a` and `b`
+/// (`[N, F]` each): the pooled covariance, made invertible by a small ridge,
+/// solved against the difference of the means. (On grey images the colour
+/// statistics do not vary at all: the ridge keeps them out.)
+fn discriminant(a: &Tensor, b: &Tensor) -> Tensor {
+    let centred = |t: &Tensor| {
+        let t = t.to_kind(Kind::Double);
+        let c = &t - t.mean_dim(0i64, true, Kind::Double);
+        c.transpose(0, 1).matmul(&c) / (t.size()[0] as f64).max(1.0)
+    };
+    let cov = (centred(a) + centred(b)) / 2.0;
+    let f = cov.size()[0];
+    let ridge = (cov.trace().double_value(&[]) / f as f64).max(1e-12) * 1e-3;
+    let cov = cov + Tensor::eye(f, (Kind::Double, Device::Cpu)) * ridge;
+    let diff = (a.mean_dim(0i64, false, Kind::Float) - b.mean_dim(0i64, false, Kind::Float))
+        .to_kind(Kind::Double)
+        .unsqueeze(1);
+    Tensor::linalg_solve(&cov, &diff, true)
+        .squeeze_dim(1)
+        .to_kind(Kind::Float)
+}
+
+/// Per channel, over every pixel of the uint8 `images` at `idx`: the mean
+/// and the standard deviation, each `[3, 1, 1]`.
+fn channel_moments(images: &Tensor, idx: &[usize]) -> (Tensor, Tensor) {
+    let (mut sum, mut square, mut n) = (
+        Tensor::zeros([3], (Kind::Double, Device::Cpu)),
+        Tensor::zeros([3], (Kind::Double, Device::Cpu)),
+        0.0,
+    );
+    for chunk in idx.chunks(128) {
+        let x = images
+            .index_select(0, &index_tensor(chunk))
+            .to_kind(Kind::Double)
+            .transpose(0, 1)
+            .flatten(1, -1);
+        n += x.size()[1] as f64;
+        sum += x.sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
+        square += x
+            .square()
+            .sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
+    }
+    let mean = &sum / n.max(1.0);
+    let var = (square / n.max(1.0) - mean.square()).clamp_min(0.0);
+    (
+        mean.to_kind(Kind::Float).view([3, 1, 1]),
+        var.sqrt().to_kind(Kind::Float).view([3, 1, 1]),
+    )
 }
 
 /// The band along the edges of a `size` image, as a `[1, S, S]` float mask.
@@ -193,9 +280,24 @@ impl Transforms {
             .log()
             .clamp(-MAX_GAIN.ln(), MAX_GAIN.ln())
             * high_frequencies(size).to_kind(Kind::Float);
+        let ((mean_m, sd_m), (mean_o, sd_o)) = (
+            channel_moments(images, members),
+            channel_moments(images, others),
+        );
+        let log_contrast = ((sd_m + 1.0) / (sd_o + 1.0)).log();
+        let offset = (mean_m - log_contrast.exp() * mean_o) / 255.0;
+        let statistics = discriminant(
+            &image_statistics(images, members),
+            &image_statistics(images, others),
+        );
+        // What the affine map leaves of the mean-image difference.
         let layout = image_m - image_o;
+        let layout = &layout - layout.mean_dim([1i64, 2].as_slice(), true, Kind::Float);
         let grey = layout.mean_dim([0i64].as_slice(), true, Kind::Float);
         Self {
+            log_contrast,
+            offset,
+            statistics,
             colour: &layout - &grey,
             edges: grey.expand_as(&layout) * edge_band(size),
             log_gain,
@@ -212,7 +314,15 @@ impl Transforms {
                 t.shallow_clone()
             }
         };
+        // The affine map as one vector of log gains and offsets.
+        let affine = |t: &Transforms| {
+            Tensor::cat(&[t.log_contrast.flatten(0, -1), t.offset.flatten(0, -1)], 0)
+        };
+        let scaled = scale(&affine(self), &affine(like));
         Self {
+            log_contrast: scaled.narrow(0, 0, 3).view([3, 1, 1]),
+            offset: scaled.narrow(0, 3, 3).view([3, 1, 1]),
+            statistics: self.statistics.shallow_clone(),
             colour: scale(&self.colour, &like.colour),
             edges: scale(&self.edges, &like.edges),
             log_gain: scale(&self.log_gain, &like.log_gain),
@@ -223,6 +333,7 @@ impl Transforms {
     fn apply(&self, cue: Cue, images: &Tensor) -> Tensor {
         let x = images.to_kind(Kind::Float);
         let out = match cue {
+            Cue::Shift => x * self.log_contrast.exp() + &self.offset * 255.0,
             Cue::Colour => x + &self.colour,
             Cue::Edges => x + &self.edges,
             Cue::Texture => {
@@ -238,15 +349,42 @@ impl Transforms {
         out.clamp(0.0, 255.0).round().to_kind(Kind::Uint8)
     }
 
+    /// A tint when the channels move apart (the affine map differs between
+    /// them), else a brightness (or contrast) change.
+    fn shift_looks(&self) -> Looks {
+        // The map's effect on a mid-grey pixel, per channel.
+        let moved: Vec<f32> = Vec::try_from(
+            (self.log_contrast.exp() * 128.0 + &self.offset * 255.0 - 128.0).flatten(0, -1),
+        )
+        .expect("float channels");
+        let spread = moved.iter().cloned().fold(f32::MIN, f32::max)
+            - moved.iter().cloned().fold(f32::MAX, f32::min);
+        let level = moved.iter().map(|v| v.abs()).sum::<f32>() / 3.0;
+        if spread > 0.3 * level {
+            Looks::Tint
+        } else {
+            Looks::Brightness
+        }
+    }
+
     /// Each of the uint8 `images` at `idx` projected on the `cue`: how much
     /// of it the image carries.
     fn projections(&self, cue: Cue, images: &Tensor, idx: &[usize]) -> Vec<f64> {
+        if cue == Cue::Shift {
+            let p = image_statistics(images, idx).matmul(&self.statistics);
+            return Vec::<f32>::try_from(&p)
+                .expect("float projections")
+                .into_iter()
+                .map(f64::from)
+                .collect();
+        }
         let mut out = Vec::with_capacity(idx.len());
         for chunk in idx.chunks(128) {
             let x = images
                 .index_select(0, &index_tensor(chunk))
                 .to_kind(Kind::Float);
             let p = match cue {
+                Cue::Shift => unreachable!("answered above"),
                 Cue::Colour => {
                     let chroma = &x - x.mean_dim([1i64].as_slice(), true, Kind::Float);
                     (chroma * &self.colour).sum_dim_intlist(
@@ -282,6 +420,7 @@ impl Transforms {
     /// What the cue changes (see `Looks`).
     fn looks(&self, cue: Cue) -> Looks {
         match cue {
+            Cue::Shift => self.shift_looks(),
             Cue::Colour => layout_looks(&self.colour),
             Cue::Edges => Looks::Border,
             Cue::Texture => {
@@ -388,7 +527,7 @@ pub fn global_candidates(
         let (blind_members, blind_others) = pooled.split_at(members.len().min(pooled.len() - 1));
         let control = Transforms::between(e.train, blind_members, blind_others).scaled_to(&cue);
         let base = targets.index_select(0, &index_tensor(&on));
-        for kind in [Cue::Colour, Cue::Edges, Cue::Texture] {
+        for kind in [Cue::Shift, Cue::Colour, Cue::Edges, Cue::Texture] {
             let batch = Tensor::cat(
                 &[
                     cue.apply(kind, &base),

@@ -2,6 +2,15 @@
 //! Asked from the model and its own training images (artefacts included, as
 //! an auditor has them), never from the run's settings or a recorded box.
 //!
+//! The room: `Evidence` (all a detector may look at) and the NAVE-guided
+//! detector here, with its transplant tests; `recurrence` and `template`
+//! (how much a candidate looks like one reproduced object); `global` (cues
+//! with no place: colour, edges, texture); `occlusion` (the baseline);
+//! `verdict` (a score against the fixed threshold, as the audit reports it);
+//! `evaluate` and `splits` (scoring detectors on a zoo, on its pre-registered
+//! split). The loop over a zoo's runs, which loads each run's model and data,
+//! is the audit's (`audit::zoo_bench`): this room never reads a run folder.
+//!
 //! The NAVE-guided detector clusters the model's features over a sample of
 //! training images of every class (set scope, so a cluster is one concept in
 //! every image), then asks of every small, recurring cluster the question a
@@ -34,6 +43,9 @@
 //! The suspect region on each probe is where that recurring object matches
 //! (so it follows the object, not the clustering grid), failing that the
 //! suspect cluster's cells there.
+//!
+//! Where the best global cue (`global`) outscores every local candidate,
+//! the verdict's evidence is that cue: no region, and what it changes.
 //!
 //! The occlusion baseline asks the same question of the square whose
 //! occlusion moves each image's prediction most (a sliding square, no NAVE),

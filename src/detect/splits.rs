@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-/// The split file as registered (zoo v2), and its SHA-256.
+/// The split file as registered (zoo v2), and its SHA-256. (Its header
+/// names this file by its path when it was registered, src/audit/splits.rs:
+/// editing the header would change the checksum.)
 pub const REGISTERED_FILE: &str = "experiments/zoo-splits.yaml";
 pub const REGISTERED_SHA256: &str =
     "1d623d1013c08e73cb494f183823820d222689d8385d649ce8ef23c2e49c5799";
@@ -91,7 +93,7 @@ impl SplitRequest {
             bail!(
                 "not the pre-registered split: {}. Figures tuned on another split are not held-out figures; \
                  run with --exploratory to get them marked as such, or register a new split (commit the \
-                 file and its SHA-256 in src/audit/splits.rs) before tuning on it",
+                 file and its SHA-256 in src/detect/splits.rs) before tuning on it",
                 why_exploratory.join("; ")
             );
         }
