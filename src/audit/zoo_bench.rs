@@ -130,6 +130,7 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
     let (mut nave_rows, mut base_rows) = (Vec::new(), Vec::new());
     let (mut nave_seconds, mut base_seconds) = (0.0, 0.0);
     let mut candidates = Vec::new();
+    let mut steps = detect::StepSeconds::default();
     let bar = crate::ui::progress_bar(folders.len() as u64, "detecting");
     for folder in &folders {
         let run = RunSpec::read(&folder.run_yaml())?;
@@ -178,6 +179,7 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
         let t = Instant::now();
         let d = detect::nave_detect(&evidence, &taps, &spec)?;
         nave_seconds += t.elapsed().as_secs_f64();
+        steps.add(&d.seconds);
         nave_rows.push(row(&d));
         candidates
             .push(json!({"id": run.id, "truth": Truth::of_gap(gap), "candidates": d.candidates, "global_candidates": d.global_candidates}));
@@ -199,6 +201,7 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
         "max_fpr_on_tuning": b.max_fpr,
         "detector": report(&nave_rows, &split, b.max_fpr),
         "detector_seconds_per_run": nave_seconds / folders.len() as f64,
+        "detector_step_seconds_per_run": steps.scaled(1.0 / folders.len() as f64),
         "baseline": if b.baseline { report(&base_rows, &split, b.max_fpr) } else { Value::Null },
         "baseline_seconds_per_run": if b.baseline { json!(base_seconds / folders.len() as f64) } else { Value::Null },
         "seconds": started.elapsed().as_secs_f64(),

@@ -133,6 +133,53 @@ pub struct Detection {
     /// Every class's global cues and their tests (see `global`).
     #[serde(default)]
     pub global_candidates: Vec<global::GlobalCandidate>,
+    /// Where the detector's time went.
+    #[serde(default)]
+    pub seconds: StepSeconds,
+}
+
+/// The detector's seconds per step, for profiling (`bench detect` sums
+/// them; `-v` prints them per run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepSeconds {
+    /// Sampling, features and the set-scope k-means (`SampleClustering`).
+    pub clustering: f64,
+    /// Every local candidate's stereotypy and transplant tests.
+    pub local_candidates: f64,
+    /// The global cues and their tests.
+    pub global_cues: f64,
+    /// The suspect region on each probe.
+    pub suspect_regions: f64,
+}
+
+impl StepSeconds {
+    /// These seconds, printed with `-v`.
+    fn reported(self) -> Self {
+        crate::detail!(
+            "detector: clustering {:.2} s, local candidates {:.2} s, global cues {:.2} s, suspect regions {:.2} s",
+            self.clustering,
+            self.local_candidates,
+            self.global_cues,
+            self.suspect_regions
+        );
+        self
+    }
+
+    pub fn add(&mut self, other: &StepSeconds) {
+        self.clustering += other.clustering;
+        self.local_candidates += other.local_candidates;
+        self.global_cues += other.global_cues;
+        self.suspect_regions += other.suspect_regions;
+    }
+
+    pub fn scaled(&self, by: f64) -> StepSeconds {
+        StepSeconds {
+            clustering: self.clustering * by,
+            local_candidates: self.local_candidates * by,
+            global_cues: self.global_cues * by,
+            suspect_regions: self.suspect_regions * by,
+        }
+    }
 }
 
 /// One (class, cluster) candidate and its transplant test.
@@ -1062,9 +1109,19 @@ pub fn nave_detect(
     spec: &DetectorSpec,
 ) -> anyhow::Result<Detection> {
     let _guard = tch::no_grad_guard();
+    let mut seconds = StepSeconds::default();
+    let mut clock = std::time::Instant::now();
+    let mut lap = || {
+        let s = clock.elapsed().as_secs_f64();
+        clock = std::time::Instant::now();
+        s
+    };
     let sc = SampleClustering::new(e, taps, spec)?;
+    seconds.clustering = lap();
     let (candidates, objects) = score_candidates(e, &sc, spec);
+    seconds.local_candidates = lap();
     let global_candidates = global::global_candidates(e, &sc.images, &sc.class_of, spec.pairs);
+    seconds.global_cues = lap();
     let no_region = vec![None; e.probes.size()[0] as usize];
     // The first of the highest-scoring local candidates, and of the global.
     let best_local = first_best(candidates.iter().map(Candidate::score));
@@ -1087,6 +1144,7 @@ pub fn nave_detect(
             global_cue: Some(g.looks),
             candidates,
             global_candidates,
+            seconds: seconds.reported(),
         });
     }
     let Some((best, _)) = best_local else {
@@ -1101,6 +1159,7 @@ pub fn nave_detect(
             global_cue: None,
             candidates,
             global_candidates,
+            seconds: seconds.reported(),
         });
     };
     let c = &candidates[best];
@@ -1110,6 +1169,7 @@ pub fn nave_detect(
         .position(|name| *name == c.class)
         .expect("a candidate's class is one of the classes");
     let suspect_boxes = suspect_regions(e, taps, &sc, class, c.cluster, objects[best].as_ref())?;
+    seconds.suspect_regions = lap();
     let scored = c.scored_lift();
     Ok(Detection {
         score: c.score(),
@@ -1122,6 +1182,7 @@ pub fn nave_detect(
         global_cue: None,
         candidates,
         global_candidates,
+        seconds: seconds.reported(),
     })
 }
 

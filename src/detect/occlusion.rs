@@ -75,6 +75,7 @@ pub fn occlusion_detect(e: &Evidence, spec: &DetectorSpec) -> anyhow::Result<Det
         candidates: Vec::new(),
         global_cue: None,
         global_candidates: Vec::new(),
+        seconds: StepSeconds::default(),
     })
 }
 
