@@ -146,7 +146,9 @@ fn a_study_killed_at_any_moment_resumes_to_the_uninterrupted_result() {
     let dir = scratch("reliability_kill_train");
     let exp = study(&dir, 96, 4);
     let reference = dir.join("reference");
+    let started = std::time::Instant::now();
     ok(&mut train(&exp, &reference));
+    let uninterrupted = started.elapsed();
     let expected = trained(&reference);
 
     // Named moments (the k-th time a point is reached over both runs' 8
@@ -164,10 +166,12 @@ fn a_study_killed_at_any_moment_resumes_to_the_uninterrupted_result() {
     .iter()
     .map(|p| (p.to_string(), Some(*p), Duration::ZERO))
     .collect();
+    // Random moments: 10-90% of the way through an uninterrupted training on
+    // this machine, so that each kill lands whatever the machine's speed.
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     for _ in 0..4 {
-        let ms = rng.gen_range(300..2500);
-        points.push((format!("{ms} ms"), None, Duration::from_millis(ms)));
+        let delay = uninterrupted.mul_f64(rng.gen_range(0.1..0.9));
+        points.push((format!("{} ms", delay.as_millis()), None, delay));
     }
     for (i, (label, failpoint, delay)) in points.iter().enumerate() {
         let checkpoints = dir.join(format!("killed{i}"));
@@ -178,7 +182,10 @@ fn a_study_killed_at_any_moment_resumes_to_the_uninterrupted_result() {
                 assert_eq!(out.status.signal(), Some(9), "{label}: not killed there");
             }
             None => {
-                kill_after(&mut cmd, *delay);
+                assert!(
+                    kill_after(&mut cmd, *delay),
+                    "{label}: training finished before the kill"
+                );
             }
         }
         ok(&mut train(&exp, &checkpoints));
@@ -204,7 +211,11 @@ fn an_audit_killed_at_any_moment_leaves_the_previous_report_whole() {
     let checkpoints = dir.join("checkpoints");
     ok(&mut train(&exp, &checkpoints));
     let reference = dir.join("reference");
+    let started = std::time::Instant::now();
     ok(&mut audit(&checkpoints, &reference));
+    // The random moment is halfway through an audit on this machine, so the
+    // kill lands whatever the machine's speed.
+    let halfway = started.elapsed() / 2;
     let expected = audited(&reference);
 
     let points: [(&str, Option<&str>); 5] = [
@@ -227,7 +238,10 @@ fn an_audit_killed_at_any_moment_leaves_the_previous_report_whole() {
                 assert_eq!(out.status.signal(), Some(9), "{label}: not killed there");
             }
             None => {
-                kill_after(&mut cmd, Duration::from_millis(1200));
+                assert!(
+                    kill_after(&mut cmd, halfway),
+                    "{label}: the audit finished before half its own time ({halfway:?})"
+                );
             }
         }
         let after = snapshot(&reports);
