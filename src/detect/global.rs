@@ -39,7 +39,7 @@ const MEAN_OVER: usize = 512;
 /// otherwise be blown up from rounding noise.
 const MAX_GAIN: f64 = 4.0;
 
-/// Which of the three transforms.
+/// Which of the four transforms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Cue {
@@ -163,9 +163,10 @@ fn means(images: &Tensor, idx: &[usize]) -> (Tensor, Tensor) {
     )
 }
 
-/// The two transforms that take the `others`' images towards the
-/// `members'`: the mean-image difference, and the spectral gain (log, the
-/// mean brightness's term set to zero).
+/// The four transforms that take the `others`' images towards the
+/// `members'` (see `Cue`): the affine colour map, the colour and the edges
+/// of the mean-image difference, and the spectral gain (log, zero outside
+/// the outer half of the frequencies).
 struct Transforms {
     /// Per channel `[3, 1, 1]`: the log of the gain and the offset (in grey
     /// levels over 255) of the affine map that gives the others' pixels the
@@ -491,7 +492,7 @@ fn separation(pos: &[f64], neg: &[f64]) -> f64 {
     (mp - mn) / ((vp + vn) / 2.0).sqrt().max(1e-9)
 }
 
-/// Every class's three global cues, tested on up to `pairs` of the
+/// Every class's four global cues, tested on up to `pairs` of the
 /// other classes' images in the `targets` sample (uint8 `[B, 3, S, S]`,
 /// each with its class in `target_class`).
 pub fn global_candidates(
