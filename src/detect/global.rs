@@ -596,6 +596,47 @@ mod tests {
     }
 
     #[test]
+    fn the_discriminant_follows_the_direction_that_separates_not_the_one_that_varies() {
+        // Feature 0 varies a lot in both groups and does not tell them apart;
+        // feature 1 varies little and does. The mean difference alone points
+        // mostly along feature 0, Fisher's direction along feature 1.
+        tch::manual_seed(1);
+        let noise = |n| Tensor::randn([n, 2], (Kind::Float, Device::Cpu));
+        let spread = Tensor::from_slice(&[10.0f32, 0.1]);
+        let a = noise(200) * &spread + Tensor::from_slice(&[1.0f32, 0.5]);
+        let b = noise(200) * &spread;
+        let w: Vec<f32> = Vec::try_from(discriminant(&a, &b)).unwrap();
+        assert!(w[1].abs() > 20.0 * w[0].abs(), "{w:?}");
+        assert!(w[1] > 0.0, "{w:?}");
+    }
+
+    #[test]
+    fn a_blended_tint_is_an_affine_map_that_reads_as_tint() {
+        // Grey images; the class's copies blended 20% towards orange.
+        tch::manual_seed(2);
+        let grey = (Tensor::rand([1, 1, 24, 24], (Kind::Float, Device::Cpu)) * 200.0)
+            .expand([16, 3, 24, 24], false)
+            .copy();
+        let tint = Tensor::from_slice(&[255.0f32, 160.0, 40.0]).view([1, 3, 1, 1]);
+        let tinted = &grey * 0.8 + tint * 0.2;
+        let images = Tensor::cat(&[tinted.shallow_clone(), grey.shallow_clone()], 0)
+            .round()
+            .to_kind(Kind::Uint8);
+        let (class, others): (Vec<usize>, Vec<usize>) = ((0..16).collect(), (16..32).collect());
+        let t = Transforms::between(&images, &class, &others);
+        assert_eq!(t.looks(Cue::Shift), Looks::Tint);
+        // Applied to a grey image, the map gives its tinted copy (to rounding).
+        let mapped = t
+            .apply(Cue::Shift, &images.narrow(0, 16, 1))
+            .to_kind(Kind::Float);
+        let diff = (mapped - images.narrow(0, 0, 1).to_kind(Kind::Float))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(diff <= 2.0, "{diff}");
+    }
+
+    #[test]
     fn the_texture_transform_adds_or_removes_fine_detail() {
         // Class 0: noisy images; class 1: smooth ones. The transform towards
         // class 0 adds fine detail (noise), towards class 1 removes it.
