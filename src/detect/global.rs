@@ -58,6 +58,9 @@ pub enum Cue {
     Texture,
 }
 
+/// Every cue, in the order `Transforms::projections` gives them.
+const CUES: [Cue; 4] = [Cue::Shift, Cue::Colour, Cue::Edges, Cue::Texture];
+
 /// The share of the image's side that `Cue::Edges` covers on each side.
 const EDGE_BAND: f64 = 0.1;
 
@@ -138,29 +141,115 @@ impl GlobalCandidate {
     }
 }
 
-/// Float `[3, S, S]` mean image, and float `[3, S, S/2+1]` mean amplitude
-/// spectrum, of the uint8 `images` at `idx`, taken in chunks.
-fn means(images: &Tensor, idx: &[usize]) -> (Tensor, Tensor) {
-    let (mut image, mut spectrum) = (None::<Tensor>, None::<Tensor>);
-    for chunk in idx.chunks(128) {
-        let x = images
+/// The uint8 `images` at `idx` as float `[B, 3, S, S]` chunks: every pass
+/// over a group of training images reads them this way.
+fn float_chunks<'a>(images: &'a Tensor, idx: &'a [usize]) -> impl Iterator<Item = Tensor> + 'a {
+    idx.chunks(128).map(move |chunk| {
+        images
             .index_select(0, &index_tensor(chunk))
-            .to_kind(Kind::Float);
-        let amp = x
-            .fft_rfft2(None::<&[i64]>, [-2i64, -1].as_slice(), "backward")
-            .abs();
-        let (s_img, s_amp) = (
-            x.sum_dim_intlist(0i64, false, Kind::Float),
-            amp.sum_dim_intlist(0i64, false, Kind::Float),
-        );
-        image = Some(image.map_or(s_img.shallow_clone(), |t| t + s_img));
-        spectrum = Some(spectrum.map_or(s_amp.shallow_clone(), |t| t + s_amp));
+            .to_kind(Kind::Float)
+    })
+}
+
+/// The amplitude spectrum `[B, 3, S, S/2+1]` of float images.
+fn amplitude(x: &Tensor) -> Tensor {
+    x.fft_rfft2(None::<&[i64]>, [-2i64, -1].as_slice(), "backward")
+        .abs()
+}
+
+/// Per image: each channel's mean (over 255) and log standard deviation,
+/// `[B, 6]`, of float images.
+fn image_statistics(x: &Tensor) -> Tensor {
+    let x = x.flatten(2, -1);
+    let mean = x.mean_dim([2i64].as_slice(), false, Kind::Float) / 255.0;
+    let spread = (x.std_dim([2i64].as_slice(), false, false) + 1.0).log();
+    Tensor::cat(&[mean, spread], 1)
+}
+
+/// What one pass over a group of training images gathers for the
+/// transforms: sums of the images, of their amplitude spectra and of each
+/// channel's pixels and squares, and each image's statistics.
+struct GroupStats {
+    images: f64,
+    image_sum: Tensor,
+    amplitude_sum: Tensor,
+    pixels: f64,
+    channel_sum: Tensor,
+    channel_square: Tensor,
+    per_image: Tensor,
+}
+
+impl GroupStats {
+    fn of(images: &Tensor, idx: &[usize]) -> Self {
+        let size = images.size();
+        let (h, w) = (size[2], size[3]);
+        let zeros = |shape: &[i64], kind| Tensor::zeros(shape, (kind, Device::Cpu));
+        let mut g = GroupStats {
+            images: idx.len() as f64,
+            image_sum: zeros(&[3, h, w], Kind::Float),
+            amplitude_sum: zeros(&[3, h, w / 2 + 1], Kind::Float),
+            pixels: (idx.len() as i64 * h * w) as f64,
+            channel_sum: zeros(&[3], Kind::Double),
+            channel_square: zeros(&[3], Kind::Double),
+            per_image: zeros(&[0, 6], Kind::Float),
+        };
+        let mut per_image = Vec::new();
+        for x in float_chunks(images, idx) {
+            g.image_sum += x.sum_dim_intlist(0i64, false, Kind::Float);
+            g.amplitude_sum += amplitude(&x).sum_dim_intlist(0i64, false, Kind::Float);
+            let channels = x.to_kind(Kind::Double).transpose(0, 1).flatten(1, -1);
+            g.channel_sum += channels.sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
+            g.channel_square +=
+                channels
+                    .square()
+                    .sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
+            per_image.push(image_statistics(&x));
+        }
+        if !per_image.is_empty() {
+            g.per_image = Tensor::cat(&per_image, 0);
+        }
+        g
     }
-    let n = idx.len().max(1) as f64;
-    (
-        image.expect("at least one image") / n,
-        spectrum.expect("at least one image") / n,
-    )
+
+    /// The groups taken together.
+    fn merged(groups: &[&GroupStats]) -> Self {
+        let sum = |f: fn(&GroupStats) -> &Tensor| {
+            groups
+                .iter()
+                .map(|g| f(g).shallow_clone())
+                .reduce(|a, b| a + b)
+                .expect("at least one group")
+        };
+        GroupStats {
+            images: groups.iter().map(|g| g.images).sum(),
+            image_sum: sum(|g| &g.image_sum),
+            amplitude_sum: sum(|g| &g.amplitude_sum),
+            pixels: groups.iter().map(|g| g.pixels).sum(),
+            channel_sum: sum(|g| &g.channel_sum),
+            channel_square: sum(|g| &g.channel_square),
+            per_image: Tensor::cat(&groups.iter().map(|g| &g.per_image).collect::<Vec<_>>(), 0),
+        }
+    }
+
+    fn mean_image(&self) -> Tensor {
+        &self.image_sum / self.images.max(1.0)
+    }
+
+    fn mean_amplitude(&self) -> Tensor {
+        &self.amplitude_sum / self.images.max(1.0)
+    }
+
+    /// Per channel, over every pixel: the mean and the standard deviation,
+    /// each `[3, 1, 1]`.
+    fn channel_moments(&self) -> (Tensor, Tensor) {
+        let n = self.pixels.max(1.0);
+        let mean = &self.channel_sum / n;
+        let var = (&self.channel_square / n - mean.square()).clamp_min(0.0);
+        (
+            mean.to_kind(Kind::Float).view([3, 1, 1]),
+            var.sqrt().to_kind(Kind::Float).view([3, 1, 1]),
+        )
+    }
 }
 
 /// The four transforms that take the `others`' images towards the
@@ -179,24 +268,6 @@ struct Transforms {
     colour: Tensor,
     edges: Tensor,
     log_gain: Tensor,
-}
-
-/// Per image: each channel's mean (over 255) and log standard deviation,
-/// `[N, 6]`, for the uint8 `images` at `idx`.
-fn image_statistics(images: &Tensor, idx: &[usize]) -> Tensor {
-    let parts: Vec<Tensor> = idx
-        .chunks(128)
-        .map(|chunk| {
-            let x = images
-                .index_select(0, &index_tensor(chunk))
-                .to_kind(Kind::Float)
-                .flatten(2, -1);
-            let mean = x.mean_dim([2i64].as_slice(), false, Kind::Float) / 255.0;
-            let spread = (x.std_dim([2i64].as_slice(), false, false) + 1.0).log();
-            Tensor::cat(&[mean, spread], 1)
-        })
-        .collect();
-    Tensor::cat(&parts, 0)
 }
 
 /// Fisher's discriminant direction `[F]` between the rows of `a` and `b`
@@ -219,34 +290,6 @@ fn discriminant(a: &Tensor, b: &Tensor) -> Tensor {
     Tensor::linalg_solve(&cov, &diff, true)
         .squeeze_dim(1)
         .to_kind(Kind::Float)
-}
-
-/// Per channel, over every pixel of the uint8 `images` at `idx`: the mean
-/// and the standard deviation, each `[3, 1, 1]`.
-fn channel_moments(images: &Tensor, idx: &[usize]) -> (Tensor, Tensor) {
-    let (mut sum, mut square, mut n) = (
-        Tensor::zeros([3], (Kind::Double, Device::Cpu)),
-        Tensor::zeros([3], (Kind::Double, Device::Cpu)),
-        0.0,
-    );
-    for chunk in idx.chunks(128) {
-        let x = images
-            .index_select(0, &index_tensor(chunk))
-            .to_kind(Kind::Double)
-            .transpose(0, 1)
-            .flatten(1, -1);
-        n += x.size()[1] as f64;
-        sum += x.sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
-        square += x
-            .square()
-            .sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
-    }
-    let mean = &sum / n.max(1.0);
-    let var = (square / n.max(1.0) - mean.square()).clamp_min(0.0);
-    (
-        mean.to_kind(Kind::Float).view([3, 1, 1]),
-        var.sqrt().to_kind(Kind::Float).view([3, 1, 1]),
-    )
 }
 
 /// The band along the edges of a `size` image, as a `[1, S, S]` float mask.
@@ -272,27 +315,30 @@ fn high_frequencies(size: i64) -> Tensor {
 }
 
 impl Transforms {
+    /// The transforms between the uint8 `images` at `members` and those at
+    /// `others`.
+    #[cfg(test)]
     fn between(images: &Tensor, members: &[usize], others: &[usize]) -> Self {
-        let (image_m, amp_m) = means(images, members);
-        let (image_o, amp_o) = means(images, others);
+        Self::from_stats(
+            &GroupStats::of(images, members),
+            &GroupStats::of(images, others),
+        )
+    }
+
+    /// The transforms that take the group `o` towards the group `m`.
+    fn from_stats(m: &GroupStats, o: &GroupStats) -> Self {
         let eps = 1e-3;
-        let size = images.size()[2];
-        let log_gain = ((amp_m + eps) / (amp_o + eps))
+        let size = m.image_sum.size()[1];
+        let log_gain = ((m.mean_amplitude() + eps) / (o.mean_amplitude() + eps))
             .log()
             .clamp(-MAX_GAIN.ln(), MAX_GAIN.ln())
             * high_frequencies(size).to_kind(Kind::Float);
-        let ((mean_m, sd_m), (mean_o, sd_o)) = (
-            channel_moments(images, members),
-            channel_moments(images, others),
-        );
+        let ((mean_m, sd_m), (mean_o, sd_o)) = (m.channel_moments(), o.channel_moments());
         let log_contrast = ((sd_m + 1.0) / (sd_o + 1.0)).log();
         let offset = (mean_m - log_contrast.exp() * mean_o) / 255.0;
-        let statistics = discriminant(
-            &image_statistics(images, members),
-            &image_statistics(images, others),
-        );
+        let statistics = discriminant(&m.per_image, &o.per_image);
         // What the affine map leaves of the mean-image difference.
-        let layout = image_m - image_o;
+        let layout = m.mean_image() - o.mean_image();
         let layout = &layout - layout.mean_dim([1i64, 2].as_slice(), true, Kind::Float);
         let grey = layout.mean_dim([0i64].as_slice(), true, Kind::Float);
         Self {
@@ -354,68 +400,36 @@ impl Transforms {
     /// them), else a brightness (or contrast) change.
     fn shift_looks(&self) -> Looks {
         // The map's effect on a mid-grey pixel, per channel.
-        let moved: Vec<f32> = Vec::try_from(
-            (self.log_contrast.exp() * 128.0 + &self.offset * 255.0 - 128.0).flatten(0, -1),
-        )
-        .expect("float channels");
-        let spread = moved.iter().cloned().fold(f32::MIN, f32::max)
-            - moved.iter().cloned().fold(f32::MAX, f32::min);
-        let level = moved.iter().map(|v| v.abs()).sum::<f32>() / 3.0;
-        if spread > 0.3 * level {
-            Looks::Tint
-        } else {
-            Looks::Brightness
-        }
+        tint_or_brightness(&(self.log_contrast.exp() * 128.0 + &self.offset * 255.0 - 128.0))
     }
 
-    /// Each of the uint8 `images` at `idx` projected on the `cue`: how much
-    /// of it the image carries.
-    fn projections(&self, cue: Cue, images: &Tensor, idx: &[usize]) -> Vec<f64> {
-        if cue == Cue::Shift {
-            let p = image_statistics(images, idx).matmul(&self.statistics);
-            return Vec::<f32>::try_from(&p)
+    /// How much each image of a group carries each cue: its projection on
+    /// it, in the order of `CUES`. The shift's comes from the statistics the
+    /// group's pass gathered; the others take one more pass.
+    fn projections(&self, group: &GroupStats, images: &Tensor, idx: &[usize]) -> [Vec<f64>; 4] {
+        let as_f64 = |t: &Tensor| -> Vec<f64> {
+            Vec::<f32>::try_from(t)
                 .expect("float projections")
                 .into_iter()
                 .map(f64::from)
-                .collect();
+                .collect()
+        };
+        let per_image = |t: Tensor| t.sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Float);
+        let (mut colour, mut edges, mut texture) = (Vec::new(), Vec::new(), Vec::new());
+        for x in float_chunks(images, idx) {
+            let chroma = &x - x.mean_dim([1i64].as_slice(), true, Kind::Float);
+            colour.extend(as_f64(&per_image(chroma * &self.colour)));
+            edges.extend(as_f64(&per_image(&x * &self.edges)));
+            texture.extend(as_f64(&per_image(
+                (amplitude(&x) + 1e-3).log() * &self.log_gain,
+            )));
         }
-        let mut out = Vec::with_capacity(idx.len());
-        for chunk in idx.chunks(128) {
-            let x = images
-                .index_select(0, &index_tensor(chunk))
-                .to_kind(Kind::Float);
-            let p = match cue {
-                Cue::Shift => unreachable!("answered above"),
-                Cue::Colour => {
-                    let chroma = &x - x.mean_dim([1i64].as_slice(), true, Kind::Float);
-                    (chroma * &self.colour).sum_dim_intlist(
-                        [1i64, 2, 3].as_slice(),
-                        false,
-                        Kind::Float,
-                    )
-                }
-                Cue::Edges => {
-                    (x * &self.edges).sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Float)
-                }
-                Cue::Texture => {
-                    let amp = x
-                        .fft_rfft2(None::<&[i64]>, [-2i64, -1].as_slice(), "backward")
-                        .abs();
-                    ((amp + 1e-3).log() * &self.log_gain).sum_dim_intlist(
-                        [1i64, 2, 3].as_slice(),
-                        false,
-                        Kind::Float,
-                    )
-                }
-            };
-            out.extend(
-                Vec::<f32>::try_from(&p)
-                    .expect("float projections")
-                    .into_iter()
-                    .map(f64::from),
-            );
-        }
-        out
+        [
+            as_f64(&group.per_image.matmul(&self.statistics)),
+            colour,
+            edges,
+            texture,
+        ]
     }
 
     /// What the cue changes (see `Looks`).
@@ -441,6 +455,20 @@ impl Transforms {
     }
 }
 
+/// A tint when the per-channel changes `moved` (3 values) differ from each
+/// other by more than 30% of their mean size, else a brightness change.
+fn tint_or_brightness(moved: &Tensor) -> Looks {
+    let m: Vec<f32> = Vec::try_from(moved.flatten(0, -1)).expect("float channels");
+    let spread =
+        m.iter().cloned().fold(f32::MIN, f32::max) - m.iter().cloned().fold(f32::MAX, f32::min);
+    let level = m.iter().map(|v| v.abs()).sum::<f32>() / m.len() as f32;
+    if spread > 0.3 * level {
+        Looks::Tint
+    } else {
+        Looks::Brightness
+    }
+}
+
 /// What a mean-image difference `[3, S, S]` changes: mostly one shift
 /// everywhere (a tint, or brightness when the channels agree), mostly the
 /// edges (a border), or fixed places (a pattern).
@@ -450,26 +478,12 @@ fn layout_looks(d: &Tensor) -> Looks {
     let pixels = (d.size()[1] * d.size()[2]) as f64;
     let constant = channel_means.square().sum(Kind::Float).double_value(&[]) * pixels;
     if constant / total >= 0.5 {
-        let m: Vec<f64> = Vec::<f32>::try_from(&channel_means)
-            .expect("float means")
-            .into_iter()
-            .map(f64::from)
-            .collect();
-        let spread =
-            m.iter().cloned().fold(f64::MIN, f64::max) - m.iter().cloned().fold(f64::MAX, f64::min);
-        let level = m.iter().map(|v| v.abs()).sum::<f64>() / m.len() as f64;
-        return if spread > 0.3 * level {
-            Looks::Tint
-        } else {
-            Looks::Brightness
-        };
+        return tint_or_brightness(&channel_means);
     }
-    let size = d.size()[1];
-    let band = (size / 10).max(2);
-    let inner = d
-        .narrow(1, band, size - 2 * band)
-        .narrow(2, band, size - 2 * band);
-    let edge_share = 1.0 - inner.square().sum(Kind::Float).double_value(&[]) / total;
+    let edge_share = (d.square() * edge_band(d.size()[1]))
+        .sum(Kind::Float)
+        .double_value(&[])
+        / total;
     if edge_share >= 0.7 {
         Looks::Border
     } else {
@@ -508,57 +522,69 @@ pub fn global_candidates(
     // image, in a fixed shuffled order.
     let mut pooled: Vec<usize> = groups.iter().flatten().copied().collect();
     pooled.shuffle(&mut ChaCha8Rng::seed_from_u64(0x610b));
+    // One pass over each class's images, and over each half of the
+    // class-blind split.
+    let stats: Vec<GroupStats> = groups.iter().map(|g| GroupStats::of(e.train, g)).collect();
     let mut out = Vec::new();
     for (class, name) in e.class_names.iter().enumerate() {
-        let members = &groups[class];
-        let others: Vec<usize> = groups
-            .iter()
-            .enumerate()
-            .filter(|&(c, _)| c != class)
-            .flat_map(|(_, g)| g.iter().copied())
+        let members = &stats[class];
+        let other_groups: Vec<&GroupStats> = (0..classes)
+            .filter(|&c| c != class)
+            .map(|c| &stats[c])
             .collect();
         let on: Vec<usize> = (0..target_class.len())
             .filter(|&i| target_class[i] != class)
             .take(pairs)
             .collect();
-        if members.is_empty() || others.is_empty() || on.is_empty() {
+        if groups[class].is_empty() || other_groups.iter().all(|g| g.images == 0.0) || on.is_empty()
+        {
             continue;
         }
-        let cue = Transforms::between(e.train, members, &others);
-        let (blind_members, blind_others) = pooled.split_at(members.len().min(pooled.len() - 1));
-        let control = Transforms::between(e.train, blind_members, blind_others).scaled_to(&cue);
+        let others = GroupStats::merged(&other_groups);
+        let cue = Transforms::from_stats(members, &others);
+        let (blind_members, blind_others) =
+            pooled.split_at(groups[class].len().min(pooled.len() - 1));
+        let control = Transforms::from_stats(
+            &GroupStats::of(e.train, blind_members),
+            &GroupStats::of(e.train, blind_others),
+        )
+        .scaled_to(&cue);
+        let other_idx: Vec<usize> = (0..classes)
+            .filter(|&c| c != class)
+            .flat_map(|c| groups[c].iter().copied())
+            .collect();
+        let (pos, neg) = (
+            cue.projections(members, e.train, &groups[class]),
+            cue.projections(&others, e.train, &other_idx),
+        );
         let base = targets.index_select(0, &index_tensor(&on));
-        for kind in [Cue::Shift, Cue::Colour, Cue::Edges, Cue::Texture] {
-            let batch = Tensor::cat(
-                &[
-                    cue.apply(kind, &base),
-                    control.apply(kind, &base),
-                    base.shallow_clone(),
-                ],
-                0,
-            );
-            let p: Vec<f32> =
-                Vec::try_from(probabilities(e.model, &batch, e.device).select(1, class as i64))
-                    .expect("float probabilities");
+        let p_class = |images: &Tensor| -> Vec<f32> {
+            Vec::try_from(probabilities(e.model, images, e.device).select(1, class as i64))
+                .expect("float probabilities")
+        };
+        let before = p_class(&base);
+        let gain = |after: &[f32]| {
+            after
+                .iter()
+                .zip(&before)
+                .map(|(a, b)| (a - b) as f64)
+                .sum::<f64>()
+                / before.len() as f64
+        };
+        for (k, kind) in CUES.into_iter().enumerate() {
             let n = on.len();
-            let gain = |k: usize| {
-                (0..n)
-                    .map(|i| (p[k * n + i] - p[2 * n + i]) as f64)
-                    .sum::<f64>()
-                    / n as f64
-            };
-            let (pos, neg) = (
-                cue.projections(kind, e.train, members),
-                cue.projections(kind, e.train, &others),
-            );
+            let p = p_class(&Tensor::cat(
+                &[cue.apply(kind, &base), control.apply(kind, &base)],
+                0,
+            ));
             out.push(GlobalCandidate {
                 class: name.clone(),
                 cue: kind,
                 looks: cue.looks(kind),
-                lift: gain(0),
-                control: gain(1),
-                auroc: super::evaluate::auroc(&pos, &neg).unwrap_or(0.5),
-                separation: separation(&pos, &neg),
+                lift: gain(&p[..n]),
+                control: gain(&p[n..]),
+                auroc: super::evaluate::auroc(&pos[k], &neg[k]).unwrap_or(0.5),
+                separation: separation(&pos[k], &neg[k]),
             });
         }
     }

@@ -5,7 +5,7 @@
 //! The room: `Evidence` (all a detector may look at) and the NAVE-guided
 //! detector here, with its transplant tests; `recurrence` and `template`
 //! (how much a candidate looks like one reproduced object); `global` (cues
-//! with no place: colour, edges, texture); `occlusion` (the baseline);
+//! with no place: a colour or brightness shift, colour, edges, texture); `occlusion` (the baseline);
 //! `verdict` (a score against the fixed threshold, as the audit reports it);
 //! `evaluate` and `splits` (scoring detectors on a zoo, on its pre-registered
 //! split). The loop over a zoo's runs, which loads each run's model and data,
