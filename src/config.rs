@@ -260,6 +260,11 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
+    /// The run's watermark settings when it trains with one.
+    pub fn watermark(&self) -> Option<&WatermarkSpec> {
+        self.watermark.then_some(&self.watermark_spec)
+    }
+
     /// Runs that differ only by seed share a regime: the id without `-s<seed>`.
     pub fn regime(&self) -> String {
         grid::regime_name(

@@ -3,10 +3,19 @@
 //! `paper/nave.txt`): cluster a frozen network's feature activations and read
 //! the clusters as a segmentation of the image.
 //!
-//! Data flows one way: config -> data -> models -> train -> run folder ->
-//! nave -> detect -> audit -> report. A module never imports one further along: the
-//! audit reads run folders (`run_folder`) and datasets (`data::store`), and
-//! never the training loop.
+//! Modules import in one direction, each only from those before it (checked
+//! by `scripts/structure.py`):
+//!
+//! - leaf utilities: failpoint, signals, ui, io, lock, staging, device, cxx;
+//! - data -> models -> config (the experiment file names datasets, artefacts
+//!   and architectures) -> fetch -> run_folder -> train;
+//! - nave -> localize -> detect -> audit -> report (the audit reads run
+//!   folders and datasets, never the training loop);
+//! - the entry points: slurm, cli, commands.
+//!
+//! Data flows as a user's day does: an experiment's runs are trained into run
+//! folders, NAVE clusters their features, the detector and the audit measure
+//! them, the report shows them.
 pub mod audit;
 pub mod cli;
 pub mod commands;

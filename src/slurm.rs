@@ -7,6 +7,7 @@
 //! (`--signal=TERM@120`) reach it, the step saves what it has and exits 143,
 //! and the task requeues itself to resume. The audit is a job that starts
 //! when the array has ended (`afterany`).
+pub use crate::io::shell_quote as quote;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -115,19 +116,6 @@ pub struct Submission {
     pub runs: Vec<String>,
     pub logs: PathBuf,
     pub submitted_unix: u64,
-}
-
-/// A word for the shell, single-quoted.
-pub fn quote(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
-    {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
 }
 
 /// A value for an `#SBATCH` line, as sbatch reads it: sbatch knows no

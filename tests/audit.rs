@@ -703,11 +703,19 @@ fn the_verdict_reads_the_images_not_the_settings() {
     let spec = RunSpec::read(&run.join("run.yaml")).unwrap();
     // As the model saw them: the training images with the artefact stamped.
     let mut store = nave_lab::data::store::DataStore::default();
-    let loaded = store.get(&spec).unwrap();
+    let loaded = store
+        .get(&spec.dataset.source(), spec.dataset.image_size)
+        .unwrap();
     let artefact =
         nave_lab::data::watermark::Artefact::new(&spec.watermark_spec, spec.dataset.image_size)
             .unwrap();
-    let seen = nave_lab::data::store::training_images(&spec, &artefact, &loaded.train).unwrap();
+    let seen = nave_lab::data::store::training_images(
+        spec.watermark(),
+        spec.seed,
+        &artefact,
+        &loaded.train,
+    )
+    .unwrap();
     let files = dir.join("files");
     let classes = loaded.train.class_names.clone();
     write_split(&files.join("train"), &seen, &loaded.train.labels, &classes);

@@ -296,7 +296,9 @@ fn blind_score_matches(folder: &Path, audited: &serde_json::Value) {
     use nave_lab::detect::verdict;
     let spec = RunSpec::read(&folder.join("run.yaml")).unwrap();
     let mut store = nave_lab::data::store::DataStore::default();
-    let data = store.get(&spec).unwrap();
+    let data = store
+        .get(&spec.dataset.source(), spec.dataset.image_size)
+        .unwrap();
     let size = data.test.image_size();
     let device = tch::Device::Cpu;
     let mut model = nave_lab::models::Model::new(
@@ -310,7 +312,8 @@ fn blind_score_matches(folder: &Path, audited: &serde_json::Value) {
     // The images as the model trained on them: the data an auditor holds.
     let artefact = Artefact::new(&spec.watermark_spec, size).unwrap();
     let train_images =
-        nave_lab::data::store::training_images(&spec, &artefact, &data.train).unwrap();
+        nave_lab::data::store::training_images(spec.watermark(), spec.seed, &artefact, &data.train)
+            .unwrap();
     let v = verdict::judge(
         &model,
         &train_images,

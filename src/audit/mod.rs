@@ -91,7 +91,7 @@ fn audit_run(run: &RunInputs, run_dir: &Path, device: Device) -> anyhow::Result<
     }
     // The blind verdict: from the model and the images it trained on, as it
     // saw them (artefacts included), never from the boxes measured above.
-    let train_images = training_images(spec, run.artefact, run.train)?;
+    let train_images = training_images(spec.watermark(), spec.seed, run.artefact, run.train)?;
     let verdict = verdict::judge(
         &model,
         &train_images,
@@ -267,7 +267,9 @@ impl Plan {
         let experiment = specs[0].0.experiment.clone();
         let mut store = DataStore::default();
         let first = specs[0].0.clone();
-        let first_test = &store.get(&first)?.test;
+        let first_test = &store
+            .get(&first.dataset.source(), first.dataset.image_size)?
+            .test;
         let settings = settings_for(&first.audit, &first, overrides, &first_test.class_names)?;
         let first_probes = choose_probes(first_test, &settings.classes, settings.probes)?;
         Ok(Self {
@@ -293,7 +295,9 @@ impl Plan {
         let (spec, folder, weights_sha256) = &self.specs[i];
         // Runs may differ in dataset (real and synthetic families of one zoo)
         // and in artefact: each is probed on its own test split with its own artefact.
-        let loaded = self.store.get(spec)?;
+        let loaded = self
+            .store
+            .get(&spec.dataset.source(), spec.dataset.image_size)?;
         let (train, test) = (&loaded.train, &loaded.test);
         let probe_indices = choose_probes(test, &self.settings.classes, self.settings.probes)
             .with_context(|| format!("choosing the probes of {}", spec.id))?;
@@ -429,7 +433,9 @@ pub fn audit(
         let members: Vec<&RunResult> = results.iter().filter(|r| &r.regime == regime).collect();
         regimes.push(RegimeResult::of(regime, &members));
     }
-    let first_test = &store.get(&first)?.test;
+    let first_test = &store
+        .get(&first.dataset.source(), first.dataset.image_size)?
+        .test;
     let report = AuditReport {
         schema: 1,
         experiment: experiment.clone(),

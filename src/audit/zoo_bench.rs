@@ -134,7 +134,7 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
     let bar = crate::ui::progress_bar(folders.len() as u64, "detecting");
     for folder in &folders {
         let run = RunSpec::read(&folder.run_yaml())?;
-        let loaded = store.get(&run)?;
+        let loaded = store.get(&run.dataset.source(), run.dataset.image_size)?;
         let (train, test) = (&loaded.train, &loaded.test);
         let size = test.image_size();
         let settings = settings_for(
@@ -148,7 +148,7 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
         let artefact = Artefact::new(&run.watermark_spec, size)?;
         let probe_set = ProbeSet::new(choose_probes(test, &settings.classes, b.probes)?, &artefact);
         let (_, marked) = probe_set.images(test, &artefact);
-        let train_images = training_images(&run, &artefact, train)?;
+        let train_images = training_images(run.watermark(), run.seed, &artefact, train)?;
         let grid = {
             let one = crate::data::loader::normalize_u8(&marked.narrow(0, 0, 1).to_device(device));
             let f = crate::nave::extract::features(&model, &one, &taps, None, 1)?;

@@ -5,9 +5,8 @@ use std::collections::HashMap;
 use anyhow::{bail, Context};
 use tch::Tensor;
 
-use super::watermark::{Artefact, Variant};
-use super::{cache::Cache, Split, SplitData};
-use crate::config::RunSpec;
+use super::watermark::{Artefact, Variant, WatermarkSpec};
+use super::{cache::Cache, DatasetSource, Split, SplitData};
 
 /// The train and test splits of a dataset at one image size, loaded once per process.
 pub struct LoadedData {
@@ -41,19 +40,18 @@ pub struct DataStore {
 }
 
 impl DataStore {
-    pub fn get(&mut self, spec: &RunSpec) -> anyhow::Result<&LoadedData> {
-        let key = format!("{:?}/{}", spec.dataset, spec.dataset.image_size);
+    /// The splits of `source` at `size` px.
+    pub fn get(&mut self, source: &DatasetSource, size: i64) -> anyhow::Result<&LoadedData> {
+        let key = format!("{source:?}/{size}");
         if !self.loaded.contains_key(&key) {
-            let source = spec.dataset.source();
             let cache = Cache::default_location();
-            let size = spec.dataset.image_size;
             let train = source
                 .load(Split::Train, size, cache.as_ref())
                 .context("loading the train split")?;
             let test = source
                 .load(Split::Test, size, cache.as_ref())
                 .context("loading the test split")?;
-            ensure_every_class_trains(&train, spec)?;
+            ensure_every_class_trains(&train, source)?;
             if train.class_names != test.class_names {
                 bail!(
                     "the train classes {:?} differ from the test classes {:?}",
@@ -85,37 +83,32 @@ impl DataStore {
     }
 }
 
-/// The training images as the run trains on them: stamped with its artefact
-/// (watermark runs), before any augmentation.
+/// The training images as a run of seed `seed` trains on them: stamped
+/// with its artefact when it has a watermark (`RunSpec::watermark`), before
+/// any augmentation.
 pub fn training_images(
-    spec: &RunSpec,
+    watermark: Option<&WatermarkSpec>,
+    seed: u64,
     artefact: &Artefact,
     train: &SplitData,
 ) -> anyhow::Result<Tensor> {
-    if !spec.watermark {
+    let Some(watermark) = watermark else {
         return Ok(train.images.shallow_clone());
-    }
-    let target = spec
-        .watermark_spec
+    };
+    let target = watermark
         .target_index(&train.class_names)
         .map_err(anyhow::Error::msg)?;
-    let boxes = artefact.plan(
-        spec.seed,
-        Split::Train,
-        &train.labels,
-        target,
-        Variant::AsTrain,
-    );
+    let boxes = artefact.plan(seed, Split::Train, &train.labels, target, Variant::AsTrain);
     Ok(artefact.stamp(&train.images, &boxes))
 }
 
 /// An error, naming the dataset and the likely cause, when the train split
 /// is empty or lacks a class: such a run would train nothing (or never see a
 /// class) and still be marked complete.
-fn ensure_every_class_trains(train: &SplitData, spec: &RunSpec) -> anyhow::Result<()> {
-    let source = match &spec.dataset.root {
-        Some(root) => format!("{} at {}", spec.dataset.kind.as_str(), root.display()),
-        None => spec.dataset.kind.as_str().to_string(),
+fn ensure_every_class_trains(train: &SplitData, source: &DatasetSource) -> anyhow::Result<()> {
+    let source = match &source.root {
+        Some(root) => format!("{} at {}", source.kind.as_str(), root.display()),
+        None => source.kind.as_str().to_string(),
     };
     let hint = if train.skipped.is_empty() {
         "check the dataset (synthetic.train, the class folders)".to_string()

@@ -117,7 +117,7 @@ pub fn fetch_dataset(
             return Err(e.context(format!(
                 "{} matches its checksum but does not unpack; remove it (rm {}) to download it again",
                 got.path.display(),
-                crate::slurm::quote(&got.path.display().to_string())
+                crate::io::shell_quote(&got.path.display().to_string())
             )));
         }
         // Nothing vouches for an unpinned archive: one that does not unpack

@@ -92,7 +92,7 @@ pub fn train_run(
 
     // The watermark is part of the training data: stamped on the raw images, before augmentation.
     let artefact = Artefact::new(&spec.watermark_spec, spec.dataset.image_size)?;
-    let train_images = training_images(spec, &artefact, &data.train)?;
+    let train_images = training_images(spec.watermark(), spec.seed, &artefact, &data.train)?;
     let test_sets: Vec<(Variant, Tensor)> = Variant::ALL
         .iter()
         .map(|&v| Ok((v, test_variant(spec, &artefact, &data.test, v)?)))
@@ -244,7 +244,7 @@ fn log_epoch(spec: &RunSpec, m: &EpochMetrics) {
 /// before any run folder is written.
 pub fn check_runs(runs: &[RunSpec], store: &mut DataStore) -> anyhow::Result<()> {
     for spec in runs {
-        let data = store.get(spec)?;
+        let data = store.get(&spec.dataset.source(), spec.dataset.image_size)?;
         spec.watermark_spec
             .target_index(&data.train.class_names)
             .map_err(anyhow::Error::msg)
@@ -370,7 +370,7 @@ pub fn train_runs(
             spec.id,
             placement.describe(spec)
         );
-        let data = store.get(spec)?;
+        let data = store.get(&spec.dataset.source(), spec.dataset.image_size)?;
         let _ = std::fs::remove_file(folder.failed());
         if let Err(e) = train_run(spec, &folder, data, placement) {
             // For `status` (a scheduler's task log may be far away); a run
