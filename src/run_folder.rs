@@ -82,6 +82,11 @@ impl RunFolder {
     pub fn run_yaml(&self) -> PathBuf {
         self.dir.join("run.yaml")
     }
+    /// The run's settings, read from run.yaml (names checked as an
+    /// experiment's are).
+    pub fn spec(&self) -> anyhow::Result<RunSpec> {
+        RunSpec::read(&self.run_yaml())
+    }
     pub fn model(&self) -> PathBuf {
         self.dir.join("model.safetensors")
     }
@@ -339,7 +344,30 @@ impl RunFolder {
         text
     }
 
-    /// Metrics lines of the epochs already done.
+    /// The figures of the first `epochs` epochs (fewer when metrics.jsonl
+    /// is shorter; a line that does not parse is left out). Every reader of
+    /// metrics.jsonl goes through here.
+    pub fn epoch_metrics(&self, epochs: usize) -> Vec<EpochMetrics> {
+        self.read_metrics(epochs)
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// The last epoch's figures in metrics.jsonl.
+    pub fn last_epoch(&self) -> Option<EpochMetrics> {
+        self.epoch_metrics(usize::MAX).pop()
+    }
+
+    /// Whether another process holds this folder's lock (training in it,
+    /// auditing it). Probing takes the lock for an instant when it is free.
+    pub fn is_held_elsewhere(&self) -> bool {
+        self.lock_file().is_file()
+            && matches!(Lock::try_acquire(&self.lock_file()), Ok(None))
+    }
+
+    /// Metrics lines of the epochs already done, as written (resume hashes
+    /// them).
     pub fn read_metrics(&self, epochs_done: usize) -> Vec<String> {
         std::fs::read_to_string(self.metrics())
             .map(|t| {

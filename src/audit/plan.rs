@@ -192,7 +192,7 @@ pub(super) fn finished_runs(dir: &Path) -> anyhow::Result<(Vec<FinishedRun>, Vec
     let (mut finished, mut unfinished) = (Vec::new(), Vec::new());
     let mut seen: std::collections::BTreeMap<String, std::path::PathBuf> = Default::default();
     for f in folders {
-        let spec = RunSpec::read(&f.run_yaml())?;
+        let spec = f.spec()?;
         if let Some(first) = seen.insert(spec.id.clone(), f.dir.clone()) {
             bail!(
                 "{} and {} are both run {}: audit one of them (move the copy out of {})",

@@ -9,7 +9,7 @@ use super::plan::AuditSettings;
 use crate::data::watermark::WmBox;
 use crate::detect::verdict;
 use crate::nave::score;
-use crate::run_folder::{EpochMetrics, RunFolder};
+use crate::run_folder::RunFolder;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunResult {
@@ -350,10 +350,10 @@ pub struct AuditReport {
 /// The run's last test accuracies per variant and its shortcut gap (clean -
 /// flipped; NaN when metrics.jsonl lacks them).
 pub(crate) fn final_accuracy(folder: &RunFolder) -> (BTreeMap<String, f64>, f64) {
-    let metrics: Option<EpochMetrics> = std::fs::read_to_string(folder.metrics())
-        .ok()
-        .and_then(|t| t.lines().last().and_then(|l| serde_json::from_str(l).ok()));
-    let accuracy = metrics.map(|m| m.test_accuracy).unwrap_or_default();
+    let accuracy = folder
+        .last_epoch()
+        .map(|m| m.test_accuracy)
+        .unwrap_or_default();
     let gap = accuracy
         .get("clean")
         .zip(accuracy.get("flipped"))

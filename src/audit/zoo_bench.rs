@@ -13,7 +13,6 @@ use super::{
     choose_probes, final_accuracy, load_model, settings_for, taps_for, AuditOverrides, ProbeSet,
     Truth,
 };
-use crate::config::RunSpec;
 use crate::data::store::{training_images, DataStore};
 use crate::data::watermark::{Artefact, WmBox};
 use crate::detect::evaluate::{threshold_for_fpr, Figures, Scored};
@@ -109,7 +108,7 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
         .into_iter()
         .filter(|f| f.is_complete())
         .filter(|f| {
-            RunSpec::read(&f.run_yaml()).is_ok_and(|r| {
+            f.spec().is_ok_and(|r| {
                 (b.families.is_empty()
                     || r.variant.as_ref().is_some_and(|v| b.families.contains(v)))
                     && (b.seeds.is_empty() || b.seeds.contains(&r.seed))
@@ -117,7 +116,7 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
         })
         .collect();
     anyhow::ensure!(!folders.is_empty(), "{}: no finished run", b.dir.display());
-    let experiment = RunSpec::read(&folders[0].run_yaml())?.experiment;
+    let experiment = folders[0].spec()?.experiment;
     let split = b.split.resolve(&experiment)?;
     if split.exploratory {
         crate::warn!(
@@ -133,7 +132,7 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
     let mut steps = detect::StepSeconds::default();
     let bar = crate::ui::progress_bar(folders.len() as u64, "detecting");
     for folder in &folders {
-        let run = RunSpec::read(&folder.run_yaml())?;
+        let run = folder.spec()?;
         let loaded = store.get(&run.dataset.source(), run.dataset.image_size)?;
         let (train, test) = (&loaded.train, &loaded.test);
         let size = test.image_size();

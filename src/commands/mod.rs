@@ -4,7 +4,6 @@ use anyhow::Context;
 use tch::Device;
 
 use crate::cli::ModelSource;
-use crate::config::RunSpec;
 use crate::models::{self, Arch, Model};
 use crate::run_folder::RunFolder;
 pub mod audit;
@@ -26,7 +25,7 @@ pub fn load_model(
     match (&source.run, &source.weights, source.arch) {
         (Some(dir), _, _) => {
             let folder = RunFolder::new(dir);
-            let spec = RunSpec::read(&folder.run_yaml())?;
+            let spec = folder.spec()?;
             anyhow::ensure!(
                 folder.model().is_file(),
                 "{}: no model.safetensors (is the run finished?)",

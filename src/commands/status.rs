@@ -51,7 +51,7 @@ fn study_runs(dir: &Path) -> anyhow::Result<Vec<RunSpec>> {
     );
     folders
         .iter()
-        .map(|f| RunSpec::read(&f.run_yaml()))
+        .map(|f| f.spec())
         .collect()
 }
 
@@ -68,20 +68,14 @@ fn run_status(
         .flatten()
         .map(|s| s.epochs_done)
         .unwrap_or(0);
-    let lines = folder.read_metrics(usize::MAX);
+    let epochs = folder.epoch_metrics(usize::MAX);
     let epochs_done = if folder.is_complete() {
-        lines.len()
+        epochs.len()
     } else {
         state_json
     };
-    let last: Option<serde_json::Value> = lines
-        .get(epochs_done.wrapping_sub(1))
-        .and_then(|l| serde_json::from_str(l).ok());
-    let held = folder.lock_file().is_file()
-        && crate::lock::Lock::try_acquire(&folder.lock_file())
-            .ok()
-            .flatten()
-            .is_none();
+    let last = epochs.get(epochs_done.wrapping_sub(1));
+    let held = folder.is_held_elsewhere();
     let task = submission.map(|s| format!("{}_{index}", s.train_job));
     let log = submission.map(|s| s.logs.join(format!("train-{}_{index}.log", s.train_job)));
     let in_queue = queued.get(&Some(index)).map(String::as_str);
@@ -115,10 +109,8 @@ fn run_status(
         state: state.to_string(),
         epochs_done,
         epochs: spec.train.epochs,
-        train_loss: last.as_ref().and_then(|m| m["train_loss"].as_f64()),
-        test_accuracy_clean: last
-            .as_ref()
-            .and_then(|m| m["test_accuracy"]["clean"].as_f64()),
+        train_loss: last.map(|m| m.train_loss),
+        test_accuracy_clean: last.and_then(|m| m.test_accuracy.get("clean").copied()),
         reason,
         slurm_task: task,
         log: log.filter(|_| show_log),

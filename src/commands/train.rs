@@ -14,8 +14,7 @@ pub fn run(args: TrainArgs, device: DeviceRequest) -> anyhow::Result<()> {
         let width = runs.iter().map(|r| r.id.len()).max().unwrap_or(0).max(28);
         for (i, (r, values)) in experiment.points().iter().enumerate() {
             let folder = RunFolder::new(args.checkpoints.join(&r.experiment).join(&r.id));
-            let held = folder.lock_file().is_file()
-                && crate::lock::Lock::try_acquire(&folder.lock_file())?.is_none();
+            let held = folder.is_held_elsewhere();
             let status = if folder.is_complete() {
                 "complete"
             } else if held {

@@ -91,7 +91,7 @@ fn missing_from_audit(audit: &AuditReport, shown_as: &str) -> Vec<String> {
     let mut expected: BTreeSet<String> = audit.runs.iter().map(|r| r.regime.clone()).collect();
     if let Some(dir) = &audit.checkpoints {
         for folder in crate::run_folder::find_runs(dir).unwrap_or_default() {
-            if let Ok(spec) = RunSpec::read(&folder.run_yaml()) {
+            if let Ok(spec) = folder.spec() {
                 expected.insert(spec.regime());
             }
         }

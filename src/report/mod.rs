@@ -47,19 +47,12 @@ impl RunFiles {
         let folder = run.run_dir.as_ref().map(RunFolder::new);
         let metrics = folder
             .as_ref()
-            .and_then(|f| std::fs::read_to_string(f.metrics()).ok())
-            .map(|t| {
-                t.lines()
-                    .filter_map(|l| serde_json::from_str(l).ok())
-                    .collect()
-            })
+            .map(|f| f.epoch_metrics(usize::MAX))
             .unwrap_or_default();
         let run_yaml = folder
             .as_ref()
             .and_then(|f| std::fs::read_to_string(f.run_yaml()).ok());
-        let spec = run_yaml
-            .as_deref()
-            .and_then(|t| yaml_serde::from_str::<RunSpec>(t).ok());
+        let spec = folder.as_ref().and_then(|f| f.spec().ok());
         Self {
             folder,
             metrics,
