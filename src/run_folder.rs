@@ -362,8 +362,7 @@ impl RunFolder {
     /// Whether another process holds this folder's lock (training in it,
     /// auditing it). Probing takes the lock for an instant when it is free.
     pub fn is_held_elsewhere(&self) -> bool {
-        self.lock_file().is_file()
-            && matches!(Lock::try_acquire(&self.lock_file()), Ok(None))
+        self.lock_file().is_file() && matches!(Lock::try_acquire(&self.lock_file()), Ok(None))
     }
 
     /// Metrics lines of the epochs already done, as written (resume hashes

@@ -546,8 +546,9 @@ fn author_protocol_agrees_with_a_python_statement_of_the_authors_code() {
     )
     .unwrap();
     assert!(model.dilate_last_stage());
-    let img = nave_lab::localize::open_image(&voc.join("VOCdevkit/VOC2007/JPEGImages/000001.jpg"))
-        .unwrap();
+    let img =
+        nave_lab::data::image_file::open_rgb(&voc.join("VOCdevkit/VOC2007/JPEGImages/000001.jpg"))
+            .unwrap();
     let x = nave_lab::localize::prepare(&img, 16);
     let ours = tch::no_grad(|| {
         model

@@ -49,10 +49,7 @@ fn study_runs(dir: &Path) -> anyhow::Result<Vec<RunSpec>> {
         "{}: neither an experiment.yaml nor run folders; is it checkpoints/<experiment>/?",
         dir.display()
     );
-    folders
-        .iter()
-        .map(|f| f.spec())
-        .collect()
+    folders.iter().map(|f| f.spec()).collect()
 }
 
 fn run_status(

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use image::{imageops::FilterType, ImageDecoder, ImageReader};
 use rayon::prelude::*;
 use tch::Tensor;
 
@@ -91,23 +90,6 @@ pub fn list_split(root: &Path, split: Split) -> Result<SplitListing, DataError> 
     Ok((classes, files))
 }
 
-/// Decodes one file to RGB and resizes it to `size` x `size`.
-fn decode(path: &Path, size: u32) -> Result<image::RgbImage, String> {
-    let img = ImageReader::open(path)
-        .map_err(|e| e.to_string())?
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?
-        .decode()
-        .map_err(|e| e.to_string())?;
-    // Grayscale is replicated to 3 channels here, once.
-    let rgb = img.to_rgb8();
-    Ok(if rgb.dimensions() == (size, size) {
-        rgb
-    } else {
-        image::imageops::resize(&rgb, size, size, FilterType::Triangle)
-    })
-}
-
 pub fn load(
     root: &Path,
     split: Split,
@@ -121,7 +103,7 @@ pub fn load(
     let decoded: Vec<Result<image::RgbImage, String>> = files
         .par_iter()
         .map(|(path, _)| {
-            let r = decode(path, size);
+            let r = super::image_file::decode_rgb_square(path, size);
             bar.inc(1);
             r
         })
@@ -182,14 +164,9 @@ pub fn stats(root: &Path) -> Result<Vec<SplitStats>, DataError> {
         let headers: Vec<Result<String, String>> = files
             .par_iter()
             .map(|(path, _)| {
-                let reader = ImageReader::open(path)
-                    .map_err(|e| e.to_string())?
-                    .with_guessed_format()
-                    .map_err(|e| e.to_string())?;
                 // Header only: sizes and colour modes without decoding the pixels.
-                let decoder = reader.into_decoder().map_err(|e| e.to_string())?;
-                let (w, h) = decoder.dimensions();
-                Ok(format!("{w}x{h} {:?}", decoder.color_type()))
+                let (w, h, mode) = super::image_file::header(path)?;
+                Ok(format!("{w}x{h} {mode}"))
             })
             .collect();
         let mut counts = vec![0; class_names.len()];

@@ -6,6 +6,7 @@
 //! augmentation, normalisation) works on that tensor.
 pub mod cache;
 pub mod folder;
+pub mod image_file;
 pub mod loader;
 pub mod show;
 pub mod stl10;

@@ -241,15 +241,6 @@ struct Line<'a> {
     inner_iou: Option<f64>,
 }
 
-/// Decodes an image by its content, not its extension (datasets carry PNGs
-/// named `.jpg`), as RGB.
-pub fn open_image(path: &Path) -> anyhow::Result<RgbImage> {
-    Ok(image::ImageReader::open(path)?
-        .with_guessed_format()?
-        .decode()?
-        .to_rgb8())
-}
-
 pub struct Summary {
     /// (source, K, strategy) -> (found, evaluated)
     pub scores: BTreeMap<(String, usize, Strategy), (usize, usize)>,
@@ -328,7 +319,7 @@ pub fn evaluate(
     let started = Instant::now();
     let mut unreadable = Vec::new();
     for (n, item) in items.iter().enumerate() {
-        let img = match open_image(&item.image) {
+        let img = match crate::data::image_file::open_rgb(&item.image) {
             Ok(i) => i,
             Err(e) => {
                 crate::warn!("cannot read {}: {e:#}; skipped", item.image.display());

@@ -6,8 +6,6 @@
 //! training.
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-use image::{imageops::FilterType, RgbImage};
 use tch::{Device, Tensor};
 
 use crate::config::ClusterMethod;
@@ -30,22 +28,6 @@ pub struct Explanation {
     pub written: Vec<PathBuf>,
 }
 
-/// Reads an image file as the model sees it: RGB, `size` x `size`.
-pub fn read_image(path: &Path, size: i64) -> anyhow::Result<RgbImage> {
-    let img = image::ImageReader::open(path)
-        .with_context(|| format!("opening {}", path.display()))?
-        .with_guessed_format()?
-        .decode()
-        .with_context(|| format!("cannot decode image {}", path.display()))?
-        .to_rgb8();
-    Ok(image::imageops::resize(
-        &img,
-        size as u32,
-        size as u32,
-        FilterType::Triangle,
-    ))
-}
-
 /// Explains `image` with `model`; writes `<out>` (overlay), `<stem>_avg.png`,
 /// `<stem>_labels.png` (cluster index per grid cell) and `<stem>_labels_up.png`
 /// (upsampled to the image), and the feature matrix when `save_features` is set.
@@ -60,7 +42,7 @@ pub fn explain(
     for t in &s.taps {
         model.tap_index(t)?;
     }
-    let img = read_image(image_path, s.image_size)?;
+    let img = crate::data::image_file::open_rgb_square(image_path, s.image_size as u32)?;
     let size = s.image_size;
     // [1, 3, S, S] uint8 -> normalised
     let x = Tensor::from_slice(img.as_raw())

@@ -1,0 +1,83 @@
+//! The one image decoder: every image file nave-lab reads (a dataset's
+//! folders, `explain`'s input, a localisation benchmark's pictures) is
+//! decoded here, by its content rather than its extension (datasets carry
+//! PNGs named `.jpg`), as RGB (grey replicated to three channels, alpha
+//! dropped), under the `image` crate's default allocation limit (512 MiB), so
+//! that a hostile header cannot ask for more.
+use std::path::Path;
+
+use image::{imageops::FilterType, ImageDecoder, ImageReader, RgbImage};
+
+/// The file as RGB, or why it does not decode (without its path: callers
+/// name the file in their own words).
+pub fn decode_rgb(path: &Path) -> Result<RgbImage, String> {
+    let image = ImageReader::open(path)
+        .map_err(|e| e.to_string())?
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?
+        .decode()
+        .map_err(|e| e.to_string())?;
+    Ok(image.to_rgb8())
+}
+
+/// The file as RGB, resized to `size` x `size` (bilinear, as the datasets
+/// are read) unless it is that size already.
+pub fn decode_rgb_square(path: &Path, size: u32) -> Result<RgbImage, String> {
+    let rgb = decode_rgb(path)?;
+    Ok(if rgb.dimensions() == (size, size) {
+        rgb
+    } else {
+        image::imageops::resize(&rgb, size, size, FilterType::Triangle)
+    })
+}
+
+/// The file's width, height and colour mode (`Rgb8`, `L8` ...) from its
+/// header, without decoding the pixels; or why it cannot be read.
+pub fn header(path: &Path) -> Result<(u32, u32, String), String> {
+    let decoder = ImageReader::open(path)
+        .map_err(|e| e.to_string())?
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?
+        .into_decoder()
+        .map_err(|e| e.to_string())?;
+    let (w, h) = decoder.dimensions();
+    Ok((w, h, format!("{:?}", decoder.color_type())))
+}
+
+/// [`decode_rgb`] with an error that names the file.
+pub fn open_rgb(path: &Path) -> anyhow::Result<RgbImage> {
+    decode_rgb(path).map_err(|why| anyhow::anyhow!("cannot decode image {}: {why}", path.display()))
+}
+
+/// [`decode_rgb_square`] with an error that names the file.
+pub fn open_rgb_square(path: &Path, size: u32) -> anyhow::Result<RgbImage> {
+    decode_rgb_square(path, size)
+        .map_err(|why| anyhow::anyhow!("cannot decode image {}: {why}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grey_png_named_jpg_decodes_as_rgb_and_garbage_is_named() {
+        let dir = std::env::temp_dir().join(format!("nave-image-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let grey = image::GrayImage::from_fn(6, 4, |x, _| image::Luma([(x * 40) as u8]));
+        let path = dir.join("grey.jpg");
+        grey.save_with_format(&path, image::ImageFormat::Png)
+            .unwrap();
+        let rgb = open_rgb(&path).unwrap();
+        assert_eq!(rgb.dimensions(), (6, 4));
+        assert_eq!(rgb.get_pixel(2, 1).0, [80, 80, 80]);
+        let square = open_rgb_square(&path, 8).unwrap();
+        assert_eq!(square.dimensions(), (8, 8));
+
+        let junk = dir.join("junk.png");
+        std::fs::write(&junk, b"not an image").unwrap();
+        let err = open_rgb(&junk).unwrap_err().to_string();
+        assert!(err.contains("junk.png"), "{err}");
+        assert!(decode_rgb(&junk).unwrap_err().len() > 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
