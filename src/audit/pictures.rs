@@ -103,7 +103,7 @@ impl ProbePictures {
 pub(super) fn load_averages(
     run_dir: &Path,
     pictured: usize,
-) -> Result<Vec<(RgbImage, RgbImage)>, image::ImageError> {
+) -> Result<Vec<(RgbImage, RgbImage)>, String> {
     let load = |p: usize, tag: &str| {
         let over_repeats = run_dir.join(format!("p{p:03}_{tag}_avg_repeats.png"));
         let path = if over_repeats.is_file() {
@@ -111,7 +111,7 @@ pub(super) fn load_averages(
         } else {
             run_dir.join(format!("p{p:03}_{tag}_avg.png"))
         };
-        image::open(path).map(|i| i.to_rgb8())
+        crate::data::image_file::decode_rgb(&path)
     };
     (0..pictured)
         .map(|p| Ok((load(p, "clean")?, load(p, "wm")?)))

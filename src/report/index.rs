@@ -404,10 +404,8 @@ fn thumb(report_dir: &Path, rel: &str) -> Option<String> {
     let name = format!("thumbs/{}", rel.replace('/', "_"));
     let dst = report_dir.join(&name);
     if !dst.is_file() {
-        let img =
-            image::open(&src)
-                .ok()?
-                .resize(THUMB, THUMB, image::imageops::FilterType::Triangle);
+        let img = image::DynamicImage::ImageRgb8(crate::data::image_file::decode_rgb(&src).ok()?)
+            .resize(THUMB, THUMB, image::imageops::FilterType::Triangle);
         std::fs::create_dir_all(dst.parent()?).ok()?;
         crate::io::write_png(&img.to_rgb8(), &dst).ok()?;
     }
