@@ -811,54 +811,12 @@ fn small_segments(
 
 /// Pixel box of the largest 4-connected group of `mask`'s cells.
 fn largest_component_box(mask: &[bool], h: usize, w: usize, size: usize) -> Option<WmBox> {
-    cells_box(&largest_component(mask, h, w)?, h, w, size)
-}
-
-/// The largest 4-connected group of `mask`'s cells, as a mask.
-fn largest_component(mask: &[bool], h: usize, w: usize) -> Option<Vec<bool>> {
-    let mut seen = vec![false; h * w];
-    let mut best: Vec<usize> = Vec::new();
-    for start in 0..h * w {
-        if !mask[start] || seen[start] {
-            continue;
-        }
-        let mut stack = vec![start];
-        let mut group = Vec::new();
-        seen[start] = true;
-        while let Some(i) = stack.pop() {
-            group.push(i);
-            let (y, x) = (i / w, i % w);
-            let mut visit = |j: usize| {
-                if mask[j] && !seen[j] {
-                    seen[j] = true;
-                    stack.push(j);
-                }
-            };
-            if y > 0 {
-                visit(i - w);
-            }
-            if y + 1 < h {
-                visit(i + w);
-            }
-            if x > 0 {
-                visit(i - 1);
-            }
-            if x + 1 < w {
-                visit(i + 1);
-            }
-        }
-        if group.len() > best.len() {
-            best = group;
-        }
-    }
-    if best.is_empty() {
-        return None;
-    }
-    let mut cells = vec![false; h * w];
-    for i in best {
-        cells[i] = true;
-    }
-    Some(cells)
+    cells_box(
+        &crate::nave::components::largest_region(mask, h, w)?,
+        h,
+        w,
+        size,
+    )
 }
 
 /// Pixel bounding box of a set of grid cells, mapped to the image as NAVE

@@ -8,55 +8,7 @@ use crate::nave::score::median;
 
 pub type BBox = [f64; 4];
 
-/// One 4-connected component of a label map: its pixels as (y, x).
-#[derive(Debug, Clone)]
-pub struct Component {
-    pub label: i64,
-    pub pixels: Vec<(usize, usize)>,
-}
-
-/// Splits every label of an `h x w` map into 4-connected components and drops
-/// those with fewer than `min_size` pixels.
-pub fn components(labels: &[i64], h: usize, w: usize, min_size: usize) -> Vec<Component> {
-    let mut seen = vec![false; h * w];
-    let mut out = Vec::new();
-    let mut stack = Vec::new();
-    for start in 0..h * w {
-        if seen[start] {
-            continue;
-        }
-        let label = labels[start];
-        seen[start] = true;
-        stack.push(start);
-        let mut pixels = Vec::new();
-        while let Some(i) = stack.pop() {
-            let (y, x) = (i / w, i % w);
-            pixels.push((y, x));
-            let mut visit = |j: usize| {
-                if !seen[j] && labels[j] == label {
-                    seen[j] = true;
-                    stack.push(j);
-                }
-            };
-            if x > 0 {
-                visit(i - 1);
-            }
-            if x + 1 < w {
-                visit(i + 1);
-            }
-            if y > 0 {
-                visit(i - w);
-            }
-            if y + 1 < h {
-                visit(i + w);
-            }
-        }
-        if pixels.len() >= min_size {
-            out.push(Component { label, pixels });
-        }
-    }
-    out
-}
+pub use crate::nave::components::{components, Component};
 
 /// Algorithm 2: min and max of the component's pixel coordinates.
 pub fn outer_box(c: &Component) -> BBox {
@@ -96,19 +48,6 @@ pub fn iou(a: &BBox, b: &BBox) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn components_are_four_connected_and_small_ones_dropped() {
-        // 0 0 1
-        // 1 0 1
-        // 1 1 0   -> label 0: {(0,0),(0,1),(1,1)} and {(2,2)}; label 1: {(0,2),(1,2)}, {(1,0),(2,0),(2,1)}
-        let labels = [0, 0, 1, 1, 0, 1, 1, 1, 0];
-        let cs = components(&labels, 3, 3, 1);
-        let mut sizes: Vec<(i64, usize)> = cs.iter().map(|c| (c.label, c.pixels.len())).collect();
-        sizes.sort();
-        assert_eq!(sizes, vec![(0, 1), (0, 3), (1, 2), (1, 3)]);
-        assert_eq!(components(&labels, 3, 3, 3).len(), 2);
-    }
 
     #[test]
     fn outer_and_inner_boxes_of_a_non_convex_component() {

@@ -2,6 +2,7 @@
 //! the authors' code where DESIGN.md says so): cluster the frozen network's
 //! activations at chosen taps and read the clusters as a segmentation.
 pub mod colour;
+pub mod components;
 pub mod explain;
 pub mod extract;
 pub mod kmeans;
