@@ -30,19 +30,41 @@ use serde::Serialize;
 use tch::{Device, Tensor};
 
 use crate::config::ClusterMethod;
-use crate::models::Model;
+use crate::models::{Arch, Model};
 use crate::nave::{self, colour, extract};
 use boxes::{components, inner_box, iou, outer_box, BBox};
 use dataset::Item;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+/// The box a paper-protocol column scores (`--strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Strategy {
     Inner,
     Outer,
-    /// The authors' protocol: the inner box selects, the outer box scores.
-    #[value(skip)]
+}
+
+/// What one CorLoc column measures: the authors' selection (on the padded
+/// map, the inner box selects and the outer box scores), or one of the
+/// paper's strategies on the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Column {
     Author,
+    Paper(Strategy),
+}
+
+impl Column {
+    pub fn name(self) -> &'static str {
+        match self {
+            Column::Author => "author",
+            Column::Paper(Strategy::Inner) => "inner",
+            Column::Paper(Strategy::Outer) => "outer",
+        }
+    }
+}
+
+impl Serialize for Column {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -54,6 +76,25 @@ pub enum Protocol {
     Paper,
 }
 
+/// What a user chooses; [`Settings::for_protocol`] fills in the rest from
+/// the protocol.
+pub struct Choices {
+    pub protocol: Protocol,
+    /// Default: the architecture's taps.
+    pub taps: Option<Vec<String>>,
+    pub ks: Vec<usize>,
+    pub method: ClusterMethod,
+    /// Default: 10 for the author protocol, 1 for the paper's.
+    pub n_init: Option<usize>,
+    /// Paper protocol only (default inner and outer).
+    pub strategies: Option<Vec<Strategy>>,
+    /// Paper protocol only (default 784 pixels).
+    pub min_size: Option<usize>,
+    pub slic: bool,
+    pub seed: u64,
+    pub examples: usize,
+}
+
 pub struct Settings {
     pub protocol: Protocol,
     pub taps: Vec<String>,
@@ -61,16 +102,81 @@ pub struct Settings {
     pub method: ClusterMethod,
     /// k-means runs per map, the lowest inertia kept (scikit-learn's n_init).
     pub n_init: usize,
-    /// The paper protocol's strategies; the author protocol has one, its own.
-    pub strategies: Vec<Strategy>,
+    /// The CorLoc columns: the author protocol has one, its own.
+    pub columns: Vec<Column>,
     /// Paper protocol: components smaller than this many pixels are dropped.
     pub min_size: usize,
     /// Images are zero-padded (right, bottom) to a multiple of this.
     pub pad_multiple: i64,
+    /// Whether the model's last stage was dilated (the author protocol's ResNet50).
+    pub dilated: bool,
     pub slic: bool,
     pub seed: u64,
     /// Images drawn with their chosen boxes.
     pub examples: usize,
+}
+
+impl Settings {
+    /// The protocol's settings for `model`. The authors' code dilates a
+    /// ResNet50's last stage and pads every image to 16; the paper's reading
+    /// keeps torchvision's ResNet (stride 32). `model` is dilated here when
+    /// the protocol asks for it.
+    pub fn for_protocol(c: Choices, model: &mut Model, arch: Arch) -> anyhow::Result<Self> {
+        let (columns, min_size) = match c.protocol {
+            Protocol::Author => {
+                anyhow::ensure!(
+                    c.strategies.is_none() && c.min_size.is_none(),
+                    "--strategy and --min-size belong to --protocol paper; the author protocol selects with the inner box, scores the outer box and keeps components of more than {} pixels",
+                    author::MIN_PIXELS
+                );
+                (vec![Column::Author], author::MIN_PIXELS)
+            }
+            Protocol::Paper => (
+                c.strategies
+                    .unwrap_or_else(|| vec![Strategy::Inner, Strategy::Outer])
+                    .into_iter()
+                    .map(Column::Paper)
+                    .collect(),
+                c.min_size.unwrap_or(author::MIN_PIXELS),
+            ),
+        };
+        anyhow::ensure!(
+            !c.ks.is_empty() && c.ks.iter().all(|&k| k >= 1),
+            "-k needs positive numbers of clusters"
+        );
+        let taps = c.taps.unwrap_or_else(|| arch.default_taps());
+        for t in &taps {
+            model.tap_index(t)?;
+        }
+        let dilated = c.protocol == Protocol::Author && model.dilate_last_stage();
+        let pad_multiple = match arch {
+            Arch::VitS16 | Arch::VitS14 | Arch::VitB16 | Arch::VitB14 => {
+                arch.patch_size().expect("a ViT")
+            }
+            // The deepest stage's stride: 16 dilated, 32 as torchvision builds it.
+            Arch::Resnet18 | Arch::Resnet50 if dilated => 16,
+            Arch::Resnet18 | Arch::Resnet50 => 32,
+        };
+        Ok(Self {
+            protocol: c.protocol,
+            taps,
+            ks: c.ks,
+            method: c.method,
+            // The authors ran scikit-learn's KMeans with its defaults of the
+            // time: the best of 10 k-means++ starts.
+            n_init: c.n_init.unwrap_or(match c.protocol {
+                Protocol::Author => 10,
+                Protocol::Paper => 1,
+            }),
+            columns,
+            min_size,
+            pad_multiple,
+            dilated,
+            slic: c.slic,
+            seed: c.seed,
+            examples: c.examples,
+        })
+    }
 }
 
 /// One selection: the best component of one segmentation for one strategy.
@@ -114,7 +220,7 @@ impl Selection {
 }
 
 /// Best component box of a label map (`h x w`, image resolution) against the
-/// ground truth; `Strategy::Author` hands the map to the authors' selection.
+/// ground truth, as the paper's appendix reads.
 pub fn select(
     labels: &[i64],
     h: usize,
@@ -123,14 +229,11 @@ pub fn select(
     strategy: Strategy,
     min_size: usize,
 ) -> Selection {
-    if strategy == Strategy::Author {
-        return Selection::author(labels, h, w, gt);
-    }
     let mut best = Selection::miss();
     for c in components(labels, h, w, min_size) {
         let b = match strategy {
             Strategy::Inner => inner_box(&c, h, w),
-            Strategy::Outer | Strategy::Author => outer_box(&c),
+            Strategy::Outer => outer_box(&c),
         };
         let score = gt.iter().map(|g| iou(&b, g)).fold(0.0, f64::max);
         if best.r#box.is_none() || score > best.iou {
@@ -146,9 +249,10 @@ pub fn select(
     best
 }
 
-/// AP@50 (CorLoc) in percent: the share of images whose selection is found.
-pub fn corloc(selections: &[Selection]) -> f64 {
-    100.0 * selections.iter().filter(|s| s.found).count() as f64 / selections.len().max(1) as f64
+/// AP@50 (CorLoc) in percent: the share of `images` whose selection is
+/// `found`. The one place it is computed.
+pub fn corloc(found: usize, images: usize) -> f64 {
+    100.0 * found as f64 / images.max(1) as f64
 }
 
 /// The image as NAVE sees it here: ImageNet-normalised, no resize, zero-padded
@@ -230,7 +334,7 @@ struct Line<'a> {
     image: &'a str,
     source: &'a str,
     k: usize,
-    strategy: Strategy,
+    strategy: Column,
     iou: f64,
     found: bool,
     r#box: Option<BBox>,
@@ -242,26 +346,49 @@ struct Line<'a> {
 }
 
 pub struct Summary {
-    /// (source, K, strategy) -> (found, evaluated)
-    pub scores: BTreeMap<(String, usize, Strategy), (usize, usize)>,
+    /// (source, K, column) -> (found, evaluated)
+    pub scores: BTreeMap<(String, usize, Column), (usize, usize)>,
     pub images: usize,
     pub skipped: Vec<String>,
     pub seconds_per_image: f64,
 }
 
 impl Summary {
-    pub fn percent(&self, key: &(String, usize, Strategy)) -> f64 {
+    /// CorLoc of one source, K and column; NaN when not evaluated.
+    pub fn percent(&self, key: &(String, usize, Column)) -> f64 {
         self.scores
             .get(key)
-            .map(|&(f, n)| 100.0 * f as f64 / n.max(1) as f64)
+            .map(|&(f, n)| corloc(f, n))
             .unwrap_or(f64::NAN)
+    }
+}
+
+impl Summary {
+    /// The CorLoc table as the CLI prints it: a row per source and K, a
+    /// column per [`Column`].
+    pub fn table(&self, s: &Settings) -> String {
+        let mut out = format!("{:<14} {:>4}  ", "segments", "K");
+        for c in &s.columns {
+            out += &format!("{:>7}", c.name());
+        }
+        let sources: std::collections::BTreeSet<&String> =
+            self.scores.keys().map(|k| &k.0).collect();
+        for src in sources {
+            for &k in &s.ks {
+                out += &format!("\n{src:<14} {k:>4}  ");
+                for &c in &s.columns {
+                    out += &format!("{:>7.1}", self.percent(&(src.clone(), k, c)));
+                }
+            }
+        }
+        out
     }
 }
 
 fn draw_example(
     img: &RgbImage,
     gt: &[BBox],
-    chosen: &[(Strategy, Option<BBox>)],
+    chosen: &[(Column, Option<BBox>)],
     path: &Path,
 ) -> anyhow::Result<()> {
     let mut canvas = img.clone();
@@ -285,7 +412,7 @@ fn draw_example(
             rect(
                 &mut canvas,
                 b,
-                if *strategy == Strategy::Inner {
+                if *strategy == Column::Paper(Strategy::Inner) {
                     [40, 90, 255]
                 } else {
                     [230, 30, 30]
@@ -308,12 +435,9 @@ pub fn evaluate(
     std::fs::create_dir_all(out.join("examples"))
         .with_context(|| format!("creating {}", out.display()))?;
     let lines_path = out.join("per_image.jsonl");
-    let tmp_lines = crate::io::temp_path(&lines_path);
-    let mut lines = std::io::BufWriter::new(
-        std::fs::File::create(&tmp_lines)
-            .with_context(|| format!("creating {}", tmp_lines.display()))?,
-    );
-    let mut scores: BTreeMap<(String, usize, Strategy), (usize, usize)> = BTreeMap::new();
+    // Written whole at the end, through io's temp-and-rename (with fsync).
+    let mut lines: Vec<u8> = Vec::new();
+    let mut scores: BTreeMap<(String, usize, Column), (usize, usize)> = BTreeMap::new();
     let source = format!("nave-{}", format!("{:?}", s.method).to_lowercase());
     let bar = crate::ui::progress_bar(items.len() as u64, "localizing");
     let started = Instant::now();
@@ -342,14 +466,15 @@ pub fn evaluate(
         }
         let mut chosen_first = Vec::new();
         for (src, k, map) in &maps {
-            for &strategy in &s.strategies {
+            for &strategy in &s.columns {
                 // The authors' code works on the padded map; the paper's
                 // reading on the image.
-                let sel = if strategy == Strategy::Author {
-                    Selection::author(&map.labels, map.h, map.w, &item.boxes)
-                } else {
-                    let image_part = map.crop(h, w);
-                    select(&image_part.labels, h, w, &item.boxes, strategy, s.min_size)
+                let sel = match strategy {
+                    Column::Author => Selection::author(&map.labels, map.h, map.w, &item.boxes),
+                    Column::Paper(box_kind) => {
+                        let image_part = map.crop(h, w);
+                        select(&image_part.labels, h, w, &item.boxes, box_kind, s.min_size)
+                    }
                 };
                 let e = scores.entry((src.clone(), *k, strategy)).or_default();
                 e.0 += sel.found as usize;
@@ -387,21 +512,18 @@ pub fn evaluate(
             )?;
         }
         bar.inc(1);
-        let key = (source.clone(), s.ks[0], s.strategies[0]);
+        let key = (source.clone(), s.ks[0], s.columns[0]);
         if let Some(&(f, t)) = scores.get(&key) {
             bar.set_prefix(format!(
-                "{source} K={} {:?}: {:.1}%",
+                "{source} K={} {}: {:.1}%",
                 s.ks[0],
-                s.strategies[0],
-                100.0 * f as f64 / t as f64
+                s.columns[0].name(),
+                corloc(f, t)
             ));
         }
     }
     bar.finish_and_clear();
-    lines.flush()?;
-    drop(lines);
-    std::fs::rename(&tmp_lines, &lines_path)
-        .with_context(|| format!("moving {} into place", lines_path.display()))?;
+    crate::io::write_atomic(&lines_path, &lines)?;
     let evaluated = items.len() - unreadable.len();
     let summary = Summary {
         scores,
@@ -414,7 +536,7 @@ pub fn evaluate(
         "skipped": summary.skipped,
         "seconds_per_image": summary.seconds_per_image,
         "protocol": s.protocol, "n_init": s.n_init, "taps": s.taps, "method": format!("{:?}", s.method).to_lowercase(), "min_size": s.min_size, "pad_multiple": s.pad_multiple,
-        "scores": summary.scores.iter().map(|((src, k, st), (f, n))| serde_json::json!({"source": src, "k": k, "strategy": st, "found": f, "images": n, "percent": 100.0 * *f as f64 / (*n).max(1) as f64})).collect::<Vec<_>>(),
+        "scores": summary.scores.iter().map(|((src, k, st), (f, n))| serde_json::json!({"source": src, "k": k, "strategy": st, "found": f, "images": n, "percent": corloc(*f, *n)})).collect::<Vec<_>>(),
     });
     crate::io::write_atomic(
         &out.join("summary.json"),
@@ -456,9 +578,11 @@ mod tests {
         let far = [[0.0, 0.0, 3.0, 3.0]];
         let miss = select(&labels, h, w, &far, Strategy::Outer, 500);
         assert!(!miss.found && miss.iou < 0.5);
-        assert_eq!(corloc(&[sel.clone(), sel.clone()]), 100.0);
-        assert_eq!(corloc(&[miss.clone(), miss.clone()]), 0.0);
-        assert_eq!(corloc(&[sel, miss]), 50.0);
+        let found = |sels: &[&Selection]| sels.iter().filter(|s| s.found).count();
+        assert_eq!(corloc(found(&[&sel, &sel]), 2), 100.0);
+        assert_eq!(corloc(found(&[&miss, &miss]), 2), 0.0);
+        assert_eq!(corloc(found(&[&sel, &miss]), 2), 50.0);
+        assert_eq!(corloc(0, 0), 0.0);
     }
 
     #[test]
