@@ -573,6 +573,24 @@ pub struct LocalizeArgs {
     pub out: Option<std::path::PathBuf>,
 }
 
+impl LocalizeArgs {
+    /// What the user chose, for `localize::Settings::for_protocol`.
+    pub fn choices(&self) -> crate::localize::Choices {
+        crate::localize::Choices {
+            protocol: self.protocol,
+            taps: self.taps.clone(),
+            ks: self.k.clone(),
+            method: self.method,
+            n_init: self.n_init,
+            strategies: self.strategy.clone(),
+            min_size: self.min_size,
+            slic: self.slic,
+            seed: self.seed,
+            examples: self.examples,
+        }
+    }
+}
+
 /// Parses a count that must be at least 1 (a number of clusters, probes,
 /// images...): 0 is refused here, naming the value, rather than failing later.
 fn at_least_one(text: &str) -> Result<usize, String> {

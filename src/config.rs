@@ -392,6 +392,51 @@ impl Experiment {
     pub fn points(&self) -> &[(RunSpec, Vec<String>)] {
         &self.points
     }
+
+    /// The runs a command asked for: the one with id `run`, the one at grid
+    /// position `index`, or all; an error naming the file and the choices
+    /// when there is no such run.
+    pub fn select(&self, run: Option<&str>, index: Option<usize>) -> anyhow::Result<Vec<RunSpec>> {
+        let mut runs = self.runs();
+        if let Some(id) = run {
+            let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
+            runs.retain(|r| r.id == id);
+            if runs.is_empty() {
+                bail!(
+                    "{}: no run '{id}'; the runs are {}",
+                    self.source_path.display(),
+                    ids.join(", ")
+                );
+            }
+        }
+        if let Some(i) = index {
+            if i >= runs.len() {
+                bail!(
+                    "{}: --index {i} is out of range; the grid has {} runs (0..{})",
+                    self.source_path.display(),
+                    runs.len(),
+                    runs.len()
+                );
+            }
+            runs = vec![runs.swap_remove(i)];
+        }
+        Ok(runs)
+    }
+
+    /// Keeps the experiment file beside its runs
+    /// (`<checkpoints>/<name>/experiment.yaml`), with the `--set` overrides
+    /// noted, for the report.
+    pub fn write_copy(&self, checkpoints: &Path, overrides: &[String]) -> anyhow::Result<()> {
+        let dir = checkpoints.join(self.name());
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+        let mut text = format!("# {}\n", self.source_path.display());
+        for o in overrides {
+            text += &format!("# --set {o}\n");
+        }
+        text += &self.source_text;
+        crate::io::write_atomic(&dir.join("experiment.yaml"), text.as_bytes())
+    }
 }
 
 /// One run's resolved sections: the experiment file with the grid point's

@@ -295,6 +295,14 @@ pub fn read_npy_f32(path: &Path) -> anyhow::Result<(Vec<usize>, Vec<f32>)> {
     Ok((shape, data))
 }
 
+/// Seconds since the Unix epoch (0 on a clock set before it).
+pub fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// A word for the shell, single-quoted where it needs to be: what a message
 /// prints for a user to paste, and what a Slurm script runs.
 pub fn shell_quote(word: &str) -> String {

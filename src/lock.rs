@@ -111,10 +111,7 @@ fn open(path: &Path) -> anyhow::Result<File> {
 }
 
 fn note_holder(mut file: File, path: &Path) -> Lock {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let since = crate::io::unix_seconds();
     // Written to the file the lock lives in (`lock_file`), which `file` is.
     let note = format!(
         "pid {} on {}, since unix time {since}",

@@ -65,6 +65,19 @@ pub struct ResumeState {
     pub metrics: Option<FileDigest>,
 }
 
+/// Where a run stands, as its folder shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// `COMPLETE` is there.
+    Complete,
+    /// Another process holds the folder.
+    Held,
+    /// Started (run.yaml written), not finished, not held.
+    Unfinished,
+    /// Nothing written yet.
+    New,
+}
+
 /// What `COMPLETE` records: the final files' sizes and hashes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Completion {
@@ -357,6 +370,19 @@ impl RunFolder {
     /// The last epoch's figures in metrics.jsonl.
     pub fn last_epoch(&self) -> Option<EpochMetrics> {
         self.epoch_metrics(usize::MAX).pop()
+    }
+
+    /// Where the run stands.
+    pub fn stage(&self) -> Stage {
+        if self.is_complete() {
+            Stage::Complete
+        } else if self.is_held_elsewhere() {
+            Stage::Held
+        } else if self.run_yaml().is_file() {
+            Stage::Unfinished
+        } else {
+            Stage::New
+        }
     }
 
     /// Whether another process holds this folder's lock (training in it,

@@ -270,40 +270,50 @@ srun {audit} --run \"${{runs[$SLURM_ARRAY_TASK_ID]}}\"
     ))
 }
 
-/// A batch script and where it goes.
-pub struct Script<'a> {
-    pub path: &'a Path,
-    pub text: &'a str,
+/// Two batch scripts, the second to start once the first has ended (the
+/// training array and its audit; the audit array and its merge).
+pub struct JobPair {
+    pub first: PathBuf,
+    pub first_text: String,
+    pub then: PathBuf,
+    pub then_text: String,
+    /// Where the jobs write their logs (created before submitting).
+    pub logs: PathBuf,
 }
 
-/// `--dry-run`: prints a job's script and the script of the job that follows
-/// it, and the sbatch lines that would submit them.
-pub fn print_dry_run(first: &Script, then: &Script) {
-    println!("# {}\n{}", first.path.display(), first.text);
-    println!("# {}\n{}", then.path.display(), then.text);
-    println!(
-        "sbatch --parsable {}",
-        quote(&first.path.display().to_string())
-    );
-    println!(
-        "sbatch --parsable --dependency=afterany:<the first job's id> {}",
-        quote(&then.path.display().to_string())
-    );
-}
-
-/// Writes both scripts (and the logs folder), submits the first and then the
-/// second to start once the first has ended; returns their job ids.
-pub fn write_and_submit(
-    first: &Script,
-    then: &Script,
-    logs: &Path,
-) -> anyhow::Result<(String, String)> {
-    std::fs::create_dir_all(logs).with_context(|| format!("creating {}", logs.display()))?;
-    crate::io::write_atomic(first.path, first.text.as_bytes())?;
-    crate::io::write_atomic(then.path, then.text.as_bytes())?;
-    let first_job = submit(first.path, None)?;
-    let then_job = submit(then.path, Some(&first_job))?;
-    Ok((first_job, then_job))
+impl JobPair {
+    /// With `dry_run`, prints both scripts and the sbatch lines that would
+    /// submit them, and returns None. Otherwise checks that sbatch is there,
+    /// runs `before` (what must hold before anything is written), writes
+    /// both scripts and submits them: their job ids.
+    pub fn submit(
+        &self,
+        dry_run: bool,
+        before: impl FnOnce() -> anyhow::Result<()>,
+    ) -> anyhow::Result<Option<(String, String)>> {
+        if dry_run {
+            println!("# {}\n{}", self.first.display(), self.first_text);
+            println!("# {}\n{}", self.then.display(), self.then_text);
+            println!(
+                "sbatch --parsable {}",
+                quote(&self.first.display().to_string())
+            );
+            println!(
+                "sbatch --parsable --dependency=afterany:<the first job's id> {}",
+                quote(&self.then.display().to_string())
+            );
+            return Ok(None);
+        }
+        find_tool("sbatch")?;
+        before()?;
+        std::fs::create_dir_all(&self.logs)
+            .with_context(|| format!("creating {}", self.logs.display()))?;
+        crate::io::write_atomic(&self.first, self.first_text.as_bytes())?;
+        crate::io::write_atomic(&self.then, self.then_text.as_bytes())?;
+        let first_job = submit(&self.first, None)?;
+        let then_job = submit(&self.then, Some(&first_job))?;
+        Ok(Some((first_job, then_job)))
+    }
 }
 
 /// An absolute form of `path` for scripts that run elsewhere (relative to

@@ -447,10 +447,7 @@ pub fn audit(
             .map(|r| r.probe_boxes.clone())
             .unwrap_or_default(),
         device: crate::device::device_name(device),
-        created_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        created_unix: crate::io::unix_seconds(),
         settings: Some(settings),
         probes: first_probes,
         by_watermark: WatermarkComparison::of(&results),

@@ -118,28 +118,16 @@ fn submit_to_slurm(a: &AuditArgs, device: DeviceRequest) -> anyhow::Result<()> {
     merge.extend(["--grid-probes".to_string(), a.grid_probes.to_string()]);
     let workdir = std::env::current_dir()?;
     let o = &a.slurm;
-    let runs_script = slurm::audit_runs_script(o, &experiment, &ids, &logs, &workdir, &part)?;
-    let merge_script = slurm::audit_script(o, &experiment, &logs, &workdir, &merge)?;
-    let (runs_path, merge_path) = (
-        slurm_dir.join("audit-runs.sbatch"),
-        slurm_dir.join("audit.sbatch"),
-    );
-    let (first, then) = (
-        slurm::Script {
-            path: &runs_path,
-            text: &runs_script,
-        },
-        slurm::Script {
-            path: &merge_path,
-            text: &merge_script,
-        },
-    );
-    if o.dry_run {
-        slurm::print_dry_run(&first, &then);
+    let jobs = slurm::JobPair {
+        first: slurm_dir.join("audit-runs.sbatch"),
+        first_text: slurm::audit_runs_script(o, &experiment, &ids, &logs, &workdir, &part)?,
+        then: slurm_dir.join("audit.sbatch"),
+        then_text: slurm::audit_script(o, &experiment, &logs, &workdir, &merge)?,
+        logs: logs.clone(),
+    };
+    let Some((runs_job, merge_job)) = jobs.submit(o.dry_run, || Ok(()))? else {
         return Ok(());
-    }
-    slurm::find_tool("sbatch")?;
-    let (runs_job, merge_job) = slurm::write_and_submit(&first, &then, &logs)?;
+    };
     let record = serde_json::json!({ "runs_job": runs_job, "merge_job": merge_job, "runs": ids });
     crate::io::write_atomic(
         &slurm_dir.join("audit-jobs.json"),

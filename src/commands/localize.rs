@@ -1,25 +1,13 @@
 use tch::Device;
 
 use crate::cli::LocalizeArgs;
-use crate::localize::{self, dataset, Choices, Settings};
+use crate::localize::{self, dataset, Settings};
 
 pub fn run(a: LocalizeArgs, device: Device) -> anyhow::Result<()> {
     // Images are not resized: the size only lays out ViT position embeddings,
     // which are interpolated to each image's patch grid.
     let (mut model, arch, _) = super::load_model(&a.model, None, device)?;
-    let choices = Choices {
-        protocol: a.protocol,
-        taps: a.taps,
-        ks: a.k,
-        method: a.method,
-        n_init: a.n_init,
-        strategies: a.strategy,
-        min_size: a.min_size,
-        slic: a.slic,
-        seed: a.seed,
-        examples: a.examples,
-    };
-    let settings = Settings::for_protocol(choices, &mut model, arch)?;
+    let settings = Settings::for_protocol(a.choices(), &mut model, arch)?;
     let loaded = dataset::load(a.dataset, &a.root, a.no_hard)?;
     let mut items = loaded.items;
     if let Some(n) = a.limit {

@@ -1,55 +1,19 @@
 use anyhow::{bail, Context};
 
 use crate::cli::TrainArgs;
-use crate::config::Experiment;
+use crate::config::{Experiment, RunSpec};
 use crate::data::store::DataStore;
 use crate::device::DeviceRequest;
-use crate::run_folder::RunFolder;
-use crate::train::{self, RunOutcome};
+use crate::run_folder::{RunFolder, Stage};
+use crate::train::{self, WhenHeld};
 
 pub fn run(args: TrainArgs, device: DeviceRequest) -> anyhow::Result<()> {
     let experiment = Experiment::load(&args.experiment, &args.overrides)?;
-    let mut runs = experiment.runs();
     if args.list {
-        let width = runs.iter().map(|r| r.id.len()).max().unwrap_or(0).max(28);
-        for (i, (r, values)) in experiment.points().iter().enumerate() {
-            let folder = RunFolder::new(args.checkpoints.join(&r.experiment).join(&r.id));
-            let held = folder.is_held_elsewhere();
-            let status = if folder.is_complete() {
-                "complete"
-            } else if held {
-                "training"
-            } else if folder.run_yaml().is_file() {
-                "unfinished"
-            } else {
-                "new"
-            };
-            println!("{i:>3}  {:<width$} {status:<10} {}", r.id, values.join(" "));
-        }
+        list(&experiment, &args);
         return Ok(());
     }
-    if let Some(id) = &args.run {
-        let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
-        runs.retain(|r| &r.id == id);
-        if runs.is_empty() {
-            bail!(
-                "{}: no run '{id}'; the runs are {}",
-                args.experiment.display(),
-                ids.join(", ")
-            );
-        }
-    }
-    if let Some(i) = args.index {
-        if i >= runs.len() {
-            bail!(
-                "{}: --index {i} is out of range; the grid has {} runs (0..{})",
-                args.experiment.display(),
-                runs.len(),
-                runs.len()
-            );
-        }
-        runs = vec![runs.swap_remove(i)];
-    }
+    let mut runs = experiment.select(args.run.as_deref(), args.index)?;
     if args.slurm.slurm {
         return submit_to_slurm(&experiment, &runs, &args, device);
     }
@@ -60,133 +24,70 @@ pub fn run(args: TrainArgs, device: DeviceRequest) -> anyhow::Result<()> {
         device: device.resolve()?,
         memory_format: args.memory_format,
     };
-    record_named_inits(&mut runs)?;
-    // Every existing run is checked against the experiment before anything
-    // is written: a changed experiment is refused with its files untouched.
-    for spec in &runs {
-        let folder = RunFolder::new(args.checkpoints.join(&spec.experiment).join(&spec.id));
-        if folder.run_yaml().is_file() {
-            folder.check_settings(spec)?;
-        }
-    }
-    // The data too: a missing or empty dataset is an error before anything is written.
+    train::record_named_inits(&mut runs)?;
+    // Every existing run is checked against the experiment, and the data
+    // loaded, before anything is written: a changed experiment or a missing
+    // dataset is refused with the files untouched.
+    train::check_existing_settings(&runs, &args.checkpoints)?;
     let mut store = DataStore::default();
     train::check_runs(&runs, &mut store)?;
-    write_experiment_copy(&experiment, &args)?;
+    experiment.write_copy(&args.checkpoints, &args.overrides)?;
     crate::signals::catch_termination();
-    let outcomes = train::train_runs(
-        &runs,
-        &args.checkpoints,
-        &mut store,
-        placement,
-        if args.worker {
-            train::WhenHeld::PassOver
-        } else if let Some(limit) = args.wait {
-            train::WhenHeld::Wait(limit)
-        } else {
-            train::WhenHeld::Skip
-        },
-    )?;
-    if args.worker {
-        return Ok(());
-    }
-    let count = |f: fn(&RunOutcome) -> bool| outcomes.iter().filter(|(_, o)| f(o)).count();
-    let trained = count(|o| matches!(o, RunOutcome::Trained));
-    let complete = count(|o| matches!(o, RunOutcome::AlreadyComplete));
-    let held = count(|o| matches!(o, RunOutcome::HeldElsewhere(_)));
-    let held_note = if held > 0 {
-        format!(", {held} being trained by another process (--wait waits for them)")
-    } else {
-        String::new()
+    let when_held = match (args.worker, args.wait) {
+        (true, _) => WhenHeld::PassOver,
+        (false, Some(limit)) => WhenHeld::Wait(limit),
+        (false, None) => WhenHeld::Skip,
     };
-    println!(
-        "{}: {trained} run(s) trained, {complete} already complete{held_note}, in {}",
-        experiment.name(),
-        args.checkpoints.join(experiment.name()).display()
-    );
+    let outcomes = train::train_runs(&runs, &args.checkpoints, &mut store, placement, when_held)?;
+    if !args.worker {
+        let dir = args.checkpoints.join(experiment.name());
+        println!(
+            "{}",
+            train::outcome_line(experiment.name(), &outcomes, &dir)
+        );
+    }
     Ok(())
 }
 
-/// `train --parallel N`: N worker processes, each this command for the same
-/// runs. Each takes the next run no other holds (the run folder's lock), so
-/// every run is trained once; the workers' progress bars are hidden, their
-/// status lines name their runs. SIGTERM or Ctrl-C reaches every worker, and
-/// each keeps its last finished epoch.
+/// `train --list`: every run of the grid, where it stands, and its grid values.
+fn list(experiment: &Experiment, args: &TrainArgs) {
+    let width = experiment
+        .points()
+        .iter()
+        .map(|(r, _)| r.id.len())
+        .max()
+        .unwrap_or(0)
+        .max(28);
+    for (i, (r, values)) in experiment.points().iter().enumerate() {
+        let folder = RunFolder::new(args.checkpoints.join(&r.experiment).join(&r.id));
+        let status = match folder.stage() {
+            Stage::Complete => "complete",
+            Stage::Held => "training",
+            Stage::Unfinished => "unfinished",
+            Stage::New => "new",
+        };
+        println!("{i:>3}  {:<width$} {status:<10} {}", r.id, values.join(" "));
+    }
+}
+
+/// `train --parallel N`: N workers, each this command with `--worker`
+/// (see `train::workers`); their status lines name their runs.
 fn train_in_parallel(
     experiment: &Experiment,
-    runs: &[crate::config::RunSpec],
+    runs: &[RunSpec],
     args: &TrainArgs,
     device: DeviceRequest,
 ) -> anyhow::Result<()> {
-    use std::process::Command;
     let workers = (args.parallel as usize).min(runs.len());
     let exe = std::env::current_exe().context("locating the nave-lab binary")?;
-    let mut words: Vec<String> = Vec::new();
-    match crate::ui::verbosity() {
-        -1 => words.push("--quiet".into()),
-        1 => words.push("-v".into()),
-        2 => words.push("-vv".into()),
-        _ => {}
-    }
-    words.extend(["--device".into(), device.to_string(), "train".into()]);
-    words.push(args.experiment.display().to_string());
-    words.extend([
-        "--checkpoints".into(),
-        args.checkpoints.display().to_string(),
-    ]);
-    words.extend(same_training(args));
-    if let Some(id) = &args.run {
-        words.extend(["--run".into(), id.clone()]);
-    }
-    if let Some(i) = args.index {
-        words.extend(["--index".into(), i.to_string()]);
-    }
-    words.push("--worker".into());
-    // The CPU's cores shared among the workers, unless the user chose.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() / workers);
+    let words = worker_words(args, device);
     crate::info!(
         "{}: {} runs on {workers} worker processes",
         experiment.name(),
         runs.len()
     );
-    crate::signals::catch_termination();
     let started = std::time::Instant::now();
-    let mut children = Vec::with_capacity(workers);
-    for w in 0..workers {
-        let mut command = Command::new(&exe);
-        command.args(&words).env(crate::ui::NO_PROGRESS_ENV, "1");
-        if std::env::var_os("OMP_NUM_THREADS").is_none() {
-            command.env("OMP_NUM_THREADS", threads.max(1).to_string());
-        }
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting worker {} ({})", w + 1, exe.display()))?;
-        children.push(Some(child));
-        // A moment between starts, so that each takes a different first run
-        // instead of all racing for the first lock.
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    let mut failed = Vec::new();
-    let mut forwarded = false;
-    while children.iter().any(Option::is_some) {
-        if let (Some(stopped), false) = (crate::signals::received(), forwarded) {
-            for child in children.iter().flatten() {
-                // SAFETY: kill(2) on the pid of a child not yet reaped.
-                unsafe { libc::kill(child.id() as libc::pid_t, stopped.signal) };
-            }
-            forwarded = true;
-        }
-        for (w, slot) in children.iter_mut().enumerate() {
-            let Some(child) = slot else { continue };
-            if let Some(status) = child.try_wait()? {
-                if !status.success() {
-                    failed.push(format!("worker {} ({status})", w + 1));
-                }
-                *slot = None;
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let failed = train::workers::run_workers(&exe, &words, workers)?;
     if let Some(stopped) = crate::signals::received() {
         return Err(anyhow::Error::new(stopped).context(format!(
             "{}: workers stopped; rerun the same command to resume",
@@ -215,6 +116,33 @@ fn train_in_parallel(
     Ok(())
 }
 
+/// The command line of a `--parallel` worker: this command, with
+/// `--worker`, at the same verbosity.
+fn worker_words(args: &TrainArgs, device: DeviceRequest) -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    match crate::ui::verbosity() {
+        -1 => words.push("--quiet".into()),
+        1 => words.push("-v".into()),
+        2 => words.push("-vv".into()),
+        _ => {}
+    }
+    words.extend(["--device".into(), device.to_string(), "train".into()]);
+    words.push(args.experiment.display().to_string());
+    words.extend([
+        "--checkpoints".into(),
+        args.checkpoints.display().to_string(),
+    ]);
+    words.extend(same_training(args));
+    if let Some(id) = &args.run {
+        words.extend(["--run".into(), id.clone()]);
+    }
+    if let Some(i) = args.index {
+        words.extend(["--index".into(), i.to_string()]);
+    }
+    words.push("--worker".into());
+    words
+}
+
 /// The options that make another `train` process of this command train its
 /// runs the same way: the `--set` overrides and the memory layout. Slurm's
 /// array tasks and `--parallel`'s workers are both started with them.
@@ -229,99 +157,76 @@ fn same_training(args: &TrainArgs) -> Vec<String> {
     words
 }
 
-/// Keeps the experiment file beside its runs (`checkpoints/<name>/experiment.yaml`),
-/// with the --set overrides noted, for the report.
-fn write_experiment_copy(experiment: &Experiment, args: &TrainArgs) -> anyhow::Result<()> {
-    let dir = args.checkpoints.join(experiment.name());
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
-    let mut text = format!("# {}\n", experiment.source_path.display());
-    for o in &args.overrides {
-        text += &format!("# --set {o}\n");
+/// The command lines of a Slurm array task (train, waiting for a run
+/// another task holds) and of the audit job after them; absolute paths,
+/// since they run elsewhere.
+fn slurm_words(
+    args: &TrainArgs,
+    study: &std::path::Path,
+    device: DeviceRequest,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    use crate::slurm::absolute;
+    let exe = std::env::current_exe().context("locating the nave-lab binary")?;
+    let exe = exe.display().to_string();
+    let mut train = vec![exe.clone(), "train".into()];
+    train.push(absolute(&args.experiment).display().to_string());
+    train.extend([
+        "--checkpoints".into(),
+        absolute(&args.checkpoints).display().to_string(),
+    ]);
+    train.push("--wait".into());
+    train.extend(same_training(args));
+    let mut audit = vec![exe, "audit".into(), study.display().to_string()];
+    audit.extend([
+        "--reports".into(),
+        absolute(&args.reports).display().to_string(),
+    ]);
+    for words in [&mut train, &mut audit] {
+        words.extend(["--device".to_string(), device.to_string()]);
     }
-    text += &experiment.source_text;
-    crate::io::write_atomic(&dir.join("experiment.yaml"), text.as_bytes())
+    Ok((train, audit))
 }
 
 /// `train --slurm`: the job array and the audit after it (see `slurm`).
 fn submit_to_slurm(
     experiment: &Experiment,
-    runs: &[crate::config::RunSpec],
+    runs: &[RunSpec],
     args: &TrainArgs,
     device: DeviceRequest,
 ) -> anyhow::Result<()> {
-    use crate::slurm;
+    use crate::slurm::{self, absolute};
     anyhow::ensure!(
         args.run.is_none() && args.index.is_none() && !args.list,
         "--slurm submits the whole grid; it does not combine with --run, --index or --list"
     );
-    let absolute = slurm::absolute;
-    let exe = std::env::current_exe().context("locating the nave-lab binary")?;
     let checkpoints = absolute(&args.checkpoints);
     let study = checkpoints.join(experiment.name());
     let slurm_dir = study.join("slurm");
     let logs = slurm_dir.join("logs");
     let workdir = std::env::current_dir()?;
-    let mut train = vec![
-        exe.display().to_string(),
-        "train".to_string(),
-        absolute(&args.experiment).display().to_string(),
-        "--checkpoints".to_string(),
-        checkpoints.display().to_string(),
-        "--wait".to_string(),
-    ];
-    train.extend(same_training(args));
-    let mut audit = vec![
-        exe.display().to_string(),
-        "audit".to_string(),
-        study.display().to_string(),
-        "--reports".to_string(),
-        absolute(&args.reports).display().to_string(),
-    ];
-    for words in [&mut train, &mut audit] {
-        words.extend(["--device".to_string(), device.to_string()]);
-    }
+    let (train, audit) = slurm_words(args, &study, device)?;
     let o = &args.slurm;
-    let train_script =
-        slurm::train_script(o, experiment.name(), runs.len(), &logs, &workdir, &train)?;
-    let audit_script = slurm::audit_script(o, experiment.name(), &logs, &workdir, &audit)?;
-    let (train_path, audit_path) = (
-        slurm_dir.join("train.sbatch"),
-        slurm_dir.join("audit.sbatch"),
-    );
-    let (first, then) = (
-        slurm::Script {
-            path: &train_path,
-            text: &train_script,
-        },
-        slurm::Script {
-            path: &audit_path,
-            text: &audit_script,
-        },
-    );
-    if o.dry_run {
-        slurm::print_dry_run(&first, &then);
-        return Ok(());
-    }
-    slurm::find_tool("sbatch")?;
-    for spec in runs {
-        let folder = RunFolder::new(checkpoints.join(&spec.experiment).join(&spec.id));
-        if folder.run_yaml().is_file() {
-            folder.check_settings(spec)?;
-        }
-    }
-    write_experiment_copy(experiment, args)?;
+    let jobs = slurm::JobPair {
+        first: slurm_dir.join("train.sbatch"),
+        first_text: slurm::train_script(o, experiment.name(), runs.len(), &logs, &workdir, &train)?,
+        then: slurm_dir.join("audit.sbatch"),
+        then_text: slurm::audit_script(o, experiment.name(), &logs, &workdir, &audit)?,
+        logs: logs.clone(),
+    };
     let started = std::time::Instant::now();
-    let (train_job, audit_job) = slurm::write_and_submit(&first, &then, &logs)?;
+    let submitted = jobs.submit(o.dry_run, || {
+        train::check_existing_settings(runs, &checkpoints)?;
+        experiment.write_copy(&args.checkpoints, &args.overrides)
+    })?;
+    let Some((train_job, audit_job)) = submitted else {
+        return Ok(());
+    };
     let submission = slurm::Submission {
         train_job: train_job.clone(),
         audit_job: audit_job.clone(),
         runs: runs.iter().map(|r| r.id.clone()).collect(),
         logs: logs.clone(),
-        submitted_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        submitted_unix: crate::io::unix_seconds(),
     };
     crate::io::write_atomic(
         &slurm_dir.join("jobs.json"),
@@ -335,35 +240,5 @@ fn submit_to_slurm(
         logs.display()
     );
     println!("where it stands: nave-lab status {}", study.display());
-    Ok(())
-}
-
-/// `model.init` names (`torchvision:resnet50`...) are fetched into the cache
-/// once, and the SHA-256 of the file each run starts from goes into its
-/// run.yaml.
-fn record_named_inits(runs: &mut [crate::config::RunSpec]) -> anyhow::Result<()> {
-    let mut resolved: std::collections::HashMap<String, String> = Default::default();
-    for spec in runs.iter_mut() {
-        let Some(init) = &spec.model.init else {
-            continue;
-        };
-        let name = init.to_string_lossy().into_owned();
-        if !crate::fetch::weights::is_name(&name) {
-            continue;
-        }
-        if !resolved.contains_key(&name) {
-            let options = crate::fetch::FetchOptions::new(None, None);
-            let got = crate::fetch::weights::resolve(&name, None, &options)?;
-            anyhow::ensure!(
-                got.arch == spec.model.arch,
-                "model.init {name} holds {} weights, but run {} is a {}",
-                got.arch,
-                spec.id,
-                spec.model.arch
-            );
-            resolved.insert(name.clone(), got.sha256);
-        }
-        spec.model.init_sha256 = resolved.get(&name).cloned();
-    }
     Ok(())
 }

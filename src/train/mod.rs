@@ -9,6 +9,7 @@ pub mod amp;
 mod epoch;
 pub mod metrics;
 pub mod optim;
+pub mod workers;
 
 use std::path::Path;
 use std::time::Instant;
@@ -303,6 +304,66 @@ pub enum WhenHeld {
     Wait(Option<std::time::Duration>),
     /// Skip it quietly: a sibling worker of `--parallel` has it.
     PassOver,
+}
+
+/// Refuses, before anything is written, runs whose folders exist with other
+/// settings than the experiment now gives (the error names the difference).
+pub fn check_existing_settings(runs: &[RunSpec], checkpoints: &Path) -> anyhow::Result<()> {
+    for spec in runs {
+        let folder = RunFolder::new(checkpoints.join(&spec.experiment).join(&spec.id));
+        if folder.run_yaml().is_file() {
+            folder.check_settings(spec)?;
+        }
+    }
+    Ok(())
+}
+
+/// The line `train` ends with: how many runs were trained, already
+/// complete, or held by another process.
+pub fn outcome_line(experiment: &str, outcomes: &[(String, RunOutcome)], dir: &Path) -> String {
+    let count = |f: fn(&RunOutcome) -> bool| outcomes.iter().filter(|(_, o)| f(o)).count();
+    let trained = count(|o| matches!(o, RunOutcome::Trained));
+    let complete = count(|o| matches!(o, RunOutcome::AlreadyComplete));
+    let held = count(|o| matches!(o, RunOutcome::HeldElsewhere(_)));
+    let held_note = if held > 0 {
+        format!(", {held} being trained by another process (--wait waits for them)")
+    } else {
+        String::new()
+    };
+    format!(
+        "{experiment}: {trained} run(s) trained, {complete} already complete{held_note}, in {}",
+        dir.display()
+    )
+}
+
+/// `model.init` names (`torchvision:resnet50`...) are fetched into the cache
+/// once, and the SHA-256 of the file each run starts from goes into its
+/// run.yaml.
+pub fn record_named_inits(runs: &mut [RunSpec]) -> anyhow::Result<()> {
+    let mut resolved: std::collections::HashMap<String, String> = Default::default();
+    for spec in runs.iter_mut() {
+        let Some(init) = &spec.model.init else {
+            continue;
+        };
+        let name = init.to_string_lossy().into_owned();
+        if !crate::fetch::weights::is_name(&name) {
+            continue;
+        }
+        if !resolved.contains_key(&name) {
+            let options = crate::fetch::FetchOptions::new(None, None);
+            let got = crate::fetch::weights::resolve(&name, None, &options)?;
+            anyhow::ensure!(
+                got.arch == spec.model.arch,
+                "model.init {name} holds {} weights, but run {} is a {}",
+                got.arch,
+                spec.id,
+                spec.model.arch
+            );
+            resolved.insert(name.clone(), got.sha256);
+        }
+        spec.model.init_sha256 = resolved.get(&name).cloned();
+    }
+    Ok(())
 }
 
 /// Trains `runs` of an experiment under `checkpoints/<name>/`. A run another
