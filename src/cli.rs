@@ -3,6 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 
 use crate::device::DeviceRequest;
+use crate::ui::at_least_one;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -226,11 +227,11 @@ pub struct ShowArgs {
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Loader + augmentation throughput (images/s) on the chosen device.
-    Data(BenchDataArgs),
+    Data(crate::bench::data::BenchDataArgs),
     /// k-means engines on a real NAVE feature matrix: time, iterations, inertia, peak memory.
-    Kmeans(BenchKmeansArgs),
+    Kmeans(crate::bench::kmeans::BenchKmeansArgs),
     /// Training throughput (images/s) of one architecture, for comparison with PyTorch.
-    Train(BenchTrainArgs),
+    Train(crate::bench::train::BenchTrainArgs),
     /// The blind shortcut detector and the occlusion baseline scored over a
     /// zoo of finished runs: AUROC, AUPR, FPR at 95% TPR, localisation,
     /// Spearman, per family and per architecture.
@@ -276,88 +277,6 @@ pub struct BenchDetectArgs {
     /// Also write the JSON (with every run's scores) here.
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchKmeansArgs {
-    /// Use this feature matrix (.npy, float32, rows x dims) instead of extracting one.
-    #[arg(long)]
-    pub features: Option<std::path::PathBuf>,
-    /// Save the extracted matrix here (for benches/kmeans_sklearn.py).
-    #[arg(long)]
-    pub save_features: Option<std::path::PathBuf>,
-    #[arg(long, value_enum, default_value = "resnet50")]
-    pub arch: crate::models::Arch,
-    /// Weights (safetensors, torchvision/timm names); default a seeded random initialisation.
-    #[arg(long)]
-    pub weights: Option<std::path::PathBuf>,
-    #[arg(long, value_delimiter = ',')]
-    pub taps: Option<Vec<String>>,
-    /// Synthetic probe images to extract features from.
-    #[arg(value_parser = at_least_one, long, default_value_t = 200)]
-    pub images: usize,
-    #[arg(value_parser = clap::value_parser!(i64).range(1..), long, default_value_t = 224)]
-    pub image_size: i64,
-    #[arg(value_parser = at_least_one, short = 'k', long, value_delimiter = ',', default_value = "5,10")]
-    pub k: Vec<usize>,
-    /// Engines to time: kmeans (tensor), linfa, ward, pca.
-    #[arg(long, value_delimiter = ',', default_value = "kmeans,linfa")]
-    pub engines: Vec<crate::config::ClusterMethod>,
-    #[arg(long, default_value_t = 1e-4)]
-    pub tol: f64,
-    #[arg(long, default_value_t = 300)]
-    pub max_iter: usize,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Run each engine and K with this many seeds (seed, seed + 1, ...) and
-    /// report the medians: the iteration count, and so the time, depends on
-    /// the initial centres.
-    #[arg(long, default_value_t = 1)]
-    pub seeds: u64,
-    /// Save each seed's k-means++ centres to DIR/centres_k<K>_s<seed>.npy and
-    /// time the initialisation and the iterations apart, so that
-    /// benches/kmeans_sklearn.py --start DIR iterates from the same centres.
-    #[arg(long)]
-    pub same_start: Option<std::path::PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchTrainArgs {
-    #[arg(long, value_enum, default_value = "resnet18")]
-    pub arch: crate::models::Arch,
-    /// Model width (default: the standard model).
-    #[arg(value_parser = clap::value_parser!(i64).range(1..), long)]
-    pub width: Option<i64>,
-    #[arg(value_parser = clap::value_parser!(i64).range(1..), long, default_value_t = 96)]
-    pub image_size: i64,
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: i64,
-    /// Timed steps (after 3 warm-up steps).
-    #[arg(long, default_value_t = 20)]
-    pub steps: usize,
-    /// bf16 autocast (CUDA only).
-    #[arg(long)]
-    pub mixed_precision: bool,
-    /// Memory layout of the convolutions (auto: channels-last for ResNets under bf16 autocast on CUDA).
-    #[arg(long, value_enum, default_value = "auto")]
-    pub memory_format: crate::models::memory_format::MemoryFormat,
-    /// Time forward and backward only (no optimiser step), to separate the two costs.
-    #[arg(long)]
-    pub no_optimizer: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchDataArgs {
-    #[arg(value_parser = clap::value_parser!(i64).range(1..), long, default_value_t = 96)]
-    pub image_size: i64,
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
-    /// Images in the (synthetic) split that is iterated.
-    #[arg(value_parser = at_least_one, long, default_value_t = 2048)]
-    pub images: usize,
-    /// Epochs to time (after one warm-up epoch).
-    #[arg(long, default_value_t = 2)]
-    pub epochs: usize,
 }
 
 #[derive(Debug, Args)]
@@ -588,15 +507,5 @@ impl LocalizeArgs {
             seed: self.seed,
             examples: self.examples,
         }
-    }
-}
-
-/// Parses a count that must be at least 1 (a number of clusters, probes,
-/// images...): 0 is refused here, naming the value, rather than failing later.
-fn at_least_one(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".to_string()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(format!("not a whole number ({e})")),
     }
 }

@@ -423,6 +423,22 @@ impl Experiment {
         Ok(runs)
     }
 
+    /// The distinct artefacts among the runs trained with a watermark (one
+    /// per dataset and watermark setting), each with the ids of its runs.
+    pub fn artefact_families(&self) -> Vec<(&RunSpec, Vec<&str>)> {
+        let mut families: Vec<(&RunSpec, Vec<&str>)> = Vec::new();
+        for (r, _) in self.points.iter().filter(|(r, _)| r.watermark) {
+            match families
+                .iter_mut()
+                .find(|(f, _)| f.watermark_spec == r.watermark_spec && f.dataset == r.dataset)
+            {
+                Some((_, ids)) => ids.push(&r.id),
+                None => families.push((r, vec![&r.id])),
+            }
+        }
+        families
+    }
+
     /// Keeps the experiment file beside its runs
     /// (`<checkpoints>/<name>/experiment.yaml`), with the `--set` overrides
     /// noted, for the report.

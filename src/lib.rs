@@ -9,14 +9,15 @@
 //! - leaf utilities: failpoint, signals, ui, io, lock, staging, device, cxx;
 //! - data -> models -> config (the experiment file names datasets, artefacts
 //!   and architectures) -> fetch -> run_folder -> train;
-//! - nave -> localize -> detect -> audit -> report (the audit reads run
-//!   folders and datasets, never the training loop);
-//! - the entry points: slurm, cli, commands.
+//! - nave -> localize -> detect -> audit -> report -> bench (the audit reads
+//!   run folders and datasets, never the training loop);
+//! - the entry points: slurm, status (where a study stands), cli, commands.
 //!
 //! Data flows as a user's day does: an experiment's runs are trained into run
 //! folders, NAVE clusters their features, the detector and the audit measure
 //! them, the report shows them.
 pub mod audit;
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -36,5 +37,6 @@ pub mod run_folder;
 pub mod signals;
 pub mod slurm;
 pub mod staging;
+pub mod status;
 pub mod train;
 pub mod ui;

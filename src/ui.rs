@@ -88,3 +88,13 @@ pub fn progress_bar(len: u64, message: &str) -> indicatif::ProgressBar {
     bar.set_message(message.to_string());
     bar
 }
+
+/// Parses a count that must be at least 1 (a number of clusters, probes,
+/// images...): 0 is refused here, naming the value, rather than failing later.
+pub fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a whole number ({e})")),
+    }
+}

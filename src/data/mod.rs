@@ -312,6 +312,11 @@ impl DatasetSource {
 }
 
 /// Replicates 1-channel images to 3 channels and leaves RGB ones as they are.
+/// Indices as the int64 tensor `index_select` takes.
+pub fn index_tensor(indices: &[usize]) -> Tensor {
+    Tensor::from_slice(&indices.iter().map(|&i| i as i64).collect::<Vec<_>>())
+}
+
 pub fn to_rgb(images: Tensor) -> Tensor {
     if images.size()[1] == 1 {
         images.repeat([1, 3, 1, 1])

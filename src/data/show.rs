@@ -57,3 +57,32 @@ pub fn write_show(
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))
     })
 }
+
+/// `count` indices out of `len`, shuffled by `seed` (at least one).
+pub fn sample_order(len: usize, count: usize, seed: u64) -> Vec<usize> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut order: Vec<usize> = (0..len).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    order.truncate(count.max(1));
+    order
+}
+
+/// The images at `order` and the same images stamped with `artefact` where
+/// it would land on each (every image stamped: as-train for one class and
+/// flipped for the others is the same picture).
+pub fn stamped_sample(
+    images: &Tensor,
+    artefact: &super::watermark::Artefact,
+    order: &[usize],
+    seed: u64,
+    split: super::Split,
+) -> (Tensor, Tensor) {
+    let clean = images.index_select(0, &super::index_tensor(order));
+    let boxes: Vec<_> = order
+        .iter()
+        .map(|&i| Some(artefact.placement_for(seed, split, i)))
+        .collect();
+    let marked = artefact.stamp(&clean, &boxes);
+    (clean, marked)
+}

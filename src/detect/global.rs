@@ -29,7 +29,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use super::{index_tensor, probabilities, sample, Evidence, Transplant};
+use super::{probabilities, sample, Evidence, Transplant};
+use crate::data::index_tensor;
 
 /// Training images per class that the means are taken over.
 const MEAN_OVER: usize = 512;

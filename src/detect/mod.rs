@@ -62,6 +62,7 @@ pub mod verdict;
 
 pub use occlusion::occlusion_detect;
 
+use crate::data::index_tensor;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -274,10 +275,6 @@ fn sample(labels: &[i64], classes: usize, per_class: usize) -> Vec<Vec<usize>> {
             idx
         })
         .collect()
-}
-
-fn index_tensor(idx: &[usize]) -> Tensor {
-    Tensor::from_slice(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>())
 }
 
 /// A grid mask grown by one cell in every direction (a segment cut by cell
