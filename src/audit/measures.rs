@@ -6,8 +6,8 @@ use tch::{Device, Tensor};
 
 use super::AuditSettings;
 use crate::config::Scope;
-use crate::data::watermark::WmBox;
-use crate::nave::{self, colour, extract, score};
+use crate::data::PixelBox;
+use crate::nave::{self, colour, extract};
 
 /// The clustering grid over the image: `h x w` cells, and the grid cell of
 /// every pixel (a segment is a union of cells).
@@ -96,17 +96,24 @@ pub(super) struct Means {
 impl Tally {
     /// Adds one clustering of N probes (`labels`: clean ones, then
     /// watermarked) with the artefact's visible box on each.
-    pub fn add(&mut self, grid: &Grid, labels: &[Vec<i64>], boxes: &[WmBox]) {
+    pub fn add(&mut self, grid: &Grid, labels: &[Vec<i64>], boxes: &[PixelBox]) {
         let n = boxes.len();
         for (p, b) in boxes.iter().enumerate() {
             let clean = grid.upsample(&labels[p]);
             let marked = grid.upsample(&labels[n + p]);
-            let iso = score::isolation(&marked, &grid.cell_of_pixel, grid.size, b);
+            let iso =
+                crate::audit::isolation::isolation(&marked, &grid.cell_of_pixel, grid.size, b);
             self.iou += iso.iou;
             self.fair += iso.fair;
             self.recall += iso.recall;
             self.precision += iso.precision;
-            self.shift += score::wm_shift(&clean, &marked, grid.size, b, (b.w.max(b.h) / 2).max(1));
+            self.shift += crate::audit::isolation::wm_shift(
+                &clean,
+                &marked,
+                grid.size,
+                b,
+                (b.w.max(b.h) / 2).max(1),
+            );
             self.count += 1;
         }
     }

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::config::{AuditSpec, ClusterMethod, RunSpec, Scope};
-use crate::data::watermark::{Artefact, Placement, WmBox};
+use crate::data::watermark::{Artefact, Placement};
+use crate::data::PixelBox;
 use crate::data::{Split, SplitData};
 use crate::detect::verdict;
 use crate::run_folder::{find_runs, RunFolder};
@@ -126,11 +127,13 @@ pub(super) fn file_key(
     settings: &AuditSettings,
     probes: &ProbeSet,
 ) -> String {
+    // Every part as data (JSON), never a type's Debug form, so that renaming
+    // a type does not change the key.
     format!(
-        "weights {weights_sha256}|data {data_fingerprint}|{}|{:?}|{:?}|{}",
+        "weights {weights_sha256}|data {data_fingerprint}|{}|{:?}|{}|{}",
         serde_json::to_string(settings).unwrap_or_default(),
         probes.indices,
-        probes.placed,
+        serde_json::to_string(&probes.placed).unwrap_or_default(),
         verdict::DETECTOR_VERSION
     )
 }
@@ -139,8 +142,8 @@ pub(super) fn file_key(
 /// and the artefact's visible box there.
 pub(crate) struct ProbeSet {
     pub indices: Vec<usize>,
-    pub placed: Vec<WmBox>,
-    pub masks: Vec<WmBox>,
+    pub placed: Vec<PixelBox>,
+    pub masks: Vec<PixelBox>,
     /// Where and how the artefact is stamped on each probe.
     placements: Vec<Placement>,
 }

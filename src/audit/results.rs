@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::plan::AuditSettings;
-use crate::data::watermark::WmBox;
+use crate::data::PixelBox;
 use crate::detect::verdict;
-use crate::nave::score;
+use crate::nave::stats;
 use crate::run_folder::RunFolder;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,11 +52,11 @@ pub struct RunResult {
     pub probes: Vec<usize>,
     /// Where the artefact was stamped on each probe (the picture's extent).
     #[serde(default)]
-    pub probe_boxes: Vec<WmBox>,
+    pub probe_boxes: Vec<PixelBox>,
     /// The artefact's visible pixels (its alpha mask's bounding box) on each
     /// probe: the box every measure uses. Equal to `probe_boxes` for a square.
     #[serde(default)]
-    pub mask_boxes: Vec<WmBox>,
+    pub mask_boxes: Vec<PixelBox>,
     /// The artefact covers the whole image (tint, noise, border, blur): its
     /// boxes are the image, and box measures say nothing of it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -129,7 +129,7 @@ impl RegimeResult {
     /// Mean ± sd of the measures over a regime's runs (seeds).
     pub fn of(regime: &str, members: &[&RunResult]) -> Self {
         let ms = |f: &dyn Fn(&RunResult) -> f64| {
-            let (mean, sd) = score::mean_sd(&members.iter().map(|r| f(r)).collect::<Vec<_>>());
+            let (mean, sd) = stats::mean_sd(&members.iter().map(|r| f(r)).collect::<Vec<_>>());
             MeanSd { mean, sd }
         };
         let accuracy = ["clean", "as-train", "flipped"]
@@ -156,7 +156,7 @@ impl RegimeResult {
 
 impl MeanSd {
     pub fn of(values: &[f64]) -> Self {
-        let (mean, sd) = score::mean_sd(values);
+        let (mean, sd) = stats::mean_sd(values);
         MeanSd { mean, sd }
     }
 
@@ -264,7 +264,7 @@ impl WatermarkComparison {
                 .filter(|r| r.watermark == wm)
                 .map(f)
                 .collect();
-            let (mean, sd) = score::mean_sd(&v);
+            let (mean, sd) = stats::mean_sd(&v);
             MeanSd { mean, sd }
         };
         let count = |wm: bool| results.iter().filter(|r| r.watermark == wm).count();
@@ -320,7 +320,7 @@ pub struct AuditReport {
     pub image_size: i64,
     /// Watermark box of each probe (pixels of the image_size image).
     #[serde(default)]
-    pub probe_boxes: Vec<WmBox>,
+    pub probe_boxes: Vec<PixelBox>,
     #[serde(default)]
     pub device: String,
     /// 0 when unknown.

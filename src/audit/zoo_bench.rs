@@ -14,7 +14,8 @@ use super::{
     Truth,
 };
 use crate::data::store::{training_images, DataStore};
-use crate::data::watermark::{Artefact, WmBox};
+use crate::data::watermark::Artefact;
+use crate::data::PixelBox;
 use crate::detect::evaluate::{threshold_for_fpr, Figures, Scored};
 use crate::detect::splits::ChosenSplit;
 use crate::detect::{self, Detection, DetectorSpec, Evidence};
@@ -36,7 +37,7 @@ pub struct BenchDetect<'a> {
 
 /// Share of probes whose suspect box has IoU >= 0.5 with the artefact's
 /// region rasterised to the clustering grid.
-fn hit_rate(d: &Detection, masks: &[WmBox], grid: (usize, usize), size: usize) -> f64 {
+fn hit_rate(d: &Detection, masks: &[PixelBox], grid: (usize, usize), size: usize) -> f64 {
     let hits = d
         .suspect_boxes
         .iter()
@@ -50,7 +51,7 @@ fn hit_rate(d: &Detection, masks: &[WmBox], grid: (usize, usize), size: usize) -
 }
 
 /// Share of probes whose suspect box holds the centre of the artefact's box.
-fn pointing(d: &Detection, masks: &[WmBox]) -> f64 {
+fn pointing(d: &Detection, masks: &[PixelBox]) -> f64 {
     let hits = d
         .suspect_boxes
         .iter()

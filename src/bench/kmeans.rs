@@ -14,7 +14,7 @@ use crate::data::loader::normalize_u8;
 use crate::data::synthetic::{self, SyntheticSpec};
 use crate::data::Split;
 use crate::models::{Model, ModelSpec};
-use crate::nave::{extract, kmeans, pca, reference, score};
+use crate::nave::{extract, kmeans, pca, reference, stats};
 use crate::ui::at_least_one;
 
 #[derive(Debug, Args)]
@@ -76,7 +76,7 @@ pub fn bench_kmeans(a: &BenchKmeansArgs, device: Device) -> anyhow::Result<serde
                 |key: &str| -> Vec<f64> { runs.iter().filter_map(|r| r[key].as_f64()).collect() };
             // Absent (null) where the engine does not report the value.
             let finite = |v: f64| v.is_finite().then_some(v);
-            let column = |key: &str| finite(score::median(&values(key)));
+            let column = |key: &str| finite(stats::median(&values(key)));
             medians.push(json!({
                 "engine": engine_name(engine),
                 "k": k,
@@ -87,7 +87,7 @@ pub fn bench_kmeans(a: &BenchKmeansArgs, device: Device) -> anyhow::Result<serde
                 "iterations": column("iterations"),
                 "inertia": column("inertia"),
                 // Runs end in different local optima; the mean weighs them all.
-                "inertia_mean": finite(score::mean_sd(&values("inertia")).0),
+                "inertia_mean": finite(stats::mean_sd(&values("inertia")).0),
                 "peak_over_matrix": column("peak_over_matrix"),
             }));
             results.extend(runs);

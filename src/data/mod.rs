@@ -4,10 +4,12 @@
 //! experiment's `image_size` and kept decoded as one uint8 tensor, so that no
 //! epoch after the first decodes a file again. Everything downstream (watermark,
 //! augmentation, normalisation) works on that tensor.
+pub use pixel_box::PixelBox;
 pub mod cache;
 pub mod folder;
 pub mod image_file;
 pub mod loader;
+pub mod pixel_box;
 pub mod show;
 pub mod stl10;
 pub mod store;

@@ -19,6 +19,7 @@
 //! (seed, split, i): the clean and the watermarked twin of a probe image share
 //! it, and the audit knows where the artefact is without reading pixels.
 mod render;
+pub use super::pixel_box::PixelBox;
 use std::path::PathBuf;
 
 use rand::{Rng, SeedableRng};
@@ -334,71 +335,6 @@ impl WatermarkSpec {
     }
 }
 
-/// An axis-aligned rectangle in pixels of the cached image (top-left corner, width, height).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "BoxFields")]
-pub struct WmBox {
-    pub x: i64,
-    pub y: i64,
-    pub w: i64,
-    pub h: i64,
-}
-
-/// audit.json files written before patches recorded squares as `side`.
-#[derive(Deserialize)]
-struct BoxFields {
-    x: i64,
-    y: i64,
-    w: Option<i64>,
-    h: Option<i64>,
-    side: Option<i64>,
-}
-
-impl TryFrom<BoxFields> for WmBox {
-    type Error = String;
-    fn try_from(f: BoxFields) -> Result<Self, String> {
-        match (f.w.or(f.side), f.h.or(f.side)) {
-            (Some(w), Some(h)) => Ok(WmBox {
-                x: f.x,
-                y: f.y,
-                w,
-                h,
-            }),
-            _ => Err("a box needs w and h (or side)".into()),
-        }
-    }
-}
-
-impl WmBox {
-    pub fn square(x: i64, y: i64, side: i64) -> Self {
-        WmBox {
-            x,
-            y,
-            w: side,
-            h: side,
-        }
-    }
-
-    /// True when pixel (px, py) lies inside the box.
-    pub fn contains(&self, px: i64, py: i64) -> bool {
-        px >= self.x && px < self.x + self.w && py >= self.y && py < self.y + self.h
-    }
-
-    pub fn area(&self) -> i64 {
-        self.w * self.h
-    }
-
-    /// The box grown by `margin` pixels on every side.
-    pub fn dilated(&self, margin: i64) -> WmBox {
-        WmBox {
-            x: self.x - margin,
-            y: self.y - margin,
-            w: self.w + 2 * margin,
-            h: self.h + 2 * margin,
-        }
-    }
-}
-
 /// Which images of an evaluation split carry the watermark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "kebab-case")]
@@ -457,10 +393,10 @@ impl Look {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Placement {
     /// The stamped picture's whole extent (a global artefact: the image).
-    pub placed: WmBox,
+    pub placed: PixelBox,
     /// Its visible pixels' box (the alpha mask's), found when the picture
     /// was drawn to place it, so that nothing draws it again to measure it.
-    pub visible: WmBox,
+    pub visible: PixelBox,
     pub look: Look,
 }
 
@@ -498,7 +434,7 @@ struct Rendered {
     h: i64,
     rgb: Tensor,
     weight: Tensor,
-    mask: WmBox,
+    mask: PixelBox,
 }
 
 impl Clone for Rendered {
@@ -710,7 +646,7 @@ impl Artefact {
     pub fn placement_for(&self, seed: u64, split: Split, index: usize) -> Placement {
         let look = self.look_for(seed, split, index);
         if self.is_global() {
-            let whole = WmBox::square(0, 0, self.image_size);
+            let whole = PixelBox::square(0, 0, self.image_size);
             return Placement {
                 placed: whole,
                 visible: whole,
@@ -723,7 +659,7 @@ impl Artefact {
         };
         let (max_x, max_y) = (self.image_size - w, self.image_size - h);
         let placed = match (self.spec.position, self.spec.at) {
-            (Position::Fixed, Some([ax, ay])) => WmBox {
+            (Position::Fixed, Some([ax, ay])) => PixelBox {
                 x: (ax * max_x as f64).round() as i64,
                 y: (ay * max_y as f64).round() as i64,
                 w,
@@ -750,10 +686,10 @@ impl Artefact {
                 };
                 let x = rng.gen_range(x_lo..=x_hi);
                 let y = rng.gen_range(y_lo..=y_hi);
-                WmBox { x, y, w, h }
+                PixelBox { x, y, w, h }
             }
         };
-        let visible = WmBox {
+        let visible = PixelBox {
             x: placed.x + mask.x,
             y: placed.y + mask.y,
             w: mask.w,
@@ -767,7 +703,7 @@ impl Artefact {
     }
 
     /// Where image `index` of `split` gets the artefact (its extent).
-    pub fn box_for(&self, seed: u64, split: Split, index: usize) -> WmBox {
+    pub fn box_for(&self, seed: u64, split: Split, index: usize) -> PixelBox {
         self.placement_for(seed, split, index).placed
     }
 
@@ -894,14 +830,14 @@ fn stamped_in_training(spec: &WatermarkSpec, seed: u64, index: usize, target: bo
 }
 
 /// Bounding box of the weights that change a pixel (at least half a grey level).
-fn nonzero_box(weight: &Tensor) -> Option<WmBox> {
+fn nonzero_box(weight: &Tensor) -> Option<PixelBox> {
     let on = weight.get(0).ge(0.5 / 255.0); // [h, w] bool
     let rows: Vec<bool> = Vec::try_from(on.any_dim(1, false)).ok()?;
     let cols: Vec<bool> = Vec::try_from(on.any_dim(0, false)).ok()?;
     let first = |v: &[bool]| v.iter().position(|&b| b);
     let last = |v: &[bool]| v.iter().rposition(|&b| b);
     let (y0, y1, x0, x1) = (first(&rows)?, last(&rows)?, first(&cols)?, last(&cols)?);
-    Some(WmBox {
+    Some(PixelBox {
         x: x0 as i64,
         y: y0 as i64,
         w: (x1 - x0 + 1) as i64,
@@ -948,7 +884,7 @@ mod tests {
     fn positions_repeat_with_the_seed_and_change_with_it() {
         let a = art(&spec(), 32);
         let at =
-            |seed| -> Vec<WmBox> { (0..20).map(|i| a.box_for(seed, Split::Train, i)).collect() };
+            |seed| -> Vec<PixelBox> { (0..20).map(|i| a.box_for(seed, Split::Train, i)).collect() };
         assert_eq!(at(7), at(7));
         assert_ne!(at(7), at(8));
         // Positions vary between images, not one fixed spot.
@@ -983,16 +919,16 @@ mod tests {
         for i in 0..50 {
             assert_eq!(
                 corner.box_for(i as u64, Split::Train, i),
-                WmBox::square(48, 0, 16)
+                PixelBox::square(48, 0, 16)
             );
         }
         assert_eq!(
             art(&fixed([0.0, 1.0]), 64).box_for(0, Split::Test, 3),
-            WmBox::square(0, 48, 16)
+            PixelBox::square(0, 48, 16)
         );
         assert_eq!(
             art(&fixed([0.5, 0.5]), 64).box_for(0, Split::Test, 3),
-            WmBox::square(24, 24, 16)
+            PixelBox::square(24, 24, 16)
         );
         let err = WatermarkSpec {
             position: Position::Fixed,
@@ -1259,9 +1195,9 @@ mod tests {
 
     #[test]
     fn older_boxes_with_a_side_still_read() {
-        let old: WmBox = serde_json::from_str(r#"{"x": 1, "y": 2, "side": 5}"#).unwrap();
-        assert_eq!(old, WmBox::square(1, 2, 5));
-        let new: WmBox = serde_json::from_str(r#"{"x": 1, "y": 2, "w": 5, "h": 3}"#).unwrap();
+        let old: PixelBox = serde_json::from_str(r#"{"x": 1, "y": 2, "side": 5}"#).unwrap();
+        assert_eq!(old, PixelBox::square(1, 2, 5));
+        let new: PixelBox = serde_json::from_str(r#"{"x": 1, "y": 2, "w": 5, "h": 3}"#).unwrap();
         assert_eq!(
             serde_json::to_value(new).unwrap(),
             serde_json::json!({"x": 1, "y": 2, "w": 5, "h": 3})
@@ -1422,7 +1358,7 @@ mod tests {
             let at = a.placement_for(0, Split::Test, 0);
             assert_eq!(
                 (at.placed, at.visible),
-                (WmBox::square(0, 0, 16), WmBox::square(0, 0, 16))
+                (PixelBox::square(0, 0, 16), PixelBox::square(0, 0, 16))
             );
             a.stamp(images, &[Some(at), None])
         };

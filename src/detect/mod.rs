@@ -70,7 +70,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::data::loader::normalize_u8;
-use crate::data::watermark::WmBox;
+use crate::data::PixelBox;
 use crate::models::Model;
 use crate::nave::{colour, extract, kmeans};
 
@@ -123,7 +123,7 @@ pub struct Detection {
     pub stereotypy: f64,
     /// The suspect region's box on each probe (its stamped twin); None where
     /// the region does not appear.
-    pub suspect_boxes: Vec<Option<WmBox>>,
+    pub suspect_boxes: Vec<Option<PixelBox>>,
     /// Every candidate the transplant test scored.
     #[serde(default)]
     pub candidates: Vec<Candidate>,
@@ -468,7 +468,7 @@ fn object_regions(
 }
 
 /// A pixel box as a `[1, S, S]` float mask, grown by `grow` pixels (clipped).
-fn box_mask(b: &WmBox, grow: i64, size: i64) -> Tensor {
+fn box_mask(b: &PixelBox, grow: i64, size: i64) -> Tensor {
     let (x0, y0) = ((b.x - grow).max(0), (b.y - grow).max(0));
     let (x1, y1) = ((b.x + b.w + grow).min(size), (b.y + b.h + grow).min(size));
     let mask = Tensor::zeros([1, size, size], (Kind::Float, Device::Cpu));
@@ -639,7 +639,7 @@ fn windows(
 ) -> Option<(Tensor, Vec<usize>)> {
     let size = high.size()[2];
     let (h, w) = grid;
-    let boxes: Vec<(usize, WmBox)> = segments
+    let boxes: Vec<(usize, PixelBox)> = segments
         .iter()
         .filter_map(|(i, m)| largest_component_box(m, h, w, size as usize).map(|b| (*i, b)))
         .take(TEMPLATES)
@@ -677,7 +677,7 @@ struct RecurringObject {
     /// edges spread over.
     template: Tensor,
     /// The object's box inside the template.
-    inner: WmBox,
+    inner: PixelBox,
     /// The correlation halfway between the object's within-class and
     /// other-class correlations: a probe whose best match is below it does
     /// not show the object.
@@ -746,7 +746,7 @@ fn recurring_structure(
         .narrow(1, x0, x1 - x0)
         .unsqueeze(0);
     (found.within, found.other) = template::recurrence_gap(&object, &within, &other);
-    let offset = WmBox {
+    let offset = PixelBox {
         x: inner.x - x0,
         y: inner.y - y0,
         ..inner
@@ -763,9 +763,9 @@ impl RecurringObject {
     /// Where an image (high-pass `[1, S, S]`) shows the object: the object's
     /// pixel box at its best match, when that is at least the halfway
     /// correlation.
-    fn locate(&self, image: &Tensor) -> Option<WmBox> {
+    fn locate(&self, image: &Tensor) -> Option<PixelBox> {
         let (window, r) = template::best_match(&self.template, image);
-        (r >= self.halfway).then(|| WmBox {
+        (r >= self.halfway).then(|| PixelBox {
             x: window.x + self.inner.x,
             y: window.y + self.inner.y,
             ..self.inner
@@ -780,7 +780,7 @@ fn find_object(
     probe: &Tensor,
     grid: (usize, usize),
     size: usize,
-) -> Option<WmBox> {
+) -> Option<PixelBox> {
     rasterised(&object.locate(probe)?, grid.0, grid.1, size)
 }
 
@@ -807,7 +807,7 @@ fn small_segments(
 }
 
 /// Pixel box of the largest 4-connected group of `mask`'s cells.
-fn largest_component_box(mask: &[bool], h: usize, w: usize, size: usize) -> Option<WmBox> {
+fn largest_component_box(mask: &[bool], h: usize, w: usize, size: usize) -> Option<PixelBox> {
     cells_box(
         &crate::nave::components::largest_region(mask, h, w)?,
         h,
@@ -818,7 +818,7 @@ fn largest_component_box(mask: &[bool], h: usize, w: usize, size: usize) -> Opti
 
 /// Pixel bounding box of a set of grid cells, mapped to the image as NAVE
 /// upsamples its label maps (nearest neighbour); None for no cell.
-fn cells_box(cells: &[bool], h: usize, w: usize, size: usize) -> Option<WmBox> {
+fn cells_box(cells: &[bool], h: usize, w: usize, size: usize) -> Option<PixelBox> {
     let up = colour::upsample_labels(
         &cells.iter().map(|&c| c as i64).collect::<Vec<_>>(),
         h,
@@ -837,7 +837,7 @@ fn cells_box(cells: &[bool], h: usize, w: usize, size: usize) -> Option<WmBox> {
             y1 = y1.max(y);
         }
     }
-    any.then(|| WmBox {
+    any.then(|| PixelBox {
         x: x0 as i64,
         y: y0 as i64,
         w: (x1 - x0 + 1) as i64,
@@ -1028,7 +1028,7 @@ fn suspect_regions(
     class: usize,
     cluster: usize,
     object: Option<&RecurringObject>,
-) -> anyhow::Result<Vec<Option<WmBox>>> {
+) -> anyhow::Result<Vec<Option<PixelBox>>> {
     let (h, w) = sc.grid;
     let size = e.probes.size()[2] as usize;
     let rows = extract::to_rows(&features(e, taps, e.probes)?); // [P*h*w, D]
@@ -1153,7 +1153,7 @@ fn first_best(scores: impl Iterator<Item = f64>) -> Option<(usize, f64)> {
 
 /// Grid-rasterised region of a box: the bounding box of the grid cells (of an
 /// `h x w` grid over a `size` image) that the box touches, in pixels.
-pub fn rasterised(b: &WmBox, h: usize, w: usize, size: usize) -> Option<WmBox> {
+pub fn rasterised(b: &PixelBox, h: usize, w: usize, size: usize) -> Option<PixelBox> {
     let cells: Vec<i64> = (0..(h * w) as i64).collect();
     let up = colour::upsample_labels(&cells, h, w, size);
     let mut touched = vec![false; h * w];
@@ -1168,7 +1168,7 @@ pub fn rasterised(b: &WmBox, h: usize, w: usize, size: usize) -> Option<WmBox> {
 }
 
 /// IoU of two boxes.
-pub fn box_iou(a: &WmBox, b: &WmBox) -> f64 {
+pub fn box_iou(a: &PixelBox, b: &PixelBox) -> f64 {
     let ix = ((a.x + a.w).min(b.x + b.w) - a.x.max(b.x)).max(0);
     let iy = ((a.y + a.h).min(b.y + b.h) - a.y.max(b.y)).max(0);
     let inter = (ix * iy) as f64;
@@ -1197,7 +1197,7 @@ mod tests {
         }
         assert_eq!(
             largest_component_box(&g, 4, 4, 16),
-            Some(WmBox {
+            Some(PixelBox {
                 x: 0,
                 y: 0,
                 w: 8,
@@ -1211,10 +1211,10 @@ mod tests {
     fn rasterised_boxes_and_iou() {
         // A 3 x 3 box at (5, 5) on a 16 px image with 4 px cells touches cells (1..=1, 1..=1)
         // and (2, 2): pixels 4..12.
-        let b = WmBox::square(5, 5, 4);
+        let b = PixelBox::square(5, 5, 4);
         assert_eq!(
             rasterised(&b, 4, 4, 16),
-            Some(WmBox {
+            Some(PixelBox {
                 x: 4,
                 y: 4,
                 w: 8,
@@ -1223,11 +1223,11 @@ mod tests {
         );
         assert_eq!(box_iou(&b, &b), 1.0);
         assert_eq!(
-            box_iou(&WmBox::square(0, 0, 2), &WmBox::square(1, 0, 2)),
+            box_iou(&PixelBox::square(0, 0, 2), &PixelBox::square(1, 0, 2)),
             2.0 / 6.0
         );
         assert_eq!(
-            box_iou(&WmBox::square(0, 0, 2), &WmBox::square(5, 5, 2)),
+            box_iou(&PixelBox::square(0, 0, 2), &PixelBox::square(5, 5, 2)),
             0.0
         );
     }
@@ -1273,13 +1273,13 @@ mod tests {
         let high = template::high_pass(&images);
         // The object's template as `recurring_structure` cuts it: the
         // stamp with EDGE_SPREAD pixels around it, the stamp's box inside.
-        let cut = WmBox {
+        let cut = PixelBox {
             x: 20 - EDGE_SPREAD,
             y: 6 - EDGE_SPREAD,
             w: 9 + 2 * EDGE_SPREAD,
             h: 9 + 2 * EDGE_SPREAD,
         };
-        let inner = WmBox {
+        let inner = PixelBox {
             x: EDGE_SPREAD,
             y: EDGE_SPREAD,
             w: 9,
@@ -1294,7 +1294,7 @@ mod tests {
         let found = find_object(&object, &high.get(1), (6, 6), 48);
         assert_eq!(
             found,
-            Some(WmBox {
+            Some(PixelBox {
                 x: 16,
                 y: 0,
                 w: 16,

@@ -11,7 +11,7 @@
 //! do recur (ribs, lung borders), recur in every class alike.
 use tch::{Kind, Tensor};
 
-use crate::data::watermark::WmBox;
+use crate::data::PixelBox;
 
 /// Side of the box filter whose mean is subtracted (the high pass keeps
 /// edges and strokes finer than this, in pixels).
@@ -73,14 +73,14 @@ pub fn best_correlation(templates: &Tensor, images: &Tensor) -> Tensor {
 
 /// Where in `image` (high-pass, `[1, S, S]`) any of the templates matches
 /// best: the window it covers there, and its correlation.
-pub fn best_match(templates: &Tensor, image: &Tensor) -> (WmBox, f64) {
+pub fn best_match(templates: &Tensor, image: &Tensor) -> (PixelBox, f64) {
     let (_, h, w) = templates.size3().expect("[T, h, w] templates");
     let maps = correlation_maps(templates, &image.unsqueeze(0)); // [1, T, H', W']
     let width = maps.size()[3];
     let flat = maps.flatten(0, -1);
     let at = flat.argmax(0, false).int64_value(&[]);
     let position = at % (maps.size()[2] * width);
-    let window = WmBox {
+    let window = PixelBox {
         x: position % width,
         y: position / width,
         w,
@@ -124,7 +124,7 @@ pub fn agreement(template: &Tensor, images: &Tensor) -> Tensor {
 /// The box, inside a template, of the part that recurs: pixels whose
 /// agreement (smoothed over 3 x 3) is at least a quarter of the highest,
 /// less the `BLUR / 2` pixels by which the high pass spreads an edge.
-pub fn recurring_box(agreement: &Tensor) -> Option<WmBox> {
+pub fn recurring_box(agreement: &Tensor) -> Option<PixelBox> {
     let (h, w) = (agreement.size()[0], agreement.size()[1]);
     let smooth = agreement
         .view([1, 1, h, w])
@@ -143,7 +143,7 @@ pub fn recurring_box(agreement: &Tensor) -> Option<WmBox> {
     let spread = BLUR / 2;
     let (x0, y0) = ((x0 + spread).min(x1), (y0 + spread).min(y1));
     let (x1, y1) = ((x1 - spread).max(x0), (y1 - spread).max(y0));
-    Some(WmBox {
+    Some(PixelBox {
         x: x0,
         y: y0,
         w: x1 - x0 + 1,
@@ -152,7 +152,7 @@ pub fn recurring_box(agreement: &Tensor) -> Option<WmBox> {
 }
 
 /// The high-pass window of image `i` under `b`.
-pub fn crop(high: &Tensor, i: usize, b: &WmBox) -> Tensor {
+pub fn crop(high: &Tensor, i: usize, b: &PixelBox) -> Tensor {
     high.get(i as i64)
         .get(0)
         .narrow(0, b.y, b.h)
@@ -160,10 +160,10 @@ pub fn crop(high: &Tensor, i: usize, b: &WmBox) -> Tensor {
 }
 
 /// The box of side `side` (clipped to the image) centred on `b`'s centre.
-pub fn centred_window(b: &WmBox, side: i64, size: i64) -> WmBox {
+pub fn centred_window(b: &PixelBox, side: i64, size: i64) -> PixelBox {
     let side = side.min(size);
     let (cx, cy) = (b.x + b.w / 2, b.y + b.h / 2);
-    WmBox {
+    PixelBox {
         x: (cx - side / 2).clamp(0, size - side),
         y: (cy - side / 2).clamp(0, size - side),
         w: side,
@@ -214,7 +214,7 @@ mod tests {
             ruler(&images, i, 3 + i * 4, 25 - i * 3, 0.7);
         }
         let high = high_pass(&images);
-        let at = |i: i64| WmBox {
+        let at = |i: i64| PixelBox {
             x: 25 - i * 3,
             y: 3 + i * 4,
             w: 10,
@@ -238,7 +238,7 @@ mod tests {
         let wide = crop(
             &high,
             0,
-            &WmBox {
+            &PixelBox {
                 x: 20,
                 y: 0,
                 w: 18,
@@ -267,7 +267,7 @@ mod tests {
 
     #[test]
     fn windows_are_centred_and_clipped() {
-        let b = WmBox {
+        let b = PixelBox {
             x: 30,
             y: 2,
             w: 4,
@@ -275,7 +275,7 @@ mod tests {
         };
         assert_eq!(
             centred_window(&b, 10, 40),
-            WmBox {
+            PixelBox {
                 x: 27,
                 y: 0,
                 w: 10,
@@ -284,7 +284,7 @@ mod tests {
         );
         assert_eq!(
             centred_window(&b, 60, 40),
-            WmBox {
+            PixelBox {
                 x: 0,
                 y: 0,
                 w: 40,

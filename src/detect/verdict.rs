@@ -11,7 +11,7 @@ use tch::{Device, Tensor};
 
 use super::global::Looks;
 use super::{self as detect, DetectorSpec, Evidence};
-use crate::data::watermark::WmBox;
+use crate::data::PixelBox;
 use crate::models::Model;
 
 /// Scores at or above this flag a run as relying on a shortcut. Chosen by
@@ -46,7 +46,7 @@ pub struct Verdict {
     /// How much the region is one reproduced object (0: tissue, 1: stamped).
     pub stereotypy: f64,
     /// The suspect region's box on each probe (None where it is absent).
-    pub suspect_boxes: Vec<Option<WmBox>>,
+    pub suspect_boxes: Vec<Option<PixelBox>>,
     /// Where the evidence is a global cue rather than a local object: what
     /// it changes (then there is no region: `suspect_boxes` are all None).
     #[serde(default)]
@@ -106,7 +106,7 @@ impl Verdict {
     }
 
     /// The first probe's suspect box, to name where in words.
-    fn typical_box(&self) -> Option<WmBox> {
+    fn typical_box(&self) -> Option<PixelBox> {
         self.suspect_boxes.iter().flatten().next().copied()
     }
 }
@@ -158,7 +158,7 @@ mod tests {
             lift: 0.9,
             control: 0.1,
             stereotypy: 1.0,
-            suspect_boxes: vec![None, Some(WmBox::square(40, 8, 16))],
+            suspect_boxes: vec![None, Some(PixelBox::square(40, 8, 16))],
             global_cue: None,
         }
     }

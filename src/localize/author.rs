@@ -22,7 +22,7 @@
 //! An image without ground truth (COCO's crowd-only images) or without any
 //! component is a miss, as in LOST.
 use super::boxes::{components, BBox, Component};
-use crate::nave::score::median;
+use crate::nave::stats::median;
 
 /// Components of at most this many pixels are dropped (strictly more are kept).
 pub const MIN_PIXELS: usize = 14 * 14 * 4;

@@ -4,7 +4,7 @@
 //! inner boxes follow Algorithms 2 and 3 literally (pixel indices, medians as
 //! NumPy computes them); the IoU is LOST's (`bbox_iou`: widths x2 - x1, with
 //! its 1e-7 guards).
-use crate::nave::score::median;
+use crate::nave::stats::median;
 
 pub type BBox = [f64; 4];
 

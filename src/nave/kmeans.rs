@@ -401,7 +401,7 @@ fn lloyd_elkan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nave::score::adjusted_rand_index;
+    use crate::nave::stats::adjusted_rand_index;
 
     #[test]
     fn recovers_separated_blobs() {

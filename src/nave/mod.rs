@@ -8,7 +8,7 @@ pub mod extract;
 pub mod kmeans;
 pub mod pca;
 pub mod reference;
-pub mod score;
+pub mod stats;
 
 use tch::Tensor;
 

@@ -132,7 +132,7 @@ pub fn ward(x: &Tensor, k: usize, seed: u64) -> anyhow::Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nave::score::adjusted_rand_index;
+    use crate::nave::stats::adjusted_rand_index;
 
     fn blobs(per: i64) -> (Tensor, Vec<i64>) {
         tch::manual_seed(0);
@@ -169,7 +169,7 @@ mod tests {
         tch::manual_seed(3);
         let x = Tensor::randn([3000, 16], (Kind::Float, Device::Cpu))
             + Tensor::randint(4, [3000, 1], (Kind::Float, Device::Cpu)) * 3.0;
-        use crate::nave::score::median;
+        use crate::nave::stats::median;
         let ours = median(
             &(0..5)
                 .map(|s| crate::nave::kmeans::kmeans(&x, 6, s, 1e-4, 300).inertia)

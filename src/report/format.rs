@@ -2,7 +2,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::audit::MeanSd;
-use crate::data::watermark::WmBox;
+use crate::data::PixelBox;
 
 /// A measure with three decimals; "—" where it is missing or not finite.
 pub(super) fn number(v: Option<f64>) -> String {
@@ -69,7 +69,7 @@ pub(super) fn link_to(report_dir: &Path, target: &Path) -> String {
 }
 
 /// CSS placing a box over an image of side `size` (percentages of the side).
-pub(super) fn box_style(b: &WmBox, size: f64) -> Option<String> {
+pub(super) fn box_style(b: &PixelBox, size: f64) -> Option<String> {
     (size > 0.0).then(|| {
         format!(
             "left:{:.2}%;top:{:.2}%;width:{:.2}%;height:{:.2}%",
@@ -106,7 +106,7 @@ mod tests {
             }),
             "—"
         );
-        let b = WmBox {
+        let b = PixelBox {
             x: 16,
             y: 32,
             w: 16,

@@ -10,7 +10,7 @@ use super::format::{box_style, mean_sd, number, utc};
 use super::{curves, RunFiles, Sources, CSS};
 use crate::audit::{AuditReport, RegimeResult, RunResult};
 use crate::config::{RunSpec, Scope};
-use crate::data::watermark::WmBox;
+use crate::data::PixelBox;
 use crate::detect::verdict::{Verdict, SHORTCUT_THRESHOLD};
 use crate::nave::colour::PALETTE;
 use crate::run_folder::EpochMetrics;
@@ -319,7 +319,7 @@ impl RunRow {
 
 /// The boxes to outline on a run's pictures: its own artefact's visible
 /// boxes, else (older audits) the audit's common probe boxes.
-pub(super) fn run_boxes<'a>(run: &'a RunResult, audit: &'a AuditReport) -> &'a [WmBox] {
+pub(super) fn run_boxes<'a>(run: &'a RunResult, audit: &'a AuditReport) -> &'a [PixelBox] {
     if run.mask_boxes.is_empty() {
         &audit.probe_boxes
     } else {

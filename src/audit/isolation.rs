@@ -1,37 +1,12 @@
-//! Clever Hans measures (DESIGN.md): `wm_iou`, `wm_shift` (1 - ARI outside
-//! the dilated box), and the adjusted Rand index they use.
+//! How a label map treats a known box (DESIGN.md's Clever Hans measures):
+//! `wm_iou` (the best segment's IoU with the box), the grid-fair IoU, recall
+//! and precision, and `wm_shift` (1 - ARI between the clean and marked maps
+//! outside the dilated box). They need the artefact's box, so only the audit
+//! of runs with a known artefact computes them.
 use std::collections::HashMap;
 
-use crate::data::watermark::WmBox;
-
-fn comb2(n: u64) -> f64 {
-    (n as f64) * (n as f64 - 1.0) / 2.0
-}
-
-/// Adjusted Rand index (Hubert and Arabie) of two labelings of the same points.
-/// 1 for identical partitions (up to renaming), about 0 for unrelated ones.
-pub fn adjusted_rand_index(a: &[i64], b: &[i64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let n = a.len() as u64;
-    let mut table: HashMap<(i64, i64), u64> = HashMap::new();
-    let mut rows: HashMap<i64, u64> = HashMap::new();
-    let mut cols: HashMap<i64, u64> = HashMap::new();
-    for (&x, &y) in a.iter().zip(b) {
-        *table.entry((x, y)).or_default() += 1;
-        *rows.entry(x).or_default() += 1;
-        *cols.entry(y).or_default() += 1;
-    }
-    let index: f64 = table.values().map(|&v| comb2(v)).sum();
-    let sum_a: f64 = rows.values().map(|&v| comb2(v)).sum();
-    let sum_b: f64 = cols.values().map(|&v| comb2(v)).sum();
-    let expected = sum_a * sum_b / comb2(n).max(1.0);
-    let max = (sum_a + sum_b) / 2.0;
-    if (max - expected).abs() < 1e-12 {
-        // Both partitions trivial (one cluster, or all singletons) and equal.
-        return 1.0;
-    }
-    (index - expected) / (max - expected)
-}
+use crate::data::PixelBox;
+use crate::nave::stats::adjusted_rand_index;
 
 /// How well the best segment (max IoU with the box) isolates the box, on an
 /// upsampled `size x size` label map.
@@ -49,7 +24,7 @@ pub struct Isolation {
 }
 
 /// Pixel counts per label: (area, overlap with the box).
-fn overlaps(labels: &[i64], size: usize, b: &WmBox) -> HashMap<i64, (u64, u64)> {
+fn overlaps(labels: &[i64], size: usize, b: &PixelBox) -> HashMap<i64, (u64, u64)> {
     let mut counts: HashMap<i64, (u64, u64)> = HashMap::new();
     for y in 0..size {
         for x in 0..size {
@@ -64,13 +39,13 @@ fn overlaps(labels: &[i64], size: usize, b: &WmBox) -> HashMap<i64, (u64, u64)> 
 }
 
 /// The box's pixels inside the image.
-fn visible_area(size: usize, b: &WmBox) -> u64 {
+fn visible_area(size: usize, b: &PixelBox) -> u64 {
     let span = |start: i64, len: i64| ((start + len).min(size as i64) - start.max(0)).max(0) as u64;
     span(b.x, b.w) * span(b.y, b.h)
 }
 
 /// max over segments of IoU(segment, box), on a `size x size` label map.
-pub fn wm_iou(labels: &[i64], size: usize, b: &WmBox) -> f64 {
+pub fn wm_iou(labels: &[i64], size: usize, b: &PixelBox) -> f64 {
     let box_area = visible_area(size, b) as f64;
     overlaps(labels, size, b)
         .values()
@@ -82,7 +57,7 @@ pub fn wm_iou(labels: &[i64], size: usize, b: &WmBox) -> f64 {
 /// maps each pixel to its grid cell (the upsampled cell index map). For a
 /// ratio like IoU the best union takes the cells in decreasing order of the
 /// share of their area inside the box, so checking every such prefix finds it.
-pub fn best_grid_iou(cells: &[i64], size: usize, b: &WmBox) -> f64 {
+pub fn best_grid_iou(cells: &[i64], size: usize, b: &PixelBox) -> f64 {
     let box_area = visible_area(size, b) as f64;
     let mut by_share: Vec<(u64, u64)> = overlaps(cells, size, b)
         .into_values()
@@ -100,7 +75,7 @@ pub fn best_grid_iou(cells: &[i64], size: usize, b: &WmBox) -> f64 {
 }
 
 /// The best segment's IoU, grid-fair IoU, recall and precision for the box.
-pub fn isolation(labels: &[i64], cells: &[i64], size: usize, b: &WmBox) -> Isolation {
+pub fn isolation(labels: &[i64], cells: &[i64], size: usize, b: &PixelBox) -> Isolation {
     let box_area = visible_area(size, b) as f64;
     let (area, inter) = overlaps(labels, size, b)
         .into_values()
@@ -126,7 +101,7 @@ pub fn isolation(labels: &[i64], cells: &[i64], size: usize, b: &WmBox) -> Isola
 
 /// 1 - ARI between the clean and watermarked label maps over the pixels
 /// outside the box dilated by `margin` pixels on every side.
-pub fn wm_shift(clean: &[i64], marked: &[i64], size: usize, b: &WmBox, margin: i64) -> f64 {
+pub fn wm_shift(clean: &[i64], marked: &[i64], size: usize, b: &PixelBox, margin: i64) -> f64 {
     let grown = b.dilated(margin);
     let (mut a, mut m) = (Vec::new(), Vec::new());
     for y in 0..size {
@@ -143,56 +118,14 @@ pub fn wm_shift(clean: &[i64], marked: &[i64], size: usize, b: &WmBox, margin: i
     1.0 - adjusted_rand_index(&a, &m)
 }
 
-/// NumPy's median: the mean of the two middle values for an even count; NaN
-/// for no values.
-pub fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[m],
-        _ => (v[m - 1] + v[m]) / 2.0,
-    }
-}
-
-/// Mean and (sample) standard deviation.
-pub fn mean_sd(values: &[f64]) -> (f64, f64) {
-    let n = values.len() as f64;
-    if values.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    let mean = values.iter().sum::<f64>() / n;
-    let sd = if values.len() > 1 {
-        (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-    } else {
-        0.0
-    };
-    (mean, sd)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn ari_known_values() {
-        assert_eq!(adjusted_rand_index(&[0, 0, 1, 1], &[5, 5, 3, 3]), 1.0);
-        // scikit-learn: adjusted_rand_score([0,0,1,1], [0,0,1,2]) = 0.5714285714285715
-        assert!(
-            (adjusted_rand_index(&[0, 0, 1, 1], &[0, 0, 1, 2]) - 0.5714285714285715).abs() < 1e-12
-        );
-        // Crossed partitions: index 0, expected 6*3/15 = 1.2, max 4.5 -> -1.2 / 3.3 = -4/11.
-        assert!(
-            (adjusted_rand_index(&[0, 0, 0, 1, 1, 1], &[0, 1, 2, 0, 1, 2]) + 4.0 / 11.0).abs()
-                < 1e-12
-        );
-    }
-
-    #[test]
     fn wm_iou_and_shift() {
         let size = 8;
-        let b = WmBox::square(2, 2, 2);
+        let b = PixelBox::square(2, 2, 2);
         // A segment that is exactly the box: IoU 1.
         let labels: Vec<i64> = (0..64)
             .map(|i| if b.contains(i % 8, i / 8) { 1 } else { 0 })
@@ -211,10 +144,6 @@ mod tests {
             *v = 2;
         }
         assert!(wm_shift(&labels, &changed, size, &b, 0) > 0.3);
-        assert_eq!(mean_sd(&[1.0, 3.0]), (2.0, 2f64.sqrt()));
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[10.0, 1.0, 3.0, 2.0]), 2.5);
-        assert!(median(&[]).is_nan());
     }
 
     /// The grid cell of every pixel, as the audit upsamples a label map.
@@ -224,7 +153,7 @@ mod tests {
     }
 
     /// The best union of cells by trying every subset of the cells the box touches.
-    fn brute_force_best(grid: usize, size: usize, b: &WmBox) -> (f64, Vec<i64>) {
+    fn brute_force_best(grid: usize, size: usize, b: &PixelBox) -> (f64, Vec<i64>) {
         let cells = cell_map(grid, size);
         // Per touched cell: (cell, area, pixels inside the box).
         let mut touched: Vec<(i64, f64, f64)> = Vec::new();
@@ -269,7 +198,7 @@ mod tests {
                         (size - side, size - side),
                         (size / 2 + 1, 7),
                     ] {
-                        let b = WmBox::square(x as i64, y as i64, side as i64);
+                        let b = PixelBox::square(x as i64, y as i64, side as i64);
                         let (best, chosen) = brute_force_best(grid, size, &b);
                         let cells = cell_map(grid, size);
                         assert!(
@@ -299,7 +228,7 @@ mod tests {
         // 8 x 8 image, 4 x 4 grid (2-pixel cells), a 2 x 2 box on cell (1, 1).
         let size = 8;
         let cells = cell_map(4, size);
-        let b = WmBox::square(2, 2, 2);
+        let b = PixelBox::square(2, 2, 2);
         // The segment is cell (1, 1) plus cell (2, 1): IoU 4 / 8, recall 1, precision 0.5.
         let labels: Vec<i64> = cells.iter().map(|&c| (c == 5 || c == 6) as i64).collect();
         let iso = isolation(&labels, &cells, size, &b);
@@ -309,7 +238,7 @@ mod tests {
         );
         // A box straddling four cells: the grid allows IoU 4 / 16 at best, so
         // a segment of exactly those four cells is fair 1.0 with raw IoU 0.25.
-        let b = WmBox::square(1, 1, 2);
+        let b = PixelBox::square(1, 1, 2);
         let labels: Vec<i64> = cells
             .iter()
             .map(|&c| [0, 1, 4, 5].contains(&c) as i64)
