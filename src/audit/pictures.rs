@@ -60,8 +60,12 @@ impl ProbePictures {
                     let name = |kind: &str| run_dir.join(format!("p{p:03}_{tag}_{kind}.png"));
                     crate::io::write_png(&colour::overlay(&img, &up), &name("overlay"))?;
                     crate::io::write_png(&avg, &name("avg"))?;
-                    let lab = colour::label_image(&labels[i], grid.w as u32, grid.h as u32);
+                    let (w, h) = (grid.w as u32, grid.h as u32);
+                    let lab = colour::label_image(&labels[i], w, h);
                     crate::io::write_png(&lab, &name("labels"))?;
+                    // The same map in the palette, as the report shows it.
+                    let drawn = colour::label_picture(&labels[i], w, h);
+                    crate::io::write_png(&drawn, &name("labels_colour"))?;
                 }
                 self.averages[v * self.pictured + p].push(avg);
             }

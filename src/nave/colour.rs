@@ -110,6 +110,13 @@ pub fn mean_image(images: &[RgbImage]) -> Option<RgbImage> {
     RgbImage::from_raw(w, h, acc.iter().map(|a| (a / n).round() as u8).collect())
 }
 
+/// A label map drawn in the palette: cluster k in colour k, one pixel per
+/// grid cell (a page scales it up with `image-rendering: pixelated`).
+pub fn label_picture(labels: &[i64], w: u32, h: u32) -> RgbImage {
+    RgbImage::from_raw(w, h, labels.iter().flat_map(|&l| colour_of(l)).collect())
+        .expect("label map size")
+}
+
 /// Cluster indices as a grayscale PNG-ready image (value = index).
 pub fn label_image(labels: &[i64], w: u32, h: u32) -> image::GrayImage {
     image::GrayImage::from_raw(
@@ -123,6 +130,19 @@ pub fn label_image(labels: &[i64], w: u32, h: u32) -> image::GrayImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_label_picture_draws_cluster_k_in_colour_k() {
+        let pic = label_picture(&[0, 1, 2, 21], 2, 2);
+        assert_eq!(pic.get_pixel(0, 0).0, PALETTE[0]);
+        assert_eq!(pic.get_pixel(1, 0).0, PALETTE[1]);
+        assert_eq!(pic.get_pixel(0, 1).0, PALETTE[2]);
+        assert_eq!(
+            pic.get_pixel(1, 1).0,
+            PALETTE[1],
+            "the palette repeats after 20"
+        );
+    }
 
     #[test]
     fn average_colour_on_a_constructed_image() {

@@ -44,7 +44,10 @@ impl EpochRow {
 struct View {
     overlay: String,
     avg: String,
+    /// The label map in the palette; the grey index map (`labels_grey`)
+    /// where an older audit wrote no coloured one.
     labels: String,
+    labels_grey: bool,
     /// The known box and the detector's suspect region, on watermarked probes.
     r#box: Option<String>,
     suspect: Option<String>,
@@ -82,16 +85,37 @@ fn probe_views(s: &Sources, run: &RunResult) -> Vec<ProbeViews> {
             test_index,
             views: ["clean", "wm"]
                 .iter()
-                .map(|&tag| View {
-                    overlay: format!("runs/{id}/p{p:03}_{tag}_overlay.png"),
-                    avg: format!("runs/{id}/p{p:03}_{tag}_avg.png"),
-                    labels: format!("runs/{id}/p{p:03}_{tag}_labels.png"),
-                    r#box: (tag == "wm")
-                        .then(|| boxes.get(p).and_then(|b| box_style(b, size)))
-                        .flatten(),
-                    suspect: (tag == "wm").then(|| suspect(p)).flatten(),
+                .map(|&tag| {
+                    let coloured = format!("runs/{id}/p{p:03}_{tag}_labels_colour.png");
+                    let labels_grey = !s.report_dir.join(&coloured).is_file();
+                    View {
+                        overlay: format!("runs/{id}/p{p:03}_{tag}_overlay.png"),
+                        avg: format!("runs/{id}/p{p:03}_{tag}_avg.png"),
+                        labels: if labels_grey {
+                            format!("runs/{id}/p{p:03}_{tag}_labels.png")
+                        } else {
+                            coloured
+                        },
+                        labels_grey,
+                        r#box: (tag == "wm")
+                            .then(|| boxes.get(p).and_then(|b| box_style(b, size)))
+                            .flatten(),
+                        suspect: (tag == "wm").then(|| suspect(p)).flatten(),
+                    }
                 })
                 .collect(),
+        })
+        .collect()
+}
+
+/// The label maps' legend: cluster k's colour (CSS) for every k the audit
+/// clustered into.
+fn legend(s: &Sources) -> Vec<serde_json::Value> {
+    let k = s.audit.settings.as_ref().map_or(0, |a| a.k);
+    (0..k)
+        .map(|c| {
+            let [r, g, b] = crate::nave::colour::colour_of(c as i64);
+            serde_json::json!({ "k": c, "css": format!("rgb({r},{g},{b})") })
         })
         .collect()
 }
@@ -134,6 +158,7 @@ pub(super) fn write(
         tensorboard_shown => dir.map(|d| d.display().to_string()),
         epochs => files.metrics.iter().map(EpochRow::of).collect::<Vec<_>>(),
         probes => &probes,
+        legend => legend(s),
         missing => &missing,
         run_yaml => &files.run_yaml,
     })?;
