@@ -181,7 +181,7 @@ pub fn generate(spec: &SyntheticSpec, split: Split, image_size: i64) -> SplitDat
 
 /// Writes the set in the Chest-X-Ray folder layout (`out/{train,test}/{NORMAL,PNEUMONIA}/*.png`),
 /// so that it goes through the same loader as the real data. The folder is
-/// built beside `out` and renamed into place: a kill leaves no half-written set.
+/// staged beside `out` and moved into place: a kill leaves no half-written set.
 pub fn write_folder(spec: &SyntheticSpec, out: &Path) -> anyhow::Result<usize> {
     if out.exists() {
         anyhow::bail!(
@@ -189,11 +189,14 @@ pub fn write_folder(spec: &SyntheticSpec, out: &Path) -> anyhow::Result<usize> {
             out.display()
         );
     }
-    let tmp = out.with_file_name(format!(
-        ".{}.partial",
-        out.file_name().and_then(|n| n.to_str()).unwrap_or("synth")
-    ));
-    let _ = std::fs::remove_dir_all(&tmp);
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    // Built in a staging folder beside `out` (see `staging`); the files in
+    // it need no atomic write of their own.
+    let staged = crate::staging::StagedFolder::begin(out)?;
+    let tmp = staged.dir().to_path_buf();
     let mut written = 0;
     for split in [Split::Train, Split::Test] {
         for class in CLASS_NAMES {
@@ -216,8 +219,7 @@ pub fn write_folder(spec: &SyntheticSpec, out: &Path) -> anyhow::Result<usize> {
             })?;
         written += n;
     }
-    std::fs::rename(&tmp, out)
-        .with_context(|| format!("moving {} to {}", tmp.display(), out.display()))?;
+    staged.commit()?;
     Ok(written)
 }
 
