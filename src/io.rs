@@ -112,6 +112,11 @@ pub fn write_atomic_with(
     done
 }
 
+/// `value` as indented JSON, written atomically.
+pub fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
+    write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())
+}
+
 /// `value` as JSON, refused when it holds NaN or an infinity: serde_json
 /// writes those as `null`, which reads back as a missing figure (or fails
 /// to read at all). Checked by reading the text back as `T`.

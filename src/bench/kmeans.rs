@@ -128,14 +128,7 @@ fn feature_matrix(a: &BenchKmeansArgs, device: Device) -> anyhow::Result<(Tensor
             )
         }
         None => {
-            let spec = ModelSpec {
-                arch: a.arch,
-                width: None,
-                init: None,
-                init_sha256: None,
-                registers: 0,
-                layer_scale: false,
-            };
+            let spec = ModelSpec::plain(a.arch, None);
             tch::manual_seed(a.seed as i64);
             let mut model = Model::new(&spec, 2, a.image_size, device)?;
             if let Some(w) = &a.weights {

@@ -40,14 +40,7 @@ pub struct BenchTrainArgs {
 
 pub fn bench_train(a: &BenchTrainArgs, device: Device) -> anyhow::Result<serde_json::Value> {
     tch::manual_seed(0);
-    let spec = ModelSpec {
-        arch: a.arch,
-        width: a.width,
-        init: None,
-        init_sha256: None,
-        registers: 0,
-        layer_scale: false,
-    };
+    let spec = ModelSpec::plain(a.arch, a.width);
     let model = Model::new(&spec, 10, a.image_size, device)?;
     let mut opt = Optimizer::new(
         OptimizerSpec {

@@ -129,10 +129,7 @@ fn submit_to_slurm(a: &AuditArgs, device: DeviceRequest) -> anyhow::Result<()> {
         return Ok(());
     };
     let record = serde_json::json!({ "runs_job": runs_job, "merge_job": merge_job, "runs": ids });
-    crate::io::write_atomic(
-        &slurm_dir.join("audit-jobs.json"),
-        serde_json::to_string_pretty(&record)?.as_bytes(),
-    )?;
+    crate::io::write_json(&slurm_dir.join("audit-jobs.json"), &record)?;
     println!(
         "{experiment}: submitted audit array {runs_job} ({} task(s), one per finished run) and merge job {merge_job} after it; logs in {}",
         ids.len(),

@@ -16,7 +16,7 @@ pub fn run(cmd: BenchCommand, device: Device) -> anyhow::Result<()> {
         BenchCommand::Detect(a) => bench_detect(&a, device)?,
     };
     if let Some(path) = detect_out {
-        crate::io::write_atomic(&path, serde_json::to_string_pretty(&out)?.as_bytes())?;
+        crate::io::write_json(&path, &out)?;
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

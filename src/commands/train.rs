@@ -228,10 +228,7 @@ fn submit_to_slurm(
         logs: logs.clone(),
         submitted_unix: crate::io::unix_seconds(),
     };
-    crate::io::write_atomic(
-        &slurm_dir.join("jobs.json"),
-        serde_json::to_string_pretty(&submission)?.as_bytes(),
-    )?;
+    crate::io::write_json(&slurm_dir.join("jobs.json"), &submission)?;
     println!(
         "{}: submitted job array {train_job} ({} task(s), one per run) and audit job {audit_job} after it, in {:.2} s; logs in {}",
         experiment.name(),

@@ -11,13 +11,16 @@ use image::{imageops::FilterType, ImageDecoder, ImageReader, RgbImage};
 /// The file as RGB, or why it does not decode (without its path: callers
 /// name the file in their own words).
 pub fn decode_rgb(path: &Path) -> Result<RgbImage, String> {
-    let image = ImageReader::open(path)
+    let image = reader(path)?.decode().map_err(|e| e.to_string())?;
+    Ok(image.to_rgb8())
+}
+
+/// The file opened, its format guessed from its first bytes.
+fn reader(path: &Path) -> Result<ImageReader<std::io::BufReader<std::fs::File>>, String> {
+    ImageReader::open(path)
         .map_err(|e| e.to_string())?
         .with_guessed_format()
-        .map_err(|e| e.to_string())?
-        .decode()
-        .map_err(|e| e.to_string())?;
-    Ok(image.to_rgb8())
+        .map_err(|e| e.to_string())
 }
 
 /// The file as RGB, resized to `size` x `size` (bilinear, as the datasets
@@ -34,12 +37,7 @@ pub fn decode_rgb_square(path: &Path, size: u32) -> Result<RgbImage, String> {
 /// The file's width, height and colour mode (`Rgb8`, `L8` ...) from its
 /// header, without decoding the pixels; or why it cannot be read.
 pub fn header(path: &Path) -> Result<(u32, u32, String), String> {
-    let decoder = ImageReader::open(path)
-        .map_err(|e| e.to_string())?
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?
-        .into_decoder()
-        .map_err(|e| e.to_string())?;
+    let decoder = reader(path)?.into_decoder().map_err(|e| e.to_string())?;
     let (w, h) = decoder.dimensions();
     Ok((w, h, format!("{:?}", decoder.color_type())))
 }

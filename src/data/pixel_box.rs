@@ -48,6 +48,16 @@ impl PixelBox {
         }
     }
 
+    /// The box from pixel (x0, y0) to pixel (x1, y1), both inside.
+    pub fn spanning(x0: usize, y0: usize, x1: usize, y1: usize) -> Self {
+        PixelBox {
+            x: x0 as i64,
+            y: y0 as i64,
+            w: (x1 - x0 + 1) as i64,
+            h: (y1 - y0 + 1) as i64,
+        }
+    }
+
     /// True when pixel (px, py) lies inside the box.
     pub fn contains(&self, px: i64, py: i64) -> bool {
         px >= self.x && px < self.x + self.w && py >= self.y && py < self.y + self.h

@@ -837,12 +837,7 @@ fn nonzero_box(weight: &Tensor) -> Option<PixelBox> {
     let first = |v: &[bool]| v.iter().position(|&b| b);
     let last = |v: &[bool]| v.iter().rposition(|&b| b);
     let (y0, y1, x0, x1) = (first(&rows)?, last(&rows)?, first(&cols)?, last(&cols)?);
-    Some(PixelBox {
-        x: x0 as i64,
-        y: y0 as i64,
-        w: (x1 - x0 + 1) as i64,
-        h: (y1 - y0 + 1) as i64,
-    })
+    Some(PixelBox::spanning(x0, y0, x1, y1))
 }
 
 #[cfg(test)]

@@ -837,12 +837,7 @@ fn cells_box(cells: &[bool], h: usize, w: usize, size: usize) -> Option<PixelBox
             y1 = y1.max(y);
         }
     }
-    any.then(|| PixelBox {
-        x: x0 as i64,
-        y: y0 as i64,
-        w: (x1 - x0 + 1) as i64,
-        h: (y1 - y0 + 1) as i64,
-    })
+    any.then(|| PixelBox::spanning(x0, y0, x1, y1))
 }
 
 /// The detector's set-scope clustering of a class-balanced sample of the

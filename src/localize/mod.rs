@@ -289,16 +289,10 @@ impl LabelMap {
     }
 }
 
-/// Nearest-neighbour resize of a `gh x gw` grid to `h x w` (source index
-/// `floor(i * gh / h)`, as OpenCV's INTER_NEAREST).
+/// Nearest-neighbour resize of a `gh x gw` grid to `h x w` (see
+/// [`colour::upsample_nearest`]).
 pub fn upsample_nearest(grid: &[i64], gh: usize, gw: usize, h: usize, w: usize) -> LabelMap {
-    let mut labels = Vec::with_capacity(w * h);
-    for y in 0..h {
-        let gy = (y * gh / h).min(gh - 1);
-        for x in 0..w {
-            labels.push(grid[gy * gw + (x * gw / w).min(gw - 1)]);
-        }
-    }
+    let labels = colour::upsample_nearest(grid, gh, gw, h, w);
     LabelMap { h, w, labels }
 }
 
@@ -538,10 +532,7 @@ pub fn evaluate(
         "protocol": s.protocol, "n_init": s.n_init, "taps": s.taps, "method": format!("{:?}", s.method).to_lowercase(), "min_size": s.min_size, "pad_multiple": s.pad_multiple,
         "scores": summary.scores.iter().map(|((src, k, st), (f, n))| serde_json::json!({"source": src, "k": k, "strategy": st, "found": f, "images": n, "percent": corloc(*f, *n)})).collect::<Vec<_>>(),
     });
-    crate::io::write_atomic(
-        &out.join("summary.json"),
-        serde_json::to_string_pretty(&json)?.as_bytes(),
-    )?;
+    crate::io::write_json(&out.join("summary.json"), &json)?;
     Ok(summary)
 }
 

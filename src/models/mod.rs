@@ -140,6 +140,21 @@ pub struct ModelSpec {
     pub layer_scale: bool,
 }
 
+impl ModelSpec {
+    /// An architecture at `width` (None: the standard model), randomly
+    /// initialised, without registers or LayerScale.
+    pub fn plain(arch: Arch, width: Option<i64>) -> Self {
+        Self {
+            arch,
+            width,
+            init: None,
+            init_sha256: None,
+            registers: 0,
+            layer_scale: false,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Net {
     ResNet(ResNet),
@@ -618,14 +633,7 @@ mod tests {
     use super::*;
 
     fn spec(arch: Arch, width: i64) -> ModelSpec {
-        ModelSpec {
-            arch,
-            width: Some(width),
-            init: None,
-            init_sha256: None,
-            registers: 0,
-            layer_scale: false,
-        }
+        ModelSpec::plain(arch, Some(width))
     }
 
     #[test]
@@ -660,12 +668,8 @@ mod tests {
     #[test]
     fn vit_tap_shapes_with_registers_and_other_sizes() {
         let s = ModelSpec {
-            arch: Arch::VitS16,
-            width: Some(64),
-            init: None,
-            init_sha256: None,
             registers: 4,
-            layer_scale: false,
+            ..ModelSpec::plain(Arch::VitS16, Some(64))
         };
         let m = Model::new(&s, 2, 64, Device::Cpu).unwrap();
         let x = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
@@ -742,12 +746,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         // A ViT with LayerScale: its gammas have no place in a ViT without.
         let with_ls = ModelSpec {
-            arch: Arch::VitS16,
-            width: Some(64),
-            init: None,
-            init_sha256: None,
-            registers: 0,
             layer_scale: true,
+            ..ModelSpec::plain(Arch::VitS16, Some(64))
         };
         let m = Model::new(&with_ls, 2, 32, Device::Cpu).unwrap();
         let path = dir.join("ls.safetensors");

@@ -32,12 +32,17 @@ pub fn colour_of(k: i64) -> [u8; 3] {
 
 /// Nearest-neighbour upsampling of an `h x w` label map to `size x size` (the only upsampling NAVE allows).
 pub fn upsample_labels(labels: &[i64], h: usize, w: usize, size: usize) -> Vec<i64> {
-    let mut out = Vec::with_capacity(size * size);
-    for y in 0..size {
-        let gy = (y * h / size).min(h - 1);
-        for x in 0..size {
-            let gx = (x * w / size).min(w - 1);
-            out.push(labels[gy * w + gx]);
+    upsample_nearest(labels, h, w, size, size)
+}
+
+/// Nearest-neighbour resize of a `gh x gw` grid to `h x w`: the source index
+/// is `floor(i * gh / h)`, as OpenCV's INTER_NEAREST takes it.
+pub fn upsample_nearest(grid: &[i64], gh: usize, gw: usize, h: usize, w: usize) -> Vec<i64> {
+    let mut out = Vec::with_capacity(h * w);
+    for y in 0..h {
+        let gy = (y * gh / h).min(gh - 1);
+        for x in 0..w {
+            out.push(grid[gy * gw + (x * gw / w).min(gw - 1)]);
         }
     }
     out

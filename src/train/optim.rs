@@ -355,14 +355,7 @@ mod tests {
     use crate::models::{Arch, Model, ModelSpec};
 
     fn narrow_resnet18() -> ModelSpec {
-        ModelSpec {
-            arch: Arch::Resnet18,
-            width: Some(8),
-            init: None,
-            init_sha256: None,
-            registers: 0,
-            layer_scale: false,
-        }
+        ModelSpec::plain(Arch::Resnet18, Some(8))
     }
 
     /// The same model, NCHW and channels-last: the same logits and the same
