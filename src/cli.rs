@@ -340,7 +340,11 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     /// An experiment's checkpoint folder (checkpoints/<experiment>/) or one run folder.
-    pub runs: std::path::PathBuf,
+    #[arg(required_unless_present = "weights")]
+    pub runs: Option<std::path::PathBuf>,
+    /// Or a model trained elsewhere, from files.
+    #[command(flatten)]
+    pub files: AuditFromFiles,
     /// Taps to cluster, comma-separated (default: run.yaml's audit.taps, else ResNet layer3,layer4 / ViT the last block).
     #[arg(long, value_delimiter = ',')]
     pub taps: Option<Vec<String>>,
@@ -379,6 +383,43 @@ pub struct AuditArgs {
     pub run: Option<String>,
     #[command(flatten)]
     pub slurm: crate::slurm::SlurmOptions,
+}
+
+/// `audit --weights`: a model trained anywhere and the data it was trained on.
+#[derive(Debug, Args)]
+pub struct AuditFromFiles {
+    /// Weights of a model trained elsewhere (.pth, .pt or .safetensors with
+    /// torchvision, timm or DINO tensor names), audited instead of RUNS;
+    /// needs --arch and --data.
+    #[arg(long, requires_all = ["arch", "data"], conflicts_with_all = ["runs", "run", "slurm"])]
+    pub weights: Option<std::path::PathBuf>,
+    #[arg(long, value_enum, requires = "weights")]
+    pub arch: Option<crate::models::Arch>,
+    /// Its training data: a folder of class folders (as torchvision's
+    /// ImageFolder reads them) or a CSV of path,label lines.
+    #[arg(long, requires = "weights")]
+    pub data: Option<std::path::PathBuf>,
+    /// Held-out images, in the same layout: probed, and the model's accuracy
+    /// measured on them (default: probes from the training data).
+    #[arg(long, requires = "weights")]
+    pub test: Option<std::path::PathBuf>,
+    /// Side the images are resized to, as the model was trained.
+    #[arg(long, default_value_t = 224, value_parser = clap::value_parser!(i64).range(16..=1024))]
+    pub image_size: i64,
+    /// The classes in the model's output order (default: sorted by name, as
+    /// torchvision's ImageFolder orders them).
+    #[arg(long, value_delimiter = ',', requires = "weights")]
+    pub classes: Option<Vec<String>>,
+    /// Per-channel mean the model was trained with, on [0, 1] pixels.
+    #[arg(long, value_delimiter = ',', default_value = "0.485,0.456,0.406")]
+    pub mean: Vec<f64>,
+    /// Per-channel standard deviation the model was trained with.
+    #[arg(long, value_delimiter = ',', default_value = "0.229,0.224,0.225")]
+    pub std: Vec<f64>,
+    /// The report's name, <reports>/<name>/ (default: the weights file's name
+    /// without its extension).
+    #[arg(long, requires = "weights")]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@
 //!   runs/<run-id>/pNNN_{clean,wm}_{overlay,avg,labels}.png
 //!   regimes/<regime>/pNNN_{clean,wm}_avgmap.png   average-colour map over seeds and repeats
 pub mod isolation;
+pub mod external;
 mod measures;
 mod pictures;
 mod plan;
@@ -222,10 +223,18 @@ fn carry_files(from: &Path, to: &Path) -> anyhow::Result<()> {
 pub struct Audited {
     folder: crate::staging::StagedFolder,
     /// The parts of `audit --run` this audit took in; removed once it is in place.
-    parts: PathBuf,
+    parts: Option<PathBuf>,
 }
 
 impl Audited {
+    /// An audit with no parts to take in (an audit from files).
+    pub(super) fn new(folder: crate::staging::StagedFolder) -> Self {
+        Self {
+            folder,
+            parts: None,
+        }
+    }
+
     /// Where the new report is being written.
     pub fn dir(&self) -> &Path {
         self.folder.dir()
@@ -238,9 +247,9 @@ impl Audited {
     pub fn commit(self) -> anyhow::Result<PathBuf> {
         let target = self.folder.target().to_path_buf();
         self.folder.commit()?;
-        if self.parts.is_dir() {
-            std::fs::remove_dir_all(&self.parts)
-                .with_context(|| format!("removing {}", self.parts.display()))?;
+        if let Some(parts) = self.parts.filter(|p| p.is_dir()) {
+            std::fs::remove_dir_all(&parts)
+                .with_context(|| format!("removing {}", parts.display()))?;
         }
         Ok(target)
     }
@@ -456,6 +465,7 @@ pub fn audit(
         runs: results,
         regimes,
         skipped_unfinished: unfinished,
+        external: None,
     };
     let path = out_dir.join("audit.json");
     crate::io::write_atomic(
@@ -466,6 +476,6 @@ pub fn audit(
     summary::print(&report);
     Ok(Audited {
         folder: staged,
-        parts,
+        parts: Some(parts),
     })
 }

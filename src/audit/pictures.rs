@@ -23,6 +23,31 @@ fn rgb_image(images: &Tensor, i: i64) -> RgbImage {
     .expect("size")
 }
 
+/// Writes one probe view's pictures, `p{p}_{tag}_{kind}.png`: the overlay,
+/// the average-colour image, the label map (grey cluster indices) and the
+/// same map in the palette, for probe `p`, image `i` of `images`. Returns
+/// the average-colour image.
+pub(super) fn write_probe_pictures(
+    grid: &Grid,
+    labels: &[i64],
+    images: &Tensor,
+    (i, p): (usize, usize),
+    tag: &str,
+    run_dir: &Path,
+) -> anyhow::Result<RgbImage> {
+    let up = grid.upsample(labels);
+    let img = rgb_image(images, i as i64);
+    let avg = colour::average_colour(&img, &up);
+    let name = |kind: &str| run_dir.join(format!("p{p:03}_{tag}_{kind}.png"));
+    crate::io::write_png(&colour::overlay(&img, &up), &name("overlay"))?;
+    crate::io::write_png(&avg, &name("avg"))?;
+    let (w, h) = (grid.w as u32, grid.h as u32);
+    crate::io::write_png(&colour::label_image(labels, w, h), &name("labels"))?;
+    // The same map in the palette, as the report shows it.
+    crate::io::write_png(&colour::label_picture(labels, w, h), &name("labels_colour"))?;
+    Ok(avg)
+}
+
 /// The pictures of one run's first probes, and their average-colour images
 /// collected over the repeats.
 pub(super) struct ProbePictures {
@@ -53,20 +78,12 @@ impl ProbePictures {
         for p in 0..self.pictured {
             for (v, tag) in [(0usize, "clean"), (1, "wm")] {
                 let i = v * n + p;
-                let up = grid.upsample(&labels[i]);
-                let img = rgb_image(both, i as i64);
-                let avg = colour::average_colour(&img, &up);
-                if write {
-                    let name = |kind: &str| run_dir.join(format!("p{p:03}_{tag}_{kind}.png"));
-                    crate::io::write_png(&colour::overlay(&img, &up), &name("overlay"))?;
-                    crate::io::write_png(&avg, &name("avg"))?;
-                    let (w, h) = (grid.w as u32, grid.h as u32);
-                    let lab = colour::label_image(&labels[i], w, h);
-                    crate::io::write_png(&lab, &name("labels"))?;
-                    // The same map in the palette, as the report shows it.
-                    let drawn = colour::label_picture(&labels[i], w, h);
-                    crate::io::write_png(&drawn, &name("labels_colour"))?;
-                }
+                let avg = if write {
+                    write_probe_pictures(grid, &labels[i], both, (i, p), tag, run_dir)?
+                } else {
+                    let img = rgb_image(both, i as i64);
+                    colour::average_colour(&img, &grid.upsample(&labels[i]))
+                };
                 self.averages[v * self.pictured + p].push(avg);
             }
         }

@@ -25,7 +25,9 @@ pub struct RunResult {
     /// The grid variant (artefact family) of the run, if the grid has variants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
-    /// Mean over probes (and repeats) of max-segment IoU with the watermark box.
+    /// Mean over probes (and repeats) of max-segment IoU with the watermark
+    /// box (NaN, null in the file, for an audit from files: no box is known).
+    #[serde(deserialize_with = "f64_or_nan")]
     pub wm_iou: f64,
     /// `wm_iou` relative to the best IoU the clustering grid allows for each
     /// box (1.0 = isolated as well as the grid allows), mean over probes.
@@ -38,6 +40,7 @@ pub struct RunResult {
     #[serde(default = "nan", deserialize_with = "f64_or_nan")]
     pub wm_precision: f64,
     /// Mean over probes (and repeats) of 1 - ARI(clean, watermarked) outside the dilated box.
+    #[serde(deserialize_with = "f64_or_nan")]
     pub wm_shift: f64,
     /// Final test accuracy per watermark variant.
     pub accuracy: BTreeMap<String, f64>,
@@ -345,6 +348,11 @@ pub struct AuditReport {
     /// Run folders without COMPLETE: listed, never audited.
     #[serde(default)]
     pub skipped_unfinished: Vec<String>,
+    /// An audit of a model and data from files (`audit --weights`): where
+    /// they came from, how they were read, and the files that carry the
+    /// found object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<super::external::ExternalSource>,
 }
 
 /// The run's last test accuracies per variant and its shortcut gap (clean -

@@ -13,26 +13,27 @@ pub fn run(a: AuditArgs, request: DeviceRequest) -> anyhow::Result<()> {
         return submit_to_slurm(&a, request);
     }
     let device = request.resolve()?;
-    let overrides = AuditOverrides {
-        taps: a.taps,
-        k: a.k,
-        method: a.method,
-        scope: a.scope,
-        probes: a.probes,
-        repeats: a.repeats,
-        resolution: a.resolution,
-        pictures: a.pictures,
+    let overrides = overrides(&a);
+    let audited = match (&a.runs, &a.files.weights) {
+        (_, Some(weights)) => {
+            let request = from_files(&a, weights, overrides)?;
+            crate::audit::external::audit_external(&request, device)?
+        }
+        (Some(runs), None) => {
+            if let Some(id) = &a.run {
+                let part =
+                    crate::audit::audit_part(runs, &a.reports, &overrides, a.force, id, device)?;
+                println!(
+                    "{id}: audited into {}; `nave-lab audit {}` takes it into the report",
+                    part.display(),
+                    runs.display()
+                );
+                return Ok(());
+            }
+            audit(runs, &a.reports, &overrides, a.force, device)?
+        }
+        (None, None) => anyhow::bail!("name the runs to audit, or a model with --weights"),
     };
-    if let Some(id) = &a.run {
-        let part = crate::audit::audit_part(&a.runs, &a.reports, &overrides, a.force, id, device)?;
-        println!(
-            "{id}: audited into {}; `nave-lab audit {}` takes it into the report",
-            part.display(),
-            a.runs.display()
-        );
-        return Ok(());
-    }
-    let audited = audit(&a.runs, &a.reports, &overrides, a.force, device)?;
     // The report is built beside the previous one and swapped in whole.
     let started = Instant::now();
     let built = crate::report::build(audited.dir(), audited.target(), a.grid_probes)?;
@@ -40,6 +41,54 @@ pub fn run(a: AuditArgs, request: DeviceRequest) -> anyhow::Result<()> {
     let dir = audited.commit()?;
     println!("audit written to {}", dir.join("audit.json").display());
     announce(&built, &dir, started)
+}
+
+/// The settings given on the command line.
+fn overrides(a: &AuditArgs) -> AuditOverrides {
+    AuditOverrides {
+        taps: a.taps.clone(),
+        k: a.k,
+        method: a.method,
+        scope: a.scope,
+        probes: a.probes,
+        repeats: a.repeats,
+        resolution: a.resolution,
+        pictures: a.pictures,
+    }
+}
+
+/// `audit --weights`: the request, its values checked.
+fn from_files(
+    a: &AuditArgs,
+    weights: &Path,
+    overrides: AuditOverrides,
+) -> anyhow::Result<crate::audit::external::ExternalRequest> {
+    let f = &a.files;
+    let three = |what: &str, v: &[f64]| -> anyhow::Result<[f64; 3]> {
+        <[f64; 3]>::try_from(v).map_err(|_| {
+            anyhow::anyhow!("--{what} takes three values (R,G,B), got {}", v.len())
+        })
+    };
+    let name = match &f.name {
+        Some(n) => n.clone(),
+        None => weights
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    Ok(crate::audit::external::ExternalRequest {
+        weights: weights.to_path_buf(),
+        arch: f.arch.expect("clap requires --arch with --weights"),
+        data: f.data.clone().expect("clap requires --data with --weights"),
+        test: f.test.clone(),
+        image_size: f.image_size,
+        classes: f.classes.clone(),
+        mean: three("mean", &f.mean)?,
+        std: three("std", &f.std)?,
+        name,
+        reports: a.reports.clone(),
+        overrides,
+    })
 }
 
 /// Rebuilds the HTML report in `dir` and says where it is and what it lacks.
@@ -95,9 +144,13 @@ fn submit_to_slurm(a: &AuditArgs, device: DeviceRequest) -> anyhow::Result<()> {
         "--slurm audits every run; it does not combine with --run"
     );
     let absolute = slurm::absolute;
-    let (experiment, ids) = crate::audit::finished_run_ids(&a.runs)?;
+    let runs = a
+        .runs
+        .as_ref()
+        .context("--slurm audits the runs of an experiment: name its folder")?;
+    let (experiment, ids) = crate::audit::finished_run_ids(runs)?;
     let exe = std::env::current_exe().context("locating the nave-lab binary")?;
-    let study = absolute(&a.runs);
+    let study = absolute(runs);
     let slurm_dir = study.join("slurm");
     let logs = slurm_dir.join("logs");
     let mut base = vec![

@@ -54,9 +54,15 @@ pub fn list_split(root: &Path, split: Split) -> Result<SplitListing, DataError> 
             &available_splits(root)?,
         ));
     }
+    list_class_folders(&dir)
+}
+
+/// The class folders in `dir` (sorted by name, as torchvision's ImageFolder
+/// sorts them) and their image files (sorted by name).
+pub fn list_class_folders(dir: &Path) -> Result<SplitListing, DataError> {
     let mut classes = Vec::new();
     let mut stray = Vec::new();
-    for entry in std::fs::read_dir(&dir).map_err(|e| DataError::io(&dir, e))? {
+    for entry in std::fs::read_dir(&dir).map_err(|e| DataError::io(dir, e))? {
         let Ok(entry) = entry else { continue };
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
@@ -85,7 +91,10 @@ pub fn list_split(root: &Path, split: Split) -> Result<SplitListing, DataError> 
         } else {
             format!("class folders {:?} with {} images", classes, files.len())
         };
-        return Err(DataError::BadClassLayout { path: dir, found });
+        return Err(DataError::BadClassLayout {
+            path: dir.to_path_buf(),
+            found,
+        });
     }
     Ok((classes, files))
 }
@@ -98,6 +107,18 @@ pub fn load(
 ) -> Result<SplitData, DataError> {
     check_root(root)?;
     let (class_names, files) = list_split(root, split)?;
+    decode_files(&files, class_names, image_size, bad_files, split)
+}
+
+/// Decodes `files` (each with its class index) at `image_size` px, refusing
+/// or skipping undecodable ones as `bad_files` says.
+pub fn decode_files(
+    files: &[(PathBuf, i64)],
+    class_names: Vec<String>,
+    image_size: i64,
+    bad_files: BadFiles,
+    split: Split,
+) -> Result<SplitData, DataError> {
     let size = image_size as u32;
     let bar = crate::ui::progress_bar(files.len() as u64, &format!("decoding {split}"));
     let decoded: Vec<Result<image::RgbImage, String>> = files

@@ -8,6 +8,7 @@ pub use pixel_box::PixelBox;
 pub mod cache;
 pub mod folder;
 pub mod image_file;
+pub mod labelled;
 pub mod loader;
 pub mod pixel_box;
 pub mod show;

@@ -52,6 +52,7 @@
 //! scored by the same transplant test and weight, so the figures say what
 //! NAVE adds. `verdict` turns the score into the audit's flag; `nave-lab
 //! bench detect` measures both detectors on a zoo.
+pub mod carriers;
 pub mod evaluate;
 pub mod global;
 mod occlusion;
@@ -137,6 +138,11 @@ pub struct Detection {
     /// Where the detector's time went.
     #[serde(default)]
     pub seconds: StepSeconds,
+    /// The recurring object of the best local candidate, as the detector
+    /// matches it (None for a global cue, a candidate without one, or an
+    /// older audit): what scores the training files that carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<carriers::ObjectMatch>,
 }
 
 /// The detector's seconds per step, for profiling (`bench detect` sums
@@ -244,7 +250,7 @@ fn sampled(e: &Evidence, per_class: usize) -> (Tensor, Vec<usize>) {
 }
 
 /// Softmax probabilities `[N, C]` (CPU, float) of uint8 images.
-fn probabilities(model: &Model, images: &Tensor, device: Device) -> Tensor {
+pub(crate) fn probabilities(model: &Model, images: &Tensor, device: Device) -> Tensor {
     let _guard = tch::no_grad_guard();
     let n = images.size()[0];
     let mut out = Vec::new();
@@ -1095,6 +1101,7 @@ pub fn nave_detect(
             candidates,
             global_candidates,
             seconds: seconds.reported(),
+            object: None,
         });
     }
     let Some((best, _)) = best_local else {
@@ -1110,6 +1117,7 @@ pub fn nave_detect(
             candidates,
             global_candidates,
             seconds: seconds.reported(),
+            object: None,
         });
     };
     let c = &candidates[best];
@@ -1133,6 +1141,7 @@ pub fn nave_detect(
         candidates,
         global_candidates,
         seconds: seconds.reported(),
+        object: objects[best].as_ref().map(carriers::ObjectMatch::of),
     })
 }
 

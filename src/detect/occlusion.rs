@@ -76,6 +76,7 @@ pub fn occlusion_detect(e: &Evidence, spec: &DetectorSpec) -> anyhow::Result<Det
         global_cue: None,
         global_candidates: Vec::new(),
         seconds: StepSeconds::default(),
+        object: None,
     })
 }
 

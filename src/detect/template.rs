@@ -89,6 +89,30 @@ pub fn best_match(templates: &Tensor, image: &Tensor) -> (PixelBox, f64) {
     (window, flat.double_value(&[at]))
 }
 
+/// [`best_match`] for every image of `images` (high-pass `[N, 1, S, S]`).
+pub fn best_matches(templates: &Tensor, images: &Tensor) -> Vec<(PixelBox, f64)> {
+    let (_, h, w) = templates.size3().expect("[T, h, w] templates");
+    let maps = correlation_maps(templates, images); // [N, T, H', W']
+    let (positions, width) = (maps.size()[2] * maps.size()[3], maps.size()[3]);
+    let flat = maps.flatten(1, -1); // [N, T * H' * W']
+    let (best, at) = flat.max_dim(1, false);
+    let best: Vec<f64> = Vec::try_from(best.to_kind(Kind::Double)).expect("float scores");
+    let at: Vec<i64> = Vec::try_from(at).expect("int64 positions");
+    at.iter()
+        .zip(best)
+        .map(|(&at, r)| {
+            let position = at % positions;
+            let window = PixelBox {
+                x: position % width,
+                y: position / width,
+                w,
+                h,
+            };
+            (window, r)
+        })
+        .collect()
+}
+
 /// What in a template recurs: its per-pixel agreement with its best match in
 /// each of `images` (the terms of the correlation, averaged over the
 /// images), `[h, w]`. The reproduced object's edges and strokes agree in

@@ -51,6 +51,10 @@ pub struct Verdict {
     /// it changes (then there is no region: `suspect_boxes` are all None).
     #[serde(default)]
     pub global_cue: Option<Looks>,
+    /// The recurring object behind a local verdict, as the detector matches
+    /// it: what scores the training files that carry it (`carriers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<super::carriers::ObjectMatch>,
 }
 
 impl Verdict {
@@ -141,6 +145,7 @@ pub fn judge(
         stereotypy: d.stereotypy,
         suspect_boxes: d.suspect_boxes,
         global_cue: d.global_cue,
+        object: d.object,
     })
 }
 
@@ -160,6 +165,7 @@ mod tests {
             stereotypy: 1.0,
             suspect_boxes: vec![None, Some(PixelBox::square(40, 8, 16))],
             global_cue: None,
+            object: None,
         }
     }
 

@@ -167,6 +167,10 @@ pub struct Model {
     pub vs: nn::VarStore,
     net: Net,
     tap_names: Vec<(String, i64)>,
+    /// For a model trained with other input statistics than ImageNet's:
+    /// the per-channel scale and shift `[1, 3, 1, 1]` that turn an
+    /// ImageNet-normalised batch into what it was trained on.
+    input_affine: Option<(Tensor, Tensor)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -253,7 +257,47 @@ impl Model {
             vs,
             net,
             tap_names,
+            input_affine: None,
         })
+    }
+
+    /// The classifier's outputs (its head's rows).
+    pub fn num_classes(&self) -> i64 {
+        let head = if self.arch.is_vit() { "head.weight" } else { "fc.weight" };
+        self.vs
+            .variables()
+            .get(head)
+            .map_or(0, |t| t.size()[0])
+    }
+
+    /// Declares the mean and standard deviation the model was trained with
+    /// (per RGB channel, on [0, 1] pixels). Every caller feeds ImageNet-
+    /// normalised batches; the model maps them to its own statistics first.
+    pub fn set_input_statistics(&mut self, mean: [f64; 3], std: [f64; 3]) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            std.iter().all(|s| s.is_finite() && *s > 0.0) && mean.iter().all(|m| m.is_finite()),
+            "--std must be positive and --mean finite (got mean {mean:?}, std {std:?})"
+        );
+        let (m_in, s_in) = (crate::data::IMAGENET_MEAN, crate::data::IMAGENET_STD);
+        if (mean, std) == (m_in, s_in) {
+            self.input_affine = None;
+            return Ok(());
+        }
+        // x = (p - m_in) / s_in  ->  (p - m) / s = x * (s_in / s) + (m_in - m) / s
+        let scale: Vec<f32> = (0..3).map(|c| (s_in[c] / std[c]) as f32).collect();
+        let shift: Vec<f32> = (0..3).map(|c| ((m_in[c] - mean[c]) / std[c]) as f32).collect();
+        let device = self.vs.device();
+        let column = |v: &[f32]| Tensor::from_slice(v).view([1, 3, 1, 1]).to_device(device);
+        self.input_affine = Some((column(&scale), column(&shift)));
+        Ok(())
+    }
+
+    /// The batch as the model's own input statistics want it.
+    fn model_input(&self, x: &Tensor) -> Tensor {
+        match &self.input_affine {
+            Some((scale, shift)) => x * scale.to_kind(x.kind()) + shift.to_kind(x.kind()),
+            None => x.shallow_clone(),
+        }
     }
 
     /// Dilates a ResNet50's last stage as the authors' localisation code
@@ -292,6 +336,7 @@ impl Model {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let x = &self.model_input(x);
         match &self.net {
             Net::ResNet(m) => m.forward_t(x, train),
             Net::Vit(m) => m.forward_t(x, train),
@@ -304,6 +349,7 @@ impl Model {
             .iter()
             .map(|n| self.tap_index(n))
             .collect::<Result<_, _>>()?;
+        let x = &self.model_input(x);
         Ok(match &self.net {
             Net::ResNet(m) => m.forward_taps(x, false, &idx, false).0,
             Net::Vit(m) => m.forward_taps(x, &idx, false).0,

@@ -413,14 +413,14 @@ fn thumb(report_dir: &Path, rel: &str) -> Option<String> {
 }
 
 #[derive(Serialize)]
-struct LegendEntry {
+pub(super) struct LegendEntry {
     k: usize,
     rgb: String,
 }
 
 /// The cluster colours, for a set-scope audit (where cluster k is one
 /// concept on every probe); none otherwise.
-fn legend(audit: &AuditReport) -> Vec<LegendEntry> {
+pub(super) fn legend(audit: &AuditReport) -> Vec<LegendEntry> {
     match &audit.settings {
         Some(st) if st.scope == Scope::Set => (0..st.k)
             .map(|k| LegendEntry {

@@ -8,6 +8,7 @@
 //! access. Everything that comes from a user (names, paths, YAML) goes
 //! through the template engine's HTML escaping.
 mod curves;
+mod external;
 mod format;
 mod index;
 mod run_page;
@@ -24,6 +25,7 @@ use crate::run_folder::{EpochMetrics, RunFolder};
 const CSS: &str = include_str!("templates/style.css");
 const INDEX: &str = include_str!("templates/index.html");
 const RUN: &str = include_str!("templates/run.html");
+const EXTERNAL: &str = include_str!("templates/external.html");
 
 /// What `build` produced.
 pub struct Built {
@@ -95,7 +97,11 @@ pub fn build(report_dir: &Path, final_dir: &Path, grid_probes: usize) -> anyhow:
     let mut env = Environment::new();
     env.add_template("index.html", INDEX)?;
     env.add_template("run.html", RUN)?;
-    let (index, missing) = index::write(&env, &sources, grid_probes)?;
+    env.add_template("external.html", EXTERNAL)?;
+    let (index, missing) = match &sources.audit.external {
+        Some(source) => external::write(&env, &sources, source)?,
+        None => index::write(&env, &sources, grid_probes)?,
+    };
     let mut pages = 0;
     for (run, files) in sources.audit.runs.iter().zip(&sources.files) {
         run_page::write(&env, &sources, run, files)?;

@@ -80,42 +80,43 @@ fn probe_views(s: &Sources, run: &RunResult) -> Vec<ProbeViews> {
                 .join(format!("runs/{id}/p{p:03}_clean_overlay.png"))
                 .is_file()
         })
-        .map(|(p, &test_index)| ProbeViews {
-            index: p,
-            test_index,
-            views: ["clean", "wm"]
-                .iter()
-                .map(|&tag| {
-                    let coloured = format!("runs/{id}/p{p:03}_{tag}_labels_colour.png");
-                    let labels_grey = !s.report_dir.join(&coloured).is_file();
-                    View {
-                        overlay: format!("runs/{id}/p{p:03}_{tag}_overlay.png"),
-                        avg: format!("runs/{id}/p{p:03}_{tag}_avg.png"),
-                        labels: if labels_grey {
-                            format!("runs/{id}/p{p:03}_{tag}_labels.png")
-                        } else {
-                            coloured
-                        },
-                        labels_grey,
-                        r#box: (tag == "wm")
-                            .then(|| boxes.get(p).and_then(|b| box_style(b, size)))
-                            .flatten(),
-                        suspect: (tag == "wm").then(|| suspect(p)).flatten(),
-                    }
+        .map(|(p, &test_index)| {
+            // An audit from files pictures the probes as they are: no
+            // watermarked view, and the suspect region goes on the clean one.
+            let tags: Vec<&str> = ["clean", "wm"]
+                .into_iter()
+                .filter(|tag| {
+                    s.report_dir
+                        .join(format!("runs/{id}/p{p:03}_{tag}_overlay.png"))
+                        .is_file()
                 })
-                .collect(),
-        })
-        .collect()
-}
-
-/// The label maps' legend: cluster k's colour (CSS) for every k the audit
-/// clustered into.
-fn legend(s: &Sources) -> Vec<serde_json::Value> {
-    let k = s.audit.settings.as_ref().map_or(0, |a| a.k);
-    (0..k)
-        .map(|c| {
-            let [r, g, b] = crate::nave::colour::colour_of(c as i64);
-            serde_json::json!({ "k": c, "css": format!("rgb({r},{g},{b})") })
+                .collect();
+            let last = *tags.last().expect("the clean overlay exists");
+            ProbeViews {
+                index: p,
+                test_index,
+                views: tags
+                    .iter()
+                    .map(|&tag| {
+                        let coloured = format!("runs/{id}/p{p:03}_{tag}_labels_colour.png");
+                        let labels_grey = !s.report_dir.join(&coloured).is_file();
+                        View {
+                            overlay: format!("runs/{id}/p{p:03}_{tag}_overlay.png"),
+                            avg: format!("runs/{id}/p{p:03}_{tag}_avg.png"),
+                            labels: if labels_grey {
+                                format!("runs/{id}/p{p:03}_{tag}_labels.png")
+                            } else {
+                                coloured
+                            },
+                            labels_grey,
+                            r#box: (tag == "wm")
+                                .then(|| boxes.get(p).and_then(|b| box_style(b, size)))
+                                .flatten(),
+                            suspect: (tag == last).then(|| suspect(p)).flatten(),
+                        }
+                    })
+                    .collect(),
+            }
         })
         .collect()
 }
@@ -129,7 +130,7 @@ pub(super) fn write(
 ) -> anyhow::Result<()> {
     let probes = probe_views(s, run);
     let mut missing = Vec::new();
-    if files.folder.is_none() {
+    if files.folder.is_none() && s.audit.external.is_none() {
         missing.push("audit.json does not say where this run's folder is (an older audit?): no metrics, run.yaml or TensorBoard link".to_string());
     }
     if probes.len() < s.audit.probes.len() {
@@ -158,7 +159,8 @@ pub(super) fn write(
         tensorboard_shown => dir.map(|d| d.display().to_string()),
         epochs => files.metrics.iter().map(EpochRow::of).collect::<Vec<_>>(),
         probes => &probes,
-        legend => legend(s),
+        legend => super::index::legend(&s.audit),
+        external => s.audit.external.is_some(),
         missing => &missing,
         run_yaml => &files.run_yaml,
     })?;

@@ -1,0 +1,453 @@
+//! Auditing a model trained anywhere: `nave-lab audit --weights FILE --arch A
+//! --data DIR`. An auditor is handed weights (torchvision, timm or DINO
+//! names, `.pth`/`.pt`/`.safetensors`) and the data they were trained on (a
+//! folder of class folders or a CSV of `path,label`), not a run folder. The
+//! audit is the same as for a nave-lab run where it can be: NAVE on probe
+//! images, the blind verdict from the model and its training images; and it
+//! says what it cannot give: no known-box measures (no artefact is known)
+//! and no shortcut gap (no flipped test set).
+//!
+//! For a flagged model whose evidence is a reproduced object, every training
+//! file is scored for the object's presence by the detector's own match
+//! (`detect::carriers`): `carriers.csv`, ranked, with the region, and a page
+//! of the top and borderline files, so that the data can be cleaned.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+use super::measures::{self, Grid};
+use super::pictures;
+use super::{choose_probes, AuditOverrides, AuditReport, AuditSettings, Audited, RunResult, Truth};
+use crate::config::AuditSpec;
+use crate::data::labelled::{self, Labelled};
+use crate::data::loader::normalize_u8;
+use crate::data::{BadFiles, Split};
+use crate::detect::carriers::{self, Carrier};
+use crate::detect::verdict;
+use crate::models::{self, Arch, Model};
+use crate::nave::extract;
+
+/// What `audit --weights` was asked.
+pub struct ExternalRequest {
+    pub weights: PathBuf,
+    pub arch: Arch,
+    /// The training data: a folder of class folders, or a CSV.
+    pub data: PathBuf,
+    /// Held-out images to probe and to measure accuracy on (else the
+    /// training images are probed).
+    pub test: Option<PathBuf>,
+    /// The side the images are resized to, as the model was trained.
+    pub image_size: i64,
+    /// The model's output order of the classes (default: sorted names).
+    pub classes: Option<Vec<String>>,
+    /// The input statistics the model was trained with (on [0, 1] pixels).
+    pub mean: [f64; 3],
+    pub std: [f64; 3],
+    /// The report's name: `reports/<name>/`.
+    pub name: String,
+    pub reports: PathBuf,
+    pub overrides: AuditOverrides,
+}
+
+/// Where the audited model and data came from, and how they were read: what
+/// audit.json records of an audit from files, and the report states.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExternalSource {
+    pub weights: PathBuf,
+    pub weights_sha256: String,
+    pub arch: String,
+    pub data: PathBuf,
+    #[serde(default)]
+    pub test: Option<PathBuf>,
+    /// Resizing and normalisation, in words.
+    pub preprocessing: String,
+    /// Training files skipped as undecodable.
+    #[serde(default)]
+    pub skipped: Vec<PathBuf>,
+    /// The carriers' summary, when the verdict's evidence is an object.
+    #[serde(default)]
+    pub carriers: Option<CarrierSummary>,
+}
+
+/// How many training files carry the found object, and the files the
+/// report shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CarrierSummary {
+    pub scored: usize,
+    /// At or above the detector's cut.
+    pub carrying: usize,
+    pub cut: f64,
+    /// The class the object pushes towards, and how many of the carrying
+    /// files are of it.
+    pub class: String,
+    pub carrying_in_class: usize,
+    /// The highest-scoring files.
+    pub top: Vec<ShownCarrier>,
+    /// The files just above and just below the cut.
+    pub borderline: Vec<ShownCarrier>,
+}
+
+/// One training file as the carriers page shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShownCarrier {
+    pub rank: usize,
+    pub path: PathBuf,
+    pub class: String,
+    pub correlation: f64,
+    pub carries: bool,
+    /// The image with the region outlined, relative to the report folder.
+    pub picture: String,
+}
+
+/// Files shown on the carriers page: the top ones, and as many on each side
+/// of the cut.
+const SHOWN_TOP: usize = 24;
+const SHOWN_EACH_SIDE: usize = 12;
+
+/// Probes of an audit from files unless `--probes` says otherwise.
+pub const EXTERNAL_PROBES: usize = 40;
+
+/// The run id an audit from files gets in the report.
+const RUN_ID: &str = "model";
+
+/// Audits `r`'s model and data into a staging folder beside
+/// `reports/<name>/` (see [`Audited::commit`]); nothing is written anywhere
+/// else, and nothing at all when the input is refused.
+pub fn audit_external(r: &ExternalRequest, device: Device) -> anyhow::Result<Audited> {
+    if let Some(why) = crate::config::name_problem(&r.name) {
+        anyhow::bail!("--name '{}': {why}", r.name.escape_debug());
+    }
+    let train = load_data(&r.data, r.image_size, r.classes.as_deref(), Split::Train)?;
+    let names = train.data.class_names.clone();
+    let test = match &r.test {
+        Some(t) => Some(load_data(t, r.image_size, Some(&names), Split::Test)?),
+        None => None,
+    };
+    let model = load_model(r, names.len(), device)?;
+    let weights_sha256 = crate::io::FileDigest::of_file(&r.weights)?.sha256;
+    let settings = settings(r, &names);
+    let probed = test.as_ref().unwrap_or(&train);
+    let probe_indices = choose_probes(&probed.data, &settings.classes, settings.probes)?;
+    let probes = probed
+        .data
+        .images
+        .index_select(0, &crate::data::index_tensor(&probe_indices));
+
+    let staged = crate::staging::StagedFolder::begin(&r.reports.join(&r.name))?;
+    let run_dir = staged.dir().join("runs").join(RUN_ID);
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("creating {}", run_dir.display()))?;
+    let started = std::time::Instant::now();
+    let (grid, feature_dim) = picture_probes(&model, &probes, &settings, &run_dir, device)?;
+    let verdict = verdict::judge(
+        &model,
+        &train.data.images,
+        &train.data.labels,
+        &names,
+        &probes,
+        &settings.taps,
+        device,
+    )?;
+    let accuracy = test
+        .as_ref()
+        .map(|t| clean_accuracy(&model, &t.data.images, &t.data.labels, device))
+        .transpose()?;
+    let carriers = match (&verdict.object, verdict.flagged) {
+        (Some(object), true) => Some(carriers::score(object, &train.data.images)?),
+        _ => None,
+    };
+    let summary = match &carriers {
+        Some(scored) => Some(write_carriers(staged.dir(), scored, &train, &verdict)?),
+        None => None,
+    };
+    let result = RunResult {
+        run_dir: None,
+        id: RUN_ID.into(),
+        regime: RUN_ID.into(),
+        seed: 0,
+        augment: false,
+        watermark: false,
+        arch: r.arch.to_string(),
+        variant: None,
+        wm_iou: f64::NAN,
+        wm_iou_fair: f64::NAN,
+        wm_recall: f64::NAN,
+        wm_precision: f64::NAN,
+        wm_shift: f64::NAN,
+        accuracy: accuracy
+            .map(|a| BTreeMap::from([("clean".to_string(), a)]))
+            .unwrap_or_default(),
+        shortcut_gap: f64::NAN,
+        truth: Truth::Unknown,
+        probes: probe_indices.clone(),
+        probe_boxes: vec![],
+        mask_boxes: vec![],
+        global_artefact: false,
+        verdict: Some(verdict),
+        grid,
+        feature_dim,
+        seconds: started.elapsed().as_secs_f64(),
+        key: format!("weights {weights_sha256}"),
+    };
+    crate::io::write_json(&run_dir.join("result.json"), &result)?;
+    let report = AuditReport {
+        schema: 1,
+        experiment: r.name.clone(),
+        checkpoints: None,
+        class_names: names,
+        image_size: r.image_size,
+        probe_boxes: vec![],
+        device: crate::device::device_name(device),
+        created_unix: crate::io::unix_seconds(),
+        settings: Some(settings),
+        probes: probe_indices,
+        runs: vec![result],
+        regimes: vec![],
+        by_watermark: None,
+        families: vec![],
+        skipped_unfinished: vec![],
+        external: Some(ExternalSource {
+            weights: r.weights.clone(),
+            weights_sha256,
+            arch: r.arch.to_string(),
+            data: r.data.clone(),
+            test: r.test.clone(),
+            preprocessing: preprocessing(r),
+            skipped: train.data.skipped.clone(),
+            carriers: summary,
+        }),
+    };
+    let path = staged.dir().join("audit.json");
+    crate::io::write_atomic(
+        &path,
+        crate::io::finite_json(&report, true, &path)?.as_bytes(),
+    )?;
+    print_summary(&report);
+    Ok(Audited::new(staged))
+}
+
+/// What the command prints: the accuracy, the verdict, the carriers.
+fn print_summary(report: &AuditReport) {
+    let Some(run) = report.runs.first() else { return };
+    if let Some(a) = run.accuracy.get("clean") {
+        println!("accuracy on the test images: {a:.3}");
+    }
+    if let Some(v) = &run.verdict {
+        println!("Is it a Clever Hans? blind detector, threshold {:.3}", v.threshold);
+        println!("  {}", v.line(&run.id));
+    }
+    match report.external.as_ref().and_then(|e| e.carriers.as_ref()) {
+        Some(c) => println!(
+            "  {} of {} training files carry the object ({} of them {}): carriers.csv",
+            c.carrying, c.scored, c.carrying_in_class, c.class
+        ),
+        None => println!("  no known-box measures: no artefact is known for a model from files"),
+    }
+}
+
+/// The data at `source`, undecodable files skipped and named.
+fn load_data(
+    source: &Path,
+    size: i64,
+    classes: Option<&[String]>,
+    split: Split,
+) -> anyhow::Result<Labelled> {
+    let loaded = labelled::load(source, size, classes, BadFiles::Skip, split)?;
+    if let Some(first) = loaded.data.skipped.first() {
+        crate::warn!(
+            "{}: {} undecodable file(s) skipped, e.g. {}",
+            source.display(),
+            loaded.data.skipped.len(),
+            first.display()
+        );
+    }
+    Ok(loaded)
+}
+
+/// The model, refused with the file named when it is not a checkpoint of
+/// `r.arch` or its head does not have one output per class.
+fn load_model(r: &ExternalRequest, classes: usize, device: Device) -> anyhow::Result<Model> {
+    let mut model = models::from_weights(r.arch, &r.weights, r.image_size, device)
+        .with_context(|| format!("{}: not a {} checkpoint this audit reads", r.weights.display(), r.arch))?;
+    let outputs = model.num_classes();
+    anyhow::ensure!(
+        outputs == classes as i64,
+        "{}: the model has {outputs} output(s) but {} has {classes} classes; \
+         give the data it was trained on (or --classes in its output order)",
+        r.weights.display(),
+        r.data.display()
+    );
+    model.set_input_statistics(r.mean, r.std)?;
+    Ok(model)
+}
+
+/// The audit's settings: the defaults of an experiment's `audit:` block
+/// under the command line's, probing every class.
+fn settings(r: &ExternalRequest, classes: &[String]) -> AuditSettings {
+    let spec = AuditSpec::default();
+    let o = &r.overrides;
+    AuditSettings {
+        taps: o.taps.clone().unwrap_or_else(|| r.arch.audit_taps(r.image_size)),
+        k: o.k.unwrap_or(spec.k),
+        method: o.method.unwrap_or(spec.method),
+        scope: o.scope.unwrap_or(spec.scope),
+        // Forty, as the demo's audit: pictures of every probe stay few.
+        probes: o.probes.unwrap_or(EXTERNAL_PROBES),
+        classes: classes.to_vec(),
+        repeats: o.repeats.unwrap_or(spec.repeats).max(1),
+        tol: spec.tol,
+        max_iter: spec.max_iter,
+        resolution: o.resolution.or(spec.resolution),
+        pictures: o.pictures,
+    }
+}
+
+fn preprocessing(r: &ExternalRequest) -> String {
+    format!(
+        "resized to {s} x {s} (bilinear, no crop), RGB, normalised with mean {:?} and std {:?}",
+        r.mean,
+        r.std,
+        s = r.image_size
+    )
+}
+
+/// NAVE on the probes: the first clustering's pictures (overlay, average
+/// colour, label map) of each pictured probe. Returns the grid side and the
+/// feature dimension.
+fn picture_probes(
+    model: &Model,
+    probes: &Tensor,
+    settings: &AuditSettings,
+    run_dir: &Path,
+    device: Device,
+) -> anyhow::Result<(i64, i64)> {
+    let feats = extract::features(
+        model,
+        &normalize_u8(&probes.to_device(device)),
+        &settings.taps,
+        settings.resolution,
+        32,
+    )?;
+    let (n, d, h, _) = feats.size4()?;
+    let labels = measures::cluster_probes(&feats, settings, 0)?;
+    let grid = Grid::of(&feats, probes.size()[2])?;
+    let pictured = settings.pictures.unwrap_or(n as usize).min(n as usize);
+    for (p, labels) in labels.iter().enumerate().take(pictured) {
+        pictures::write_probe_pictures(&grid, labels, probes, (p, p), "clean", run_dir)?;
+    }
+    Ok((h, d))
+}
+
+/// The share of `images` the model classifies as `labels` say.
+fn clean_accuracy(
+    model: &Model,
+    images: &Tensor,
+    labels: &[i64],
+    device: Device,
+) -> anyhow::Result<f64> {
+    let predicted: Vec<i64> = Vec::try_from(
+        crate::detect::probabilities(model, images, device).argmax(1, false),
+    )?;
+    let right = predicted.iter().zip(labels).filter(|(p, l)| p == l).count();
+    Ok(right as f64 / labels.len().max(1) as f64)
+}
+
+/// `carriers.csv` (every training file, highest correlation first) and
+/// `carriers.html` (the top files and those around the cut, each with the
+/// region drawn).
+fn write_carriers(
+    dir: &Path,
+    scored: &[Carrier],
+    train: &Labelled,
+    verdict: &verdict::Verdict,
+) -> anyhow::Result<CarrierSummary> {
+    let mut ranked: Vec<&Carrier> = scored.iter().collect();
+    ranked.sort_by(|a, b| b.correlation.total_cmp(&a.correlation).then(a.index.cmp(&b.index)));
+    let names = &train.data.class_names;
+    let class_of = |c: &Carrier| names[train.data.labels[c.index] as usize].as_str();
+    let mut csv = String::from("rank,path,class,correlation,carries,x,y,w,h\n");
+    for (rank, c) in ranked.iter().enumerate() {
+        csv += &format!(
+            "{},{},{},{:.4},{},{},{},{},{}\n",
+            rank + 1,
+            csv_field(&train.files[c.index].display().to_string()),
+            csv_field(class_of(c)),
+            c.correlation,
+            c.carries,
+            c.region.x,
+            c.region.y,
+            c.region.w,
+            c.region.h
+        );
+    }
+    crate::io::write_atomic(&dir.join("carriers.csv"), csv.as_bytes())?;
+    let class = verdict.class.clone().unwrap_or_default();
+    let carrying: Vec<&&Carrier> = ranked.iter().filter(|c| c.carries).collect();
+    let first_below = carrying.len();
+    let shown = |range: std::ops::Range<usize>| -> anyhow::Result<Vec<ShownCarrier>> {
+        range
+            .filter(|&rank| rank < ranked.len())
+            .map(|rank| {
+                let c = ranked[rank];
+                let picture = format!("carriers/{:06}.png", rank + 1);
+                crate::io::write_png(&outlined(&train.data.images, c), &dir.join(&picture))?;
+                Ok(ShownCarrier {
+                    rank: rank + 1,
+                    path: train.files[c.index].clone(),
+                    class: class_of(c).to_string(),
+                    correlation: c.correlation,
+                    carries: c.carries,
+                    picture,
+                })
+            })
+            .collect()
+    };
+    std::fs::create_dir_all(dir.join("carriers"))
+        .with_context(|| format!("creating {}", dir.join("carriers").display()))?;
+    let top = shown(0..SHOWN_TOP)?;
+    // Around the cut, after the top files (when the cut falls among them,
+    // the files just below it).
+    let start = first_below.saturating_sub(SHOWN_EACH_SIDE).max(SHOWN_TOP);
+    let around = start..first_below.max(start) + SHOWN_EACH_SIDE;
+    Ok(CarrierSummary {
+        scored: scored.len(),
+        carrying: carrying.len(),
+        cut: verdict.object.as_ref().map_or(f64::NAN, |o| o.cut),
+        carrying_in_class: carrying.iter().filter(|c| class_of(c) == class).count(),
+        class,
+        top,
+        borderline: shown(around)?,
+    })
+}
+
+/// Training image `c.index` with the matched region outlined (2 px, magenta).
+fn outlined(images: &Tensor, c: &Carrier) -> image::RgbImage {
+    let img = images.get(c.index as i64);
+    let s = img.size()[2] as u32;
+    let hwc = img.permute([1, 2, 0]).contiguous();
+    let mut picture = image::RgbImage::from_raw(
+        s,
+        s,
+        Vec::<u8>::try_from(hwc.flatten(0, -1)).expect("uint8 images"),
+    )
+    .expect("a square image");
+    let b = c.region;
+    for d in 0..2i32 {
+        let rect = imageproc::rect::Rect::at(b.x as i32 - d, b.y as i32 - d)
+            .of_size((b.w as i32 + 2 * d).max(1) as u32, (b.h as i32 + 2 * d).max(1) as u32);
+        imageproc::drawing::draw_hollow_rect_mut(&mut picture, rect, image::Rgb([230, 0, 200]));
+    }
+    picture
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break.
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
