@@ -689,11 +689,14 @@ fn write_split(root: &Path, images: &tch::Tensor, labels: &[i64], classes: &[Str
 }
 
 /// The blind verdict reads only its evidence: the weights, the training
-/// images as they are, their labels. The watermarked run is audited twice:
-/// as trained (its artefact stamped from run.yaml's settings), and from its
+/// images as they are, their labels. The watermarked run is audited three
+/// ways: as trained (its artefact stamped from run.yaml's settings); from its
 /// training images written as files, with a run.yaml that names no
-/// artefact. The score must not change: a detector that read the settings
-/// or the boxes they give would score the two differently.
+/// artefact; and as a model from elsewhere (`audit --weights` on its
+/// model.safetensors and the folder of those files). The score must not
+/// change: a detector that read the settings or the boxes they give would
+/// score them differently, and so would an audit from files that read the
+/// data or the model in another way.
 #[test]
 fn the_verdict_reads_the_images_not_the_settings() {
     use nave_lab::config::RunSpec;
@@ -762,6 +765,39 @@ fn the_verdict_reads_the_images_not_the_settings() {
         score(&dir.join("a/demo-synthetic")),
         score(&dir.join("b/demo-synthetic")),
     );
+    // The third route: the weights file and the training folder, nothing else.
+    let settings = serde_json::from_str::<serde_json::Value>(
+        &std::fs::read_to_string(dir.join("a/reports-a/demo-synthetic/audit.json")).unwrap(),
+    )
+    .unwrap()["settings"]
+        .clone();
+    let taps: Vec<&str> = settings["taps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let out = common::nave_lab()
+        .args(["-q", "audit", "--weights"])
+        .arg(run.join("model.safetensors"))
+        .args(["--arch", "resnet18", "--image-size"])
+        .arg(spec.dataset.image_size.to_string())
+        .arg("--data")
+        .arg(files.join("train"))
+        .arg("--test")
+        .arg(files.join("test"))
+        .args(["--taps", &taps.join(","), "--pictures", "1", "--reports"])
+        .arg(dir.join("reports-c"))
+        .args(["--name", "from-weights"])
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    let c = serde_json::from_str::<serde_json::Value>(
+        &std::fs::read_to_string(dir.join("reports-c/from-weights/audit.json")).unwrap(),
+    )
+    .unwrap()["runs"][0]["verdict"]
+        .clone();
+    let sc = c["shortcut_score"].as_f64().unwrap();
     let (sa, sb) = (
         a["shortcut_score"].as_f64().unwrap(),
         b["shortcut_score"].as_f64().unwrap(),
@@ -772,4 +808,10 @@ fn the_verdict_reads_the_images_not_the_settings() {
     );
     assert_eq!(a["class"], b["class"]);
     assert_eq!(a["flagged"], b["flagged"]);
+    assert!(
+        (sa - sc).abs() <= 1e-5,
+        "as trained {sa}, from its weights and files {sc}\n{a}\n{c}"
+    );
+    assert_eq!(a["class"], c["class"]);
+    assert_eq!(a["flagged"], c["flagged"]);
 }

@@ -138,8 +138,7 @@ pub fn audit_external(r: &ExternalRequest, device: Device) -> anyhow::Result<Aud
 
     let staged = crate::staging::StagedFolder::begin(&r.reports.join(&r.name))?;
     let run_dir = staged.dir().join("runs").join(RUN_ID);
-    std::fs::create_dir_all(&run_dir)
-        .with_context(|| format!("creating {}", run_dir.display()))?;
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let started = std::time::Instant::now();
     let (grid, feature_dim) = picture_probes(&model, &probes, &settings, &run_dir, device)?;
     let verdict = verdict::judge(
@@ -231,12 +230,17 @@ pub fn audit_external(r: &ExternalRequest, device: Device) -> anyhow::Result<Aud
 
 /// What the command prints: the accuracy, the verdict, the carriers.
 fn print_summary(report: &AuditReport) {
-    let Some(run) = report.runs.first() else { return };
+    let Some(run) = report.runs.first() else {
+        return;
+    };
     if let Some(a) = run.accuracy.get("clean") {
         println!("accuracy on the test images: {a:.3}");
     }
     if let Some(v) = &run.verdict {
-        println!("Is it a Clever Hans? blind detector, threshold {:.3}", v.threshold);
+        println!(
+            "Is it a Clever Hans? blind detector, threshold {:.3}",
+            v.threshold
+        );
         println!("  {}", v.line(&run.id));
     }
     match report.external.as_ref().and_then(|e| e.carriers.as_ref()) {
@@ -270,8 +274,14 @@ fn load_data(
 /// The model, refused with the file named when it is not a checkpoint of
 /// `r.arch` or its head does not have one output per class.
 fn load_model(r: &ExternalRequest, classes: usize, device: Device) -> anyhow::Result<Model> {
-    let mut model = models::from_weights(r.arch, &r.weights, r.image_size, device)
-        .with_context(|| format!("{}: not a {} checkpoint this audit reads", r.weights.display(), r.arch))?;
+    let mut model =
+        models::from_weights(r.arch, &r.weights, r.image_size, device).with_context(|| {
+            format!(
+                "{}: not a {} checkpoint this audit reads",
+                r.weights.display(),
+                r.arch
+            )
+        })?;
     let outputs = model.num_classes();
     anyhow::ensure!(
         outputs == classes as i64,
@@ -290,7 +300,10 @@ fn settings(r: &ExternalRequest, classes: &[String]) -> AuditSettings {
     let spec = AuditSpec::default();
     let o = &r.overrides;
     AuditSettings {
-        taps: o.taps.clone().unwrap_or_else(|| r.arch.audit_taps(r.image_size)),
+        taps: o
+            .taps
+            .clone()
+            .unwrap_or_else(|| r.arch.audit_taps(r.image_size)),
         k: o.k.unwrap_or(spec.k),
         method: o.method.unwrap_or(spec.method),
         scope: o.scope.unwrap_or(spec.scope),
@@ -348,9 +361,8 @@ fn clean_accuracy(
     labels: &[i64],
     device: Device,
 ) -> anyhow::Result<f64> {
-    let predicted: Vec<i64> = Vec::try_from(
-        crate::detect::probabilities(model, images, device).argmax(1, false),
-    )?;
+    let predicted: Vec<i64> =
+        Vec::try_from(crate::detect::probabilities(model, images, device).argmax(1, false))?;
     let right = predicted.iter().zip(labels).filter(|(p, l)| p == l).count();
     Ok(right as f64 / labels.len().max(1) as f64)
 }
@@ -365,7 +377,11 @@ fn write_carriers(
     verdict: &verdict::Verdict,
 ) -> anyhow::Result<CarrierSummary> {
     let mut ranked: Vec<&Carrier> = scored.iter().collect();
-    ranked.sort_by(|a, b| b.correlation.total_cmp(&a.correlation).then(a.index.cmp(&b.index)));
+    ranked.sort_by(|a, b| {
+        b.correlation
+            .total_cmp(&a.correlation)
+            .then(a.index.cmp(&b.index))
+    });
     let names = &train.data.class_names;
     let class_of = |c: &Carrier| names[train.data.labels[c.index] as usize].as_str();
     let mut csv = String::from("rank,path,class,correlation,carries,x,y,w,h\n");
@@ -436,8 +452,10 @@ fn outlined(images: &Tensor, c: &Carrier) -> image::RgbImage {
     .expect("a square image");
     let b = c.region;
     for d in 0..2i32 {
-        let rect = imageproc::rect::Rect::at(b.x as i32 - d, b.y as i32 - d)
-            .of_size((b.w as i32 + 2 * d).max(1) as u32, (b.h as i32 + 2 * d).max(1) as u32);
+        let rect = imageproc::rect::Rect::at(b.x as i32 - d, b.y as i32 - d).of_size(
+            (b.w as i32 + 2 * d).max(1) as u32,
+            (b.h as i32 + 2 * d).max(1) as u32,
+        );
         imageproc::drawing::draw_hollow_rect_mut(&mut picture, rect, image::Rgb([230, 0, 200]));
     }
     picture

@@ -6,8 +6,8 @@
 //!   runs/<run-id>/result.json               one run's results (reused when unchanged)
 //!   runs/<run-id>/pNNN_{clean,wm}_{overlay,avg,labels}.png
 //!   regimes/<regime>/pNNN_{clean,wm}_avgmap.png   average-colour map over seeds and repeats
-pub mod isolation;
 pub mod external;
+pub mod isolation;
 mod measures;
 mod pictures;
 mod plan;

@@ -65,9 +65,8 @@ fn from_files(
 ) -> anyhow::Result<crate::audit::external::ExternalRequest> {
     let f = &a.files;
     let three = |what: &str, v: &[f64]| -> anyhow::Result<[f64; 3]> {
-        <[f64; 3]>::try_from(v).map_err(|_| {
-            anyhow::anyhow!("--{what} takes three values (R,G,B), got {}", v.len())
-        })
+        <[f64; 3]>::try_from(v)
+            .map_err(|_| anyhow::anyhow!("--{what} takes three values (R,G,B), got {}", v.len()))
     };
     let name = match &f.name {
         Some(n) => n.clone(),

@@ -71,7 +71,8 @@ fn is_csv(path: &Path) -> bool {
 /// `path,label` lines (an optional `path,label` header; blank lines
 /// ignored): the sorted label names and every file with its class index.
 fn list_csv(csv: &Path) -> anyhow::Result<folder::SplitListing> {
-    let text = std::fs::read_to_string(csv).with_context(|| format!("reading {}", csv.display()))?;
+    let text =
+        std::fs::read_to_string(csv).with_context(|| format!("reading {}", csv.display()))?;
     let base = csv.parent().unwrap_or(Path::new("."));
     let mut rows = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -132,7 +133,12 @@ fn reorder(
         "{}: --classes {order:?} are not the data's classes {names:?}",
         source.display()
     );
-    let new_index = |old: i64| order.iter().position(|n| *n == names[old as usize]).unwrap() as i64;
+    let new_index = |old: i64| {
+        order
+            .iter()
+            .position(|n| *n == names[old as usize])
+            .unwrap() as i64
+    };
     let files = files.into_iter().map(|(p, l)| (p, new_index(l))).collect();
     Ok((order.to_vec(), files))
 }
@@ -166,27 +172,53 @@ mod tests {
             "path,label\nimgs/dog/c.png,dog\nimgs/cat/a.png,cat\n\nimgs/cat/b.png,cat\n",
         )
         .unwrap();
-        let csv = load(&dir.join("labels.csv"), 8, None, BadFiles::Fail, Split::Train).unwrap();
+        let csv = load(
+            &dir.join("labels.csv"),
+            8,
+            None,
+            BadFiles::Fail,
+            Split::Train,
+        )
+        .unwrap();
         assert_eq!(csv.data.class_names, ["cat", "dog"]);
         assert_eq!(csv.data.labels, [1, 0, 0]);
 
         let order = ["dog".to_string(), "cat".to_string()];
-        let re = load(&dir.join("imgs"), 8, Some(&order), BadFiles::Fail, Split::Train).unwrap();
+        let re = load(
+            &dir.join("imgs"),
+            8,
+            Some(&order),
+            BadFiles::Fail,
+            Split::Train,
+        )
+        .unwrap();
         assert_eq!(re.data.class_names, ["dog", "cat"]);
         assert_eq!(re.data.labels, [1, 1, 0]);
 
         // Errors name the file, the line or the class.
         let bad = ["horse".to_string(), "cat".to_string()];
-        let e = load(&dir.join("imgs"), 8, Some(&bad), BadFiles::Fail, Split::Train)
-            .err()
-            .unwrap()
-            .to_string();
+        let e = load(
+            &dir.join("imgs"),
+            8,
+            Some(&bad),
+            BadFiles::Fail,
+            Split::Train,
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(e.contains("--classes") && e.contains("imgs"), "{e}");
         std::fs::write(dir.join("broken.csv"), "imgs/cat/a.png\n").unwrap();
-        let e = load(&dir.join("broken.csv"), 8, None, BadFiles::Fail, Split::Train)
-            .err()
-            .unwrap()
-            .to_string();
+        let e = load(
+            &dir.join("broken.csv"),
+            8,
+            None,
+            BadFiles::Fail,
+            Split::Train,
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(e.contains("broken.csv line 1"), "{e}");
         std::fs::create_dir_all(dir.join("imgs/empty")).unwrap();
         let e = load(&dir.join("imgs"), 8, None, BadFiles::Fail, Split::Train)

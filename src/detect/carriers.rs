@@ -83,7 +83,10 @@ pub fn score(object: &ObjectMatch, images: &Tensor) -> anyhow::Result<Vec<Carrie
     while start < n {
         let len = BATCH.min(n - start);
         let high = template::high_pass(&images.narrow(0, start, len));
-        for (i, (window, r)) in template::best_matches(&template, &high).into_iter().enumerate() {
+        for (i, (window, r)) in template::best_matches(&template, &high)
+            .into_iter()
+            .enumerate()
+        {
             out.push(Carrier {
                 index: start as usize + i,
                 correlation: r,
@@ -110,7 +113,8 @@ mod tests {
     fn the_stamped_images_score_above_the_cut_and_the_region_is_where_the_cross_is() {
         tch::manual_seed(0);
         let (n, size) = (12i64, 32i64);
-        let images = (Tensor::rand([n, 3, size, size], (Kind::Float, tch::Device::Cpu)) * 60.0 + 80.0)
+        let images = (Tensor::rand([n, 3, size, size], (Kind::Float, tch::Device::Cpu)) * 60.0
+            + 80.0)
             .to_kind(Kind::Uint8);
         let cross = |img: &Tensor, x: i64, y: i64| {
             let _ = img.narrow(1, y + 3, 2).narrow(2, x, 8).fill_(250);
@@ -122,12 +126,22 @@ mod tests {
         }
         // The template: the high-pass cross, cut from the first image with a margin.
         let high = template::high_pass(&images.narrow(0, 0, 1));
-        let t = high.get(0).get(0).narrow(0, 4, 12).narrow(1, 2, 12).contiguous();
+        let t = high
+            .get(0)
+            .get(0)
+            .narrow(0, 4, 12)
+            .narrow(1, 2, 12)
+            .contiguous();
         let object = ObjectMatch {
             template: Vec::try_from(t.flatten(0, -1)).unwrap(),
             h: 12,
             w: 12,
-            inner: PixelBox { x: 2, y: 2, w: 8, h: 8 },
+            inner: PixelBox {
+                x: 2,
+                y: 2,
+                w: 8,
+                h: 8,
+            },
             cut: 0.6,
         };
         let scored = score(&object, &images).unwrap();
@@ -136,6 +150,10 @@ mod tests {
             assert_eq!(c.carries, stamped.contains(&(c.index as i64)), "{c:?}");
         }
         let third = &scored[5];
-        assert_eq!((third.region.x, third.region.y), (4 + 6, 6 + 4), "{third:?}");
+        assert_eq!(
+            (third.region.x, third.region.y),
+            (4 + 6, 6 + 4),
+            "{third:?}"
+        );
     }
 }

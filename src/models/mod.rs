@@ -263,11 +263,12 @@ impl Model {
 
     /// The classifier's outputs (its head's rows).
     pub fn num_classes(&self) -> i64 {
-        let head = if self.arch.is_vit() { "head.weight" } else { "fc.weight" };
-        self.vs
-            .variables()
-            .get(head)
-            .map_or(0, |t| t.size()[0])
+        let head = if self.arch.is_vit() {
+            "head.weight"
+        } else {
+            "fc.weight"
+        };
+        self.vs.variables().get(head).map_or(0, |t| t.size()[0])
     }
 
     /// Declares the mean and standard deviation the model was trained with
@@ -285,7 +286,9 @@ impl Model {
         }
         // x = (p - m_in) / s_in  ->  (p - m) / s = x * (s_in / s) + (m_in - m) / s
         let scale: Vec<f32> = (0..3).map(|c| (s_in[c] / std[c]) as f32).collect();
-        let shift: Vec<f32> = (0..3).map(|c| ((m_in[c] - mean[c]) / std[c]) as f32).collect();
+        let shift: Vec<f32> = (0..3)
+            .map(|c| ((m_in[c] - mean[c]) / std[c]) as f32)
+            .collect();
         let device = self.vs.device();
         let column = |v: &[f32]| Tensor::from_slice(v).view([1, 3, 1, 1]).to_device(device);
         self.input_affine = Some((column(&scale), column(&shift)));
