@@ -103,6 +103,95 @@ fn report(rows: &[Scored], split: &ChosenSplit, max_fpr: f64) -> Value {
     })
 }
 
+/// How well one flagged run's carriers (`detect::carriers`) find the
+/// training images its artefact was stamped on.
+struct CarrierRow {
+    id: String,
+    family: String,
+    /// AUROC of the object's correlation, stamped images against the others.
+    auroc: Option<f64>,
+    /// Of the images at or above the detector's cut, the share stamped; of
+    /// the stamped ones, the share at or above it.
+    precision: f64,
+    recall: f64,
+    seconds: f64,
+}
+
+/// The carrier figures of a run the detector flags on a recurring object,
+/// where its artefact is stamped on some training images (the truth the
+/// zoo knows); None otherwise.
+fn carrier_figures(
+    run: &crate::config::RunSpec,
+    d: &Detection,
+    artefact: &Artefact,
+    train: &crate::data::SplitData,
+    train_images: &tch::Tensor,
+) -> anyhow::Result<Option<CarrierRow>> {
+    let (Some(watermark), Some(object)) = (run.watermark(), d.object.as_ref()) else {
+        return Ok(None);
+    };
+    if d.score < crate::detect::verdict::SHORTCUT_THRESHOLD || artefact.is_global() {
+        return Ok(None);
+    }
+    let target = watermark
+        .target_index(&train.class_names)
+        .map_err(anyhow::Error::msg)?;
+    let plan = artefact.plan(
+        run.seed,
+        crate::data::Split::Train,
+        &train.labels,
+        target,
+        crate::data::watermark::Variant::AsTrain,
+    );
+    let t = Instant::now();
+    let scored = crate::detect::carriers::score(object, train_images)?;
+    let seconds = t.elapsed().as_secs_f64();
+    let (mut pos, mut neg) = (Vec::new(), Vec::new());
+    let (mut listed, mut right) = (0usize, 0usize);
+    for (c, placed) in scored.iter().zip(&plan) {
+        if placed.is_some() {
+            pos.push(c.correlation);
+        } else {
+            neg.push(c.correlation);
+        }
+        listed += c.carries as usize;
+        right += (c.carries && placed.is_some()) as usize;
+    }
+    Ok(Some(CarrierRow {
+        id: run.id.clone(),
+        family: run.variant.clone().unwrap_or_else(|| run.regime()),
+        auroc: crate::detect::evaluate::auroc(&pos, &neg),
+        precision: right as f64 / listed.max(1) as f64,
+        recall: right as f64 / pos.len().max(1) as f64,
+        seconds,
+    }))
+}
+
+/// The carrier figures per family (mean and lowest over its flagged runs)
+/// and per run.
+fn carriers_report(rows: &[CarrierRow]) -> Value {
+    let mut families: BTreeMap<&str, Vec<&CarrierRow>> = BTreeMap::new();
+    for r in rows {
+        families.entry(r.family.as_str()).or_default().push(r);
+    }
+    let stat = |v: Vec<f64>| {
+        let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+        json!({"mean": mean, "min": v.iter().copied().fold(f64::INFINITY, f64::min)})
+    };
+    json!({
+        "runs": rows.len(),
+        "seconds_per_run": rows.iter().map(|r| r.seconds).sum::<f64>() / rows.len().max(1) as f64,
+        "per_family": families.iter().map(|(f, rs)| (f.to_string(), json!({
+            "runs": rs.len(),
+            "auroc": stat(rs.iter().filter_map(|r| r.auroc).collect()),
+            "precision": stat(rs.iter().map(|r| r.precision).collect()),
+            "recall": stat(rs.iter().map(|r| r.recall).collect()),
+        }))).collect::<BTreeMap<_, _>>(),
+        "per_run": rows.iter().map(|r| json!({"id": r.id, "family": r.family, "auroc": r.auroc,
+            "precision": r.precision, "recall": r.recall, "seconds": r.seconds})).collect::<Vec<_>>(),
+    })
+}
+
 pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
     let started = Instant::now();
     let folders: Vec<_> = find_runs(b.dir)?
@@ -130,6 +219,7 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
     let (mut nave_rows, mut base_rows) = (Vec::new(), Vec::new());
     let (mut nave_seconds, mut base_seconds) = (0.0, 0.0);
     let mut candidates = Vec::new();
+    let mut carrier_rows = Vec::new();
     let mut steps = detect::StepSeconds::default();
     let bar = crate::ui::progress_bar(folders.len() as u64, "detecting");
     for folder in &folders {
@@ -181,6 +271,9 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
         nave_seconds += t.elapsed().as_secs_f64();
         steps.add(&d.seconds);
         nave_rows.push(row(&d));
+        if let Some(c) = carrier_figures(&run, &d, &artefact, train, &train_images)? {
+            carrier_rows.push(c);
+        }
         candidates
             .push(json!({"id": run.id, "truth": Truth::of_gap(gap), "candidates": d.candidates, "global_candidates": d.global_candidates}));
         if b.baseline {
@@ -205,6 +298,7 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
         "baseline": if b.baseline { report(&base_rows, &split, b.max_fpr) } else { Value::Null },
         "baseline_seconds_per_run": if b.baseline { json!(base_seconds / folders.len() as f64) } else { Value::Null },
         "seconds": started.elapsed().as_secs_f64(),
+        "carriers": carriers_report(&carrier_rows),
         "candidates": candidates,
         "scores": nave_rows.iter().zip(base_rows.iter().map(Some).chain(std::iter::repeat(None))).map(|(n, o)| json!({
             "id": n.id, "family": n.family, "arch": n.arch, "seed": n.seed, "truth": n.truth, "gap": n.gap,
