@@ -406,6 +406,11 @@ pub struct AuditFromFiles {
     /// Side the images are resized to, as the model was trained.
     #[arg(long, default_value_t = 224, value_parser = clap::value_parser!(i64).range(16..=1024))]
     pub image_size: i64,
+    /// Resize each image's shorter side to this first (aspect kept), then
+    /// crop the centre --image-size square, as torchvision's Resize +
+    /// CenterCrop (default: resize to --image-size, no crop).
+    #[arg(long, requires = "weights", value_parser = clap::value_parser!(u32).range(16..=4096))]
+    pub resize: Option<u32>,
     /// The classes in the model's output order (default: sorted by name, as
     /// torchvision's ImageFolder orders them).
     #[arg(long, value_delimiter = ',', requires = "weights")]

@@ -22,6 +22,7 @@ use super::measures::{self, Grid};
 use super::pictures;
 use super::{choose_probes, AuditOverrides, AuditReport, AuditSettings, Audited, RunResult, Truth};
 use crate::config::AuditSpec;
+use crate::data::image_file::Fit;
 use crate::data::labelled::{self, Labelled};
 use crate::data::loader::normalize_u8;
 use crate::data::{BadFiles, Split};
@@ -41,6 +42,8 @@ pub struct ExternalRequest {
     pub test: Option<PathBuf>,
     /// The side the images are resized to, as the model was trained.
     pub image_size: i64,
+    /// Resized to the side, or the shorter side first and the centre cropped.
+    pub fit: Fit,
     /// The model's output order of the classes (default: sorted names).
     pub classes: Option<Vec<String>>,
     /// The input statistics the model was trained with (on [0, 1] pixels).
@@ -120,10 +123,11 @@ pub fn audit_external(r: &ExternalRequest, device: Device) -> anyhow::Result<Aud
     if let Some(why) = crate::config::name_problem(&r.name) {
         anyhow::bail!("--name '{}': {why}", r.name.escape_debug());
     }
-    let train = load_data(&r.data, r.image_size, r.classes.as_deref(), Split::Train)?;
+    let size = (r.image_size, r.fit);
+    let train = load_data(&r.data, size, r.classes.as_deref(), Split::Train)?;
     let names = train.data.class_names.clone();
     let test = match &r.test {
-        Some(t) => Some(load_data(t, r.image_size, Some(&names), Split::Test)?),
+        Some(t) => Some(load_data(t, size, Some(&names), Split::Test)?),
         None => None,
     };
     let model = load_model(r, names.len(), device)?;
@@ -255,7 +259,7 @@ fn print_summary(report: &AuditReport) {
 /// The data at `source`, undecodable files skipped and named.
 fn load_data(
     source: &Path,
-    size: i64,
+    size: (i64, Fit),
     classes: Option<&[String]>,
     split: Split,
 ) -> anyhow::Result<Labelled> {
@@ -319,11 +323,16 @@ fn settings(r: &ExternalRequest, classes: &[String]) -> AuditSettings {
 }
 
 fn preprocessing(r: &ExternalRequest) -> String {
+    let fitted = match r.fit {
+        Fit::Stretch => format!("resized to {s} x {s} (bilinear, no crop)", s = r.image_size),
+        Fit::CentreCrop { shorter } => format!(
+            "resized to a shorter side of {shorter} (bilinear, aspect kept), the centre {s} x {s} cropped",
+            s = r.image_size
+        ),
+    };
     format!(
-        "resized to {s} x {s} (bilinear, no crop), RGB, normalised with mean {:?} and std {:?}",
-        r.mean,
-        r.std,
-        s = r.image_size
+        "{fitted}, RGB, normalised with mean {:?} and std {:?}",
+        r.mean, r.std
     )
 }
 

@@ -81,6 +81,17 @@ fn from_files(
         data: f.data.clone().expect("clap requires --data with --weights"),
         test: f.test.clone(),
         image_size: f.image_size,
+        fit: match f.resize {
+            None => crate::data::image_file::Fit::Stretch,
+            Some(shorter) => {
+                anyhow::ensure!(
+                    i64::from(shorter) >= f.image_size,
+                    "--resize {shorter} is smaller than --image-size {}: the crop would not fit",
+                    f.image_size
+                );
+                crate::data::image_file::Fit::CentreCrop { shorter }
+            }
+        },
         classes: f.classes.clone(),
         mean: three("mean", &f.mean)?,
         std: three("std", &f.std)?,

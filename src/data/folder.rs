@@ -107,15 +107,16 @@ pub fn load(
 ) -> Result<SplitData, DataError> {
     check_root(root)?;
     let (class_names, files) = list_split(root, split)?;
-    decode_files(&files, class_names, image_size, bad_files, split)
+    let fit = super::image_file::Fit::Stretch;
+    decode_files(&files, class_names, (image_size, fit), bad_files, split)
 }
 
-/// Decodes `files` (each with its class index) at `image_size` px, refusing
-/// or skipping undecodable ones as `bad_files` says.
+/// Decodes `files` (each with its class index) at `image_size` px, fitted
+/// as `fit` says, refusing or skipping undecodable ones as `bad_files` says.
 pub fn decode_files(
     files: &[(PathBuf, i64)],
     class_names: Vec<String>,
-    image_size: i64,
+    (image_size, fit): (i64, super::image_file::Fit),
     bad_files: BadFiles,
     split: Split,
 ) -> Result<SplitData, DataError> {
@@ -124,7 +125,7 @@ pub fn decode_files(
     let decoded: Vec<Result<image::RgbImage, String>> = files
         .par_iter()
         .map(|(path, _)| {
-            let r = super::image_file::decode_rgb_square(path, size);
+            let r = super::image_file::decode_rgb_fitted(path, size, fit);
             bar.inc(1);
             r
         })

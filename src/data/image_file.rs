@@ -42,6 +42,38 @@ pub fn header(path: &Path) -> Result<(u32, u32, String), String> {
     Ok((w, h, format!("{:?}", decoder.color_type())))
 }
 
+/// How an image becomes the model's square input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fit {
+    /// Resized to the side, the aspect not kept (how nave-lab reads its
+    /// datasets).
+    #[default]
+    Stretch,
+    /// The shorter side resized to `shorter` (aspect kept), then the centre
+    /// cropped to the side: torchvision's `Resize(shorter)` then
+    /// `CenterCrop(side)`.
+    CentreCrop { shorter: u32 },
+}
+
+/// The file as RGB, `side` x `side`, fitted as `fit` says (bilinear).
+pub fn decode_rgb_fitted(path: &Path, side: u32, fit: Fit) -> Result<RgbImage, String> {
+    match fit {
+        Fit::Stretch => decode_rgb_square(path, side),
+        Fit::CentreCrop { shorter } => {
+            let rgb = decode_rgb(path)?;
+            let (w, h) = rgb.dimensions();
+            let scale = shorter as f64 / w.min(h).max(1) as f64;
+            let (nw, nh) = (
+                ((w as f64 * scale).round() as u32).max(side),
+                ((h as f64 * scale).round() as u32).max(side),
+            );
+            let resized = image::imageops::resize(&rgb, nw, nh, FilterType::Triangle);
+            let (x, y) = ((nw - side) / 2, (nh - side) / 2);
+            Ok(image::imageops::crop_imm(&resized, x, y, side, side).to_image())
+        }
+    }
+}
+
 /// [`decode_rgb`] with an error that names the file.
 pub fn open_rgb(path: &Path) -> anyhow::Result<RgbImage> {
     decode_rgb(path).map_err(|why| anyhow::anyhow!("cannot decode image {}: {why}", path.display()))
@@ -70,6 +102,13 @@ mod tests {
         assert_eq!(rgb.get_pixel(2, 1).0, [80, 80, 80]);
         let square = open_rgb_square(&path, 8).unwrap();
         assert_eq!(square.dimensions(), (8, 8));
+        // Shorter side 4 -> 8 (width 12), then the centre 8 x 8: columns 2..10
+        // of the 12, so the grey ramp's middle.
+        let cropped = decode_rgb_fitted(&path, 8, Fit::CentreCrop { shorter: 8 }).unwrap();
+        assert_eq!(cropped.dimensions(), (8, 8));
+        let stretched = decode_rgb_fitted(&path, 8, Fit::Stretch).unwrap();
+        assert!(cropped.get_pixel(0, 4).0[0] > stretched.get_pixel(0, 4).0[0]);
+        assert!(cropped.get_pixel(7, 4).0[0] < stretched.get_pixel(7, 4).0[0]);
 
         let junk = dir.join("junk.png");
         std::fs::write(&junk, b"not an image").unwrap();

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
+use super::image_file::Fit;
 use super::{folder, BadFiles, Split, SplitData};
 
 /// The most lines a labels CSV may have (a bound against hostile files).
@@ -20,13 +21,14 @@ pub struct Labelled {
     pub files: Vec<PathBuf>,
 }
 
-/// Reads `source` (a folder of class folders, or a `.csv`) at `size` px.
+/// Reads `source` (a folder of class folders, or a `.csv`) at `size` px,
+/// each image fitted as `fit` says.
 /// `classes` fixes the class order (the model's output order) when given;
 /// else the classes are sorted by name. `split` only names the set in
 /// messages.
 pub fn load(
     source: &Path,
-    size: i64,
+    (size, fit): (i64, Fit),
     classes: Option<&[String]>,
     bad_files: BadFiles,
     split: Split,
@@ -52,7 +54,7 @@ pub fn load(
             source.display()
         );
     }
-    let data = folder::decode_files(&files, names, size, bad_files, split)?;
+    let data = folder::decode_files(&files, names, (size, fit), bad_files, split)?;
     let skipped: std::collections::HashSet<&PathBuf> = data.skipped.iter().collect();
     let kept = files
         .into_iter()
@@ -161,7 +163,7 @@ mod tests {
         png(&dir.join("imgs/cat/a.png"), 10);
         png(&dir.join("imgs/cat/b.png"), 20);
         png(&dir.join("imgs/dog/c.png"), 30);
-        let folder = load(&dir.join("imgs"), 8, None, BadFiles::Fail, Split::Train).unwrap();
+        let folder = load(&dir.join("imgs"), (8, Fit::Stretch), None, BadFiles::Fail, Split::Train).unwrap();
         assert_eq!(folder.data.class_names, ["cat", "dog"]);
         assert_eq!(folder.data.labels, [0, 0, 1]);
         assert_eq!(folder.files.len(), 3);
@@ -221,7 +223,7 @@ mod tests {
         .to_string();
         assert!(e.contains("broken.csv line 1"), "{e}");
         std::fs::create_dir_all(dir.join("imgs/empty")).unwrap();
-        let e = load(&dir.join("imgs"), 8, None, BadFiles::Fail, Split::Train)
+        let e = load(&dir.join("imgs"), (8, Fit::Stretch), None, BadFiles::Fail, Split::Train)
             .err()
             .unwrap()
             .to_string();
