@@ -123,105 +123,49 @@ pub fn audit_external(r: &ExternalRequest, device: Device) -> anyhow::Result<Aud
     if let Some(why) = crate::config::name_problem(&r.name) {
         anyhow::bail!("--name '{}': {why}", r.name.escape_debug());
     }
-    let size = (r.image_size, r.fit);
-    let train = load_data(&r.data, size, r.classes.as_deref(), Split::Train)?;
-    let names = train.data.class_names.clone();
-    let test = match &r.test {
-        Some(t) => Some(load_data(t, size, Some(&names), Split::Test)?),
-        None => None,
-    };
-    let model = load_model(r, names.len(), device)?;
+    let inputs = Inputs::read(r, device)?;
     let weights_sha256 = crate::io::FileDigest::of_file(&r.weights)?.sha256;
-    let settings = settings(r, &names);
-    let probed = test.as_ref().unwrap_or(&train);
-    let probe_indices = choose_probes(&probed.data, &settings.classes, settings.probes)?;
-    let probes = probed
-        .data
-        .images
-        .index_select(0, &crate::data::index_tensor(&probe_indices));
-
     let staged = crate::staging::StagedFolder::begin(&r.reports.join(&r.name))?;
     let run_dir = staged.dir().join("runs").join(RUN_ID);
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let started = std::time::Instant::now();
-    let (grid, feature_dim) = picture_probes(&model, &probes, &settings, &run_dir, device)?;
-    let verdict = verdict::judge(
-        &model,
-        &train.data.images,
-        &train.data.labels,
-        &names,
-        &probes,
-        &settings.taps,
-        device,
-    )?;
-    let accuracy = test
-        .as_ref()
-        .map(|t| clean_accuracy(&model, &t.data.images, &t.data.labels, device))
-        .transpose()?;
-    let carriers = match (&verdict.object, verdict.flagged) {
-        (Some(object), true) => Some(carriers::score(object, &train.data.images)?),
-        _ => None,
-    };
-    let summary = match &carriers {
-        Some(scored) => Some(write_carriers(staged.dir(), scored, &train, &verdict)?),
-        None => None,
-    };
+    let i = &inputs;
+    let (grid, feature_dim) = picture_probes(&i.model, &i.probes, &i.settings, &run_dir, device)?;
+    let (verdict, accuracy, summary) = inputs.findings(staged.dir(), device)?;
     let result = RunResult {
-        run_dir: None,
-        id: RUN_ID.into(),
-        regime: RUN_ID.into(),
-        seed: 0,
-        augment: false,
-        watermark: false,
-        arch: r.arch.to_string(),
-        variant: None,
-        wm_iou: f64::NAN,
-        wm_iou_fair: f64::NAN,
-        wm_recall: f64::NAN,
-        wm_precision: f64::NAN,
-        wm_shift: f64::NAN,
         accuracy: accuracy
             .map(|a| BTreeMap::from([("clean".to_string(), a)]))
             .unwrap_or_default(),
-        shortcut_gap: f64::NAN,
-        truth: Truth::Unknown,
-        probes: probe_indices.clone(),
-        probe_boxes: vec![],
-        mask_boxes: vec![],
-        global_artefact: false,
+        probes: i.probe_indices.clone(),
         verdict: Some(verdict),
         grid,
         feature_dim,
         seconds: started.elapsed().as_secs_f64(),
         key: format!("weights {weights_sha256}"),
+        ..unmeasured(r.arch)
     };
     crate::io::write_json(&run_dir.join("result.json"), &result)?;
+    let source = ExternalSource {
+        weights: r.weights.clone(),
+        weights_sha256,
+        arch: r.arch.to_string(),
+        data: r.data.clone(),
+        test: r.test.clone(),
+        preprocessing: preprocessing(r),
+        skipped: i.train.data.skipped.clone(),
+        carriers: summary,
+    };
     let report = AuditReport {
-        schema: 1,
         experiment: r.name.clone(),
-        checkpoints: None,
-        class_names: names,
+        class_names: i.train.data.class_names.clone(),
         image_size: r.image_size,
-        probe_boxes: vec![],
         device: crate::device::device_name(device),
         created_unix: crate::io::unix_seconds(),
-        settings: Some(settings),
-        probes: probe_indices,
+        settings: Some(i.settings.clone()),
+        probes: i.probe_indices.clone(),
         runs: vec![result],
-        regimes: vec![],
-        by_watermark: None,
-        families: vec![],
-        skipped_unfinished: vec![],
-        external: Some(ExternalSource {
-            weights: r.weights.clone(),
-            weights_sha256,
-            arch: r.arch.to_string(),
-            data: r.data.clone(),
-            test: r.test.clone(),
-            preprocessing: preprocessing(r),
-            skipped: train.data.skipped.clone(),
-            carriers: summary,
-        }),
+        external: Some(source),
+        ..AuditReport::default()
     };
     let path = staged.dir().join("audit.json");
     crate::io::write_atomic(
@@ -230,6 +174,111 @@ pub fn audit_external(r: &ExternalRequest, device: Device) -> anyhow::Result<Aud
     )?;
     print_summary(&report);
     Ok(Audited::new(staged))
+}
+
+/// What an audit from files reads before it writes anything: the data, the
+/// model, the settings and the probes.
+struct Inputs {
+    train: Labelled,
+    test: Option<Labelled>,
+    model: Model,
+    settings: AuditSettings,
+    probe_indices: Vec<usize>,
+    probes: Tensor,
+}
+
+impl Inputs {
+    /// Everything checked: a refusal here leaves nothing written.
+    fn read(r: &ExternalRequest, device: Device) -> anyhow::Result<Self> {
+        let size = (r.image_size, r.fit);
+        let train = load_data(&r.data, size, r.classes.as_deref(), Split::Train)?;
+        let names = train.data.class_names.clone();
+        let test = match &r.test {
+            Some(t) => Some(load_data(t, size, Some(&names), Split::Test)?),
+            None => None,
+        };
+        let model = load_model(r, names.len(), device)?;
+        let settings = settings(r, &names);
+        let probed = test.as_ref().unwrap_or(&train);
+        let probe_indices = choose_probes(&probed.data, &settings.classes, settings.probes)?;
+        let probes = probed
+            .data
+            .images
+            .index_select(0, &crate::data::index_tensor(&probe_indices));
+        Ok(Self {
+            train,
+            test,
+            model,
+            settings,
+            probe_indices,
+            probes,
+        })
+    }
+}
+
+impl Inputs {
+    /// The verdict, the accuracy on the test images, and for a flagged
+    /// object the training files that carry it (written into `dir`).
+    fn findings(
+        &self,
+        dir: &Path,
+        device: Device,
+    ) -> anyhow::Result<(verdict::Verdict, Option<f64>, Option<CarrierSummary>)> {
+        let (train, model) = (&self.train, &self.model);
+        let verdict = verdict::judge(
+            model,
+            &train.data.images,
+            &train.data.labels,
+            &train.data.class_names,
+            &self.probes,
+            &self.settings.taps,
+            device,
+        )?;
+        let accuracy = self
+            .test
+            .as_ref()
+            .map(|t| clean_accuracy(model, &t.data.images, &t.data.labels, device))
+            .transpose()?;
+        let summary = match (&verdict.object, verdict.flagged) {
+            (Some(object), true) => {
+                let scored = carriers::score(object, &train.data.images)?;
+                Some(write_carriers(dir, &scored, train, &verdict)?)
+            }
+            _ => None,
+        };
+        Ok((verdict, accuracy, summary))
+    }
+}
+
+/// A result with nothing measured: no known box, no gap, no run folder.
+fn unmeasured(arch: Arch) -> RunResult {
+    RunResult {
+        run_dir: None,
+        id: RUN_ID.into(),
+        regime: RUN_ID.into(),
+        seed: 0,
+        augment: false,
+        watermark: false,
+        arch: arch.to_string(),
+        variant: None,
+        wm_iou: f64::NAN,
+        wm_iou_fair: f64::NAN,
+        wm_recall: f64::NAN,
+        wm_precision: f64::NAN,
+        wm_shift: f64::NAN,
+        accuracy: BTreeMap::new(),
+        shortcut_gap: f64::NAN,
+        truth: Truth::Unknown,
+        probes: vec![],
+        probe_boxes: vec![],
+        mask_boxes: vec![],
+        global_artefact: false,
+        verdict: None,
+        grid: 0,
+        feature_dim: 0,
+        seconds: 0.0,
+        key: String::new(),
+    }
 }
 
 /// What the command prints: the accuracy, the verdict, the carriers.
@@ -393,22 +442,7 @@ fn write_carriers(
     });
     let names = &train.data.class_names;
     let class_of = |c: &Carrier| names[train.data.labels[c.index] as usize].as_str();
-    let mut csv = String::from("rank,path,class,correlation,carries,x,y,w,h\n");
-    for (rank, c) in ranked.iter().enumerate() {
-        csv += &format!(
-            "{},{},{},{:.4},{},{},{},{},{}\n",
-            rank + 1,
-            csv_field(&train.files[c.index].display().to_string()),
-            csv_field(class_of(c)),
-            c.correlation,
-            c.carries,
-            c.region.x,
-            c.region.y,
-            c.region.w,
-            c.region.h
-        );
-    }
-    crate::io::write_atomic(&dir.join("carriers.csv"), csv.as_bytes())?;
+    write_carriers_csv(&dir.join("carriers.csv"), &ranked, train)?;
     let class = verdict.class.clone().unwrap_or_default();
     let carrying: Vec<&&Carrier> = ranked.iter().filter(|c| c.carries).collect();
     let first_below = carrying.len();
@@ -468,6 +502,27 @@ fn outlined(images: &Tensor, c: &Carrier) -> image::RgbImage {
         imageproc::drawing::draw_hollow_rect_mut(&mut picture, rect, image::Rgb([230, 0, 200]));
     }
     picture
+}
+
+/// `carriers.csv`: every training file, highest correlation first.
+fn write_carriers_csv(path: &Path, ranked: &[&Carrier], train: &Labelled) -> anyhow::Result<()> {
+    let names = &train.data.class_names;
+    let mut csv = String::from("rank,path,class,correlation,carries,x,y,w,h\n");
+    for (rank, c) in ranked.iter().enumerate() {
+        csv += &format!(
+            "{},{},{},{:.4},{},{},{},{},{}\n",
+            rank + 1,
+            csv_field(&train.files[c.index].display().to_string()),
+            csv_field(&names[train.data.labels[c.index] as usize]),
+            c.correlation,
+            c.carries,
+            c.region.x,
+            c.region.y,
+            c.region.w,
+            c.region.h
+        );
+    }
+    crate::io::write_atomic(path, csv.as_bytes())
 }
 
 /// A CSV field, quoted when it holds a comma, a quote or a line break.

@@ -307,7 +307,7 @@ impl WatermarkComparison {
 
 /// audit.json. Every field an older audit may lack has a default, so the
 /// report reads old files through this type too and says what is missing.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AuditReport {
     #[serde(default)]
     pub schema: u32,

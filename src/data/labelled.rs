@@ -163,7 +163,14 @@ mod tests {
         png(&dir.join("imgs/cat/a.png"), 10);
         png(&dir.join("imgs/cat/b.png"), 20);
         png(&dir.join("imgs/dog/c.png"), 30);
-        let folder = load(&dir.join("imgs"), (8, Fit::Stretch), None, BadFiles::Fail, Split::Train).unwrap();
+        let folder = load(
+            &dir.join("imgs"),
+            (8, Fit::Stretch),
+            None,
+            BadFiles::Fail,
+            Split::Train,
+        )
+        .unwrap();
         assert_eq!(folder.data.class_names, ["cat", "dog"]);
         assert_eq!(folder.data.labels, [0, 0, 1]);
         assert_eq!(folder.files.len(), 3);
@@ -176,7 +183,7 @@ mod tests {
         .unwrap();
         let csv = load(
             &dir.join("labels.csv"),
-            8,
+            (8, Fit::Stretch),
             None,
             BadFiles::Fail,
             Split::Train,
@@ -188,7 +195,7 @@ mod tests {
         let order = ["dog".to_string(), "cat".to_string()];
         let re = load(
             &dir.join("imgs"),
-            8,
+            (8, Fit::Stretch),
             Some(&order),
             BadFiles::Fail,
             Split::Train,
@@ -201,7 +208,7 @@ mod tests {
         let bad = ["horse".to_string(), "cat".to_string()];
         let e = load(
             &dir.join("imgs"),
-            8,
+            (8, Fit::Stretch),
             Some(&bad),
             BadFiles::Fail,
             Split::Train,
@@ -213,7 +220,7 @@ mod tests {
         std::fs::write(dir.join("broken.csv"), "imgs/cat/a.png\n").unwrap();
         let e = load(
             &dir.join("broken.csv"),
-            8,
+            (8, Fit::Stretch),
             None,
             BadFiles::Fail,
             Split::Train,
@@ -223,10 +230,16 @@ mod tests {
         .to_string();
         assert!(e.contains("broken.csv line 1"), "{e}");
         std::fs::create_dir_all(dir.join("imgs/empty")).unwrap();
-        let e = load(&dir.join("imgs"), (8, Fit::Stretch), None, BadFiles::Fail, Split::Train)
-            .err()
-            .unwrap()
-            .to_string();
+        let e = load(
+            &dir.join("imgs"),
+            (8, Fit::Stretch),
+            None,
+            BadFiles::Fail,
+            Split::Train,
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(e.contains("class empty has no images"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }

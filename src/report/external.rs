@@ -9,7 +9,7 @@ use super::format::{number, utc};
 use super::index::run_page_name;
 use super::{Sources, CSS};
 use crate::audit::external::ExternalSource;
-use crate::detect::verdict::SHORTCUT_THRESHOLD;
+use crate::detect::verdict::{Verdict, SHORTCUT_THRESHOLD};
 
 /// Writes index.html for an audit from files; returns its path and what the
 /// report says is missing.
@@ -25,14 +25,7 @@ pub(super) fn write(
     if verdict.is_none() {
         missing.push("audit.json holds no verdict".to_string());
     }
-    let no_carriers = match verdict {
-        None => "",
-        Some(v) if !v.flagged => "The model is not flagged: there is no found object to look for.",
-        Some(v) if v.global_cue.is_some() => {
-            "The evidence is a global cue (no region): every image of the class carries it, so no file is singled out."
-        }
-        Some(_) => "The verdict's region is not one reproduced object (the detector found no recurring template in it): files are not scored.",
-    };
+    let no_carriers = no_carriers(verdict);
     let settings = audit.settings.as_ref().map(|st| {
         format!(
             "{:?} with K = {} on {}, scope {:?}",
@@ -76,4 +69,16 @@ pub(super) fn write(
     let index = s.report_dir.join("index.html");
     crate::io::write_atomic(&index, html.as_bytes())?;
     Ok((index, missing))
+}
+
+/// Why no training file is scored, in words.
+fn no_carriers(verdict: Option<&Verdict>) -> &'static str {
+    match verdict {
+        None => "",
+        Some(v) if !v.flagged => "The model is not flagged: there is no found object to look for.",
+        Some(v) if v.global_cue.is_some() => {
+            "The evidence is a global cue (no region): every image of the class carries it, so no file is singled out."
+        }
+        Some(_) => "The verdict's region is not one reproduced object (the detector found no recurring template in it): files are not scored.",
+    }
 }
