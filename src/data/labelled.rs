@@ -132,7 +132,7 @@ fn reorder(
     sorted_names.sort();
     anyhow::ensure!(
         sorted_order == sorted_names,
-        "{}: --classes {order:?} are not the data's classes {names:?}",
+        "{}: its classes {names:?} are not {order:?} (--classes, or the training data's)",
         source.display()
     );
     let new_index = |old: i64| {
@@ -216,7 +216,10 @@ mod tests {
         .err()
         .unwrap()
         .to_string();
-        assert!(e.contains("--classes") && e.contains("imgs"), "{e}");
+        assert!(
+            e.contains("--classes") && e.contains("imgs") && e.contains("horse"),
+            "{e}"
+        );
         std::fs::write(dir.join("broken.csv"), "imgs/cat/a.png\n").unwrap();
         let e = load(
             &dir.join("broken.csv"),

@@ -368,9 +368,42 @@ struct Transplants<'a> {
     class: usize,
     pairs: usize,
     device: Device,
+    /// P(class) of each target as it is: the base every paste is compared
+    /// with, the same for every candidate of the class (computed once).
+    base: std::cell::OnceCell<Vec<f32>>,
 }
 
-impl Transplants<'_> {
+impl<'a> Transplants<'a> {
+    fn new(
+        e: &Evidence<'a>,
+        images: &'a Tensor,
+        targets: &'a [usize],
+        class: usize,
+        pairs: usize,
+    ) -> Self {
+        Self {
+            model: e.model,
+            images,
+            targets,
+            class,
+            pairs,
+            device: e.device,
+            base: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// P(class) of the `t`-th target as it is.
+    fn base(&self, t: usize) -> f32 {
+        let base = self.base.get_or_init(|| {
+            let targets = self.images.index_select(0, &index_tensor(self.targets));
+            Vec::try_from(
+                probabilities(self.model, &targets, self.device).select(1, self.class as i64),
+            )
+            .expect("float probabilities")
+        });
+        base[t % self.targets.len()]
+    }
+
     /// The segments (source image, grid mask on `grid`); the control is the
     /// ring of cells around each.
     fn segments(&self, regions: &Regions, grid: (usize, usize)) -> Transplant {
@@ -408,7 +441,7 @@ impl Transplants<'_> {
     /// instead, against the target as it was.
     fn pixels(&self, regions: &[PixelRegion]) -> Transplant {
         let n = self.pairs.min(regions.len().max(self.targets.len()));
-        let (mut pasted, mut controls, mut bases) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut pasted, mut controls) = (Vec::new(), Vec::new());
         for t in 0..n {
             let r = &regions[t % regions.len()];
             let dst = self.targets[t % self.targets.len()];
@@ -418,26 +451,17 @@ impl Transplants<'_> {
             );
             pasted.push(paste(&source, &target, &r.region));
             controls.push(paste(&source, &target, &r.control));
-            bases.push(dst);
         }
-        let batch = Tensor::cat(
-            &[
-                Tensor::stack(&pasted, 0),
-                Tensor::stack(&controls, 0),
-                self.images.index_select(0, &index_tensor(&bases)),
-            ],
-            0,
-        );
+        let batch = Tensor::cat(&[Tensor::stack(&pasted, 0), Tensor::stack(&controls, 0)], 0);
         let p: Vec<f32> = Vec::try_from(
             probabilities(self.model, &batch, self.device).select(1, self.class as i64),
         )
         .expect("float probabilities");
-        let base = &p[2 * n..];
         let mean_gain = |k: usize| {
             p[k * n..(k + 1) * n]
                 .iter()
-                .zip(base)
-                .map(|(a, b)| (a - b) as f64)
+                .enumerate()
+                .map(|(t, a)| (a - self.base(t)) as f64)
                 .sum::<f64>()
                 / n.max(1) as f64
         };
@@ -954,14 +978,7 @@ fn score_candidates(
         if members.is_empty() || targets.is_empty() {
             continue;
         }
-        let transplants = Transplants {
-            model: e.model,
-            images: &sc.images,
-            targets: &targets,
-            class,
-            pairs: spec.pairs,
-            device: e.device,
-        };
+        let transplants = Transplants::new(e, &sc.images, &targets, class, spec.pairs);
         for cluster in 0..sc.centres.size()[0] {
             let segments = small_segments(&sc.labels, &members, cluster, sc.cells(), spec.max_area);
             if (segments.len() as f64) < spec.min_presence * members.len() as f64 {

@@ -34,14 +34,7 @@ pub fn occlusion_detect(e: &Evidence, spec: &DetectorSpec) -> anyhow::Result<Det
             .iter()
             .map(|&i| (i, single_cell(chosen[i], grid)))
             .collect();
-        let transplants = Transplants {
-            model: e.model,
-            images: &images,
-            targets: &targets,
-            class,
-            pairs: spec.pairs,
-            device: e.device,
-        };
+        let transplants = Transplants::new(e, &images, &targets, class, spec.pairs);
         let (views, object) = stereotypy(&maps, &high, &regions, &members, &targets, grid);
         let segments = transplants.segments(&regions, grid);
         let object = object
