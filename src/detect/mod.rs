@@ -214,8 +214,13 @@ pub struct Candidate {
     pub object_within: f64,
     #[serde(default)]
     pub object_other: f64,
-    pub lift: f64,
-    pub control: f64,
+    /// The segments' transplant test: measured only where there is no
+    /// object transplant, which the candidate is then scored on instead
+    /// (`scored_lift`); None otherwise.
+    #[serde(default)]
+    pub lift: Option<f64>,
+    #[serde(default)]
+    pub control: Option<f64>,
     /// The object transplant (see `Transplants::object`): the gain when
     /// only the recurring object is pasted, and when the ring around it is;
     /// None without an object that the class's images show.
@@ -517,8 +522,11 @@ const OBJECT_GROW: i64 = 1;
 
 /// The lift a candidate is scored on, over its control: its recurring
 /// object's where the class's images show one, else its segments'.
-fn scored_lift(segments: Transplant, object: Option<Transplant>) -> Transplant {
-    object.unwrap_or(segments)
+fn scored_lift(segments: Option<Transplant>, object: Option<Transplant>) -> Transplant {
+    object.or(segments).unwrap_or(Transplant {
+        lift: 0.0,
+        control: 0.0,
+    })
 }
 
 /// Reproduced pixels that make a segment count fully as carrying a
@@ -990,10 +998,12 @@ fn score_candidates(
                 .collect();
             let (views, object) =
                 stereotypy(&sc.maps, &sc.high, &segments, &members, &targets, sc.grid);
-            let t = transplants.segments(&regions, sc.grid);
+            // The object's transplant, where there is one, is what the
+            // candidate is scored on: the segments' is tested only without it.
             let o = object
                 .as_ref()
                 .and_then(|o| transplants.object(o, &sc.high, &members, sc.cell_side()));
+            let t = o.is_none().then(|| transplants.segments(&regions, sc.grid));
             candidates.push(Candidate {
                 class: class_name.clone(),
                 cluster: cluster as usize,
@@ -1005,8 +1015,8 @@ fn score_candidates(
                 wide_other: views.wide_other,
                 object_within: views.object_within,
                 object_other: views.object_other,
-                lift: t.lift,
-                control: t.control,
+                lift: t.map(|t| t.lift),
+                control: t.map(|t| t.control),
                 object_lift: o.as_ref().map(|o| o.lift),
                 object_control: o.as_ref().map(|o| o.control),
             });
@@ -1019,10 +1029,10 @@ fn score_candidates(
 impl Candidate {
     /// The lift it is scored on (`scored_lift`).
     fn scored_lift(&self) -> Transplant {
-        let segments = Transplant {
-            lift: self.lift,
-            control: self.control,
-        };
+        let segments = self
+            .lift
+            .zip(self.control)
+            .map(|(lift, control)| Transplant { lift, control });
         let object = self
             .object_lift
             .zip(self.object_control)
@@ -1361,8 +1371,8 @@ mod tests {
             wide_other: 0.0,
             object_within: 0.0,
             object_other: 0.0,
-            lift: 0.9,
-            control: 0.1,
+            lift: Some(0.9),
+            control: Some(0.1),
             object_lift: None,
             object_control: None,
         };

@@ -36,10 +36,13 @@ pub fn occlusion_detect(e: &Evidence, spec: &DetectorSpec) -> anyhow::Result<Det
             .collect();
         let transplants = Transplants::new(e, &images, &targets, class, spec.pairs);
         let (views, object) = stereotypy(&maps, &high, &regions, &members, &targets, grid);
-        let segments = transplants.segments(&regions, grid);
         let object = object
             .as_ref()
             .and_then(|o| transplants.object(o, &high, &members, (size / LATTICE) as i64));
+        // The segments' test only where there is no object's to score on.
+        let segments = object
+            .is_none()
+            .then(|| transplants.segments(&regions, grid));
         let t = scored_lift(segments, object);
         let weight = views.weight();
         let score = t.weighted(weight);
