@@ -151,8 +151,14 @@ pub struct Detection {
 pub struct StepSeconds {
     /// Sampling, features and the set-scope k-means (`SampleClustering`).
     pub clustering: f64,
-    /// Every local candidate's stereotypy and transplant tests.
+    /// Every local candidate's stereotypy and transplant tests ...
     pub local_candidates: f64,
+    /// ... of which the stereotypy (reproduced pixels, template matching) ...
+    #[serde(default)]
+    pub local_stereotypy: f64,
+    /// ... and the transplant tests (pastes and their forwards).
+    #[serde(default)]
+    pub local_transplants: f64,
     /// The global cues and their tests.
     pub global_cues: f64,
     /// The suspect region on each probe.
@@ -163,9 +169,11 @@ impl StepSeconds {
     /// These seconds, printed with `-v`.
     fn reported(self) -> Self {
         crate::detail!(
-            "detector: clustering {:.2} s, local candidates {:.2} s, global cues {:.2} s, suspect regions {:.2} s",
+            "detector: clustering {:.2} s, local candidates {:.2} s (stereotypy {:.2} s, transplants {:.2} s), global cues {:.2} s, suspect regions {:.2} s",
             self.clustering,
             self.local_candidates,
+            self.local_stereotypy,
+            self.local_transplants,
             self.global_cues,
             self.suspect_regions
         );
@@ -175,6 +183,8 @@ impl StepSeconds {
     pub fn add(&mut self, other: &StepSeconds) {
         self.clustering += other.clustering;
         self.local_candidates += other.local_candidates;
+        self.local_stereotypy += other.local_stereotypy;
+        self.local_transplants += other.local_transplants;
         self.global_cues += other.global_cues;
         self.suspect_regions += other.suspect_regions;
     }
@@ -183,6 +193,8 @@ impl StepSeconds {
         StepSeconds {
             clustering: self.clustering * by,
             local_candidates: self.local_candidates * by,
+            local_stereotypy: self.local_stereotypy * by,
+            local_transplants: self.local_transplants * by,
             global_cues: self.global_cues * by,
             suspect_regions: self.suspect_regions * by,
         }
@@ -978,6 +990,7 @@ fn score_candidates(
     e: &Evidence,
     sc: &SampleClustering,
     spec: &DetectorSpec,
+    seconds: &mut StepSeconds,
 ) -> (Vec<Candidate>, Vec<Option<RecurringObject>>) {
     let (h, w) = sc.grid;
     let (mut candidates, mut objects) = (Vec::new(), Vec::new());
@@ -996,14 +1009,18 @@ fn score_candidates(
                 .iter()
                 .map(|(i, m)| (*i, dilate(m, h, w)))
                 .collect();
+            let clock = std::time::Instant::now();
             let (views, object) =
                 stereotypy(&sc.maps, &sc.high, &segments, &members, &targets, sc.grid);
+            seconds.local_stereotypy += clock.elapsed().as_secs_f64();
+            let clock = std::time::Instant::now();
             // The object's transplant, where there is one, is what the
             // candidate is scored on: the segments' is tested only without it.
             let o = object
                 .as_ref()
                 .and_then(|o| transplants.object(o, &sc.high, &members, sc.cell_side()));
             let t = o.is_none().then(|| transplants.segments(&regions, sc.grid));
+            seconds.local_transplants += clock.elapsed().as_secs_f64();
             candidates.push(Candidate {
                 class: class_name.clone(),
                 cluster: cluster as usize,
@@ -1101,7 +1118,7 @@ pub fn nave_detect(
     };
     let sc = SampleClustering::new(e, taps, spec)?;
     seconds.clustering = lap();
-    let (candidates, objects) = score_candidates(e, &sc, spec);
+    let (candidates, objects) = score_candidates(e, &sc, spec, &mut seconds);
     seconds.local_candidates = lap();
     let global_candidates = global::global_candidates(e, &sc.images, &sc.class_of, spec.pairs);
     seconds.global_cues = lap();
