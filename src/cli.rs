@@ -37,7 +37,7 @@ pub enum Command {
     Train(TrainArgs),
     /// Where a study stands: every run as done, running, pending, failed, stopped or not started.
     Status(StatusArgs),
-    /// Run NAVE on every finished run of an experiment and measure the watermark shortcut.
+    /// Run NAVE on every finished run of an experiment and measure the watermark shortcut; or, with --weights, audit a model trained elsewhere from its files.
     Audit(AuditArgs),
     /// Rebuild the HTML report of an audit (reports/<experiment>/index.html) from its audit.json.
     Report(ReportArgs),
