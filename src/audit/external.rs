@@ -214,9 +214,7 @@ impl Inputs {
             probes,
         })
     }
-}
 
-impl Inputs {
     /// The verdict, the accuracy on the test images, and for a flagged
     /// object the training files that carry it (written into `dir`).
     fn findings(
@@ -296,13 +294,15 @@ fn print_summary(report: &AuditReport) {
         );
         println!("  {}", v.line(&run.id));
     }
-    match report.external.as_ref().and_then(|e| e.carriers.as_ref()) {
-        Some(c) => println!(
+    if let Some(c) = report.external.as_ref().and_then(|e| e.carriers.as_ref()) {
+        println!(
             "  {} of {} training files carry the object ({} of them {}): carriers.csv",
             c.carrying, c.scored, c.carrying_in_class, c.class
-        ),
-        None => println!("  no known-box measures: no artefact is known for a model from files"),
+        );
     }
+    println!(
+        "no known-box measures and no shortcut gap: no artefact is known for a model from files"
+    );
 }
 
 /// The data at `source`, undecodable files skipped and named.
@@ -350,25 +350,17 @@ fn load_model(r: &ExternalRequest, classes: usize, device: Device) -> anyhow::Re
 /// The audit's settings: the defaults of an experiment's `audit:` block
 /// under the command line's, probing every class.
 fn settings(r: &ExternalRequest, classes: &[String]) -> AuditSettings {
-    let spec = AuditSpec::default();
-    let o = &r.overrides;
-    AuditSettings {
-        taps: o
-            .taps
-            .clone()
-            .unwrap_or_else(|| r.arch.audit_taps(r.image_size)),
-        k: o.k.unwrap_or(spec.k),
-        method: o.method.unwrap_or(spec.method),
-        scope: o.scope.unwrap_or(spec.scope),
+    let spec = AuditSpec {
         // Forty, as the demo's audit: pictures of every probe stay few.
-        probes: o.probes.unwrap_or(EXTERNAL_PROBES),
-        classes: classes.to_vec(),
-        repeats: o.repeats.unwrap_or(spec.repeats).max(1),
-        tol: spec.tol,
-        max_iter: spec.max_iter,
-        resolution: o.resolution.or(spec.resolution),
-        pictures: o.pictures,
-    }
+        probes: EXTERNAL_PROBES,
+        ..AuditSpec::default()
+    };
+    let o = &r.overrides;
+    let taps = o
+        .taps
+        .clone()
+        .unwrap_or_else(|| r.arch.audit_taps(r.image_size));
+    AuditSettings::merged(&spec, o, taps, classes.to_vec())
 }
 
 fn preprocessing(r: &ExternalRequest) -> String {
@@ -425,9 +417,9 @@ fn clean_accuracy(
     Ok(right as f64 / labels.len().max(1) as f64)
 }
 
-/// `carriers.csv` (every training file, highest correlation first) and
-/// `carriers.html` (the top files and those around the cut, each with the
-/// region drawn).
+/// `carriers.csv` (every training file, highest correlation first), and
+/// the pictures of the files the report shows (the top ones and those
+/// around the cut, each with the region drawn) under `carriers/`.
 fn write_carriers(
     dir: &Path,
     scored: &[Carrier],
@@ -484,23 +476,15 @@ fn write_carriers(
 
 /// Training image `c.index` with the matched region outlined (2 px, magenta).
 fn outlined(images: &Tensor, c: &Carrier) -> image::RgbImage {
-    let img = images.get(c.index as i64);
-    let s = img.size()[2] as u32;
-    let hwc = img.permute([1, 2, 0]).contiguous();
-    let mut picture = image::RgbImage::from_raw(
-        s,
-        s,
-        Vec::<u8>::try_from(hwc.flatten(0, -1)).expect("uint8 images"),
-    )
-    .expect("a square image");
+    let mut picture = pictures::rgb_image(images, c.index as i64);
     let b = c.region;
-    for d in 0..2i32 {
-        let rect = imageproc::rect::Rect::at(b.x as i32 - d, b.y as i32 - d).of_size(
-            (b.w as i32 + 2 * d).max(1) as u32,
-            (b.h as i32 + 2 * d).max(1) as u32,
-        );
-        imageproc::drawing::draw_hollow_rect_mut(&mut picture, rect, image::Rgb([230, 0, 200]));
-    }
+    let (w, h) = (b.w.max(1) as u32, b.h.max(1) as u32);
+    crate::nave::colour::outline(
+        &mut picture,
+        (b.x as i32, b.y as i32),
+        (w, h),
+        [230, 0, 200],
+    );
     picture
 }
 

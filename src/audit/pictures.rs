@@ -8,7 +8,7 @@ use tch::{Device, Tensor};
 use super::measures::Grid;
 use crate::nave::colour;
 
-fn rgb_image(images: &Tensor, i: i64) -> RgbImage {
+pub(super) fn rgb_image(images: &Tensor, i: i64) -> RgbImage {
     let s = images.size()[2];
     let hwc = images
         .get(i)

@@ -52,6 +52,31 @@ pub struct AuditOverrides {
     pub pictures: Option<usize>,
 }
 
+impl AuditSettings {
+    /// An `audit:` block's values under the command line's, with the taps
+    /// and the probes' classes already chosen.
+    pub(crate) fn merged(
+        spec: &AuditSpec,
+        o: &AuditOverrides,
+        taps: Vec<String>,
+        classes: Vec<String>,
+    ) -> Self {
+        AuditSettings {
+            taps,
+            k: o.k.unwrap_or(spec.k),
+            method: o.method.unwrap_or(spec.method),
+            scope: o.scope.unwrap_or(spec.scope),
+            probes: o.probes.unwrap_or(spec.probes),
+            classes,
+            repeats: o.repeats.unwrap_or(spec.repeats).max(1),
+            tol: spec.tol,
+            max_iter: spec.max_iter,
+            resolution: o.resolution.or(spec.resolution),
+            pictures: o.pictures,
+        }
+    }
+}
+
 pub(crate) fn settings_for(
     spec: &AuditSpec,
     run: &RunSpec,
@@ -62,22 +87,11 @@ pub(crate) fn settings_for(
         .watermark_spec
         .target_index(class_names)
         .map_err(anyhow::Error::msg)?;
-    Ok(AuditSettings {
-        taps: taps_for(run, o),
-        k: o.k.unwrap_or(spec.k),
-        method: o.method.unwrap_or(spec.method),
-        scope: o.scope.unwrap_or(spec.scope),
-        probes: o.probes.unwrap_or(spec.probes),
-        classes: spec
-            .classes
-            .clone()
-            .unwrap_or_else(|| vec![class_names[target as usize].clone()]),
-        repeats: o.repeats.unwrap_or(spec.repeats).max(1),
-        tol: spec.tol,
-        max_iter: spec.max_iter,
-        resolution: o.resolution.or(spec.resolution),
-        pictures: o.pictures,
-    })
+    let classes = spec
+        .classes
+        .clone()
+        .unwrap_or_else(|| vec![class_names[target as usize].clone()]);
+    Ok(AuditSettings::merged(spec, o, taps_for(run, o), classes))
 }
 
 /// The taps of one run: the command line's, else run.yaml's `audit.taps`,

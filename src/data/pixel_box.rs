@@ -58,6 +58,15 @@ impl PixelBox {
         }
     }
 
+    /// The box moved by (dx, dy).
+    pub fn shifted(&self, dx: i64, dy: i64) -> Self {
+        PixelBox {
+            x: self.x + dx,
+            y: self.y + dy,
+            ..*self
+        }
+    }
+
     /// True when pixel (px, py) lies inside the box.
     pub fn contains(&self, px: i64, py: i64) -> bool {
         px >= self.x && px < self.x + self.w && py >= self.y && py < self.y + self.h

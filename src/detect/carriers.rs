@@ -90,11 +90,7 @@ pub fn score(object: &ObjectMatch, images: &Tensor) -> anyhow::Result<Vec<Carrie
             out.push(Carrier {
                 index: start as usize + i,
                 correlation: r,
-                region: PixelBox {
-                    x: window.x + object.inner.x,
-                    y: window.y + object.inner.y,
-                    ..object.inner
-                },
+                region: object.inner.shifted(window.x, window.y),
                 carries: r >= object.cut,
             });
         }

@@ -29,7 +29,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use super::{probabilities, sample, Evidence, Transplant};
+use super::{class_probability, sample, Evidence, Transplant};
 use crate::data::index_tensor;
 
 /// Training images per class that the means are taken over.
@@ -559,10 +559,7 @@ pub fn global_candidates(
             cue.projections(&others, e.train, &other_idx),
         );
         let base = targets.index_select(0, &index_tensor(&on));
-        let p_class = |images: &Tensor| -> Vec<f32> {
-            Vec::try_from(probabilities(e.model, images, e.device).select(1, class as i64))
-                .expect("float probabilities")
-        };
+        let p_class = |images: &Tensor| class_probability(e.model, images, class, e.device);
         let before = p_class(&base);
         let gain = |after: &[f32]| {
             after

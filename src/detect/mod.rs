@@ -287,6 +287,13 @@ pub(crate) fn probabilities(model: &Model, images: &Tensor, device: Device) -> T
     Tensor::cat(&out, 0)
 }
 
+/// P(`class`) of each of the uint8 `images`: what every transplant test
+/// compares.
+fn class_probability(model: &Model, images: &Tensor, class: usize, device: Device) -> Vec<f32> {
+    Vec::try_from(probabilities(model, images, device).select(1, class as i64))
+        .expect("float probabilities")
+}
+
 /// Up to `per_class` training images of each class, in a fixed random order.
 fn sample(labels: &[i64], classes: usize, per_class: usize) -> Vec<Vec<usize>> {
     let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
@@ -413,10 +420,7 @@ impl<'a> Transplants<'a> {
     fn base(&self, t: usize) -> f32 {
         let base = self.base.get_or_init(|| {
             let targets = self.images.index_select(0, &index_tensor(self.targets));
-            Vec::try_from(
-                probabilities(self.model, &targets, self.device).select(1, self.class as i64),
-            )
-            .expect("float probabilities")
+            class_probability(self.model, &targets, self.class, self.device)
         });
         base[t % self.targets.len()]
     }
@@ -470,10 +474,7 @@ impl<'a> Transplants<'a> {
             controls.push(paste(&source, &target, &r.control));
         }
         let batch = Tensor::cat(&[Tensor::stack(&pasted, 0), Tensor::stack(&controls, 0)], 0);
-        let p: Vec<f32> = Vec::try_from(
-            probabilities(self.model, &batch, self.device).select(1, self.class as i64),
-        )
-        .expect("float probabilities");
+        let p = class_probability(self.model, &batch, self.class, self.device);
         let mean_gain = |k: usize| {
             p[k * n..(k + 1) * n]
                 .iter()
@@ -796,11 +797,7 @@ fn recurring_structure(
         .narrow(1, x0, x1 - x0)
         .unsqueeze(0);
     (found.within, found.other) = template::recurrence_gap(&object, &within, &other);
-    let offset = PixelBox {
-        x: inner.x - x0,
-        y: inner.y - y0,
-        ..inner
-    };
+    let offset = inner.shifted(-x0, -y0);
     found.object = Some(RecurringObject {
         template: object,
         inner: offset,
@@ -815,11 +812,7 @@ impl RecurringObject {
     /// correlation.
     fn locate(&self, image: &Tensor) -> Option<PixelBox> {
         let (window, r) = template::best_match(&self.template, image);
-        (r >= self.halfway).then(|| PixelBox {
-            x: window.x + self.inner.x,
-            y: window.y + self.inner.y,
-            ..self.inner
-        })
+        (r >= self.halfway).then(|| self.inner.shifted(window.x, window.y))
     }
 }
 

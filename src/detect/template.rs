@@ -74,30 +74,24 @@ pub fn best_correlation(templates: &Tensor, images: &Tensor) -> Tensor {
 /// Where in `image` (high-pass, `[1, S, S]`) any of the templates matches
 /// best: the window it covers there, and its correlation.
 pub fn best_match(templates: &Tensor, image: &Tensor) -> (PixelBox, f64) {
-    let (_, h, w) = templates.size3().expect("[T, h, w] templates");
-    let maps = correlation_maps(templates, &image.unsqueeze(0)); // [1, T, H', W']
-    let width = maps.size()[3];
-    let flat = maps.flatten(0, -1);
-    let at = flat.argmax(0, false).int64_value(&[]);
-    let position = at % (maps.size()[2] * width);
-    let window = PixelBox {
-        x: position % width,
-        y: position / width,
-        w,
-        h,
-    };
-    (window, flat.double_value(&[at]))
+    best_matches(templates, &image.unsqueeze(0))[0]
 }
 
-/// [`best_match`] for every image of `images` (high-pass `[N, 1, S, S]`).
+/// [`best_match`] for every image of `images` (high-pass `[N, 1, S, S]`);
+/// among equal correlations the first (template, row, column) wins.
 pub fn best_matches(templates: &Tensor, images: &Tensor) -> Vec<(PixelBox, f64)> {
     let (_, h, w) = templates.size3().expect("[T, h, w] templates");
     let maps = correlation_maps(templates, images); // [N, T, H', W']
     let (positions, width) = (maps.size()[2] * maps.size()[3], maps.size()[3]);
     let flat = maps.flatten(1, -1); // [N, T * H' * W']
-    let (best, at) = flat.max_dim(1, false);
-    let best: Vec<f64> = Vec::try_from(best.to_kind(Kind::Double)).expect("float scores");
-    let at: Vec<i64> = Vec::try_from(at).expect("int64 positions");
+    let at = flat.argmax(1, true); // [N, 1]
+    let best: Vec<f64> = Vec::try_from(
+        flat.gather(1, &at, false)
+            .flatten(0, -1)
+            .to_kind(Kind::Double),
+    )
+    .expect("float scores");
+    let at: Vec<i64> = Vec::try_from(at.flatten(0, -1)).expect("int64 positions");
     at.iter()
         .zip(best)
         .map(|(&at, r)| {

@@ -392,11 +392,7 @@ fn draw_example(
             ((b[2] - b[0]).round() as u32).max(1),
             ((b[3] - b[1]).round() as u32).max(1),
         );
-        for d in 0..2 {
-            let r =
-                imageproc::rect::Rect::at(x - d, y - d).of_size(w + 2 * d as u32, h + 2 * d as u32);
-            imageproc::drawing::draw_hollow_rect_mut(c, r, image::Rgb(colour));
-        }
+        colour::outline(c, (x, y), (w, h), colour);
     };
     for g in gt {
         rect(&mut canvas, g, [40, 220, 40]);

@@ -122,6 +122,16 @@ pub fn label_picture(labels: &[i64], w: u32, h: u32) -> RgbImage {
         .expect("label map size")
 }
 
+/// A rectangle outlined 2 px wide (its own border and one pixel outside),
+/// clipped to the image: a box drawn on a picture.
+pub fn outline(canvas: &mut RgbImage, (x, y): (i32, i32), (w, h): (u32, u32), rgb: [u8; 3]) {
+    for d in 0..2 {
+        let rect =
+            imageproc::rect::Rect::at(x - d, y - d).of_size(w + 2 * d as u32, h + 2 * d as u32);
+        imageproc::drawing::draw_hollow_rect_mut(canvas, rect, Rgb(rgb));
+    }
+}
+
 /// Cluster indices as a grayscale PNG-ready image (value = index).
 pub fn label_image(labels: &[i64], w: u32, h: u32) -> image::GrayImage {
     image::GrayImage::from_raw(
