@@ -167,11 +167,7 @@ pub fn audit_external(r: &ExternalRequest, device: Device) -> anyhow::Result<Aud
         external: Some(source),
         ..AuditReport::default()
     };
-    let path = staged.dir().join("audit.json");
-    crate::io::write_atomic(
-        &path,
-        crate::io::finite_json(&report, true, &path)?.as_bytes(),
-    )?;
+    report.write_into(staged.dir())?;
     print_summary(&report);
     Ok(Audited::new(staged))
 }

@@ -467,11 +467,7 @@ pub fn audit(
         skipped_unfinished: unfinished,
         external: None,
     };
-    let path = out_dir.join("audit.json");
-    crate::io::write_atomic(
-        &path,
-        crate::io::finite_json(&report, true, &path)?.as_bytes(),
-    )?;
+    report.write_into(&out_dir)?;
     crate::failpoint::hit("audit-json");
     summary::print(&report);
     Ok(Audited {

@@ -355,6 +355,15 @@ pub struct AuditReport {
     pub external: Option<super::external::ExternalSource>,
 }
 
+impl AuditReport {
+    /// Writes `dir/audit.json` atomically, refused when a figure is not a
+    /// finite number (JSON would read it back as missing).
+    pub fn write_into(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        let path = dir.join("audit.json");
+        crate::io::write_atomic(&path, crate::io::finite_json(self, true, &path)?.as_bytes())
+    }
+}
+
 /// The run's last test accuracies per variant and its shortcut gap (clean -
 /// flipped; NaN when metrics.jsonl lacks them).
 pub(crate) fn final_accuracy(folder: &RunFolder) -> (BTreeMap<String, f64>, f64) {

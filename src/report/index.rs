@@ -66,9 +66,7 @@ pub(super) fn write(
         version => env!("CARGO_PKG_VERSION"),
         report_dir => s.final_dir.display().to_string(),
     })?;
-    let index = s.report_dir.join("index.html");
-    crate::io::write_atomic(&index, html.as_bytes())?;
-    Ok((index, missing))
+    Ok((s.write_index(&html)?, missing))
 }
 
 /// What audit.json lacks or leaves out: fields an older audit did not

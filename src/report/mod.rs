@@ -76,6 +76,15 @@ struct Sources<'a> {
     final_dir: &'a Path,
 }
 
+impl Sources<'_> {
+    /// Writes the report's `index.html` (either kind); returns its path.
+    fn write_index(&self, html: &str) -> anyhow::Result<PathBuf> {
+        let index = self.report_dir.join("index.html");
+        crate::io::write_atomic(&index, html.as_bytes())?;
+        Ok(index)
+    }
+}
+
 /// Builds the report from `report_dir/audit.json` into `report_dir`;
 /// `final_dir` is where it will be read from (the audit builds it in a
 /// staging folder and moves it there), as its text names it.
