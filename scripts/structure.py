@@ -24,7 +24,7 @@ import sys
 ORDER = [
     "failpoint", "signals", "ui", "io", "lock", "staging", "device", "cxx",
     "data", "models", "config", "fetch", "run_folder", "train", "nave",
-    "localize", "detect", "audit", "report", "bench", "slurm", "status", "cli", "commands",
+    "localize", "detect", "audit", "revise", "report", "bench", "slurm", "status", "cli", "commands",
     "main", "lib",
 ]
 # Macros exported at the crate root (`crate::info!`), not modules.

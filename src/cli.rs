@@ -39,6 +39,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Run NAVE on every finished run of an experiment and measure the watermark shortcut; or, with --weights, audit a model trained elsewhere from its files.
     Audit(AuditArgs),
+    /// Fine-tune each flagged run with the shortcut its verdict found
+    /// neutralised (beside the original: <id>-revised-<method>), then audit again.
+    Revise(ReviseArgs),
     /// Rebuild the HTML report of an audit (reports/<experiment>/index.html) from its audit.json.
     Report(ReportArgs),
     /// NAVE on one image: overlay, average-colour image and label map.
@@ -383,6 +386,39 @@ pub struct AuditArgs {
     pub run: Option<String>,
     #[command(flatten)]
     pub slurm: crate::slurm::SlurmOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct ReviseArgs {
+    /// An audit's report folder (reports/<experiment>/), as `nave-lab audit` wrote it.
+    pub report: std::path::PathBuf,
+    /// Revise this run only (refused when it is not flagged, unless --force).
+    #[arg(long, value_name = "ID", conflicts_with = "flagged")]
+    pub run: Option<String>,
+    /// Revise every flagged run (the default).
+    #[arg(long)]
+    pub flagged: bool,
+    /// How the found shortcut is neutralised in the training images;
+    /// comma-separated to sweep (default: the experiment's revise.methods,
+    /// else augment). `none` is the control: the same fine-tune, nothing neutralised.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub method: Option<Vec<crate::config::ReviseMethod>>,
+    /// Fine-tuning epochs (default: the experiment's revise.epochs, else 3).
+    #[arg(value_parser = at_least_one, long)]
+    pub epochs: Option<usize>,
+    /// The fine-tune's learning rate as a share of the run's (default: the
+    /// experiment's revise.lr_scale, else 0.2).
+    #[arg(long)]
+    pub lr_scale: Option<f64>,
+    /// Revise a run that is not flagged, on the detector's best candidate.
+    #[arg(long)]
+    pub force: bool,
+    /// Convolution memory layout, as for `train`.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub memory_format: crate::models::memory_format::MemoryFormat,
+    /// Probe images shown in the report's comparison grid.
+    #[arg(long, default_value_t = 12)]
+    pub grid_probes: usize,
 }
 
 /// `audit --weights`: a model trained anywhere and the data it was trained on.

@@ -33,6 +33,9 @@ pub struct ExperimentFile {
     pub grid: yaml_serde::Value,
     #[serde(default)]
     pub audit: AuditSpec,
+    /// `nave-lab revise` defaults: the methods a study sweeps.
+    #[serde(default)]
+    pub revise: ReviseDefaults,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -195,6 +198,66 @@ pub enum Scope {
     Set,
 }
 
+/// How `revise` neutralises what the verdict found in the training images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ReviseMethod {
+    /// Counterfactual augmentation: the found object (or global cue) put on
+    /// the other classes' images, so that it no longer tells the classes apart.
+    Augment,
+    /// The found object painted over (filled from the image around it) where
+    /// it shows; a global cue taken off the class that carries it.
+    Mask,
+    /// The control: the same fine-tune on the training images as they are.
+    None,
+}
+
+impl ReviseMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviseMethod::Augment => "augment",
+            ReviseMethod::Mask => "mask",
+            ReviseMethod::None => "none",
+        }
+    }
+}
+
+/// `revise:` defaults of an experiment file (the command's options override them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReviseDefaults {
+    /// Methods each flagged run is revised with, one run folder each.
+    pub methods: Vec<ReviseMethod>,
+    /// Fine-tuning epochs.
+    pub epochs: usize,
+    /// The fine-tune's learning rate as a share of the run's.
+    pub lr_scale: f64,
+}
+
+impl Default for ReviseDefaults {
+    fn default() -> Self {
+        Self {
+            methods: vec![ReviseMethod::Augment],
+            epochs: 3,
+            lr_scale: 0.2,
+        }
+    }
+}
+
+/// A revised run's origin, in its run.yaml: a fine-tune of the run `from`
+/// (a folder beside it) on its training images with the evidence of
+/// `revise.json` neutralised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviseSpec {
+    pub from: String,
+    pub method: ReviseMethod,
+    /// SHA-256 of the weights fine-tuned from, and of the evidence file: a
+    /// changed original or a new verdict is another revision.
+    pub from_weights_sha256: String,
+    pub evidence_sha256: String,
+}
+
 /// `audit:` defaults (the audit command's options override them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -257,6 +320,9 @@ pub struct RunSpec {
     pub augment_spec: AugmentSpec,
     pub watermark_spec: WatermarkSpec,
     pub audit: AuditSpec,
+    /// Set on a run `nave-lab revise` made from another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revise: Option<ReviseSpec>,
 }
 
 impl RunSpec {
@@ -266,14 +332,19 @@ impl RunSpec {
     }
 
     /// Runs that differ only by seed share a regime: the id without `-s<seed>`.
+    /// A revised run's regime is its original's with `-revised-<method>`.
     pub fn regime(&self) -> String {
-        grid::regime_name(
+        let base = grid::regime_name(
             self.model.arch,
             self.variant.as_deref(),
             self.augment,
             self.watermark,
             &self.grid_tags,
-        )
+        );
+        match &self.revise {
+            Some(r) => format!("{base}-revised-{}", r.method.as_str()),
+            None => base,
+        }
     }
 
     /// Reads a run.yaml. Its names are checked as an experiment's are
@@ -494,6 +565,7 @@ pub(crate) fn run_spec(
         augment_spec: file.augment.clone(),
         watermark_spec: file.watermark.clone(),
         audit: file.audit.clone(),
+        revise: None,
     })
 }
 

@@ -9,8 +9,9 @@
 //! - leaf utilities: failpoint, signals, ui, io, lock, staging, device, cxx;
 //! - data -> models -> config (the experiment file names datasets, artefacts
 //!   and architectures) -> fetch -> run_folder -> train;
-//! - nave -> localize -> detect -> audit -> report -> bench (the audit reads
-//!   run folders and datasets, never the training loop);
+//! - nave -> localize -> detect -> audit -> revise -> report -> bench (the
+//!   audit reads run folders and datasets, never the training loop; revise
+//!   fine-tunes through it, from what the audit found);
 //! - the entry points: slurm, status (where a study stands), cli, commands.
 //!
 //! Data flows as a user's day does: an experiment's runs are trained into run
@@ -33,6 +34,7 @@ pub mod lock;
 pub mod models;
 pub mod nave;
 pub mod report;
+pub mod revise;
 pub mod run_folder;
 pub mod signals;
 pub mod slurm;

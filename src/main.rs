@@ -50,6 +50,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => commands::train::run(args, cli.device),
         Command::Status(args) => commands::status::run(args),
         Command::Audit(a) => commands::audit::run(a, cli.device),
+        Command::Revise(a) => commands::revise::run(a, cli.device),
         Command::Report(a) => commands::audit::report(&a.dir, a.grid_probes),
         Command::Localize(a) => commands::localize::run(a, cli.device.resolve()?),
         Command::Explain(a) => commands::explain::run(a, cli.device.resolve()?),

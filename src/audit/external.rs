@@ -267,6 +267,8 @@ fn unmeasured(arch: Arch) -> RunResult {
         probe_boxes: vec![],
         mask_boxes: vec![],
         global_artefact: false,
+        revised_from: None,
+        revise_method: None,
         verdict: None,
         grid: 0,
         feature_dim: 0,

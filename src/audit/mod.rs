@@ -126,6 +126,8 @@ fn audit_run(run: &RunInputs, run_dir: &Path, device: Device) -> anyhow::Result<
         probe_boxes: probe_set.placed.clone(),
         mask_boxes: probe_set.masks.clone(),
         global_artefact: spec.watermark && run.artefact.is_global(),
+        revised_from: spec.revise.as_ref().map(|r| r.from.clone()),
+        revise_method: spec.revise.as_ref().map(|r| r.method.as_str().to_string()),
         verdict: Some(verdict),
         grid: h,
         feature_dim: d,

@@ -64,6 +64,11 @@ pub struct RunResult {
     /// boxes are the image, and box measures say nothing of it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub global_artefact: bool,
+    /// A run `nave-lab revise` made: the run it revised, and how.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revised_from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revise_method: Option<String>,
     /// The blind detector's verdict (None in audits older than it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<verdict::Verdict>,
@@ -356,6 +361,19 @@ pub struct AuditReport {
 }
 
 impl AuditReport {
+    /// audit.json through the audit's own types; an error names the file.
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading {} (run `nave-lab audit` first)", path.display()))?;
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{}: not an audit.json this version of nave-lab reads (rerun `nave-lab audit --force`)",
+                path.display()
+            )
+        })
+    }
+
     /// Writes `dir/audit.json` atomically, refused when a figure is not a
     /// finite number (JSON would read it back as missing).
     pub fn write_into(&self, dir: &std::path::Path) -> anyhow::Result<()> {
@@ -406,6 +424,8 @@ mod tests {
             probe_boxes: vec![],
             mask_boxes: vec![],
             global_artefact: false,
+            revised_from: None,
+            revise_method: None,
             verdict: None,
             grid: 14,
             feature_dim: 8,

@@ -34,13 +34,22 @@ pub fn run(a: AuditArgs, request: DeviceRequest) -> anyhow::Result<()> {
         }
         (None, None) => anyhow::bail!("name the runs to audit, or a model with --weights"),
     };
-    // The report is built beside the previous one and swapped in whole.
+    report_and_commit(audited, a.grid_probes).map(|_| ())
+}
+
+/// Builds the HTML report of an audit beside the previous one, swaps it in
+/// whole and says where it is; returns the report's folder.
+pub fn report_and_commit(
+    audited: crate::audit::Audited,
+    grid_probes: usize,
+) -> anyhow::Result<std::path::PathBuf> {
     let started = Instant::now();
-    let built = crate::report::build(audited.dir(), audited.target(), a.grid_probes)?;
+    let built = crate::report::build(audited.dir(), audited.target(), grid_probes)?;
     crate::failpoint::hit("report-built");
     let dir = audited.commit()?;
     println!("audit written to {}", dir.join("audit.json").display());
-    announce(&built, &dir, started)
+    announce(&built, &dir, started)?;
+    Ok(dir)
 }
 
 /// The settings given on the command line.

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod data;
 pub mod explain;
 pub mod localize;
+pub mod revise;
 pub mod status;
 pub mod train;
 

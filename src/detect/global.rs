@@ -293,8 +293,9 @@ fn discriminant(a: &Tensor, b: &Tensor) -> Tensor {
         .to_kind(Kind::Float)
 }
 
-/// The band along the edges of a `size` image, as a `[1, S, S]` float mask.
-fn edge_band(size: i64) -> Tensor {
+/// The band along the edges of a `size` image, as a `[1, S, S]` float mask:
+/// where `Cue::Edges` acts.
+pub fn edge_band(size: i64) -> Tensor {
     let band = ((size as f64 * EDGE_BAND).round() as i64).max(1);
     let mask = Tensor::ones([1, size, size], (Kind::Float, Device::Cpu));
     let inner = (size - 2 * band).max(0);
@@ -318,7 +319,6 @@ fn high_frequencies(size: i64) -> Tensor {
 impl Transforms {
     /// The transforms between the uint8 `images` at `members` and those at
     /// `others`.
-    #[cfg(test)]
     fn between(images: &Tensor, members: &[usize], others: &[usize]) -> Self {
         Self::from_stats(
             &GroupStats::of(images, members),
@@ -454,6 +454,33 @@ impl Transforms {
             }
         }
     }
+}
+
+/// `targets` (uint8) with the `cue` of the `images` at `members` against
+/// those at `others` applied: moved towards the members' looks, as the
+/// detector's transplant test moves them. `revise` neutralises a found cue
+/// with it (the cue put on the other classes, or the others' looks put on
+/// the class that carries it).
+pub fn apply_cue(
+    images: &Tensor,
+    members: &[usize],
+    others: &[usize],
+    cue: Cue,
+    targets: &Tensor,
+) -> Tensor {
+    let _guard = tch::no_grad_guard();
+    let transforms = Transforms::between(images, members, others);
+    let moved: Vec<Tensor> = (0..targets.size()[0])
+        .step_by(128)
+        .map(|start| {
+            let len = 128.min(targets.size()[0] - start);
+            transforms.apply(cue, &targets.narrow(0, start, len))
+        })
+        .collect();
+    if moved.is_empty() {
+        return targets.shallow_clone();
+    }
+    Tensor::cat(&moved, 0)
 }
 
 /// A tint when the per-channel changes `moved` (3 values) differ from each

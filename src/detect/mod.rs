@@ -132,6 +132,9 @@ pub struct Detection {
     /// object: what it changes (no region; `suspect_boxes` are all None).
     #[serde(default)]
     pub global_cue: Option<global::Looks>,
+    /// Which transform carries that cue (what `revise` applies to neutralise it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_transform: Option<global::Cue>,
     /// Every class's global cues and their tests (see `global`).
     #[serde(default)]
     pub global_candidates: Vec<global::GlobalCandidate>,
@@ -1135,6 +1138,7 @@ pub fn nave_detect(
             stereotypy: g.weight(),
             suspect_boxes: no_region,
             global_cue: Some(g.looks),
+            global_transform: Some(g.cue),
             candidates,
             global_candidates,
             seconds: seconds.reported(),
@@ -1151,6 +1155,7 @@ pub fn nave_detect(
             stereotypy: 0.0,
             suspect_boxes: no_region,
             global_cue: None,
+            global_transform: None,
             candidates,
             global_candidates,
             seconds: seconds.reported(),
@@ -1175,6 +1180,7 @@ pub fn nave_detect(
         stereotypy: c.stereotypy,
         suspect_boxes,
         global_cue: None,
+        global_transform: None,
         candidates,
         global_candidates,
         seconds: seconds.reported(),

@@ -70,6 +70,7 @@ pub fn occlusion_detect(e: &Evidence, spec: &DetectorSpec) -> anyhow::Result<Det
         suspect_boxes,
         candidates: Vec::new(),
         global_cue: None,
+        global_transform: None,
         global_candidates: Vec::new(),
         seconds: StepSeconds::default(),
         object: None,

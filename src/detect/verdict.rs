@@ -24,7 +24,7 @@ pub const SHORTCUT_THRESHOLD: f64 = 0.028;
 
 /// Names the detector's method in the audit cache key: results of an older
 /// detector are recomputed.
-pub const DETECTOR_VERSION: &str = "object-transplant-1+global-cues-3";
+pub const DETECTOR_VERSION: &str = "object-transplant-1+global-cues-3+transform-named";
 
 /// One run's verdict, as audit.json stores it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +51,9 @@ pub struct Verdict {
     /// it changes (then there is no region: `suspect_boxes` are all None).
     #[serde(default)]
     pub global_cue: Option<Looks>,
+    /// Which of the detector's transforms carries that cue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_transform: Option<super::global::Cue>,
     /// The recurring object behind a local verdict, as the detector matches
     /// it: what scores the training files that carry it (`carriers`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,6 +148,7 @@ pub fn judge(
         stereotypy: d.stereotypy,
         suspect_boxes: d.suspect_boxes,
         global_cue: d.global_cue,
+        global_transform: d.global_transform,
         object: d.object,
     })
 }
@@ -165,6 +169,7 @@ mod tests {
             stereotypy: 1.0,
             suspect_boxes: vec![None, Some(PixelBox::square(40, 8, 16))],
             global_cue: None,
+            global_transform: None,
             object: None,
         }
     }

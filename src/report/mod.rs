@@ -15,7 +15,6 @@ mod run_page;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use minijinja::Environment;
 
 use crate::audit::{AuditReport, RunResult};
@@ -89,7 +88,7 @@ impl Sources<'_> {
 /// `final_dir` is where it will be read from (the audit builds it in a
 /// staging folder and moves it there), as its text names it.
 pub fn build(report_dir: &Path, final_dir: &Path, grid_probes: usize) -> anyhow::Result<Built> {
-    let audit = read_audit(&report_dir.join("audit.json"))?;
+    let audit = AuditReport::read(&report_dir.join("audit.json"))?;
     let files = audit.runs.iter().map(RunFiles::read).collect();
     let experiment = if audit.experiment.is_empty() {
         folder_name(report_dir)
@@ -127,16 +126,4 @@ fn folder_name(dir: &Path) -> String {
     dir.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-/// audit.json through the audit's own types; an error names the file.
-fn read_audit(path: &Path) -> anyhow::Result<AuditReport> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading {} (run `nave-lab audit` first)", path.display()))?;
-    serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{}: not an audit.json this version of nave-lab reads (rerun `nave-lab audit --force`)",
-            path.display()
-        )
-    })
 }

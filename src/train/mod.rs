@@ -73,17 +73,33 @@ pub fn evaluate(
     Ok((correct as f64 / n.max(1) as f64, loss_sum / n.max(1) as f64))
 }
 
+/// A run that starts from another's weights on training images its caller
+/// prepared (`revise`: a fine-tune with a found shortcut neutralised).
+pub struct FineTune {
+    /// The weights it starts from.
+    pub weights: std::path::PathBuf,
+    /// uint8 `[N, 3, S, S]`, in the order of the data's training labels.
+    pub images: Tensor,
+}
+
 /// Trains one run into `folder`, resuming from its last finished epoch.
+/// A `fine_tune` replaces the run's own initial weights and training images.
 pub fn train_run(
     spec: &RunSpec,
     folder: &RunFolder,
     data: &LoadedData,
     placement: Placement,
+    fine_tune: Option<&FineTune>,
 ) -> anyhow::Result<()> {
     let device = placement.device;
     folder.create(spec)?;
     tch::manual_seed(spec.seed as i64);
     let mut model = build_model(spec, data.train.class_names.len() as i64, device)?;
+    if let Some(f) = fine_tune {
+        model
+            .load(&f.weights, true)
+            .with_context(|| format!("{}: the weights fine-tuned from", f.weights.display()))?;
+    }
     let channels_last = placement.channels_last(spec);
     if channels_last {
         // Before resuming: the weights read back are copied into the re-laid
@@ -93,7 +109,18 @@ pub fn train_run(
 
     // The watermark is part of the training data: stamped on the raw images, before augmentation.
     let artefact = Artefact::new(&spec.watermark_spec, spec.dataset.image_size)?;
-    let train_images = training_images(spec.watermark(), spec.seed, &artefact, &data.train)?;
+    let train_images = match fine_tune {
+        Some(f) => {
+            anyhow::ensure!(
+                f.images.size()[0] == data.train.labels.len() as i64,
+                "{} prepared training images for {} labels",
+                f.images.size()[0],
+                data.train.labels.len()
+            );
+            f.images.shallow_clone()
+        }
+        None => training_images(spec.watermark(), spec.seed, &artefact, &data.train)?,
+    };
     let test_sets: Vec<(Variant, Tensor)> = Variant::ALL
         .iter()
         .map(|&v| Ok((v, test_variant(spec, &artefact, &data.test, v)?)))
@@ -366,6 +393,26 @@ pub fn record_named_inits(runs: &mut [RunSpec]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// [`train_run`] under its caller's lock, with a failure written to the
+/// folder's FAILED for `status` (a scheduler's task log may be far away); a
+/// run stopped by a signal is not failed, it resumes.
+pub fn train_noting_failure(
+    spec: &RunSpec,
+    folder: &RunFolder,
+    data: &LoadedData,
+    placement: Placement,
+    fine_tune: Option<&FineTune>,
+) -> anyhow::Result<()> {
+    let _ = std::fs::remove_file(folder.failed());
+    if let Err(e) = train_run(spec, folder, data, placement, fine_tune) {
+        if e.downcast_ref::<crate::signals::Stopped>().is_none() && folder.dir.is_dir() {
+            let _ = crate::io::write_atomic(&folder.failed(), format!("{e:#}\n").as_bytes());
+        }
+        return Err(e.context(format!("run {}", folder.dir.display())));
+    }
+    Ok(())
+}
+
 /// Trains `runs` of an experiment under `checkpoints/<name>/`. A run another
 /// process is training is skipped or waited for, as `when_held` says.
 pub fn train_runs(
@@ -432,15 +479,7 @@ pub fn train_runs(
             placement.describe(spec)
         );
         let data = store.get(&spec.dataset.source(), spec.dataset.image_size)?;
-        let _ = std::fs::remove_file(folder.failed());
-        if let Err(e) = train_run(spec, &folder, data, placement) {
-            // For `status` (a scheduler's task log may be far away); a run
-            // stopped by a signal is not failed, it resumes.
-            if e.downcast_ref::<crate::signals::Stopped>().is_none() && folder.dir.is_dir() {
-                let _ = crate::io::write_atomic(&folder.failed(), format!("{e:#}\n").as_bytes());
-            }
-            return Err(e.context(format!("run {}", folder.dir.display())));
-        }
+        train_noting_failure(spec, &folder, data, placement, None)?;
         out.push((spec.id.clone(), RunOutcome::Trained));
     }
     Ok(out)

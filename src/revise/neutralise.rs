@@ -1,0 +1,461 @@
+//! What a verdict found, made useless to the model in its training images.
+//!
+//! Only the verdict is read: the recurring object as the detector matches it
+//! (`ObjectMatch`: which images carry it and where), or the global cue's
+//! transform and class. The run's artefact settings and recorded boxes are
+//! never asked for; this module has no way to reach them.
+//!
+//! - `augment` (counterfactual augmentation): the object, cut from the
+//!   images that carry it, is pasted at the place it was found onto images
+//!   of the other classes that lack it, as many as make each class carry it
+//!   as often as the flagged class does; a global cue is put on every image
+//!   of the other classes. The artefact stays in the data but no longer
+//!   tells the classes apart.
+//! - `mask`: in every image, where the object matches best (so where it
+//!   shows, whether or not its match clears the detector's cut), its box is
+//!   filled from the image around it (each pixel a distance-weighted mean of
+//!   the box's four borders on its row and column); a global cue is taken off the class that
+//!   carries it (the other classes' looks put on its images). The global
+//!   cue moves images by the detector's own transform, except a frame
+//!   (`Cue::Edges`), which is copied from real images of the other group.
+//! - `none`: the images as they are (the control fine-tune).
+use anyhow::{bail, Context};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tch::Tensor;
+
+use crate::config::ReviseMethod;
+use crate::data::{index_tensor, PixelBox};
+use crate::detect::carriers::{self, Carrier};
+use crate::detect::global;
+use crate::detect::verdict::Verdict;
+
+/// The training images with the evidence neutralised, and what was done.
+pub struct Neutralised {
+    /// uint8 `[N, 3, S, S]`, in the order of the images given.
+    pub images: Tensor,
+    /// Images whose pixels were changed.
+    pub changed: usize,
+    /// Images that carry the found object (None for a global cue or `none`).
+    pub carriers: Option<usize>,
+}
+
+/// `images` (uint8 `[N, 3, S, S]`, labels `labels`) with what `evidence`
+/// found neutralised by `method`; `seed` draws the pastes of `augment`.
+pub fn neutralise(
+    images: &Tensor,
+    labels: &[i64],
+    class_names: &[String],
+    evidence: &Verdict,
+    method: ReviseMethod,
+    seed: u64,
+) -> anyhow::Result<Neutralised> {
+    let _guard = tch::no_grad_guard();
+    if method == ReviseMethod::None {
+        return Ok(Neutralised {
+            images: images.shallow_clone(),
+            changed: 0,
+            carriers: None,
+        });
+    }
+    let Some(class_name) = evidence.class.as_deref() else {
+        bail!("the verdict names no class: there is nothing to neutralise");
+    };
+    let Some(class) = class_names.iter().position(|c| c == class_name) else {
+        bail!(
+            "the verdict's class '{class_name}' is not one of the data's classes ({})",
+            class_names.join(", ")
+        );
+    };
+    if let Some(cue) = evidence.global_transform {
+        return Ok(neutralise_global(
+            images,
+            labels,
+            class as i64,
+            cue,
+            method,
+            seed,
+        ));
+    }
+    let Some(object) = &evidence.object else {
+        bail!(
+            "the verdict's evidence ({}) has no object the detector can find in the training \
+             images; re-audit with this version of nave-lab",
+            evidence.evidence_short()
+        );
+    };
+    let found = carriers::score(object, images).context("finding the object's carriers")?;
+    let carrying = found.iter().filter(|c| c.carries).count();
+    let size = images.size()[2];
+    let mut pixels = Vec::<u8>::try_from(images.contiguous().flatten(0, -1))?;
+    let changed = match method {
+        ReviseMethod::Mask => {
+            // Every image, carrier or not, is painted where it matches the
+            // object best: a carrier the cut missed loses its object too,
+            // and the painted patch, in every class, tells none apart.
+            for c in &found {
+                let b = clipped(around(c.region), size);
+                fill_from_border(image_mut(&mut pixels, c.index, size), size, b);
+            }
+            found.len()
+        }
+        ReviseMethod::Augment => {
+            paste_on_others(&mut pixels, labels, class as i64, &found, size, seed)
+        }
+        ReviseMethod::None => unreachable!("returned above"),
+    };
+    Ok(Neutralised {
+        images: Tensor::from_slice(&pixels).view_(images.size()),
+        changed,
+        carriers: Some(carrying),
+    })
+}
+
+/// A global cue put on the other classes (`augment`) or the others' looks
+/// put on the class (`mask`).
+fn neutralise_global(
+    images: &Tensor,
+    labels: &[i64],
+    class: i64,
+    cue: global::Cue,
+    method: ReviseMethod,
+    seed: u64,
+) -> Neutralised {
+    let (members, others): (Vec<usize>, Vec<usize>) =
+        (0..labels.len()).partition(|&i| labels[i] == class);
+    let (from, to) = match method {
+        ReviseMethod::Augment => (&members, &others),
+        _ => (&others, &members),
+    };
+    let mut out = images.copy();
+    if !from.is_empty() && !to.is_empty() {
+        let idx = index_tensor(to);
+        let targets = images.index_select(0, &idx);
+        let moved = match cue {
+            // A frame is copied as it is, from a random image of the other
+            // group: the mean frame the transform adds is not the frame
+            // any one image has, and a model tells the two apart.
+            global::Cue::Edges => {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4544_4745);
+                let picks: Vec<usize> = to
+                    .iter()
+                    .map(|_| from[rng.gen_range(0..from.len())])
+                    .collect();
+                let band = global::edge_band(images.size()[2]).to_kind(tch::Kind::Bool);
+                targets.where_self(
+                    &band.logical_not(),
+                    &images.index_select(0, &index_tensor(&picks)),
+                )
+            }
+            _ => global::apply_cue(images, from, to, cue, &targets),
+        };
+        let _ = out.index_copy_(0, &idx, &moved);
+    }
+    Neutralised {
+        images: out,
+        changed: to.len(),
+        carriers: None,
+    }
+}
+
+/// The object's box with a margin: the detector's box is where the
+/// object's high-pass template matches, and a part of the object left out
+/// (an unpainted stroke, a pasted copy cut short) is a cue of its own.
+fn around(region: PixelBox) -> PixelBox {
+    region.dilated((region.w.max(region.h) / 4).max(1))
+}
+
+/// The flat pixels of image `i` (`3 * S * S` bytes, channel-major).
+fn image_mut(pixels: &mut [u8], i: usize, size: i64) -> &mut [u8] {
+    let n = 3 * (size * size) as usize;
+    &mut pixels[i * n..(i + 1) * n]
+}
+
+/// `b` cut to the image (possibly empty).
+fn clipped(b: PixelBox, size: i64) -> PixelBox {
+    let (x0, y0) = (b.x.clamp(0, size), b.y.clamp(0, size));
+    let (x1, y1) = ((b.x + b.w).clamp(0, size), (b.y + b.h).clamp(0, size));
+    PixelBox {
+        x: x0,
+        y: y0,
+        w: x1 - x0,
+        h: y1 - y0,
+    }
+}
+
+/// Fills box `b` of one image from the pixels just outside it: each pixel
+/// the mean of the border pixels on its row (left, right) and column (top,
+/// bottom), each weighted by the inverse of its distance. A side at the
+/// image's edge has no border and is left out; a box that covers the whole
+/// image is filled with mid-grey.
+fn fill_from_border(image: &mut [u8], size: i64, b: PixelBox) {
+    if b.w <= 0 || b.h <= 0 {
+        return;
+    }
+    let s = size as usize;
+    let at = |c: usize, y: i64, x: i64| c * s * s + y as usize * s + x as usize;
+    for c in 0..3 {
+        let plane: Vec<u8> = image[c * s * s..(c + 1) * s * s].to_vec();
+        let value = |y: i64, x: i64| f64::from(plane[y as usize * s + x as usize]);
+        for y in b.y..b.y + b.h {
+            for x in b.x..b.x + b.w {
+                let mut sum = 0.0;
+                let mut weight = 0.0;
+                let mut add = |inside: bool, py: i64, px: i64, dist: i64| {
+                    if inside {
+                        let w = 1.0 / dist as f64;
+                        sum += w * value(py, px);
+                        weight += w;
+                    }
+                };
+                add(b.x > 0, y, b.x - 1, x - b.x + 1);
+                add(b.x + b.w < size, y, b.x + b.w, b.x + b.w - x);
+                add(b.y > 0, b.y - 1, x, y - b.y + 1);
+                add(b.y + b.h < size, b.y + b.h, x, b.y + b.h - y);
+                let v = if weight > 0.0 { sum / weight } else { 128.0 };
+                image[at(c, y, x)] = v.round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+}
+
+/// Counterfactual augmentation of a local object: the share of each other
+/// class that carries the object is raised to the flagged class's, by
+/// pasting the object's box, cut from a random carrier of the flagged class
+/// where it was found there, at that place onto images that lack it.
+/// Returns how many images were pasted on.
+fn paste_on_others(
+    pixels: &mut [u8],
+    labels: &[i64],
+    class: i64,
+    found: &[Carrier],
+    size: i64,
+    seed: u64,
+) -> usize {
+    let sources: Vec<&Carrier> = found
+        .iter()
+        .filter(|c| c.carries && labels[c.index] == class)
+        .collect();
+    if sources.is_empty() {
+        return 0;
+    }
+    let rate = |k: i64| {
+        let members: Vec<&Carrier> = found.iter().filter(|c| labels[c.index] == k).collect();
+        members.iter().filter(|c| c.carries).count() as f64 / members.len().max(1) as f64
+    };
+    let target = rate(class);
+    let n = 3 * (size * size) as usize;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5245_5649_5345);
+    let mut pasted = 0;
+    let others: std::collections::BTreeSet<i64> =
+        labels.iter().copied().filter(|&k| k != class).collect();
+    for k in others {
+        let have = rate(k);
+        // Of the images that lack it, this share gets it: then the class
+        // carries it as often as the flagged class, in expectation.
+        let share = if have >= 1.0 {
+            0.0
+        } else {
+            ((target - have) / (1.0 - have)).clamp(0.0, 1.0)
+        };
+        for c in found.iter().filter(|c| labels[c.index] == k && !c.carries) {
+            if rng.gen::<f64>() >= share {
+                continue;
+            }
+            let source = sources[rng.gen_range(0..sources.len())];
+            let b = clipped(around(source.region), size);
+            let s = size as usize;
+            for ch in 0..3 {
+                for y in b.y..b.y + b.h {
+                    let row = ch * s * s + y as usize * s;
+                    let (from, to) = (source.index * n + row, c.index * n + row);
+                    let (x0, x1) = (b.x as usize, (b.x + b.w) as usize);
+                    let src: Vec<u8> = pixels[from + x0..from + x1].to_vec();
+                    pixels[to + x0..to + x1].copy_from_slice(&src);
+                }
+            }
+            pasted += 1;
+        }
+    }
+    pasted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::carriers::ObjectMatch;
+    use crate::detect::template;
+    use tch::Kind;
+
+    /// 24 noisy grey images, even ones NORMAL (0), odd PNEUMONIA (1); a
+    /// bright cross on every NORMAL image at a place that moves.
+    fn crossed() -> (Tensor, Vec<i64>, Vec<PixelBox>) {
+        tch::manual_seed(0);
+        let (n, size) = (24i64, 32i64);
+        let images = (Tensor::rand([n, 1, size, size], (Kind::Float, tch::Device::Cpu)) * 40.0
+            + 90.0)
+            .to_kind(Kind::Uint8)
+            .repeat([1, 3, 1, 1]);
+        let labels: Vec<i64> = (0..n).map(|i| i % 2).collect();
+        let mut boxes = Vec::new();
+        for i in (0..n).step_by(2) {
+            let (x, y) = (4 + (i % 5) * 3, 6 + (i % 3) * 4);
+            let img = images.get(i);
+            let _ = img.narrow(1, y + 3, 2).narrow(2, x, 8).fill_(250);
+            let _ = img.narrow(1, y, 8).narrow(2, x + 3, 2).fill_(250);
+            boxes.push(PixelBox::square(x, y, 8));
+        }
+        (images, labels, boxes)
+    }
+
+    fn evidence(images: &Tensor) -> Verdict {
+        let high = template::high_pass(&images.narrow(0, 0, 1));
+        let t = high
+            .get(0)
+            .get(0)
+            .narrow(0, 4, 12)
+            .narrow(1, 2, 12)
+            .contiguous();
+        Verdict {
+            shortcut_score: 0.5,
+            threshold: 0.028,
+            flagged: true,
+            class: Some("NORMAL".into()),
+            cluster: Some(1),
+            lift: 0.6,
+            control: 0.1,
+            stereotypy: 1.0,
+            suspect_boxes: vec![],
+            global_cue: None,
+            global_transform: None,
+            object: Some(ObjectMatch {
+                template: Vec::try_from(t.flatten(0, -1)).unwrap(),
+                h: 12,
+                w: 12,
+                inner: PixelBox::square(2, 2, 8),
+                cut: 0.6,
+            }),
+        }
+    }
+
+    fn names() -> Vec<String> {
+        vec!["NORMAL".into(), "PNEUMONIA".into()]
+    }
+
+    fn bright(images: &Tensor, i: i64) -> i64 {
+        images.get(i).ge(240).sum(Kind::Int64).int64_value(&[])
+    }
+
+    #[test]
+    fn mask_paints_over_the_object_where_it_is_and_only_there() {
+        let (images, labels, boxes) = crossed();
+        let out = neutralise(
+            &images,
+            &labels,
+            &names(),
+            &evidence(&images),
+            ReviseMethod::Mask,
+            0,
+        )
+        .unwrap();
+        assert_eq!(out.carriers, Some(12));
+        assert_eq!(out.changed, 24);
+        for i in 0..24i64 {
+            assert_eq!(bright(&out.images, i), 0, "image {i} still shows the cross");
+        }
+        // Outside the (grown) box the pixels are untouched.
+        let b = boxes[3];
+        let (i, x, y) = (6, b.x, b.y);
+        let changed = out.images.get(i).ne_tensor(&images.get(i));
+        let _ = changed.narrow(1, y - 1, 10).narrow(2, x - 1, 10).fill_(0);
+        assert_eq!(changed.sum(Kind::Int64).int64_value(&[]), 0);
+        // The fill is of the image's grey, not a flat black or white hole.
+        let filled = out
+            .images
+            .get(i)
+            .narrow(1, y, 8)
+            .narrow(2, x, 8)
+            .to_kind(Kind::Float);
+        let mean = filled.mean(Kind::Float).double_value(&[]);
+        assert!((90.0..=130.0).contains(&mean), "{mean}");
+    }
+
+    #[test]
+    fn augment_puts_the_object_on_the_other_class_at_the_flagged_class_rate() {
+        let (images, labels, _) = crossed();
+        let e = evidence(&images);
+        let out = neutralise(&images, &labels, &names(), &e, ReviseMethod::Augment, 7).unwrap();
+        // Every NORMAL image carries it: every PNEUMONIA image gets it.
+        assert_eq!(out.changed, 12);
+        for i in (1..24i64).step_by(2) {
+            assert!(
+                bright(&out.images, i) >= 20,
+                "image {i} did not get the cross"
+            );
+        }
+        for i in (0..24i64).step_by(2) {
+            assert!(out.images.get(i).equal(&images.get(i)), "image {i} changed");
+        }
+        let found = carriers::score(e.object.as_ref().unwrap(), &out.images).unwrap();
+        assert!(found.iter().all(|c| c.carries));
+        // Seeded: the same pastes again.
+        let again = neutralise(&images, &labels, &names(), &e, ReviseMethod::Augment, 7).unwrap();
+        assert!(again.images.equal(&out.images));
+        // The control changes nothing.
+        let none = neutralise(&images, &labels, &names(), &e, ReviseMethod::None, 7).unwrap();
+        assert!(none.images.equal(&images) && none.changed == 0);
+    }
+
+    #[test]
+    fn a_global_tint_is_put_on_the_others_or_taken_off_the_class() {
+        let (images, labels, _) = crossed();
+        // NORMAL images tinted red (saturating at white).
+        let tinted = images.to_kind(Kind::Int16);
+        for i in (0..24i64).step_by(2) {
+            let _ = tinted.get(i).get(0).g_add_scalar_(40);
+        }
+        let tinted = tinted.clamp(0, 255).to_kind(Kind::Uint8);
+        let mut e = evidence(&images);
+        e.object = None;
+        e.global_transform = Some(global::Cue::Shift);
+        let red_minus_green = |t: &Tensor, parity: i64| {
+            let idx: Vec<usize> = (0..24).filter(|i| i % 2 == parity as usize).collect();
+            let x = t.index_select(0, &index_tensor(&idx)).to_kind(Kind::Float);
+            (x.select(1, 0) - x.select(1, 1))
+                .mean(Kind::Float)
+                .double_value(&[])
+        };
+        assert!(red_minus_green(&tinted, 0) > 30.0 && red_minus_green(&tinted, 1).abs() < 1.0);
+        let aug = neutralise(&tinted, &labels, &names(), &e, ReviseMethod::Augment, 0).unwrap();
+        assert!(
+            red_minus_green(&aug.images, 1) > 30.0,
+            "{}",
+            red_minus_green(&aug.images, 1)
+        );
+        let mask = neutralise(&tinted, &labels, &names(), &e, ReviseMethod::Mask, 0).unwrap();
+        assert!(
+            red_minus_green(&mask.images, 0).abs() < 5.0,
+            "{}",
+            red_minus_green(&mask.images, 0)
+        );
+        assert_eq!((aug.changed, mask.changed), (12, 12));
+    }
+
+    #[test]
+    fn a_verdict_without_evidence_is_refused_with_the_reason() {
+        let (images, labels, _) = crossed();
+        let mut e = evidence(&images);
+        e.object = None;
+        let err = neutralise(&images, &labels, &names(), &e, ReviseMethod::Mask, 0)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("no object"), "{err}");
+        e.class = Some("CAT".into());
+        let err = neutralise(&images, &labels, &names(), &e, ReviseMethod::Mask, 0)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("'CAT'"), "{err}");
+    }
+}
