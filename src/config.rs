@@ -238,7 +238,7 @@ impl Default for ReviseDefaults {
     fn default() -> Self {
         Self {
             methods: vec![ReviseMethod::Augment],
-            epochs: 3,
+            epochs: 6,
             lr_scale: 0.2,
         }
     }

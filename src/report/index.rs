@@ -39,6 +39,7 @@ pub(super) fn write(
     let html = env.get_template("index.html")?.render(context! {
         css => CSS,
         verdicts => verdict_rows(&audit.runs),
+        revisions => revision_rows(s),
         threshold => format!("{SHORTCUT_THRESHOLD:.3}"),
         experiment => &s.experiment,
         created => match audit.created_unix {
@@ -234,6 +235,76 @@ fn verdict_rows(runs: &[RunResult]) -> Vec<VerdictRow> {
             gap: number(Some(r.shortcut_gap)),
         })
         .collect()
+}
+
+/// One revised run beside its original: accuracies, gap and verdict before
+/// and after, and the first probe's NAVE overlay (with the artefact) of each.
+#[derive(Serialize)]
+struct RevisionRow {
+    original: String,
+    original_page: String,
+    id: String,
+    page: String,
+    method: String,
+    clean: String,
+    as_train: String,
+    flipped: String,
+    gap: String,
+    gap_fell: String,
+    verdict: String,
+    flagged_after: bool,
+    pictures: Vec<Option<String>>,
+}
+
+/// The revised runs of the audit, each with its original, by original id.
+fn revision_rows(s: &Sources) -> Vec<RevisionRow> {
+    let runs = &s.audit.runs;
+    let mut rows: Vec<RevisionRow> = runs
+        .iter()
+        .filter_map(|r| {
+            let from = r.revised_from.as_ref()?;
+            let o = runs.iter().find(|x| &x.id == from)?;
+            let acc = |x: &RunResult, v: &str| number(x.accuracy.get(v).copied());
+            let both = |v: &str| format!("{} → {}", acc(o, v), acc(r, v));
+            let verdict = |x: &RunResult| {
+                x.verdict.as_ref().map_or("—".to_string(), |v| {
+                    format!(
+                        "{} {:.3}",
+                        if v.flagged { "flagged" } else { "not flagged" },
+                        v.shortcut_score
+                    )
+                })
+            };
+            let fell = (o.shortcut_gap - r.shortcut_gap) / o.shortcut_gap;
+            let picture =
+                |x: &RunResult| thumb(s.report_dir, &format!("runs/{}/p000_wm_overlay.png", x.id));
+            Some(RevisionRow {
+                original: o.id.clone(),
+                original_page: run_page_name(&o.id),
+                id: r.id.clone(),
+                page: run_page_name(&r.id),
+                method: r.revise_method.clone().unwrap_or_default(),
+                clean: both("clean"),
+                as_train: both("as-train"),
+                flipped: both("flipped"),
+                gap: format!(
+                    "{} → {}",
+                    number(Some(o.shortcut_gap)),
+                    number(Some(r.shortcut_gap))
+                ),
+                gap_fell: if fell.is_finite() && o.shortcut_gap > 0.0 {
+                    format!("{:.0}%", 100.0 * fell)
+                } else {
+                    "—".into()
+                },
+                verdict: format!("{} → {}", verdict(o), verdict(r)),
+                flagged_after: r.verdict.as_ref().is_some_and(|v| v.flagged),
+                pictures: vec![picture(o), picture(r)],
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.original, &a.method).cmp(&(&b.original, &b.method)));
+    rows
 }
 
 /// The file name of a run's page.

@@ -163,6 +163,8 @@ pub(super) fn write(
         external => s.audit.external.is_some(),
         missing => &missing,
         run_yaml => &files.run_yaml,
+        revised_from => run.revised_from.as_ref().map(|f| (f.clone(), run_page_name(f))),
+        revise_method => &run.revise_method,
     })?;
     crate::io::write_atomic(&s.report_dir.join(run_page_name(&run.id)), html.as_bytes())?;
     Ok(())

@@ -20,6 +20,7 @@
 //!   (`Cue::Edges`), which is copied from real images of the other group.
 //! - `none`: the images as they are (the control fine-tune).
 use anyhow::{bail, Context};
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::Tensor;
@@ -111,8 +112,11 @@ pub fn neutralise(
     })
 }
 
-/// A global cue put on the other classes (`augment`) or the others' looks
-/// put on the class (`mask`).
+/// A global cue taken off the class (`mask`: the other classes' looks put
+/// on all its images), or made uninformative (`augment`: put on a random
+/// half of the other classes' images, and taken off a random half of the
+/// class's, so that both carry it about as often and the model sees each
+/// class with and without it).
 fn neutralise_global(
     images: &Tensor,
     labels: &[i64],
@@ -123,38 +127,70 @@ fn neutralise_global(
 ) -> Neutralised {
     let (members, others): (Vec<usize>, Vec<usize>) =
         (0..labels.len()).partition(|&i| labels[i] == class);
-    let (from, to) = match method {
-        ReviseMethod::Augment => (&members, &others),
-        _ => (&others, &members),
-    };
     let mut out = images.copy();
-    if !from.is_empty() && !to.is_empty() {
-        let idx = index_tensor(to);
-        let targets = images.index_select(0, &idx);
-        let moved = match cue {
-            // A frame is copied as it is, from a random image of the other
-            // group: the mean frame the transform adds is not the frame
-            // any one image has, and a model tells the two apart.
-            global::Cue::Edges => {
-                let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4544_4745);
-                let picks: Vec<usize> = to
-                    .iter()
-                    .map(|_| from[rng.gen_range(0..from.len())])
-                    .collect();
-                let band = global::edge_band(images.size()[2]).to_kind(tch::Kind::Bool);
-                targets.where_self(
-                    &band.logical_not(),
-                    &images.index_select(0, &index_tensor(&picks)),
-                )
-            }
-            _ => global::apply_cue(images, from, to, cue, &targets),
+    if members.is_empty() || others.is_empty() {
+        return Neutralised {
+            images: out,
+            changed: 0,
+            carriers: None,
         };
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x474c_4f42);
+    let mut half = |group: &[usize]| -> Vec<usize> {
+        let mut picked: Vec<usize> = group.to_vec();
+        picked.shuffle(&mut rng);
+        picked.truncate(group.len().div_ceil(2));
+        picked.sort_unstable();
+        picked
+    };
+    // (the group whose looks are given, the group moved, the images moved)
+    let moves = match method {
+        ReviseMethod::Augment => {
+            let (on, off) = (half(&others), half(&members));
+            vec![(&members, &others, on), (&others, &members, off)]
+        }
+        _ => vec![(&others, &members, members.clone())],
+    };
+    let mut changed = 0;
+    for (from, group, targets) in moves {
+        let idx = index_tensor(&targets);
+        let moved = move_looks(images, from, group, &targets, cue, &mut rng);
         let _ = out.index_copy_(0, &idx, &moved);
+        changed += targets.len();
     }
     Neutralised {
         images: out,
-        changed: to.len(),
+        changed,
         carriers: None,
+    }
+}
+
+/// The `images` at `targets` (of `group`) given the looks of `from` for `cue`.
+fn move_looks(
+    images: &Tensor,
+    from: &[usize],
+    group: &[usize],
+    targets: &[usize],
+    cue: global::Cue,
+    rng: &mut ChaCha8Rng,
+) -> Tensor {
+    let moved = images.index_select(0, &index_tensor(targets));
+    match cue {
+        // A frame is copied as it is, from a random image of `from`: the
+        // mean frame the transform adds is not the frame any one image
+        // has, and a model tells the two apart.
+        global::Cue::Edges => {
+            let picks: Vec<usize> = targets
+                .iter()
+                .map(|_| from[rng.gen_range(0..from.len())])
+                .collect();
+            let band = global::edge_band(images.size()[2]).to_kind(tch::Kind::Bool);
+            moved.where_self(
+                &band.logical_not(),
+                &images.index_select(0, &index_tensor(&picks)),
+            )
+        }
+        _ => global::apply_cue(images, from, group, cue, &moved),
     }
 }
 
@@ -363,11 +399,11 @@ mod tests {
         for i in 0..24i64 {
             assert_eq!(bright(&out.images, i), 0, "image {i} still shows the cross");
         }
-        // Outside the (grown) box the pixels are untouched.
+        // Outside the box and its margin (a quarter of its side) the pixels are untouched.
         let b = boxes[3];
         let (i, x, y) = (6, b.x, b.y);
         let changed = out.images.get(i).ne_tensor(&images.get(i));
-        let _ = changed.narrow(1, y - 1, 10).narrow(2, x - 1, 10).fill_(0);
+        let _ = changed.narrow(1, y - 2, 12).narrow(2, x - 2, 12).fill_(0);
         assert_eq!(changed.sum(Kind::Int64).int64_value(&[]), 0);
         // The fill is of the image's grey, not a flat black or white hole.
         let filled = out
@@ -427,10 +463,13 @@ mod tests {
         };
         assert!(red_minus_green(&tinted, 0) > 30.0 && red_minus_green(&tinted, 1).abs() < 1.0);
         let aug = neutralise(&tinted, &labels, &names(), &e, ReviseMethod::Augment, 0).unwrap();
+        // Half of each class tinted: both at about half the tint.
         assert!(
-            red_minus_green(&aug.images, 1) > 30.0,
-            "{}",
-            red_minus_green(&aug.images, 1)
+            (15.0..25.0).contains(&red_minus_green(&aug.images, 1))
+                && (15.0..25.0).contains(&red_minus_green(&aug.images, 0)),
+            "{} {}",
+            red_minus_green(&aug.images, 1),
+            red_minus_green(&aug.images, 0)
         );
         let mask = neutralise(&tinted, &labels, &names(), &e, ReviseMethod::Mask, 0).unwrap();
         assert!(
