@@ -239,6 +239,10 @@ pub enum BenchCommand {
     /// zoo of finished runs: AUROC, AUPR, FPR at 95% TPR, localisation,
     /// Spearman, per family and per architecture.
     Detect(BenchDetectArgs),
+    /// What `nave-lab revise` did over a zoo, from the audit that took the
+    /// revisions in: per family and method, the gap before and after, clean
+    /// accuracy against runs trained without the artefact, flags left.
+    Revise(crate::bench::revise::BenchReviseArgs),
 }
 
 #[derive(Debug, Args)]

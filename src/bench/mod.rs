@@ -1,10 +1,12 @@
 //! Speed measurements, printed as JSON by `nave-lab bench` (never asserted
-//! in tests): the loader, k-means engines, training steps. The detector's
-//! bench over a zoo of runs is `audit::zoo_bench`.
+//! in tests): the loader, k-means engines, training steps; and what
+//! `revise` did over a zoo (`revise`). The detector's bench over a zoo of
+//! runs is `audit::zoo_bench`.
 use tch::Device;
 
 pub mod data;
 pub mod kmeans;
+pub mod revise;
 pub mod train;
 
 /// Waits for the device's queued work, so that a timer measures it.

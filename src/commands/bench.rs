@@ -5,8 +5,9 @@ use crate::bench;
 use crate::cli::{BenchCommand, BenchDetectArgs};
 
 pub fn run(cmd: BenchCommand, device: Device) -> anyhow::Result<()> {
-    let detect_out = match &cmd {
+    let out_file = match &cmd {
         BenchCommand::Detect(a) => a.out.clone(),
+        BenchCommand::Revise(a) => a.out.clone(),
         _ => None,
     };
     let out = match cmd {
@@ -14,8 +15,9 @@ pub fn run(cmd: BenchCommand, device: Device) -> anyhow::Result<()> {
         BenchCommand::Kmeans(a) => bench::kmeans::bench_kmeans(&a, device)?,
         BenchCommand::Train(a) => bench::train::bench_train(&a, device)?,
         BenchCommand::Detect(a) => bench_detect(&a, device)?,
+        BenchCommand::Revise(a) => bench::revise::bench_revise(&a)?,
     };
-    if let Some(path) = detect_out {
+    if let Some(path) = out_file {
         crate::io::write_json(&path, &out)?;
     }
     println!("{}", serde_json::to_string_pretty(&out)?);

@@ -1,0 +1,197 @@
+//! `nave-lab bench revise reports/<zoo>/`: what `revise` did over a zoo,
+//! from the audit that took the revisions in. Per family and method, over
+//! the revised runs that relied on their artefact: the gap before and after
+//! and how much of it fell, clean accuracy before and after, and how many are
+//! still flagged; beside two references the zoo knows: the runs trained from
+//! scratch on the same data without the artefact (the upper bound: their gap
+//! and clean accuracy), and the control (`none`: the same fine-tune with
+//! nothing neutralised). Runs that rely but were not flagged, and so were not
+//! revised, are listed per family.
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::audit::{AuditReport, RunResult, Truth};
+use crate::config::RunSpec;
+use crate::run_folder::RunFolder;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchReviseArgs {
+    /// The report folder of an audit that took the revisions in (reports/<zoo>/).
+    pub report: std::path::PathBuf,
+    /// Also write the JSON here.
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+}
+
+/// One family and method's figures.
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub family: String,
+    pub method: String,
+    /// Revised runs that relied on their artefact before.
+    pub runs: usize,
+    pub gap_before: f64,
+    pub gap_after: f64,
+    /// Mean over runs of (before - after) / before.
+    pub gap_fall: f64,
+    pub clean_before: f64,
+    pub clean_after: f64,
+    /// Mean clean accuracy of the runs trained without any artefact on the
+    /// same data (NaN when the zoo has none).
+    pub clean_reference: f64,
+    pub still_flagged: usize,
+    /// Fine-tuning seconds per run (training epochs only, from metrics).
+    pub seconds_per_run: f64,
+}
+
+/// The figures of one revised run.
+struct Revised<'a> {
+    family: String,
+    method: String,
+    original: &'a RunResult,
+    revised: &'a RunResult,
+    reference: f64,
+    seconds: f64,
+}
+
+fn clean(r: &RunResult) -> f64 {
+    r.accuracy.get("clean").copied().unwrap_or(f64::NAN)
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let v: Vec<f64> = values.collect();
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+fn spec_of(r: &RunResult) -> Option<RunSpec> {
+    RunFolder::new(r.run_dir.as_ref()?).spec().ok()
+}
+
+pub fn bench_revise(a: &BenchReviseArgs) -> anyhow::Result<serde_json::Value> {
+    let report = AuditReport::read(&a.report.join("audit.json"))?;
+    let specs: BTreeMap<&str, RunSpec> = report
+        .runs
+        .iter()
+        .filter_map(|r| Some((r.id.as_str(), spec_of(r)?)))
+        .collect();
+    // The upper bound: runs without any artefact, by data set.
+    let reference = |spec: &RunSpec| {
+        mean(
+            report
+                .runs
+                .iter()
+                .filter(|r| !r.watermark && r.revised_from.is_none())
+                .filter(|r| {
+                    specs
+                        .get(r.id.as_str())
+                        .is_some_and(|s| s.dataset == spec.dataset && s.model == spec.model)
+                })
+                .map(clean),
+        )
+    };
+    let family = |r: &RunResult| r.variant.clone().unwrap_or_else(|| r.regime.clone());
+    let mut revised = Vec::new();
+    for r in &report.runs {
+        let (Some(from), Some(method)) = (&r.revised_from, &r.revise_method) else {
+            continue;
+        };
+        let Some(original) = report.runs.iter().find(|o| &o.id == from) else {
+            continue;
+        };
+        if original.truth != Truth::Relies {
+            continue;
+        }
+        let spec = specs.get(original.id.as_str());
+        let seconds = r
+            .run_dir
+            .as_ref()
+            .map(|d| {
+                RunFolder::new(d)
+                    .epoch_metrics(usize::MAX)
+                    .iter()
+                    .map(|m| m.seconds)
+                    .sum()
+            })
+            .unwrap_or(f64::NAN);
+        revised.push(Revised {
+            family: family(original),
+            method: method.clone(),
+            original,
+            revised: r,
+            reference: spec.map_or(f64::NAN, reference),
+            seconds,
+        });
+    }
+    let mut groups: BTreeMap<(String, String), Vec<&Revised>> = BTreeMap::new();
+    for r in &revised {
+        groups
+            .entry((r.family.clone(), r.method.clone()))
+            .or_default()
+            .push(r);
+        groups
+            .entry(("(all)".into(), r.method.clone()))
+            .or_default()
+            .push(r);
+    }
+    let rows: Vec<Row> = groups
+        .into_iter()
+        .map(|((family, method), members)| Row {
+            runs: members.len(),
+            gap_before: mean(members.iter().map(|m| m.original.shortcut_gap)),
+            gap_after: mean(members.iter().map(|m| m.revised.shortcut_gap)),
+            gap_fall: mean(members.iter().map(|m| {
+                (m.original.shortcut_gap - m.revised.shortcut_gap) / m.original.shortcut_gap
+            })),
+            clean_before: mean(members.iter().map(|m| clean(m.original))),
+            clean_after: mean(members.iter().map(|m| clean(m.revised))),
+            clean_reference: mean(members.iter().map(|m| m.reference)),
+            still_flagged: members
+                .iter()
+                .filter(|m| m.revised.verdict.as_ref().is_some_and(|v| v.flagged))
+                .count(),
+            seconds_per_run: mean(members.iter().map(|m| m.seconds)),
+            family,
+            method,
+        })
+        .collect();
+    let not_revised: BTreeMap<String, Vec<&str>> = report
+        .runs
+        .iter()
+        .filter(|r| r.revised_from.is_none() && r.truth == Truth::Relies)
+        .filter(|r| !revised.iter().any(|x| x.original.id == r.id))
+        .fold(BTreeMap::new(), |mut m, r| {
+            m.entry(family(r)).or_default().push(r.id.as_str());
+            m
+        });
+    print_table(&rows);
+    Ok(serde_json::json!({
+        "report": a.report,
+        "rows": rows,
+        "relying_not_revised": not_revised,
+    }))
+}
+
+/// The table on stderr (stdout carries the JSON).
+fn print_table(rows: &[Row]) {
+    eprintln!(
+        "{:<24} {:<8} {:>4} {:>15} {:>6} {:>21} {:>8}",
+        "family", "method", "runs", "gap", "fell", "clean (scratch)", "flagged"
+    );
+    for r in rows {
+        eprintln!(
+            "{:<24} {:<8} {:>4} {:>6.3} -> {:>5.3} {:>5.0}% {:>5.3} -> {:>5.3} ({:>5.3}) {:>4}/{}",
+            r.family,
+            r.method,
+            r.runs,
+            r.gap_before,
+            r.gap_after,
+            100.0 * r.gap_fall,
+            r.clean_before,
+            r.clean_after,
+            r.clean_reference,
+            r.still_flagged,
+            r.runs
+        );
+    }
+}
