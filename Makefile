@@ -24,6 +24,7 @@ demo: build
 	$(BIN) doctor
 	$(BIN) train experiments/demo.yaml
 	$(BIN) audit checkpoints/demo/
+	$(BIN) revise reports/demo/ --run resnet18-aug0-wm1-s0
 	@echo "open reports/demo/index.html"
 
 # Tests build in release mode: one build of libtorch's bindings serves demo and

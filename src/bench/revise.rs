@@ -70,12 +70,39 @@ fn spec_of(r: &RunResult) -> Option<RunSpec> {
 
 pub fn bench_revise(a: &BenchReviseArgs) -> anyhow::Result<serde_json::Value> {
     let report = AuditReport::read(&a.report.join("audit.json"))?;
+    let revised = revised_runs(&report);
+    let rows = rows_of(&revised);
+    let not_revised: BTreeMap<String, Vec<&str>> = report
+        .runs
+        .iter()
+        .filter(|r| r.revised_from.is_none() && r.truth == Truth::Relies)
+        .filter(|r| !revised.iter().any(|x| x.original.id == r.id))
+        .fold(BTreeMap::new(), |mut m, r| {
+            m.entry(family(r)).or_default().push(r.id.as_str());
+            m
+        });
+    print_table(&rows);
+    Ok(serde_json::json!({
+        "report": a.report,
+        "rows": rows,
+        "relying_not_revised": not_revised,
+    }))
+}
+
+/// A run's artefact family: its grid variant, else its regime.
+fn family(r: &RunResult) -> String {
+    r.variant.clone().unwrap_or_else(|| r.regime.clone())
+}
+
+/// Every revision of a run that relied on its artefact, with its original
+/// and the clean accuracy of the runs trained without any artefact on the
+/// same data and model (the upper bound).
+fn revised_runs(report: &AuditReport) -> Vec<Revised<'_>> {
     let specs: BTreeMap<&str, RunSpec> = report
         .runs
         .iter()
         .filter_map(|r| Some((r.id.as_str(), spec_of(r)?)))
         .collect();
-    // The upper bound: runs without any artefact, by data set.
     let reference = |spec: &RunSpec| {
         mean(
             report
@@ -90,7 +117,6 @@ pub fn bench_revise(a: &BenchReviseArgs) -> anyhow::Result<serde_json::Value> {
                 .map(clean),
         )
     };
-    let family = |r: &RunResult| r.variant.clone().unwrap_or_else(|| r.regime.clone());
     let mut revised = Vec::new();
     for r in &report.runs {
         let (Some(from), Some(method)) = (&r.revised_from, &r.revise_method) else {
@@ -102,39 +128,37 @@ pub fn bench_revise(a: &BenchReviseArgs) -> anyhow::Result<serde_json::Value> {
         if original.truth != Truth::Relies {
             continue;
         }
-        let spec = specs.get(original.id.as_str());
-        let seconds = r
-            .run_dir
-            .as_ref()
-            .map(|d| {
-                RunFolder::new(d)
-                    .epoch_metrics(usize::MAX)
-                    .iter()
-                    .map(|m| m.seconds)
-                    .sum()
-            })
-            .unwrap_or(f64::NAN);
+        let seconds = r.run_dir.as_ref().map_or(f64::NAN, |d| {
+            RunFolder::new(d)
+                .epoch_metrics(usize::MAX)
+                .iter()
+                .map(|m| m.seconds)
+                .sum()
+        });
         revised.push(Revised {
             family: family(original),
             method: method.clone(),
             original,
             revised: r,
-            reference: spec.map_or(f64::NAN, reference),
+            reference: specs.get(original.id.as_str()).map_or(f64::NAN, reference),
             seconds,
         });
     }
+    revised
+}
+
+/// One row per family and method, and one per method over every family.
+fn rows_of(revised: &[Revised]) -> Vec<Row> {
     let mut groups: BTreeMap<(String, String), Vec<&Revised>> = BTreeMap::new();
-    for r in &revised {
-        groups
-            .entry((r.family.clone(), r.method.clone()))
-            .or_default()
-            .push(r);
-        groups
-            .entry(("(all)".into(), r.method.clone()))
-            .or_default()
-            .push(r);
+    for r in revised {
+        for family in [r.family.clone(), "(all)".to_string()] {
+            groups
+                .entry((family, r.method.clone()))
+                .or_default()
+                .push(r);
+        }
     }
-    let rows: Vec<Row> = groups
+    groups
         .into_iter()
         .map(|((family, method), members)| Row {
             runs: members.len(),
@@ -154,22 +178,7 @@ pub fn bench_revise(a: &BenchReviseArgs) -> anyhow::Result<serde_json::Value> {
             family,
             method,
         })
-        .collect();
-    let not_revised: BTreeMap<String, Vec<&str>> = report
-        .runs
-        .iter()
-        .filter(|r| r.revised_from.is_none() && r.truth == Truth::Relies)
-        .filter(|r| !revised.iter().any(|x| x.original.id == r.id))
-        .fold(BTreeMap::new(), |mut m, r| {
-            m.entry(family(r)).or_default().push(r.id.as_str());
-            m
-        });
-    print_table(&rows);
-    Ok(serde_json::json!({
-        "report": a.report,
-        "rows": rows,
-        "relying_not_revised": not_revised,
-    }))
+        .collect()
 }
 
 /// The table on stderr (stdout carries the JSON).

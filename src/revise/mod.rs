@@ -269,10 +269,31 @@ impl<'a> Plan<'a> {
         }
         self.folder.create(&self.spec)?;
         crate::io::write_atomic(&self.folder.dir.join(EVIDENCE_FILE), &self.evidence)?;
-
         let original = &self.original_spec;
         let data = store.get(&original.dataset.source(), original.dataset.image_size)?;
-        // The images as the model trained on them: the data an auditor holds.
+        let fine_tune = FineTune {
+            weights: self.original.model(),
+            images: self.neutralised_images(verdict, method, data)?,
+        };
+        crate::train::train_noting_failure(
+            &self.spec,
+            &self.folder,
+            data,
+            placement,
+            Some(&fine_tune),
+        )?;
+        Ok(revision(Outcome::Trained))
+    }
+
+    /// The original's training images as its model trained on them (the
+    /// data an auditor holds), with what `verdict` found neutralised.
+    fn neutralised_images(
+        &self,
+        verdict: &Verdict,
+        method: ReviseMethod,
+        data: &crate::data::store::LoadedData,
+    ) -> anyhow::Result<tch::Tensor> {
+        let original = &self.original_spec;
         let artefact = Artefact::new(&original.watermark_spec, original.dataset.image_size)?;
         let images = training_images(original.watermark(), original.seed, &artefact, &data.train)?;
         let done = neutralise::neutralise(
@@ -295,18 +316,7 @@ impl<'a> Plan<'a> {
             self.spec.train.epochs,
             self.original.model().display()
         );
-        let fine_tune = FineTune {
-            weights: self.original.model(),
-            images: done.images,
-        };
-        crate::train::train_noting_failure(
-            &self.spec,
-            &self.folder,
-            data,
-            placement,
-            Some(&fine_tune),
-        )?;
-        Ok(revision(Outcome::Trained))
+        Ok(done.images)
     }
 }
 

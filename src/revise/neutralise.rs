@@ -85,8 +85,20 @@ pub fn neutralise(
             evidence.evidence_short()
         );
     };
+    neutralise_object(images, labels, class as i64, object, method, seed)
+}
+
+/// A local object painted over (`mask`) or pasted onto the other classes
+/// (`augment`), where the detector's match finds it.
+fn neutralise_object(
+    images: &Tensor,
+    labels: &[i64],
+    class: i64,
+    object: &carriers::ObjectMatch,
+    method: ReviseMethod,
+    seed: u64,
+) -> anyhow::Result<Neutralised> {
     let found = carriers::score(object, images).context("finding the object's carriers")?;
-    let carrying = found.iter().filter(|c| c.carries).count();
     let size = images.size()[2];
     let mut pixels = Vec::<u8>::try_from(images.contiguous().flatten(0, -1))?;
     let changed = match method {
@@ -100,15 +112,13 @@ pub fn neutralise(
             }
             found.len()
         }
-        ReviseMethod::Augment => {
-            paste_on_others(&mut pixels, labels, class as i64, &found, size, seed)
-        }
-        ReviseMethod::None => unreachable!("returned above"),
+        ReviseMethod::Augment => paste_on_others(&mut pixels, labels, class, &found, size, seed),
+        ReviseMethod::None => 0,
     };
     Ok(Neutralised {
         images: Tensor::from_slice(&pixels).view_(images.size()),
         changed,
-        carriers: Some(carrying),
+        carriers: Some(found.iter().filter(|c| c.carries).count()),
     })
 }
 
