@@ -265,6 +265,25 @@ fn a_revised_shortcut_run_loses_its_gap_and_flag_without_reading_the_artefact() 
     );
     assert_eq!(control["verdict"]["flagged"], true);
 
+    // A hostile audit.json: a run id that climbs out of the checkpoints.
+    let mut hostile = json(&report.join("audit.json"));
+    for r in hostile["runs"].as_array_mut().unwrap() {
+        if r["id"] == BOX {
+            r["id"] = "../../escape".into();
+        }
+    }
+    let forged = dir.join("forged");
+    std::fs::create_dir_all(&forged).unwrap();
+    std::fs::write(forged.join("audit.json"), hostile.to_string()).unwrap();
+    let err = refused(&run(&[
+        "revise",
+        forged.to_str().unwrap(),
+        "--run",
+        "../../escape",
+    ]));
+    assert!(err.contains("run id"), "{err}");
+    assert!(!dir.join("escape-revised-augment").exists());
+
     // Route B: no artefact spec anywhere, the same images as files.
     let ck_b = without_artefact_spec(&dir, &ck.join("rv").join(BOX));
     let reports_b = dir.join("reports-b");

@@ -109,11 +109,17 @@ pub fn revise(request: &ReviseRequest, placement: Placement) -> anyhow::Result<R
     let mut store = DataStore::default();
     let mut revisions = Vec::new();
     for run in chosen {
-        let original = RunFolder::new(
-            run.run_dir
-                .clone()
-                .unwrap_or_else(|| checkpoints.join(&run.id)),
-        );
+        // The run's folder is found by its id under the audited checkpoints
+        // (never at a path audit.json names), so a revision is written
+        // beside it there and nowhere else.
+        if let Some(why) = name_problem(&run.id) {
+            bail!(
+                "{}: run id '{}': {why}",
+                audit_json.display(),
+                run.id.escape_debug()
+            );
+        }
+        let original = RunFolder::new(checkpoints.join(&run.id));
         let verdict = run.verdict.as_ref().expect("selected runs have verdicts");
         for &method in &methods {
             let plan = Plan::new(&original, verdict, method, epochs, lr_scale)?;
@@ -201,6 +207,16 @@ impl<'a> Plan<'a> {
         lr_scale: f64,
     ) -> anyhow::Result<Self> {
         let original_spec = original.spec()?;
+        let expected = original
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        anyhow::ensure!(
+            expected.as_deref() == Some(original_spec.id.as_str()),
+            "{} holds run '{}', not the run of its folder's name",
+            original.run_yaml().display(),
+            original_spec.id
+        );
         anyhow::ensure!(
             original.is_complete(),
             "{} is not a finished run (no COMPLETE)",

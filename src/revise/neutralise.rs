@@ -5,12 +5,15 @@
 //! transform and class. The run's artefact settings and recorded boxes are
 //! never asked for; this module has no way to reach them.
 //!
-//! - `augment` (counterfactual augmentation): the object, cut from the
-//!   images that carry it, is pasted at the place it was found onto images
-//!   of the other classes that lack it, as many as make each class carry it
-//!   as often as the flagged class does; a global cue is put on every image
-//!   of the other classes. The artefact stays in the data but no longer
-//!   tells the classes apart.
+//! - `augment` (counterfactual augmentation, both ways): a random half of
+//!   the flagged class's images lose the object (painted over where it
+//!   matches best, as `mask` does), and the object, cut with a margin from
+//!   the images that still carry it, is pasted at the place it was found
+//!   onto images of the other classes that lack it, until each class
+//!   carries it as often as the flagged class now does; a frame or other
+//!   global cue is put on half of the other classes' images and taken off
+//!   half of the class's. The artefact stays in the data, tells the classes
+//!   apart no more, and each class is seen with and without it.
 //! - `mask`: in every image, where the object matches best (so where it
 //!   shows, whether or not its match clears the detector's cut), its box is
 //!   filled from the image around it (each pixel a distance-weighted mean of
@@ -112,7 +115,38 @@ fn neutralise_object(
             }
             found.len()
         }
-        ReviseMethod::Augment => paste_on_others(&mut pixels, labels, class, &found, size, seed),
+        ReviseMethod::Augment => {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5245_5649_5345);
+            // Both ways: a random half of the class's images lose the
+            // object (painted over where it matches best, so a carrier
+            // the cut missed among them too), and the other classes gain
+            // it until they carry it as often as the class now does.
+            let mut members: Vec<usize> =
+                (0..labels.len()).filter(|&i| labels[i] == class).collect();
+            members.shuffle(&mut rng);
+            let painted: std::collections::BTreeSet<usize> =
+                members[..members.len() / 2].iter().copied().collect();
+            for &i in &painted {
+                let b = clipped(around(found[i].region), size);
+                fill_from_border(image_mut(&mut pixels, i, size), size, b);
+            }
+            let kept: Vec<&Carrier> = found
+                .iter()
+                .filter(|c| c.carries && labels[c.index] == class && !painted.contains(&c.index))
+                .collect();
+            let target = kept.len() as f64 / members.len().max(1) as f64;
+            painted.len()
+                + paste_on_others(
+                    &mut pixels,
+                    labels,
+                    class,
+                    &found,
+                    &kept,
+                    target,
+                    size,
+                    &mut rng,
+                )
+        }
         ReviseMethod::None => 0,
     };
     Ok(Neutralised {
@@ -265,23 +299,21 @@ fn fill_from_border(image: &mut [u8], size: i64, b: PixelBox) {
     }
 }
 
-/// Counterfactual augmentation of a local object: the share of each other
-/// class that carries the object is raised to the flagged class's, by
-/// pasting the object's box, cut from a random carrier of the flagged class
-/// where it was found there, at that place onto images that lack it.
-/// Returns how many images were pasted on.
+/// The object pasted onto the other classes' images that lack it, until
+/// each class carries it at the `target` rate: the object's box (with a
+/// margin), cut from a random one of `sources` where it was found there, at
+/// that place. Returns how many images were pasted on.
+#[allow(clippy::too_many_arguments)]
 fn paste_on_others(
     pixels: &mut [u8],
     labels: &[i64],
     class: i64,
     found: &[Carrier],
+    sources: &[&Carrier],
+    target: f64,
     size: i64,
-    seed: u64,
+    rng: &mut ChaCha8Rng,
 ) -> usize {
-    let sources: Vec<&Carrier> = found
-        .iter()
-        .filter(|c| c.carries && labels[c.index] == class)
-        .collect();
     if sources.is_empty() {
         return 0;
     }
@@ -289,16 +321,14 @@ fn paste_on_others(
         let members: Vec<&Carrier> = found.iter().filter(|c| labels[c.index] == k).collect();
         members.iter().filter(|c| c.carries).count() as f64 / members.len().max(1) as f64
     };
-    let target = rate(class);
     let n = 3 * (size * size) as usize;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5245_5649_5345);
     let mut pasted = 0;
     let others: std::collections::BTreeSet<i64> =
         labels.iter().copied().filter(|&k| k != class).collect();
     for k in others {
         let have = rate(k);
         // Of the images that lack it, this share gets it: then the class
-        // carries it as often as the flagged class, in expectation.
+        // carries it at the target rate, in expectation.
         let share = if have >= 1.0 {
             0.0
         } else {
@@ -427,23 +457,32 @@ mod tests {
     }
 
     #[test]
-    fn augment_puts_the_object_on_the_other_class_at_the_flagged_class_rate() {
+    fn augment_takes_the_object_off_half_the_class_and_puts_it_on_the_others_as_often() {
         let (images, labels, _) = crossed();
         let e = evidence(&images);
         let out = neutralise(&images, &labels, &names(), &e, ReviseMethod::Augment, 7).unwrap();
-        // Every NORMAL image carries it: every PNEUMONIA image gets it.
-        assert_eq!(out.changed, 12);
-        for i in (1..24i64).step_by(2) {
-            assert!(
-                bright(&out.images, i) >= 20,
-                "image {i} did not get the cross"
-            );
-        }
-        for i in (0..24i64).step_by(2) {
+        let shows = |i: i64| bright(&out.images, i) >= 20;
+        // Half the NORMAL images (all carried it) lose it, the rest keep
+        // it untouched.
+        let normal: Vec<i64> = (0..24).step_by(2).collect();
+        let lost = normal.iter().filter(|&&i| !shows(i)).count();
+        assert_eq!(lost, 6);
+        for &i in normal.iter().filter(|&&i| shows(i)) {
             assert!(out.images.get(i).equal(&images.get(i)), "image {i} changed");
         }
+        // PNEUMONIA images gain it at the rate NORMAL now has (a half, in
+        // expectation: a seeded draw).
+        let gained = (1..24i64).step_by(2).filter(|&i| shows(i)).count();
+        assert!((3..=9).contains(&gained), "{gained} of 12 gained it");
+        assert_eq!(out.changed, lost + gained);
         let found = carriers::score(e.object.as_ref().unwrap(), &out.images).unwrap();
-        assert!(found.iter().all(|c| c.carries));
+        let carry = |parity: usize| {
+            found
+                .iter()
+                .filter(|c| c.index % 2 == parity && c.carries)
+                .count()
+        };
+        assert_eq!((carry(0), carry(1)), (6, gained));
         // Seeded: the same pastes again.
         let again = neutralise(&images, &labels, &names(), &e, ReviseMethod::Augment, 7).unwrap();
         assert!(again.images.equal(&out.images));
