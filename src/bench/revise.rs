@@ -38,8 +38,8 @@ pub struct Row {
     pub clean_before: f64,
     pub clean_after: f64,
     /// Mean clean accuracy of the runs trained without any artefact on the
-    /// same data (NaN when the zoo has none).
-    pub clean_reference: f64,
+    /// same data and model (None when the zoo has none).
+    pub clean_reference: Option<f64>,
     pub still_flagged: usize,
     /// Fine-tuning seconds per run (training epochs only, from metrics).
     pub seconds_per_run: f64,
@@ -59,9 +59,13 @@ fn clean(r: &RunResult) -> f64 {
     r.accuracy.get("clean").copied().unwrap_or(f64::NAN)
 }
 
+/// The mean of the finite values (NaN when there are none).
 fn mean(values: impl Iterator<Item = f64>) -> f64 {
-    let v: Vec<f64> = values.collect();
-    v.iter().sum::<f64>() / v.len().max(1) as f64
+    let v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.iter().sum::<f64>() / v.len() as f64
 }
 
 fn spec_of(r: &RunResult) -> Option<RunSpec> {
@@ -169,7 +173,8 @@ fn rows_of(revised: &[Revised]) -> Vec<Row> {
             })),
             clean_before: mean(members.iter().map(|m| clean(m.original))),
             clean_after: mean(members.iter().map(|m| clean(m.revised))),
-            clean_reference: mean(members.iter().map(|m| m.reference)),
+            clean_reference: Some(mean(members.iter().map(|m| m.reference)))
+                .filter(|x| x.is_finite()),
             still_flagged: members
                 .iter()
                 .filter(|m| m.revised.verdict.as_ref().is_some_and(|v| v.flagged))
@@ -189,7 +194,7 @@ fn print_table(rows: &[Row]) {
     );
     for r in rows {
         eprintln!(
-            "{:<24} {:<8} {:>4} {:>6.3} -> {:>5.3} {:>5.0}% {:>5.3} -> {:>5.3} ({:>5.3}) {:>4}/{}",
+            "{:<24} {:<8} {:>4} {:>6.3} -> {:>5.3} {:>5.0}% {:>5.3} -> {:>5.3} ({:>5}) {:>4}/{}",
             r.family,
             r.method,
             r.runs,
@@ -198,7 +203,8 @@ fn print_table(rows: &[Row]) {
             100.0 * r.gap_fall,
             r.clean_before,
             r.clean_after,
-            r.clean_reference,
+            r.clean_reference
+                .map_or("—".to_string(), |x| format!("{x:.3}")),
             r.still_flagged,
             r.runs
         );
