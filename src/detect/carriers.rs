@@ -37,6 +37,26 @@ impl ObjectMatch {
         }
     }
 
+    /// For tests: the 12 x 12 high-pass window at (`x`, `y`) of the first of
+    /// `images`, around an 8 x 8 object 2 px in, matched at `cut`.
+    #[cfg(test)]
+    pub(crate) fn cut_from_first(images: &Tensor, x: i64, y: i64, cut: f64) -> Self {
+        let high = template::high_pass(&images.narrow(0, 0, 1));
+        let t = high
+            .get(0)
+            .get(0)
+            .narrow(0, y, 12)
+            .narrow(1, x, 12)
+            .contiguous();
+        Self {
+            template: Vec::try_from(t.flatten(0, -1)).expect("a float template"),
+            h: 12,
+            w: 12,
+            inner: PixelBox::square(2, 2, 8),
+            cut,
+        }
+    }
+
     fn tensor(&self) -> anyhow::Result<Tensor> {
         anyhow::ensure!(
             self.h > 0 && self.w > 0 && self.template.len() as i64 == self.h * self.w,
@@ -121,25 +141,7 @@ mod tests {
             cross(&images.get(i), 4 + 3 * k as i64, 6 + 2 * k as i64);
         }
         // The template: the high-pass cross, cut from the first image with a margin.
-        let high = template::high_pass(&images.narrow(0, 0, 1));
-        let t = high
-            .get(0)
-            .get(0)
-            .narrow(0, 4, 12)
-            .narrow(1, 2, 12)
-            .contiguous();
-        let object = ObjectMatch {
-            template: Vec::try_from(t.flatten(0, -1)).unwrap(),
-            h: 12,
-            w: 12,
-            inner: PixelBox {
-                x: 2,
-                y: 2,
-                w: 8,
-                h: 8,
-            },
-            cut: 0.6,
-        };
+        let object = ObjectMatch::cut_from_first(&images, 2, 4, 0.6);
         let scored = score(&object, &images).unwrap();
         assert_eq!(scored.len(), n as usize);
         for c in &scored {

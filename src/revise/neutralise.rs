@@ -360,7 +360,6 @@ fn paste_on_others(
 mod tests {
     use super::*;
     use crate::detect::carriers::ObjectMatch;
-    use crate::detect::template;
     use tch::Kind;
 
     /// 24 noisy grey images, even ones NORMAL (0), odd PNEUMONIA (1); a
@@ -385,13 +384,6 @@ mod tests {
     }
 
     fn evidence(images: &Tensor) -> Verdict {
-        let high = template::high_pass(&images.narrow(0, 0, 1));
-        let t = high
-            .get(0)
-            .get(0)
-            .narrow(0, 4, 12)
-            .narrow(1, 2, 12)
-            .contiguous();
         Verdict {
             shortcut_score: 0.5,
             threshold: 0.028,
@@ -404,13 +396,7 @@ mod tests {
             suspect_boxes: vec![],
             global_cue: None,
             global_transform: None,
-            object: Some(ObjectMatch {
-                template: Vec::try_from(t.flatten(0, -1)).unwrap(),
-                h: 12,
-                w: 12,
-                inner: PixelBox::square(2, 2, 8),
-                cut: 0.6,
-            }),
+            object: Some(ObjectMatch::cut_from_first(images, 2, 4, 0.6)),
         }
     }
 
