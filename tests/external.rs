@@ -158,7 +158,7 @@ fn a_pytorch_model_with_a_baked_in_marker_is_flagged_localised_and_its_marked_fi
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
-        Some("rank,path,class,correlation,carries,x,y,w,h")
+        Some("rank,path,class,likeness,carries,x,y,w,h")
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     assert_eq!(rows.len(), 400, "every training file is scored");

@@ -83,6 +83,9 @@ pub struct CarrierSummary {
     /// At or above the detector's cut.
     pub carrying: usize,
     pub cut: f64,
+    /// What the files are scored by (`carriers::Measure::describe`).
+    #[serde(default)]
+    pub measure: String,
     /// The class the object pushes towards, and how many of the carrying
     /// files are of it.
     pub class: String,
@@ -99,7 +102,9 @@ pub struct ShownCarrier {
     pub rank: usize,
     pub path: PathBuf,
     pub class: String,
-    pub correlation: f64,
+    /// How well it matches the object (the summary's `measure`).
+    #[serde(alias = "correlation")]
+    pub likeness: f64,
     pub carries: bool,
     /// The image with the region outlined, relative to the report folder.
     pub picture: String,
@@ -415,7 +420,7 @@ fn clean_accuracy(
     Ok(right as f64 / labels.len().max(1) as f64)
 }
 
-/// `carriers.csv` (every training file, highest correlation first), and
+/// `carriers.csv` (every training file, closest match first), and
 /// the pictures of the files the report shows (the top ones and those
 /// around the cut, each with the region drawn) under `carriers/`.
 fn write_carriers(
@@ -426,8 +431,8 @@ fn write_carriers(
 ) -> anyhow::Result<CarrierSummary> {
     let mut ranked: Vec<&Carrier> = scored.iter().collect();
     ranked.sort_by(|a, b| {
-        b.correlation
-            .total_cmp(&a.correlation)
+        b.likeness
+            .total_cmp(&a.likeness)
             .then(a.index.cmp(&b.index))
     });
     let names = &train.data.class_names;
@@ -447,7 +452,7 @@ fn write_carriers(
                     rank: rank + 1,
                     path: train.files[c.index].clone(),
                     class: class_of(c).to_string(),
-                    correlation: c.correlation,
+                    likeness: c.likeness,
                     carries: c.carries,
                     picture,
                 })
@@ -465,6 +470,11 @@ fn write_carriers(
         scored: scored.len(),
         carrying: carrying.len(),
         cut: verdict.object.as_ref().map_or(f64::NAN, |o| o.cut),
+        measure: verdict
+            .object
+            .as_ref()
+            .map_or("", |o| o.measure.describe())
+            .to_string(),
         carrying_in_class: carrying.iter().filter(|c| class_of(c) == class).count(),
         class,
         top,
@@ -486,17 +496,17 @@ fn outlined(images: &Tensor, c: &Carrier) -> image::RgbImage {
     picture
 }
 
-/// `carriers.csv`: every training file, highest correlation first.
+/// `carriers.csv`: every training file, closest match first.
 fn write_carriers_csv(path: &Path, ranked: &[&Carrier], train: &Labelled) -> anyhow::Result<()> {
     let names = &train.data.class_names;
-    let mut csv = String::from("rank,path,class,correlation,carries,x,y,w,h\n");
+    let mut csv = String::from("rank,path,class,likeness,carries,x,y,w,h\n");
     for (rank, c) in ranked.iter().enumerate() {
         csv += &format!(
             "{},{},{},{:.4},{},{},{},{},{}\n",
             rank + 1,
             csv_field(&train.files[c.index].display().to_string()),
             csv_field(&names[train.data.labels[c.index] as usize]),
-            c.correlation,
+            c.likeness,
             c.carries,
             c.region.x,
             c.region.y,

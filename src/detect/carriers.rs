@@ -1,16 +1,49 @@
 //! Which training files carry the found object: every image scored by the
-//! detector's own match (the recurring object's best high-pass correlation
-//! anywhere in it, `template::best_matches`), and cut where the detector
-//! cuts (halfway between the object's correlation within its class and in
-//! the other classes), so that the data can be cleaned file by file.
+//! detector's own match, and cut where the detector cuts (halfway between
+//! the object's match within its class and in the other classes), so that
+//! the data can be cleaned file by file.
+//!
+//! Two measures, and the object keeps whichever tells its class from the
+//! others better on the detector's own sample (`ObjectMatch::of`):
+//! - the high-pass template's best normalised cross-correlation anywhere in
+//!   the image (`template::best_matches`): edges and strokes, whatever shows
+//!   through a translucent object;
+//! - the object's own grey levels, at the place where they differ least: a
+//!   flat object (a black box on a dark corner) has no edges to correlate,
+//!   but a stamped copy is the same pixels in every image it is on.
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::{template, RecurringObject};
 use crate::data::PixelBox;
 
+/// How an image is matched against the object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Measure {
+    /// The high-pass template's best correlation (-1 to 1).
+    #[default]
+    Correlation,
+    /// The object's grey levels: 1 - (the least RMS difference anywhere) / 255
+    /// (0 to 1; an exact copy is 1).
+    Pixels,
+}
+
+impl Measure {
+    /// The measure in words, for reports.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Measure::Correlation => "the object's best high-pass correlation anywhere in it",
+            Measure::Pixels => {
+                "how closely its grey levels somewhere match the object's (1 - RMS difference / 255)"
+            }
+        }
+    }
+}
+
 /// A recurring object as the detector matches it, in a form audit.json
-/// keeps: its high-pass template, the object's box inside it, and the cut.
+/// keeps: its high-pass template, the object's box inside it, the measure
+/// and the cut.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObjectMatch {
     /// `[h, w]`, row-major.
@@ -19,21 +52,125 @@ pub struct ObjectMatch {
     pub w: i64,
     /// The object's box inside the template.
     pub inner: PixelBox,
-    /// An image whose best correlation is at least this shows the object.
+    /// An image whose match (in `measure`) is at least this shows the object.
     pub cut: f64,
+    #[serde(default)]
+    pub measure: Measure,
+    /// For `Measure::Pixels`: the object's grey levels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pixels: Option<PixelTemplate>,
 }
 
+/// The grey levels a stamped object has in every copy: the median over its
+/// copies in the detector's sample, and which pixels the copies agree on
+/// (the object's own; what shows around or through it varies and is left
+/// out of the match).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PixelTemplate {
+    pub h: i64,
+    pub w: i64,
+    /// `[h, w]`, row-major.
+    pub grey: Vec<f32>,
+    /// `[h, w]`, row-major: the pixels matched.
+    pub mask: Vec<bool>,
+}
+
+/// Fewer copies than this in the detector's sample give no pixel template.
+const MIN_COPIES: usize = 3;
+/// A pixel is the object's when at least `AGREEING` of its copies are
+/// within `TOLERANCE` grey levels of their median there (half the
+/// quantum `recurrence` counts reproduced pixels in, so that pixel noise
+/// of a few grey levels either way is not mistaken for a copy), and it lies
+/// in a 3 x 3 patch of such pixels: smooth tissue agrees by chance in
+/// scattered single pixels, a stamped object in whole patches.
+const TOLERANCE: f64 = 4.0;
+const AGREEING: f64 = 0.75;
+/// ... and at least this many pixels are (one `recurrence` patch).
+const MIN_PIXELS: i64 = 9;
+
 impl ObjectMatch {
-    pub(super) fn of(o: &RecurringObject) -> Self {
+    /// The detector's object, with the measure that separates it better on
+    /// the detector's sample (`images`, uint8 `[B, 3, S, S]`): its class's
+    /// images (`members`) against the other classes' (`others`). Half of the
+    /// members (those it matches at the detector's cut) give the pixel
+    /// template; the other half and the other classes are what the two
+    /// measures are compared on (the separation of their means over their
+    /// pooled spread), so the pixels are never judged on their own source.
+    pub(super) fn of(
+        o: &RecurringObject,
+        images: &Tensor,
+        members: &[usize],
+        others: &[usize],
+    ) -> Self {
+        let _guard = tch::no_grad_guard();
         let (_, h, w) = o.template.size3().expect("[1, h, w] template");
         let template = Vec::try_from(o.template.to_kind(Kind::Float).flatten(0, -1))
             .expect("a float template");
-        Self {
+        let by_correlation = Self {
             template,
             h,
             w,
             inner: o.inner,
             cut: o.halfway,
+            measure: Measure::Correlation,
+            pixels: None,
+        };
+        let pick = |ids: &[usize]| images.index_select(0, &crate::data::index_tensor(ids));
+        let sources: Vec<usize> = members.iter().copied().step_by(2).collect();
+        let judged: Vec<usize> = members.iter().copied().skip(1).step_by(2).collect();
+        if judged.is_empty() || others.is_empty() {
+            return by_correlation;
+        }
+        let source_grey = grey(&pick(&sources));
+        let copies: Vec<Tensor> =
+            template::best_matches(&o.template, &template::high_pass(&pick(&sources)))
+                .into_iter()
+                .enumerate()
+                .filter(|(_, (_, r))| *r >= o.halfway)
+                .map(|(i, (window, _))| {
+                    let b = o.inner.shifted(window.x, window.y);
+                    source_grey
+                        .get(i as i64)
+                        .get(0)
+                        .narrow(0, b.y, b.h)
+                        .narrow(1, b.x, b.w)
+                })
+                .collect();
+        if copies.len() < MIN_COPIES {
+            return by_correlation;
+        }
+        let Some(pixels) = PixelTemplate::agreed(&Tensor::stack(&copies, 0)) else {
+            return by_correlation;
+        };
+        let by_pixels = Self {
+            measure: Measure::Pixels,
+            pixels: Some(pixels),
+            ..by_correlation.clone()
+        };
+        let values = |m: &Self, ids: &[usize]| -> Vec<f64> {
+            m.matches(&pick(ids))
+                .expect("the object fits the images it came from")
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect()
+        };
+        let separation = |within: &[f64], other: &[f64]| {
+            let (mw, vw) = mean_variance(within);
+            let (mo, vo) = mean_variance(other);
+            (mw - mo) / ((vw + vo) / 2.0).sqrt().max(1e-9)
+        };
+        let by_correlation_sep = separation(
+            &values(&by_correlation, &judged),
+            &values(&by_correlation, others),
+        );
+        let (within, other) = (values(&by_pixels, &judged), values(&by_pixels, others));
+        if separation(&within, &other) > by_correlation_sep {
+            Self {
+                cut: widest_margin(&within, &other),
+                ..by_pixels
+            }
+        } else {
+            by_correlation
         }
     }
 
@@ -54,6 +191,8 @@ impl ObjectMatch {
             w: 12,
             inner: PixelBox::square(2, 2, 8),
             cut,
+            measure: Measure::Correlation,
+            pixels: None,
         }
     }
 
@@ -67,6 +206,174 @@ impl ObjectMatch {
         );
         Ok(Tensor::from_slice(&self.template).view([1, self.h, self.w]))
     }
+
+    /// Where each of `images` (uint8 `[B, 3, S, S]`) matches the object best
+    /// (the object's box there) and how well, in the object's measure.
+    fn matches(&self, images: &Tensor) -> anyhow::Result<Vec<(PixelBox, f64)>> {
+        let size = images.size()[2];
+        let (h, w) = match (&self.measure, &self.pixels) {
+            (Measure::Correlation, _) => (self.h, self.w),
+            (Measure::Pixels, Some(p)) => (p.h, p.w),
+            (Measure::Pixels, None) => anyhow::bail!("a pixel match without its grey levels"),
+        };
+        anyhow::ensure!(
+            h <= size && w <= size,
+            "the object's template ({h} x {w}) is larger than the images ({size} px)"
+        );
+        Ok(match &self.pixels {
+            Some(p) if self.measure == Measure::Pixels => p
+                .least_difference(&grey(images))?
+                .into_iter()
+                .map(|(at, rms)| (at, 1.0 - rms / 255.0))
+                .collect(),
+            _ => template::best_matches(&self.tensor()?, &template::high_pass(images))
+                .into_iter()
+                .map(|(window, r)| (self.inner.shifted(window.x, window.y), r))
+                .collect(),
+        })
+    }
+}
+
+impl PixelTemplate {
+    /// The template of `copies` (`[C, h, w]` grey levels): their median,
+    /// on the pixels they agree on, cropped to those pixels' bounding box.
+    /// None when fewer than `MIN_PIXELS` agree.
+    fn agreed(copies: &Tensor) -> Option<Self> {
+        let median = copies.median_dim(0, false).0;
+        let agree = (copies - &median)
+            .abs()
+            .le(TOLERANCE)
+            .to_kind(Kind::Float)
+            .mean_dim([0i64].as_slice(), false, Kind::Float)
+            .ge(AGREEING);
+        let agree = opened(&agree); // [h, w]
+        if agree.sum(Kind::Int64).int64_value(&[]) < MIN_PIXELS {
+            return None;
+        }
+        let rows = agree.any_dim(1, false).nonzero().flatten(0, -1);
+        let cols = agree.any_dim(0, false).nonzero().flatten(0, -1);
+        let span = |t: &Tensor| (t.min().int64_value(&[]), t.max().int64_value(&[]));
+        let ((y0, y1), (x0, x1)) = (span(&rows), span(&cols));
+        let (h, w) = (y1 - y0 + 1, x1 - x0 + 1);
+        let crop = |t: &Tensor| {
+            t.narrow(0, y0, h)
+                .narrow(1, x0, w)
+                .contiguous()
+                .flatten(0, -1)
+        };
+        Some(Self {
+            h,
+            w,
+            grey: Vec::try_from(crop(&median).to_kind(Kind::Float)).expect("float grey levels"),
+            mask: Vec::try_from(crop(&agree)).expect("a bool mask"),
+        })
+    }
+
+    /// Where in each grey image (`[B, 1, S, S]`) the template's pixels
+    /// differ least, and that RMS difference in grey levels. In double
+    /// precision: the sums of squares of bright windows cancel.
+    fn least_difference(&self, grey: &Tensor) -> anyhow::Result<Vec<(PixelBox, f64)>> {
+        let (h, w) = (self.h, self.w);
+        let n = self.mask.iter().filter(|&&m| m).count();
+        anyhow::ensure!(
+            h > 0
+                && w > 0
+                && self.grey.len() as i64 == h * w
+                && self.mask.len() == self.grey.len()
+                && n > 0,
+            "a pixel template of {} values and {} mask pixels ({n} on) is not {h} x {w}",
+            self.grey.len(),
+            self.mask.len()
+        );
+        // Where: the sum over the mask of (x - t)^2 at every position, in
+        // float (grey levels centred on 128, so that the sums stay small).
+        let mask = Tensor::from_slice(&self.mask)
+            .to_kind(Kind::Float)
+            .view([1, 1, h, w]);
+        let t = Tensor::from_slice(&self.grey).view([1, 1, h, w]);
+        let centred_t = (&t - 128.0) * &mask;
+        let x = grey - 128.0;
+        let conv = |input: &Tensor, kernel: &Tensor| {
+            input.conv2d(kernel, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1)
+        };
+        let ssd = conv(&x.square(), &mask) - conv(&x, &centred_t) * 2.0
+            + centred_t.square().sum(Kind::Float); // [B, 1, H', W']
+        let width = ssd.size()[3];
+        let at: Vec<i64> =
+            Vec::try_from(ssd.flatten(1, -1).argmin(1, false)).expect("int64 positions");
+        // How much: the exact RMS difference there, in double.
+        let (t, mask) = (t.to_kind(Kind::Double), mask.to_kind(Kind::Double));
+        Ok(at
+            .into_iter()
+            .enumerate()
+            .map(|(i, at)| {
+                let region = PixelBox {
+                    x: at % width,
+                    y: at / width,
+                    w,
+                    h,
+                };
+                let window = grey
+                    .get(i as i64)
+                    .narrow(1, region.y, h)
+                    .narrow(2, region.x, w)
+                    .to_kind(Kind::Double);
+                let squared = ((window - &t.get(0)) * mask.get(0)).square();
+                let rms = (squared.sum(Kind::Double).double_value(&[]) / n as f64).sqrt();
+                (region, rms)
+            })
+            .collect())
+    }
+}
+
+/// The grey levels (channel mean, float) `[B, 1, S, S]` of uint8 images.
+fn grey(images: &Tensor) -> Tensor {
+    images
+        .to_kind(Kind::Float)
+        .mean_dim([1i64].as_slice(), true, Kind::Float)
+}
+
+/// The pixels of a boolean mask `[h, w]` that lie in a 3 x 3 patch of
+/// true pixels (a morphological opening).
+fn opened(mask: &Tensor) -> Tensor {
+    let (h, w) = (mask.size()[0], mask.size()[1]);
+    if h < 3 || w < 3 {
+        return mask.zeros_like();
+    }
+    let m = mask.to_kind(Kind::Float).view([1, 1, h, w]);
+    let pool = |x: &Tensor| x.max_pool2d([3, 3], [1, 1], [0, 0], [1, 1], false);
+    let whole: Tensor = 1.0 - pool(&(1.0 - m)); // [1, 1, h-2, w-2]: patch all true
+    pool(&whole.constant_pad_nd([2, 2, 2, 2]))
+        .view([h, w])
+        .gt(0.5)
+}
+
+/// The cut for the pixel measure: halfway between the closest match among
+/// the other classes' images and the next match of the class's images
+/// above it, the widest margin the sample allows (a stamped copy matches
+/// almost exactly, and a class whose images carry the object only in part
+/// has images below the cut that are not copies); halfway between the two
+/// means when no image of the class is above every other image.
+fn widest_margin(within: &[f64], other: &[f64]) -> f64 {
+    let highest_other = other.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let next_above = within
+        .iter()
+        .copied()
+        .filter(|&v| v > highest_other)
+        .fold(f64::INFINITY, f64::min);
+    if next_above.is_finite() && highest_other.is_finite() {
+        (highest_other + next_above) / 2.0
+    } else {
+        (mean_variance(within).0 + mean_variance(other).0) / 2.0
+    }
+}
+
+/// Mean and (population) variance.
+fn mean_variance(values: &[f64]) -> (f64, f64) {
+    let n = values.len().max(1) as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+    (mean, var)
 }
 
 /// One training image's score for the object.
@@ -74,8 +381,8 @@ impl ObjectMatch {
 pub struct Carrier {
     /// The image's position in the training set.
     pub index: usize,
-    /// The object's best correlation in it (-1 to 1).
-    pub correlation: f64,
+    /// How well it matches the object, in the object's measure (higher is closer).
+    pub likeness: f64,
     /// Where it matches best: the object's box there.
     pub region: PixelBox,
     /// At or above the detector's cut.
@@ -89,29 +396,21 @@ const BATCH: i64 = 64;
 /// the images' order.
 pub fn score(object: &ObjectMatch, images: &Tensor) -> anyhow::Result<Vec<Carrier>> {
     let _guard = tch::no_grad_guard();
-    let template = object.tensor()?;
-    let size = images.size()[2];
-    anyhow::ensure!(
-        object.h <= size && object.w <= size,
-        "the object's template ({} x {}) is larger than the images ({size} px)",
-        object.h,
-        object.w
-    );
     let n = images.size()[0];
     let mut out = Vec::with_capacity(n as usize);
     let mut start = 0;
     while start < n {
         let len = BATCH.min(n - start);
-        let high = template::high_pass(&images.narrow(0, start, len));
-        for (i, (window, r)) in template::best_matches(&template, &high)
+        for (i, (region, likeness)) in object
+            .matches(&images.narrow(0, start, len))?
             .into_iter()
             .enumerate()
         {
             out.push(Carrier {
                 index: start as usize + i,
-                correlation: r,
-                region: object.inner.shifted(window.x, window.y),
-                carries: r >= object.cut,
+                likeness,
+                region,
+                carries: likeness >= object.cut,
             });
         }
         start += len;
@@ -153,5 +452,112 @@ mod tests {
             (4 + 6, 6 + 4),
             "{third:?}"
         );
+    }
+
+    /// The detector's object cut from the first of `images` (a class-0
+    /// image) at `window`, with the object at `inner` inside it and its cut
+    /// halfway between its correlations within class 0 and in class 1, as
+    /// the detector cuts it; then calibrated on the images.
+    fn calibrated(images: &Tensor, window: PixelBox, inner: PixelBox) -> (ObjectMatch, Vec<usize>) {
+        let high = template::high_pass(images);
+        let n = images.size()[0] as usize;
+        let (members, others): (Vec<usize>, Vec<usize>) = (0..n).partition(|i| i % 2 == 0);
+        let t = template::crop(&high, 0, &window).unsqueeze(0);
+        let pick = |ids: &[usize]| high.index_select(0, &crate::data::index_tensor(ids));
+        let (within, other) = template::recurrence_gap(&t, &pick(&members[1..]), &pick(&others));
+        let o = RecurringObject {
+            template: t,
+            inner,
+            halfway: (within + other) / 2.0,
+        };
+        (ObjectMatch::of(&o, images, &members, &others), members)
+    }
+
+    /// Dark noisy images (grey 5-35); the even ones carry a flat black
+    /// 8 x 8 box in the top-right corner, as a fixed-corner stamp does.
+    fn black_corner_box(n: i64, size: i64) -> Tensor {
+        tch::manual_seed(1);
+        let images = (Tensor::rand([n, 1, size, size], (Kind::Float, tch::Device::Cpu)) * 30.0
+            + 5.0)
+            .to_kind(Kind::Uint8)
+            .repeat([1, 3, 1, 1]);
+        for i in (0..n).step_by(2) {
+            let _ = images
+                .get(i)
+                .narrow(1, 0, 8)
+                .narrow(2, size - 8, 8)
+                .fill_(0);
+        }
+        images
+    }
+
+    /// A flat black box has no edges inside it, and on a dark corner its
+    /// outline is faint: the high-pass correlation barely tells the
+    /// stamped images from the others, while their grey levels are the
+    /// box's exactly. The object keeps the grey levels, finds every stamped
+    /// image and no other, and the box where it is.
+    #[test]
+    fn a_flat_box_on_a_dark_corner_is_matched_by_its_grey_levels() {
+        let (n, size) = (64i64, 32i64);
+        let images = black_corner_box(n, size);
+        let window = PixelBox::square(size - 12, 0, 12);
+        let (object, members) = calibrated(&images, window, PixelBox::square(4, 0, 8));
+        assert_eq!(object.measure, Measure::Pixels, "{object:?}");
+        let pixels = object.pixels.as_ref().unwrap();
+        assert!(pixels.grey.iter().all(|&v| v == 0.0), "{pixels:?}");
+        let scored = score(&object, &images).unwrap();
+        for c in &scored {
+            assert_eq!(c.carries, members.contains(&c.index), "{c:?}");
+            if c.carries {
+                assert_eq!(c.likeness, 1.0, "{c:?}");
+                // The box, less any edge pixel a copy's match was a pixel off on.
+                let b = c.region;
+                assert!(
+                    b.x >= size - 8 && b.y >= 0 && b.x + b.w <= size && b.y + b.h <= 8,
+                    "{c:?}"
+                );
+                assert!(b.w >= 6 && b.h >= 6, "{c:?}");
+            }
+        }
+        // The correlation alone, on the same images, orders them worse.
+        let correlation = ObjectMatch {
+            measure: Measure::Correlation,
+            pixels: None,
+            ..object.clone()
+        };
+        let (pos, neg): (Vec<f64>, Vec<f64>) = {
+            let all = correlation.matches(&images).unwrap();
+            let pos = all.iter().step_by(2).map(|m| m.1).collect();
+            let neg = all.iter().skip(1).step_by(2).map(|m| m.1).collect();
+            (pos, neg)
+        };
+        assert!(crate::detect::evaluate::auroc(&pos, &neg).unwrap() < 0.99);
+    }
+
+    /// A translucent cross over bright noise: every copy's grey levels
+    /// differ (the noise shows through), its strokes do not. The object keeps
+    /// the correlation.
+    #[test]
+    fn a_translucent_cross_keeps_the_correlation() {
+        tch::manual_seed(2);
+        let (n, size) = (64i64, 32i64);
+        let images =
+            Tensor::rand([n, 1, size, size], (Kind::Float, tch::Device::Cpu)) * 180.0 + 40.0;
+        for i in (0..n).step_by(2) {
+            let (x, y) = (4 + (i * 3) % 16, 6 + (i * 5) % 14);
+            for (yy, xx, hh, ww) in [(y + 3, x, 2, 8), (y, x + 3, 8, 2)] {
+                let mut region = images.get(i).narrow(1, yy, hh).narrow(2, xx, ww);
+                let blended = &region * 0.5 + 127.0;
+                region.copy_(&blended);
+            }
+        }
+        let images = images.to_kind(Kind::Uint8).repeat([1, 3, 1, 1]);
+        let (object, _) = calibrated(
+            &images,
+            PixelBox::square(2, 4, 12),
+            PixelBox::square(2, 2, 8),
+        );
+        assert_eq!(object.measure, Measure::Correlation, "{object:?}");
+        assert!(object.pixels.is_none());
     }
 }

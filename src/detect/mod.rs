@@ -1184,7 +1184,10 @@ pub fn nave_detect(
         candidates,
         global_candidates,
         seconds: seconds.reported(),
-        object: objects[best].as_ref().map(carriers::ObjectMatch::of),
+        object: objects[best].as_ref().map(|o| {
+            let (members, others) = sc.split(class);
+            carriers::ObjectMatch::of(o, &sc.images, &members, &others)
+        }),
     })
 }
 

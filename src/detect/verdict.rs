@@ -24,7 +24,8 @@ pub const SHORTCUT_THRESHOLD: f64 = 0.028;
 
 /// Names the detector's method in the audit cache key: results of an older
 /// detector are recomputed.
-pub const DETECTOR_VERSION: &str = "object-transplant-1+global-cues-3+transform-named";
+pub const DETECTOR_VERSION: &str =
+    "object-transplant-1+global-cues-3+transform-named+carriers-by-pixels";
 
 /// One run's verdict, as audit.json stores it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
