@@ -4,6 +4,7 @@
 //! held-out ones) and reported on the rest.
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use serde_json::{json, Value};
@@ -19,7 +20,7 @@ use crate::data::PixelBox;
 use crate::detect::evaluate::{threshold_for_fpr, Figures, Scored};
 use crate::detect::splits::ChosenSplit;
 use crate::detect::{self, Detection, DetectorSpec, Evidence};
-use crate::run_folder::find_runs;
+use crate::run_folder::{find_runs, RunFolder};
 
 /// What the bench needs to know besides the zoo.
 pub struct BenchDetect<'a> {
@@ -33,6 +34,8 @@ pub struct BenchDetect<'a> {
     pub seeds: &'a [u64],
     pub max_fpr: f64,
     pub baseline: bool,
+    /// Runs measured at once (each with its share of the cores).
+    pub jobs: usize,
 }
 
 /// Share of probes whose suspect box has IoU >= 0.5 with the artefact's
@@ -108,7 +111,7 @@ fn report(rows: &[Scored], split: &ChosenSplit, max_fpr: f64) -> Value {
 struct CarrierRow {
     id: String,
     family: String,
-    /// AUROC of the object's correlation, stamped images against the others.
+    /// AUROC of the object's match (`carriers::Measure`), stamped images against the others.
     auroc: Option<f64>,
     /// Of the images at or above the detector's cut, the share stamped; of
     /// the stamped ones, the share at or above it.
@@ -150,9 +153,9 @@ fn carrier_figures(
     let (mut listed, mut right) = (0usize, 0usize);
     for (c, placed) in scored.iter().zip(&plan) {
         if placed.is_some() {
-            pos.push(c.correlation);
+            pos.push(c.likeness);
         } else {
-            neg.push(c.correlation);
+            neg.push(c.likeness);
         }
         listed += c.carries as usize;
         right += (c.carries && placed.is_some()) as usize;
@@ -214,77 +217,28 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
             split.source
         );
     }
-    let mut store = DataStore::default();
     let spec = DetectorSpec::default();
+    let bar = crate::ui::progress_bar(folders.len() as u64, "detecting");
+    let outcomes = in_parallel(&folders, b.jobs, |folder, store| {
+        let outcome = bench_run(folder, store, b, &spec, device);
+        bar.inc(1);
+        outcome
+    })?;
+    bar.finish_and_clear();
     let (mut nave_rows, mut base_rows) = (Vec::new(), Vec::new());
     let (mut nave_seconds, mut base_seconds) = (0.0, 0.0);
     let mut candidates = Vec::new();
     let mut carrier_rows = Vec::new();
     let mut steps = detect::StepSeconds::default();
-    let bar = crate::ui::progress_bar(folders.len() as u64, "detecting");
-    for folder in &folders {
-        let run = folder.spec()?;
-        let loaded = store.get(&run.dataset.source(), run.dataset.image_size)?;
-        let (train, test) = (&loaded.train, &loaded.test);
-        let size = test.image_size();
-        let settings = settings_for(
-            &run.audit,
-            &run,
-            &AuditOverrides::default(),
-            &test.class_names,
-        )?;
-        let taps = taps_for(&run, &AuditOverrides::default());
-        let model = load_model(&run, folder, test, &taps, device)?;
-        let artefact = Artefact::new(&run.watermark_spec, size)?;
-        let probe_set = ProbeSet::new(choose_probes(test, &settings.classes, b.probes)?, &artefact);
-        let (_, marked) = probe_set.images(test, &artefact);
-        let train_images = training_images(run.watermark(), run.seed, &artefact, train)?;
-        let grid = {
-            let one = crate::data::loader::normalize_u8(&marked.narrow(0, 0, 1).to_device(device));
-            let f = crate::nave::extract::features(&model, &one, &taps, None, 1)?;
-            (f.size()[2] as usize, f.size()[3] as usize)
-        };
-        let (_, gap) = final_accuracy(folder);
-        let row = |d: &Detection| Scored {
-            id: run.id.clone(),
-            family: run.variant.clone().unwrap_or_else(|| run.regime()),
-            arch: run.model.arch.to_string(),
-            seed: run.seed,
-            truth: Truth::of_gap(gap),
-            gap,
-            score: d.score,
-            hit_rate: hit_rate(d, &probe_set.masks, grid, size as usize),
-            pointing: pointing(d, &probe_set.masks),
-            global_artefact: run.watermark && artefact.is_global(),
-            global_verdict: d.global_cue.is_some(),
-        };
-        let evidence = Evidence {
-            model: &model,
-            train: &train_images,
-            labels: &train.labels,
-            class_names: &train.class_names,
-            probes: &marked,
-            device,
-        };
-        let t = Instant::now();
-        let d = detect::nave_detect(&evidence, &taps, &spec)?;
-        nave_seconds += t.elapsed().as_secs_f64();
-        steps.add(&d.seconds);
-        nave_rows.push(row(&d));
-        if let Some(c) = carrier_figures(&run, &d, &artefact, train, &train_images)? {
-            carrier_rows.push(c);
-        }
-        candidates
-            .push(json!({"id": run.id, "truth": Truth::of_gap(gap), "candidates": d.candidates, "global_candidates": d.global_candidates}));
-        if b.baseline {
-            let t = Instant::now();
-            let d = detect::occlusion_detect(&evidence, &spec)?;
-            base_seconds += t.elapsed().as_secs_f64();
-            base_rows.push(row(&d));
-        }
-        bar.inc(1);
+    for o in outcomes {
+        nave_seconds += o.nave_seconds;
+        base_seconds += o.base_seconds;
+        steps.add(&o.steps);
+        nave_rows.push(o.nave);
+        base_rows.extend(o.base);
+        carrier_rows.extend(o.carriers);
+        candidates.push(o.candidates);
     }
-    bar.finish_and_clear();
     Ok(json!({
         "runs": folders.len(),
         "exploratory": split.exploratory,
@@ -307,4 +261,158 @@ pub fn bench_detect(b: &BenchDetect, device: Device) -> anyhow::Result<Value> {
             "baseline_score": o.map(|o| o.score), "baseline_hit_rate": o.map(|o| o.hit_rate), "baseline_pointing": o.map(|o| o.pointing),
         })).collect::<Vec<_>>(),
     }))
+}
+
+/// What the bench measured on one run.
+struct RunOutcome {
+    nave: Scored,
+    base: Option<Scored>,
+    carriers: Option<CarrierRow>,
+    candidates: Value,
+    nave_seconds: f64,
+    base_seconds: f64,
+    steps: detect::StepSeconds,
+}
+
+/// Both detectors (the baseline when asked) and the carriers on one run.
+fn bench_run(
+    folder: &RunFolder,
+    store: &mut DataStore,
+    b: &BenchDetect,
+    spec: &DetectorSpec,
+    device: Device,
+) -> anyhow::Result<RunOutcome> {
+    let run = folder.spec()?;
+    let loaded = store.get(&run.dataset.source(), run.dataset.image_size)?;
+    let (train, test) = (&loaded.train, &loaded.test);
+    let size = test.image_size();
+    let settings = settings_for(
+        &run.audit,
+        &run,
+        &AuditOverrides::default(),
+        &test.class_names,
+    )?;
+    let taps = taps_for(&run, &AuditOverrides::default());
+    let model = load_model(&run, folder, test, &taps, device)?;
+    let artefact = Artefact::new(&run.watermark_spec, size)?;
+    let probe_set = ProbeSet::new(choose_probes(test, &settings.classes, b.probes)?, &artefact);
+    let (_, marked) = probe_set.images(test, &artefact);
+    let train_images = training_images(run.watermark(), run.seed, &artefact, train)?;
+    let grid = {
+        let one = crate::data::loader::normalize_u8(&marked.narrow(0, 0, 1).to_device(device));
+        let f = crate::nave::extract::features(&model, &one, &taps, None, 1)?;
+        (f.size()[2] as usize, f.size()[3] as usize)
+    };
+    let (_, gap) = final_accuracy(folder);
+    let row = |d: &Detection| Scored {
+        id: run.id.clone(),
+        family: run.variant.clone().unwrap_or_else(|| run.regime()),
+        arch: run.model.arch.to_string(),
+        seed: run.seed,
+        truth: Truth::of_gap(gap),
+        gap,
+        score: d.score,
+        hit_rate: hit_rate(d, &probe_set.masks, grid, size as usize),
+        pointing: pointing(d, &probe_set.masks),
+        global_artefact: run.watermark && artefact.is_global(),
+        global_verdict: d.global_cue.is_some(),
+    };
+    let evidence = Evidence {
+        model: &model,
+        train: &train_images,
+        labels: &train.labels,
+        class_names: &train.class_names,
+        probes: &marked,
+        device,
+    };
+    let t = Instant::now();
+    let d = detect::nave_detect(&evidence, &taps, spec)?;
+    let nave_seconds = t.elapsed().as_secs_f64();
+    let carriers = carrier_figures(&run, &d, &artefact, train, &train_images)?;
+    let candidates = json!({"id": run.id, "truth": Truth::of_gap(gap), "candidates": d.candidates, "global_candidates": d.global_candidates});
+    let (base, base_seconds) = if b.baseline {
+        let t = Instant::now();
+        let base = detect::occlusion_detect(&evidence, spec)?;
+        (Some(row(&base)), t.elapsed().as_secs_f64())
+    } else {
+        (None, 0.0)
+    };
+    Ok(RunOutcome {
+        nave: row(&d),
+        base,
+        carriers,
+        candidates,
+        nave_seconds,
+        base_seconds,
+        steps: d.seconds,
+    })
+}
+
+/// `work` on every item, `jobs` at a time, each worker with its own data
+/// store and an equal share of libtorch's threads; the outcomes in the
+/// items' order, or the first error in that order (no new item is started
+/// after an error).
+fn in_parallel<I: Sync, T: Send>(
+    items: &[I],
+    jobs: usize,
+    work: impl Fn(&I, &mut DataStore) -> anyhow::Result<T> + Sync,
+) -> anyhow::Result<Vec<T>> {
+    let jobs = jobs.clamp(1, items.len().max(1));
+    if jobs == 1 {
+        let mut store = DataStore::default();
+        return items.iter().map(|f| work(f, &mut store)).collect();
+    }
+    let threads = (tch::get_num_threads() / jobs as i32).max(1);
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let mut done: Vec<(usize, anyhow::Result<T>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..jobs)
+            .map(|_| {
+                scope.spawn(|| {
+                    // libtorch's intra-op threads are set per calling thread.
+                    tch::set_num_threads(threads);
+                    let mut store = DataStore::default();
+                    let mut done = Vec::new();
+                    while !failed.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        let outcome = work(item, &mut store);
+                        failed.fetch_or(outcome.is_err(), Ordering::Relaxed);
+                        done.push((i, outcome));
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a bench worker panicked"))
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, outcome)| outcome).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_outcomes_keep_the_order_and_the_first_error_wins() {
+        let items: Vec<u64> = (0..23).collect();
+        for jobs in [1, 2, 3] {
+            let doubled = in_parallel(&items, jobs, |&i, _| {
+                // Uneven work, so that the workers finish out of order.
+                std::thread::sleep(std::time::Duration::from_millis((i * 7) % 5));
+                Ok(i * 2)
+            })
+            .unwrap();
+            assert_eq!(doubled, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+            let failed = in_parallel(&items, jobs, |&i, _| {
+                anyhow::ensure!(i != 5 && i != 9, "item {i}");
+                Ok(i)
+            });
+            assert_eq!(failed.unwrap_err().to_string(), "item 5", "jobs {jobs}");
+        }
+    }
 }

@@ -39,6 +39,7 @@ fn bench_detect(a: &BenchDetectArgs, device: Device) -> anyhow::Result<serde_jso
             seeds: &a.seeds,
             max_fpr: a.max_fpr,
             baseline: !a.no_baseline,
+            jobs: a.jobs,
         },
         device,
     )
