@@ -412,11 +412,11 @@ pub struct ReviseArgs {
     /// else augment). `none` is the control: the same fine-tune, nothing neutralised.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub method: Option<Vec<crate::config::ReviseMethod>>,
-    /// Fine-tuning epochs (default: the experiment's revise.epochs, else 6).
+    /// Fine-tuning epochs (default: the experiment's revise.epochs, else 12).
     #[arg(value_parser = at_least_one, long)]
     pub epochs: Option<usize>,
     /// The fine-tune's learning rate as a share of the run's (default: the
-    /// experiment's revise.lr_scale, else 0.2).
+    /// experiment's revise.lr_scale, else 0.5).
     #[arg(long)]
     pub lr_scale: Option<f64>,
     /// Revise a run that is not flagged, on the detector's best candidate.
