@@ -309,6 +309,10 @@ fn a_revised_shortcut_run_loses_its_gap_and_flag_without_reading_the_artefact() 
             reports_b.join("rv").to_str().unwrap(),
             "--method",
             method,
+            // Route A's settings come from its experiment file; route B's
+            // folder has none, so they are named here.
+            "--epochs",
+            "6",
             "--lr-scale",
             "0.5",
         ]));

@@ -117,6 +117,8 @@ struct CarrierRow {
     /// the stamped ones, the share at or above it.
     precision: f64,
     recall: f64,
+    /// The measure the object kept (`carriers::Measure`).
+    measure: crate::detect::carriers::Measure,
     seconds: f64,
 }
 
@@ -166,6 +168,7 @@ fn carrier_figures(
         auroc: crate::detect::evaluate::auroc(&pos, &neg),
         precision: right as f64 / listed.max(1) as f64,
         recall: right as f64 / pos.len().max(1) as f64,
+        measure: object.measure,
         seconds,
     }))
 }
@@ -191,7 +194,7 @@ fn carriers_report(rows: &[CarrierRow]) -> Value {
             "recall": stat(rs.iter().map(|r| r.recall).collect()),
         }))).collect::<BTreeMap<_, _>>(),
         "per_run": rows.iter().map(|r| json!({"id": r.id, "family": r.family, "auroc": r.auroc,
-            "precision": r.precision, "recall": r.recall, "seconds": r.seconds})).collect::<Vec<_>>(),
+            "precision": r.precision, "recall": r.recall, "measure": r.measure, "seconds": r.seconds})).collect::<Vec<_>>(),
     })
 }
 
