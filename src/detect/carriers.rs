@@ -121,7 +121,7 @@ impl ObjectMatch {
         if judged.is_empty() || others.is_empty() {
             return by_correlation;
         }
-        let source_grey = grey(&pick(&sources));
+        let source_grey = template::grey(&pick(&sources));
         let copies: Vec<Tensor> =
             template::best_matches(&o.template, &template::high_pass(&pick(&sources)))
                 .into_iter()
@@ -211,25 +211,29 @@ impl ObjectMatch {
     /// (the object's box there) and how well, in the object's measure.
     fn matches(&self, images: &Tensor) -> anyhow::Result<Vec<(PixelBox, f64)>> {
         let size = images.size()[2];
-        let (h, w) = match (&self.measure, &self.pixels) {
-            (Measure::Correlation, _) => (self.h, self.w),
-            (Measure::Pixels, Some(p)) => (p.h, p.w),
-            (Measure::Pixels, None) => anyhow::bail!("a pixel match without its grey levels"),
+        let fits = |h: i64, w: i64| {
+            anyhow::ensure!(
+                h <= size && w <= size,
+                "the object's template ({h} x {w}) is larger than the images ({size} px)"
+            );
+            Ok(())
         };
-        anyhow::ensure!(
-            h <= size && w <= size,
-            "the object's template ({h} x {w}) is larger than the images ({size} px)"
-        );
-        Ok(match &self.pixels {
-            Some(p) if self.measure == Measure::Pixels => p
-                .least_difference(&grey(images))?
-                .into_iter()
-                .map(|(at, rms)| (at, 1.0 - rms / 255.0))
-                .collect(),
-            _ => template::best_matches(&self.tensor()?, &template::high_pass(images))
-                .into_iter()
-                .map(|(window, r)| (self.inner.shifted(window.x, window.y), r))
-                .collect(),
+        Ok(match (self.measure, &self.pixels) {
+            (Measure::Correlation, _) => {
+                fits(self.h, self.w)?;
+                template::best_matches(&self.tensor()?, &template::high_pass(images))
+                    .into_iter()
+                    .map(|(window, r)| (self.inner.shifted(window.x, window.y), r))
+                    .collect()
+            }
+            (Measure::Pixels, Some(p)) => {
+                fits(p.h, p.w)?;
+                p.least_difference(&template::grey(images))?
+                    .into_iter()
+                    .map(|(at, rms)| (at, 1.0 - rms / 255.0))
+                    .collect()
+            }
+            (Measure::Pixels, None) => anyhow::bail!("a pixel match without its grey levels"),
         })
     }
 }
@@ -270,8 +274,10 @@ impl PixelTemplate {
     }
 
     /// Where in each grey image (`[B, 1, S, S]`) the template's pixels
-    /// differ least, and that RMS difference in grey levels. In double
-    /// precision: the sums of squares of bright windows cancel.
+    /// differ least, and that RMS difference in grey levels: the place by
+    /// sums of squares over every position in float, the difference there
+    /// again in double (the float sums of an exact copy cancel to a few
+    /// units, not to 0).
     fn least_difference(&self, grey: &Tensor) -> anyhow::Result<Vec<(PixelBox, f64)>> {
         let (h, w) = (self.h, self.w);
         let n = self.mask.iter().filter(|&&m| m).count();
@@ -326,13 +332,6 @@ impl PixelTemplate {
     }
 }
 
-/// The grey levels (channel mean, float) `[B, 1, S, S]` of uint8 images.
-fn grey(images: &Tensor) -> Tensor {
-    images
-        .to_kind(Kind::Float)
-        .mean_dim([1i64].as_slice(), true, Kind::Float)
-}
-
 /// The pixels of a boolean mask `[h, w]` that lie in a 3 x 3 patch of
 /// true pixels (a morphological opening).
 fn opened(mask: &Tensor) -> Tensor {
@@ -356,16 +355,8 @@ fn opened(mask: &Tensor) -> Tensor {
 /// means when no image of the class is above every other image.
 fn widest_margin(within: &[f64], other: &[f64]) -> f64 {
     let highest_other = other.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let next_above = within
-        .iter()
-        .copied()
-        .filter(|&v| v > highest_other)
-        .fold(f64::INFINITY, f64::min);
-    if next_above.is_finite() && highest_other.is_finite() {
-        (highest_other + next_above) / 2.0
-    } else {
-        (mean_variance(within).0 + mean_variance(other).0) / 2.0
-    }
+    super::evaluate::halfway_to_next(highest_other, within.iter().copied())
+        .unwrap_or_else(|| (mean_variance(within).0 + mean_variance(other).0) / 2.0)
 }
 
 /// Mean and (population) variance.

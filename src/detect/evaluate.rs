@@ -227,11 +227,15 @@ pub fn threshold_for_fpr(runs: &[&Scored], max_fpr: f64) -> f64 {
     let allowed = (max_fpr * neg.len() as f64).floor() as usize;
     // Flagging the `allowed` highest negatives is acceptable; the next must not be.
     let above = neg.get(allowed).copied().unwrap_or(f64::NEG_INFINITY);
-    let next = pos.iter().chain(&neg).copied().filter(|&s| s > above);
-    match next.reduce(f64::min) {
-        Some(lowest) if above.is_finite() => (above + lowest) / 2.0,
-        _ => above + 1e-6,
-    }
+    halfway_to_next(above, pos.iter().chain(&neg).copied()).unwrap_or(above + 1e-6)
+}
+
+/// The widest-margin cut over `above` (a score that must stay below it):
+/// halfway between it and the lowest of `scores` above it; None when `above`
+/// is not finite or nothing scores above it.
+pub fn halfway_to_next(above: f64, scores: impl Iterator<Item = f64>) -> Option<f64> {
+    let lowest = scores.filter(|&s| s > above).reduce(f64::min)?;
+    above.is_finite().then(|| (above + lowest) / 2.0)
 }
 
 impl Figures {

@@ -20,11 +20,17 @@ const BLUR: i64 = 5;
 /// flat: it correlates with nothing.
 const FLAT_RMS: f64 = 1.0;
 
+/// The grey levels (channel mean) `[B, 1, S, S]`, float, of uint8 images
+/// `[B, 3, S, S]`.
+pub fn grey(images: &Tensor) -> Tensor {
+    images
+        .to_kind(Kind::Float)
+        .mean_dim([1i64].as_slice(), true, Kind::Float)
+}
+
 /// The high-pass grey images `[B, 1, S, S]` (float) of uint8 images `[B, 3, S, S]`.
 pub fn high_pass(images: &Tensor) -> Tensor {
-    let grey = images
-        .to_kind(Kind::Float)
-        .mean_dim([1i64].as_slice(), true, Kind::Float);
+    let grey = grey(images);
     let local = grey.avg_pool2d(
         [BLUR, BLUR],
         [1, 1],
