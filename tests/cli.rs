@@ -256,4 +256,31 @@ fn kmeans_bench_runs_every_seed_and_matches_scikit_learn() {
             "inertia: ours {ia}, scikit-learn {ib}"
         );
     }
+
+    // The same comparison in one run: --sklearn runs the script itself.
+    let out = nave_lab()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "--device", "cpu", "bench", "kmeans", "-k", "3", "--seeds", "3",
+        ])
+        .args(["--engines", "kmeans", "--features"])
+        .arg(&features)
+        .arg("--same-start")
+        .arg(dir.join("starts-again"))
+        .arg("--sklearn")
+        .arg(common::reference_python())
+        .output()
+        .unwrap();
+    common::assert_ok(&out);
+    let both: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let per_k = &both["sklearn"]["per_k"][0];
+    assert_eq!(per_k["k"], 3);
+    let seeds = per_k["seeds"].as_array().unwrap();
+    assert_eq!(seeds.len(), 3, "{per_k}");
+    for s in seeds {
+        let its = s["iterations"].as_array().unwrap();
+        assert_eq!(its[0], its[1], "{s}");
+        assert!(s["speed_up"].as_f64().unwrap() > 0.0);
+    }
+    assert!(per_k["largest_inertia_difference"].as_f64().unwrap() < 1e-4);
 }

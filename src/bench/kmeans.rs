@@ -58,6 +58,12 @@ pub struct BenchKmeansArgs {
     /// benches/kmeans_sklearn.py --start DIR iterates from the same centres.
     #[arg(long)]
     pub same_start: Option<std::path::PathBuf>,
+    /// With --same-start: then run scikit-learn (this Python, with
+    /// scikit-learn installed) from the same centres on the same matrix, in
+    /// the same run, and report its times and the speed-up per seed. Runs
+    /// benches/kmeans_sklearn.py from the current folder.
+    #[arg(long, requires = "same_start")]
+    pub sklearn: Option<std::path::PathBuf>,
 }
 
 pub fn bench_kmeans(a: &BenchKmeansArgs, device: Device) -> anyhow::Result<serde_json::Value> {
@@ -93,8 +99,13 @@ pub fn bench_kmeans(a: &BenchKmeansArgs, device: Device) -> anyhow::Result<serde
             results.extend(runs);
         }
     }
+    let versus = match &a.sklearn {
+        Some(python) => Some(versus_sklearn(a, python, &results)?),
+        None => None,
+    };
     Ok(json!({
         "bench": "kmeans",
+        "sklearn": versus,
         "device": crate::device::device_name(device),
         "threads": tch::get_num_threads(),
         "source": source,
@@ -106,6 +117,109 @@ pub fn bench_kmeans(a: &BenchKmeansArgs, device: Device) -> anyhow::Result<serde
         "results": results,
         "medians": medians,
     }))
+}
+
+/// `--sklearn`: scikit-learn's KMeans from the centres `--same-start` saved,
+/// on the matrix file, timed by benches/kmeans_sklearn.py; per K, each
+/// seed's speed-up (its seconds over our iterations' seconds, both from the
+/// same start) and how far the two inertias are apart.
+fn versus_sklearn(
+    a: &BenchKmeansArgs,
+    python: &std::path::Path,
+    ours: &[serde_json::Value],
+) -> anyhow::Result<serde_json::Value> {
+    let script = std::path::Path::new("benches/kmeans_sklearn.py");
+    anyhow::ensure!(
+        script.is_file(),
+        "{} not found: run `bench kmeans --sklearn` from the repository root",
+        script.display()
+    );
+    let matrix = a
+        .features
+        .as_ref()
+        .or(a.save_features.as_ref())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--sklearn needs the matrix as a file: give --features or --save-features"
+            )
+        })?;
+    let start_dir = a.same_start.as_ref().expect("clap requires --same-start");
+    let ks: Vec<String> = a.k.iter().map(|k| k.to_string()).collect();
+    let output = std::process::Command::new(python)
+        .arg(script)
+        .arg(matrix)
+        .args(["-k", &ks.join(",")])
+        .args([
+            "--tol",
+            &a.tol.to_string(),
+            "--max-iter",
+            &a.max_iter.to_string(),
+        ])
+        .args([
+            "--seed",
+            &a.seed.to_string(),
+            "--seeds",
+            &a.seeds.max(1).to_string(),
+        ])
+        .arg("--start")
+        .arg(start_dir)
+        .output()
+        .with_context(|| format!("running {}", python.display()))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{} {} failed: {}",
+        python.display(),
+        script.display(),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    let theirs: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("reading the output of {}", script.display()))?;
+    let their_runs = theirs["results"].as_array().cloned().unwrap_or_default();
+    let mut per_k = Vec::new();
+    for &k in &a.k {
+        let mut seeds = Vec::new();
+        for run in ours
+            .iter()
+            .filter(|r| r["engine"] == "kmeans" && r["k"] == k)
+        {
+            let Some(them) = their_runs
+                .iter()
+                .find(|t| t["k"] == k && t["seed"] == run["seed"])
+            else {
+                continue;
+            };
+            let (Some(ours_s), Some(theirs_s)) =
+                (run["iteration_seconds"].as_f64(), them["seconds"].as_f64())
+            else {
+                continue;
+            };
+            let (oi, ti) = (
+                run["inertia"].as_f64().unwrap_or(f64::NAN),
+                them["inertia"].as_f64().unwrap_or(f64::NAN),
+            );
+            seeds.push(json!({
+                "seed": run["seed"],
+                "ours_seconds": ours_s,
+                "sklearn_seconds": theirs_s,
+                "speed_up": theirs_s / ours_s,
+                "iterations": [run["iterations"], them["iterations"]],
+                "inertia_relative_difference": (oi - ti).abs() / ti.abs(),
+            }));
+        }
+        let column =
+            |key: &str| -> Vec<f64> { seeds.iter().filter_map(|s| s[key].as_f64()).collect() };
+        let (ours_s, theirs_s) = (column("ours_seconds"), column("sklearn_seconds"));
+        per_k.push(json!({
+            "k": k,
+            "seeds": seeds,
+            "median_speed_up": stats::median(&column("speed_up")),
+            // The ratio of the median times, which the seed with the median
+            // iteration count dominates.
+            "speed_up_of_medians": stats::median(&theirs_s) / stats::median(&ours_s),
+            "largest_inertia_difference": column("inertia_relative_difference").into_iter().fold(0.0, f64::max),
+        }));
+    }
+    Ok(json!({ "python": python.display().to_string(), "per_k": per_k, "runs": their_runs }))
 }
 
 /// The matrix to cluster, on `device`, and where it came from: a saved

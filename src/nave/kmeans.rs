@@ -143,35 +143,34 @@ struct Bounded {
 }
 
 impl Bounded {
-    /// The first iteration: every row's distances to every centre.
+    /// The first iteration: every row's distances to every centre, and the
+    /// centre sums from the same chunks while they are in cache.
     fn first_pass(x: &Tensor, x_sq: &Tensor, centres: &Tensor) -> Self {
         let (k, d) = centres.size2().expect("[K, D]");
         let c_sq = sq_norms(centres);
         let (n, chunk) = (x.size()[0], chunk_rows(x));
-        let sums = Tensor::zeros([k, d], (Kind::Float, x.device()));
-        let counts = Tensor::zeros([k], (Kind::Float, x.device()));
+        let mut sums = Tensor::zeros([k, d], (Kind::Double, x.device()));
         let (mut labels, mut upper, mut lower) = (Vec::new(), Vec::new(), Vec::new());
         for s in (0..n).step_by(chunk as usize) {
             let len = chunk.min(n - s);
             let xc = x.narrow(0, s, len);
             let dist = sq_dists(&xc, &x_sq.narrow(0, s, len), centres, &c_sq).sqrt();
             let (best, l) = dist.min_dim(1, false);
-            let _ = sums.shallow_clone().index_add_(0, &l, &xc);
-            let _ = counts.shallow_clone().index_add_(
-                0,
-                &l,
-                &Tensor::ones([len], (Kind::Float, x.device())),
-            );
+            // A chunk's sums in float32, the total in f64: the inertia is
+            // computed from these sums.
+            let part = Tensor::zeros([k, d], (Kind::Float, x.device())).index_add(0, &l, &xc);
+            sums += part.to_kind(Kind::Double);
             labels.push(l);
             upper.push(best);
             lower.push(dist);
         }
+        let labels = Tensor::cat(&labels, 0);
         Bounded {
-            labels: Tensor::cat(&labels, 0),
+            counts: labels.bincount(None::<Tensor>, k).to_kind(Kind::Double),
+            labels,
             upper: Tensor::cat(&upper, 0),
             lower: Tensor::cat(&lower, 0),
-            sums: sums.to_kind(Kind::Double),
-            counts: counts.to_kind(Kind::Double),
+            sums,
         }
     }
 
@@ -185,6 +184,20 @@ impl Bounded {
             / n;
         let mean_sq = x_sq.sum(Kind::Double).double_value(&[]) / n;
         ((mean_sq - mean.square().sum(Kind::Double).double_value(&[])) / d).max(0.0)
+    }
+
+    /// Sum of squared distances of the rows to `centres` under the current
+    /// labels, from the centre sums: |x|^2 - 2 c.S + n |c|^2 per centre.
+    fn inertia(&self, x_sq: &Tensor, centres: &Tensor) -> f64 {
+        let c = centres.to_kind(Kind::Double);
+        let rows = x_sq.sum(Kind::Double).double_value(&[]);
+        let cross = (&c * &self.sums).sum(Kind::Double).double_value(&[]);
+        let own = (&self.counts
+            * c.square()
+                .sum_dim_intlist([1i64].as_slice(), false, Kind::Double))
+        .sum(Kind::Double)
+        .double_value(&[]);
+        (rows - 2.0 * cross + own).max(0.0)
     }
 
     /// Means of the assigned rows. An empty cluster takes, as scikit-learn
@@ -386,13 +399,15 @@ fn lloyd_elkan(
             break;
         }
     }
+    // Final assignment to the final centres, as scikit-learn does: through
+    // the bounds like any iteration, with the sums kept, which give the
+    // inertia without reading the matrix again.
     centres = next;
-    // Final assignment to the final centres, as scikit-learn does; one full
-    // pass, which also gives the exact inertia.
-    let (dist, final_labels) = assign(x, x_sq, &centres);
+    state.centres_moved(&shift);
+    state.reassign(x, x_sq, &centres, margin);
     KMeansResult {
-        inertia: dist.sum(Kind::Double).double_value(&[]),
-        labels: final_labels,
+        inertia: state.inertia(x_sq, &centres),
+        labels: state.labels,
         centres,
         iterations,
     }
@@ -428,7 +443,7 @@ mod tests {
         mut centres: Tensor,
         tol: f64,
         max_iter: usize,
-    ) -> (Vec<i64>, usize) {
+    ) -> (Vec<i64>, usize, f64) {
         let x_sq = row_sq_norms(x);
         let threshold = tol * naive_mean_variance(x);
         let k = centres.size()[0];
@@ -456,8 +471,9 @@ mod tests {
                 break;
             }
         }
-        let (_, labels) = assign(x, &x_sq, &centres);
-        (Vec::try_from(&labels).unwrap(), iterations)
+        let (dist, labels) = assign(x, &x_sq, &centres);
+        let inertia = dist.sum(Kind::Double).double_value(&[]);
+        (Vec::try_from(&labels).unwrap(), iterations, inertia)
     }
 
     #[test]
@@ -500,17 +516,23 @@ mod tests {
         for seed in 0..3 {
             let x_sq = row_sq_norms(&x);
             let init = init_plus_plus(&x, &x_sq, 6, &mut ChaCha8Rng::seed_from_u64(seed));
-            let (want, want_iterations) = plain_lloyd(&x, init.copy(), 0.0, 300);
-            let got = lloyd_elkan(&x, &x_sq, init, 0.0, 300);
+            let (want, want_iterations, want_inertia) = plain_lloyd(&x, init.copy(), 0.0, 300);
             assert!(
                 want_iterations > 5,
                 "too easy a case: {want_iterations} iterations"
             );
+            let got = lloyd_elkan(&x, &x_sq, init, 0.0, 300);
             assert_eq!(got.iterations, want_iterations, "seed {seed}");
             assert_eq!(
                 Vec::<i64>::try_from(&got.labels).unwrap(),
                 want,
                 "seed {seed}"
+            );
+            // The inertia comes from the centre sums, not a last pass.
+            assert!(
+                (got.inertia - want_inertia).abs() < 1e-6 * want_inertia,
+                "seed {seed}: inertia {} vs {want_inertia}",
+                got.inertia
             );
         }
     }
