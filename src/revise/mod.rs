@@ -322,12 +322,19 @@ impl<'a> Plan<'a> {
         )
         .with_context(|| format!("revising {}", original.id))?;
         crate::info!(
-            "{}: {} of {} training images changed{}; fine-tuning {} epoch(s) from {}",
+            "{}: {} of {} training images changed{}{}; fine-tuning {} epoch(s) from {}",
             self.spec.id,
             done.changed,
             data.train.labels.len(),
             done.carriers
                 .map(|c| format!(" ({c} carry the found object)"))
+                .unwrap_or_default(),
+            done.reach
+                .filter(|r| *r != neutralise::Reach::default())
+                .map(|r| format!(
+                    ", the object reaching {} px left, {} up, {} right, {} down beyond its matched box",
+                    r.left, r.top, r.right, r.bottom
+                ))
                 .unwrap_or_default(),
             self.spec.train.epochs,
             self.original.model().display()

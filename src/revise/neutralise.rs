@@ -42,6 +42,9 @@ pub struct Neutralised {
     pub changed: usize,
     /// Images that carry the found object (None for a global cue or `none`).
     pub carriers: Option<usize>,
+    /// How far the object was found to reach beyond the box the detector
+    /// matches (None for a global cue or `none`).
+    pub reach: Option<Reach>,
 }
 
 /// `images` (uint8 `[N, 3, S, S]`, labels `labels`) with what `evidence`
@@ -60,6 +63,7 @@ pub fn neutralise(
             images: images.shallow_clone(),
             changed: 0,
             carriers: None,
+            reach: None,
         });
     }
     let Some(class_name) = evidence.class.as_deref() else {
@@ -104,14 +108,16 @@ fn neutralise_object(
     let found = carriers::score(object, images).context("finding the object's carriers")?;
     let size = images.size()[2];
     let mut pixels = Vec::<u8>::try_from(images.contiguous().flatten(0, -1))?;
+    // The whole object, not only the part the detector's box matches.
+    let reach = Reach::of(&pixels, size, &found);
+    let whole = |c: &Carrier| clipped(around(reach.grow(c.region)), size);
     let changed = match method {
         ReviseMethod::Mask => {
             // Every image, carrier or not, is painted where it matches the
             // object best: a carrier the cut missed loses its object too,
             // and the painted patch, in every class, tells none apart.
             for c in &found {
-                let b = clipped(around(c.region), size);
-                fill_from_border(image_mut(&mut pixels, c.index, size), size, b);
+                fill_from_border(image_mut(&mut pixels, c.index, size), size, whole(c));
             }
             found.len()
         }
@@ -127,8 +133,7 @@ fn neutralise_object(
             let painted: std::collections::BTreeSet<usize> =
                 members[..members.len() / 2].iter().copied().collect();
             for &i in &painted {
-                let b = clipped(around(found[i].region), size);
-                fill_from_border(image_mut(&mut pixels, i, size), size, b);
+                fill_from_border(image_mut(&mut pixels, i, size), size, whole(&found[i]));
             }
             let kept: Vec<&Carrier> = found
                 .iter()
@@ -144,6 +149,7 @@ fn neutralise_object(
                     &kept,
                     target,
                     size,
+                    &whole,
                     &mut rng,
                 )
         }
@@ -153,6 +159,7 @@ fn neutralise_object(
         images: Tensor::from_slice(&pixels).view_(images.size()),
         changed,
         carriers: Some(found.iter().filter(|c| c.carries).count()),
+        reach: Some(reach),
     })
 }
 
@@ -177,6 +184,7 @@ fn neutralise_global(
             images: out,
             changed: 0,
             carriers: None,
+            reach: None,
         };
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x474c_4f42);
@@ -206,6 +214,7 @@ fn neutralise_global(
         images: out,
         changed,
         carriers: None,
+        reach: None,
     }
 }
 
@@ -236,6 +245,157 @@ fn move_looks(
         }
         _ => global::apply_cue(images, from, group, cue, &moved),
     }
+}
+
+/// How far a stamped object reaches beyond the box the detector matches, on
+/// each side. The detector's template may hold only part of the object: the
+/// visible edge of a box half on a black border, a corner its window
+/// clipped. Painting or pasting that part alone leaves the rest, which the
+/// model reads as well as the whole. Around the matched box of the images
+/// that carry the object, the pixels that belong to it are those the
+/// carriers agree on (at least `AGREEING` of them within `TOLERANCE` grey
+/// levels of their median) while the images that lack it seldom show that
+/// value at the same place (fewer than `USUAL` of them): what every image
+/// has there, a black border, is not the object. The reach is the extent of
+/// the patch of such pixels that touches the matched box.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reach {
+    pub left: i64,
+    pub top: i64,
+    pub right: i64,
+    pub bottom: i64,
+}
+
+/// Carriers and non-carriers needed, and the most looked at.
+const REACH_MIN_IMAGES: usize = 5;
+const REACH_MAX_IMAGES: usize = 64;
+const TOLERANCE: f64 = 4.0;
+const AGREEING: f64 = 0.75;
+const USUAL: f64 = 0.25;
+
+impl Reach {
+    /// The matched box grown by the reach.
+    pub fn grow(&self, b: PixelBox) -> PixelBox {
+        PixelBox {
+            x: b.x - self.left,
+            y: b.y - self.top,
+            w: b.w + self.left + self.right,
+            h: b.h + self.top + self.bottom,
+        }
+    }
+
+    /// The reach of the object `found` scores in `pixels` (uint8
+    /// `[N, 3, S, S]`, flat); none when too few images carry it or lack it,
+    /// or when no pixel of its matched box is the object's by this test (a
+    /// translucent mark, matched by its edges).
+    pub fn of(pixels: &[u8], size: i64, found: &[Carrier]) -> Reach {
+        let carriers = evenly(found.iter().filter(|c| c.carries).collect());
+        let others = evenly(found.iter().filter(|c| !c.carries).collect());
+        if carriers.len() < REACH_MIN_IMAGES || others.len() < REACH_MIN_IMAGES {
+            return Reach::default();
+        }
+        let (w, h) = (carriers[0].region.w, carriers[0].region.h);
+        // Looked at: the matched box and as much again on every side.
+        let margin = w.max(h).max(4);
+        let (ww, wh) = (w + 2 * margin, h + 2 * margin);
+        let s = size as usize;
+        let grey = |image: usize, y: i64, x: i64| -> Option<f64> {
+            if y < 0 || x < 0 || y >= size || x >= size {
+                return None;
+            }
+            let at = |c: usize| {
+                f64::from(pixels[image * 3 * s * s + c * s * s + y as usize * s + x as usize])
+            };
+            Some((at(0) + at(1) + at(2)) / 3.0)
+        };
+        let mut object = vec![false; (ww * wh) as usize];
+        for py in 0..wh {
+            for px in 0..ww {
+                let (dy, dx) = (py - margin, px - margin);
+                let mut mine: Vec<f64> = carriers
+                    .iter()
+                    .filter_map(|c| grey(c.index, c.region.y + dy, c.region.x + dx))
+                    .collect();
+                if mine.len() * 2 < carriers.len() {
+                    continue;
+                }
+                mine.sort_by(f64::total_cmp);
+                let median = mine[mine.len() / 2];
+                let near = |v: &f64| (v - median).abs() <= TOLERANCE;
+                let agree = mine.iter().filter(|v| near(v)).count() as f64 / mine.len() as f64;
+                // The others at the same places as the carriers' copies.
+                let usual: Vec<f64> = carriers
+                    .iter()
+                    .zip(others.iter().cycle())
+                    .filter_map(|(c, o)| grey(o.index, c.region.y + dy, c.region.x + dx))
+                    .collect();
+                let seen =
+                    usual.iter().filter(|v| near(v)).count() as f64 / usual.len().max(1) as f64;
+                object[(py * ww + px) as usize] = agree >= AGREEING && seen < USUAL;
+            }
+        }
+        let object = opened(&object, ww, wh);
+        // The patch of object pixels that touches the matched box.
+        let inside = |px: i64, py: i64| {
+            (margin - 1..=margin + w).contains(&px) && (margin - 1..=margin + h).contains(&py)
+        };
+        let mut seen = vec![false; object.len()];
+        let mut stack: Vec<(i64, i64)> = (0..wh)
+            .flat_map(|py| (0..ww).map(move |px| (px, py)))
+            .filter(|&(px, py)| inside(px, py) && object[(py * ww + px) as usize])
+            .collect();
+        if stack.is_empty() {
+            return Reach::default();
+        }
+        let (mut x0, mut y0, mut x1, mut y1) = (margin, margin, margin + w - 1, margin + h - 1);
+        while let Some((px, py)) = stack.pop() {
+            let i = (py * ww + px) as usize;
+            if seen[i] {
+                continue;
+            }
+            seen[i] = true;
+            (x0, y0, x1, y1) = (x0.min(px), y0.min(py), x1.max(px), y1.max(py));
+            for (nx, ny) in [(px - 1, py), (px + 1, py), (px, py - 1), (px, py + 1)] {
+                if (0..ww).contains(&nx) && (0..wh).contains(&ny) && object[(ny * ww + nx) as usize]
+                {
+                    stack.push((nx, ny));
+                }
+            }
+        }
+        Reach {
+            left: margin - x0,
+            top: margin - y0,
+            right: x1 + 1 - (margin + w),
+            bottom: y1 + 1 - (margin + h),
+        }
+    }
+}
+
+/// At most `REACH_MAX_IMAGES` of `all`, evenly spread.
+fn evenly(all: Vec<&Carrier>) -> Vec<&Carrier> {
+    let step = all.len().div_ceil(REACH_MAX_IMAGES).max(1);
+    all.into_iter().step_by(step).collect()
+}
+
+/// The true pixels of a `w x h` mask (row-major) that lie in a 3 x 3 patch
+/// of true pixels: the object is whole patches, chance agreement single
+/// pixels.
+fn opened(mask: &[bool], w: i64, h: i64) -> Vec<bool> {
+    let at = |x: i64, y: i64| mask[(y * w + x) as usize];
+    let full = |cx: i64, cy: i64| (cy - 1..=cy + 1).all(|y| (cx - 1..=cx + 1).all(|x| at(x, y)));
+    let mut out = vec![false; mask.len()];
+    for cy in 1..h - 1 {
+        for cx in 1..w - 1 {
+            if full(cx, cy) {
+                for y in cy - 1..=cy + 1 {
+                    for x in cx - 1..=cx + 1 {
+                        out[(y * w + x) as usize] = true;
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The object's box with a margin: the detector's box is where the
@@ -300,9 +460,9 @@ fn fill_from_border(image: &mut [u8], size: i64, b: PixelBox) {
 }
 
 /// The object pasted onto the other classes' images that lack it, until
-/// each class carries it at the `target` rate: the object's box (with a
-/// margin), cut from a random one of `sources` where it was found there, at
-/// that place. Returns how many images were pasted on.
+/// each class carries it at the `target` rate: the object's whole box
+/// (`whole`), cut from a random one of `sources` where it was found there,
+/// at that place. Returns how many images were pasted on.
 #[allow(clippy::too_many_arguments)]
 fn paste_on_others(
     pixels: &mut [u8],
@@ -312,6 +472,7 @@ fn paste_on_others(
     sources: &[&Carrier],
     target: f64,
     size: i64,
+    whole: &dyn Fn(&Carrier) -> PixelBox,
     rng: &mut ChaCha8Rng,
 ) -> usize {
     if sources.is_empty() {
@@ -339,7 +500,7 @@ fn paste_on_others(
                 continue;
             }
             let source = sources[rng.gen_range(0..sources.len())];
-            let b = clipped(around(source.region), size);
+            let b = whole(source);
             let s = size as usize;
             for ch in 0..3 {
                 for y in b.y..b.y + b.h {
@@ -440,6 +601,68 @@ mod tests {
             .to_kind(Kind::Float);
         let mean = filled.mean(Kind::Float).double_value(&[]);
         assert!((90.0..=130.0).contains(&mean), "{mean}");
+    }
+
+    /// 24 noisy images as in `crossed`, a bright 16 x 8 bar on every NORMAL
+    /// image at a place that moves, and a match that holds only the bar's
+    /// left half (the detector's window clipped it).
+    fn half_matched_bar() -> (Tensor, Vec<i64>, Verdict) {
+        tch::manual_seed(1);
+        let (n, size) = (24i64, 40i64);
+        let images = (Tensor::rand([n, 1, size, size], (Kind::Float, tch::Device::Cpu)) * 40.0
+            + 90.0)
+            .to_kind(Kind::Uint8)
+            .repeat([1, 3, 1, 1]);
+        for i in (0..n).step_by(2) {
+            let (x, y) = (4 + (i % 5) * 3, 6 + (i % 3) * 4);
+            let _ = images.get(i).narrow(1, y, 8).narrow(2, x, 16).fill_(250);
+        }
+        let labels: Vec<i64> = (0..n).map(|i| i % 2).collect();
+        let mut verdict = evidence(&images);
+        // Image 0's bar is at (4, 6): the window's inner 8 x 8 box is its left half.
+        verdict.object = Some(ObjectMatch::cut_from_first(&images, 2, 4, 0.6));
+        (images, labels, verdict)
+    }
+
+    #[test]
+    fn the_whole_object_is_painted_when_the_match_holds_only_part_of_it() {
+        let (images, labels, verdict) = half_matched_bar();
+        let found = carriers::score(verdict.object.as_ref().unwrap(), &images).unwrap();
+        assert_eq!(found.iter().filter(|c| c.carries).count(), 12);
+        for c in found.iter().filter(|c| c.carries) {
+            assert_eq!(c.region.w, 8, "the match holds half the bar");
+        }
+        let pixels = Vec::<u8>::try_from(images.flatten(0, -1)).unwrap();
+        let reach = Reach::of(&pixels, 40, &found);
+        assert_eq!(
+            reach,
+            Reach {
+                left: 0,
+                top: 0,
+                right: 8,
+                bottom: 0
+            }
+        );
+        for method in [ReviseMethod::Mask, ReviseMethod::Augment] {
+            let out = neutralise(&images, &labels, &names(), &verdict, method, 3).unwrap();
+            assert_eq!(out.reach, Some(reach));
+            // Every painted image loses the whole bar, not its left half.
+            for i in (0..24i64).step_by(2) {
+                let left = bright(&out.images, i);
+                let untouched = out.images.get(i).equal(&images.get(i));
+                assert!(
+                    left == 0 || (method == ReviseMethod::Augment && untouched),
+                    "{method:?}: image {i} keeps {left} bright values"
+                );
+            }
+            // augment pastes the whole bar: 16 x 8 bright on the others that gain it.
+            if method == ReviseMethod::Augment {
+                for i in (1..24i64).step_by(2) {
+                    let b = bright(&out.images, i);
+                    assert!(b == 0 || b == 3 * 16 * 8, "image {i}: {b} bright values");
+                }
+            }
+        }
     }
 
     #[test]
