@@ -22,6 +22,10 @@
 //!   cue moves images by the detector's own transform, except a frame
 //!   (`Cue::Edges`), which is copied from real images of the other group.
 //! - `none`: the images as they are (the control fine-tune).
+//!
+//! The object painted or pasted is the detector's matched box grown to the
+//! object's whole reach (`Reach`), since the detector's template may hold
+//! only part of it.
 use anyhow::{bail, Context};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
