@@ -527,19 +527,28 @@ mod tests {
     use crate::detect::carriers::ObjectMatch;
     use tch::Kind;
 
-    /// 24 noisy grey images, even ones NORMAL (0), odd PNEUMONIA (1); a
-    /// bright cross on every NORMAL image at a place that moves.
-    fn crossed() -> (Tensor, Vec<i64>, Vec<PixelBox>) {
-        tch::manual_seed(0);
-        let (n, size) = (24i64, 32i64);
+    /// `n` seeded noisy grey images (90-130) of `size` px, and their labels:
+    /// even ones NORMAL (0), odd PNEUMONIA (1).
+    fn noisy(seed: i64, n: i64, size: i64) -> (Tensor, Vec<i64>) {
+        tch::manual_seed(seed);
         let images = (Tensor::rand([n, 1, size, size], (Kind::Float, tch::Device::Cpu)) * 40.0
             + 90.0)
             .to_kind(Kind::Uint8)
             .repeat([1, 3, 1, 1]);
-        let labels: Vec<i64> = (0..n).map(|i| i % 2).collect();
+        (images, (0..n).map(|i| i % 2).collect())
+    }
+
+    /// Where image `i` of `noisy` carries its object: a place that moves.
+    fn place(i: i64) -> (i64, i64) {
+        (4 + (i % 5) * 3, 6 + (i % 3) * 4)
+    }
+
+    /// 24 noisy grey images; a bright cross on every NORMAL image.
+    fn crossed() -> (Tensor, Vec<i64>, Vec<PixelBox>) {
+        let (images, labels) = noisy(0, 24, 32);
         let mut boxes = Vec::new();
-        for i in (0..n).step_by(2) {
-            let (x, y) = (4 + (i % 5) * 3, 6 + (i % 3) * 4);
+        for i in (0..24).step_by(2) {
+            let (x, y) = place(i);
             let img = images.get(i);
             let _ = img.narrow(1, y + 3, 2).narrow(2, x, 8).fill_(250);
             let _ = img.narrow(1, y, 8).narrow(2, x + 3, 2).fill_(250);
@@ -611,17 +620,11 @@ mod tests {
     /// image at a place that moves, and a match that holds only the bar's
     /// left half (the detector's window clipped it).
     fn half_matched_bar() -> (Tensor, Vec<i64>, Verdict) {
-        tch::manual_seed(1);
-        let (n, size) = (24i64, 40i64);
-        let images = (Tensor::rand([n, 1, size, size], (Kind::Float, tch::Device::Cpu)) * 40.0
-            + 90.0)
-            .to_kind(Kind::Uint8)
-            .repeat([1, 3, 1, 1]);
-        for i in (0..n).step_by(2) {
-            let (x, y) = (4 + (i % 5) * 3, 6 + (i % 3) * 4);
+        let (images, labels) = noisy(1, 24, 40);
+        for i in (0..24).step_by(2) {
+            let (x, y) = place(i);
             let _ = images.get(i).narrow(1, y, 8).narrow(2, x, 16).fill_(250);
         }
-        let labels: Vec<i64> = (0..n).map(|i| i % 2).collect();
         let mut verdict = evidence(&images);
         // Image 0's bar is at (4, 6): the window's inner 8 x 8 box is its left half.
         verdict.object = Some(ObjectMatch::cut_from_first(&images, 2, 4, 0.6));
