@@ -380,6 +380,158 @@ pub struct Carrier {
     pub carries: bool,
 }
 
+/// How far a stamped object reaches beyond the box the detector matches, on
+/// each side. The detector's template may hold only part of the object: the
+/// visible edge of a box half on a black border, a corner its window
+/// clipped. Painting or pasting that part alone leaves the rest, which the
+/// model reads as well as the whole. Around the matched box of the images
+/// that carry the object, the pixels that belong to it are those the
+/// carriers agree on (at least `AGREEING` of them within `TOLERANCE` grey
+/// levels of their median) while the images that lack it seldom show that
+/// value at the same place (fewer than `USUAL` of them): what every image
+/// has there, a black border, is not the object. The reach is the extent of
+/// the patch of such pixels that touches the matched box.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reach {
+    pub left: i64,
+    pub top: i64,
+    pub right: i64,
+    pub bottom: i64,
+}
+
+/// Carriers and non-carriers needed, and the most looked at.
+const REACH_MIN_IMAGES: usize = 5;
+const REACH_MAX_IMAGES: usize = 64;
+/// ... and fewer than this share of the images that lack it show the
+/// carriers' value at the same place (`TOLERANCE` and `AGREEING` as for the
+/// pixel template).
+const USUAL: f64 = 0.25;
+
+impl Reach {
+    /// The matched box grown by the reach.
+    pub fn grow(&self, b: PixelBox) -> PixelBox {
+        PixelBox {
+            x: b.x - self.left,
+            y: b.y - self.top,
+            w: b.w + self.left + self.right,
+            h: b.h + self.top + self.bottom,
+        }
+    }
+
+    /// The reach of the object `found` scores in `pixels` (uint8
+    /// `[N, 3, S, S]`, flat); none when too few images carry it or lack it,
+    /// or when no pixel of its matched box is the object's by this test (a
+    /// translucent mark, matched by its edges).
+    pub fn of(pixels: &[u8], size: i64, found: &[Carrier]) -> Reach {
+        let carriers = evenly(found.iter().filter(|c| c.carries).collect());
+        let others = evenly(found.iter().filter(|c| !c.carries).collect());
+        if carriers.len() < REACH_MIN_IMAGES || others.len() < REACH_MIN_IMAGES {
+            return Reach::default();
+        }
+        let (w, h) = (carriers[0].region.w, carriers[0].region.h);
+        // Looked at: the matched box and as much again on every side.
+        let margin = w.max(h).max(4);
+        let (ww, wh) = (w + 2 * margin, h + 2 * margin);
+        let s = size as usize;
+        let grey = |image: usize, y: i64, x: i64| -> Option<f64> {
+            if y < 0 || x < 0 || y >= size || x >= size {
+                return None;
+            }
+            let at = |c: usize| {
+                f64::from(pixels[image * 3 * s * s + c * s * s + y as usize * s + x as usize])
+            };
+            Some((at(0) + at(1) + at(2)) / 3.0)
+        };
+        let mut object = vec![false; (ww * wh) as usize];
+        for py in 0..wh {
+            for px in 0..ww {
+                let (dy, dx) = (py - margin, px - margin);
+                let mut mine: Vec<f64> = carriers
+                    .iter()
+                    .filter_map(|c| grey(c.index, c.region.y + dy, c.region.x + dx))
+                    .collect();
+                if mine.len() * 2 < carriers.len() {
+                    continue;
+                }
+                mine.sort_by(f64::total_cmp);
+                let median = mine[mine.len() / 2];
+                let near = |v: &f64| (v - median).abs() <= TOLERANCE;
+                let agree = mine.iter().filter(|v| near(v)).count() as f64 / mine.len() as f64;
+                // The others at the same places as the carriers' copies.
+                let usual: Vec<f64> = carriers
+                    .iter()
+                    .zip(others.iter().cycle())
+                    .filter_map(|(c, o)| grey(o.index, c.region.y + dy, c.region.x + dx))
+                    .collect();
+                let seen =
+                    usual.iter().filter(|v| near(v)).count() as f64 / usual.len().max(1) as f64;
+                object[(py * ww + px) as usize] = agree >= AGREEING && seen < USUAL;
+            }
+        }
+        let object = opened_flat(&object, ww, wh);
+        // The patch of object pixels that touches the matched box.
+        let inside = |px: i64, py: i64| {
+            (margin - 1..=margin + w).contains(&px) && (margin - 1..=margin + h).contains(&py)
+        };
+        let mut seen = vec![false; object.len()];
+        let mut stack: Vec<(i64, i64)> = (0..wh)
+            .flat_map(|py| (0..ww).map(move |px| (px, py)))
+            .filter(|&(px, py)| inside(px, py) && object[(py * ww + px) as usize])
+            .collect();
+        if stack.is_empty() {
+            return Reach::default();
+        }
+        let (mut x0, mut y0, mut x1, mut y1) = (margin, margin, margin + w - 1, margin + h - 1);
+        while let Some((px, py)) = stack.pop() {
+            let i = (py * ww + px) as usize;
+            if seen[i] {
+                continue;
+            }
+            seen[i] = true;
+            (x0, y0, x1, y1) = (x0.min(px), y0.min(py), x1.max(px), y1.max(py));
+            for (nx, ny) in [(px - 1, py), (px + 1, py), (px, py - 1), (px, py + 1)] {
+                if (0..ww).contains(&nx) && (0..wh).contains(&ny) && object[(ny * ww + nx) as usize]
+                {
+                    stack.push((nx, ny));
+                }
+            }
+        }
+        Reach {
+            left: margin - x0,
+            top: margin - y0,
+            right: x1 + 1 - (margin + w),
+            bottom: y1 + 1 - (margin + h),
+        }
+    }
+}
+
+/// At most `REACH_MAX_IMAGES` of `all`, evenly spread.
+fn evenly(all: Vec<&Carrier>) -> Vec<&Carrier> {
+    let step = all.len().div_ceil(REACH_MAX_IMAGES).max(1);
+    all.into_iter().step_by(step).collect()
+}
+
+/// The true pixels of a `w x h` mask (row-major) that lie in a 3 x 3 patch
+/// of true pixels: the object is whole patches, chance agreement single
+/// pixels.
+fn opened_flat(mask: &[bool], w: i64, h: i64) -> Vec<bool> {
+    let at = |x: i64, y: i64| mask[(y * w + x) as usize];
+    let full = |cx: i64, cy: i64| (cy - 1..=cy + 1).all(|y| (cx - 1..=cx + 1).all(|x| at(x, y)));
+    let mut out = vec![false; mask.len()];
+    for cy in 1..h - 1 {
+        for cx in 1..w - 1 {
+            if full(cx, cy) {
+                for y in cy - 1..=cy + 1 {
+                    for x in cx - 1..=cx + 1 {
+                        out[(y * w + x) as usize] = true;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Images scored per batch (bounds the correlation maps' memory).
 const BATCH: i64 = 64;
 

@@ -820,14 +820,15 @@ impl RecurringObject {
 }
 
 /// Where a probe (high-pass `[1, S, S]`) shows the recurring object, as the
-/// grid cells its box touches.
+/// grid cells its box, grown by the object's `reach`, touches.
 fn find_object(
     object: &RecurringObject,
     probe: &Tensor,
+    reach: carriers::Reach,
     grid: (usize, usize),
     size: usize,
 ) -> Option<PixelBox> {
-    rasterised(&object.locate(probe)?, grid.0, grid.1, size)
+    rasterised(&reach.grow(object.locate(probe)?), grid.0, grid.1, size)
 }
 
 /// The segments of `cluster` on the `members` images that are small enough
@@ -1069,6 +1070,7 @@ fn suspect_regions(
     class: usize,
     cluster: usize,
     object: Option<&RecurringObject>,
+    reach: carriers::Reach,
 ) -> anyhow::Result<Vec<Option<PixelBox>>> {
     let (h, w) = sc.grid;
     let size = e.probes.size()[2] as usize;
@@ -1086,8 +1088,8 @@ fn suspect_regions(
         .zip(&probe_grey)
         .enumerate()
         .map(|(p, (grid, grey))| {
-            let found =
-                object.and_then(|o| find_object(o, &probe_high.get(p as i64), sc.grid, size));
+            let found = object
+                .and_then(|o| find_object(o, &probe_high.get(p as i64), reach, sc.grid, size));
             found.or_else(|| {
                 let mask: Vec<bool> = grid.iter().map(|&l| l == cluster as i64).collect();
                 suspect_cells(&mask, &sc.table.map(grey, class), sc.grid, size)
@@ -1168,7 +1170,24 @@ pub fn nave_detect(
         .iter()
         .position(|name| *name == c.class)
         .expect("a candidate's class is one of the classes");
-    let suspect_boxes = suspect_regions(e, taps, &sc, class, c.cluster, objects[best].as_ref())?;
+    let object = objects[best].as_ref().map(|o| {
+        let (members, others) = sc.split(class);
+        carriers::ObjectMatch::of(o, &sc.images, &members, &others)
+    });
+    // The whole object on the probes, not only the part its template holds.
+    let reach = match &object {
+        Some(m) => object_reach(m, &sc.images)?,
+        None => carriers::Reach::default(),
+    };
+    let suspect_boxes = suspect_regions(
+        e,
+        taps,
+        &sc,
+        class,
+        c.cluster,
+        objects[best].as_ref(),
+        reach,
+    )?;
     seconds.suspect_regions = lap();
     let scored = c.scored_lift();
     Ok(Detection {
@@ -1184,11 +1203,19 @@ pub fn nave_detect(
         candidates,
         global_candidates,
         seconds: seconds.reported(),
-        object: objects[best].as_ref().map(|o| {
-            let (members, others) = sc.split(class);
-            carriers::ObjectMatch::of(o, &sc.images, &members, &others)
-        }),
+        object,
     })
+}
+
+/// How far the object reaches beyond its matched box, on the detector's
+/// sample (uint8 `[B, 3, S, S]`): the images it matches at its cut carry it.
+fn object_reach(
+    object: &carriers::ObjectMatch,
+    images: &Tensor,
+) -> anyhow::Result<carriers::Reach> {
+    let found = carriers::score(object, images)?;
+    let pixels = Vec::<u8>::try_from(images.to_device(Device::Cpu).contiguous().flatten(0, -1))?;
+    Ok(carriers::Reach::of(&pixels, images.size()[2], &found))
 }
 
 /// The index and score of the first of the highest scores.
@@ -1341,7 +1368,8 @@ mod tests {
             halfway: 0.5,
         };
         // On a 6 x 6 grid (8 px cells) the stamp touches columns 2-3 and rows 0-1.
-        let found = find_object(&object, &high.get(1), (6, 6), 48);
+        let none = carriers::Reach::default();
+        let found = find_object(&object, &high.get(1), none, (6, 6), 48);
         assert_eq!(
             found,
             Some(PixelBox {
@@ -1351,8 +1379,12 @@ mod tests {
                 h: 16
             })
         );
+        // Grown by a reach of 4 px to the right (to x 32), it touches column 4 too.
+        let right = carriers::Reach { right: 4, ..none };
+        let grown = find_object(&object, &high.get(1), right, (6, 6), 48);
+        assert_eq!(grown.map(|b| (b.x, b.w)), Some((16, 24)));
         // The noise image does not show it: its best match is below halfway.
-        assert_eq!(find_object(&object, &high.get(0), (6, 6), 48), None);
+        assert_eq!(find_object(&object, &high.get(0), none, (6, 6), 48), None);
 
         // Its transplant pastes the stamp grown by a pixel, with a ring of
         // 4 px around that as the control, and skips the noise image.

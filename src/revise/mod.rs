@@ -330,7 +330,7 @@ impl<'a> Plan<'a> {
                 .map(|c| format!(" ({c} carry the found object)"))
                 .unwrap_or_default(),
             done.reach
-                .filter(|r| *r != neutralise::Reach::default())
+                .filter(|r| *r != crate::detect::carriers::Reach::default())
                 .map(|r| format!(
                     ", the object reaching {} px left, {} up, {} right, {} down beyond its matched box",
                     r.left, r.top, r.right, r.bottom
