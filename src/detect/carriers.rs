@@ -463,12 +463,16 @@ impl Reach {
                     .zip(others.iter().cycle())
                     .filter_map(|(c, o)| grey(o.index, c.region.y + dy, c.region.x + dx))
                     .collect();
-                let seen =
+                let shown =
                     usual.iter().filter(|v| near(v)).count() as f64 / usual.len().max(1) as f64;
-                object[(py * ww + px) as usize] = agree >= AGREEING && seen < USUAL;
+                object[(py * ww + px) as usize] = agree >= AGREEING && shown < USUAL;
             }
         }
-        let object = opened_flat(&object, ww, wh);
+        // Whole 3 x 3 patches only, as for the pixel template: the object is
+        // patches, chance agreement single pixels.
+        let object: Vec<bool> =
+            Vec::try_from(opened(&Tensor::from_slice(&object).view([wh, ww])).flatten(0, -1))
+                .expect("a bool mask");
         // The patch of object pixels that touches the matched box.
         let inside = |px: i64, py: i64| {
             (margin - 1..=margin + w).contains(&px) && (margin - 1..=margin + h).contains(&py)
@@ -509,27 +513,6 @@ impl Reach {
 fn evenly(all: Vec<&Carrier>) -> Vec<&Carrier> {
     let step = all.len().div_ceil(REACH_MAX_IMAGES).max(1);
     all.into_iter().step_by(step).collect()
-}
-
-/// The true pixels of a `w x h` mask (row-major) that lie in a 3 x 3 patch
-/// of true pixels: the object is whole patches, chance agreement single
-/// pixels.
-fn opened_flat(mask: &[bool], w: i64, h: i64) -> Vec<bool> {
-    let at = |x: i64, y: i64| mask[(y * w + x) as usize];
-    let full = |cx: i64, cy: i64| (cy - 1..=cy + 1).all(|y| (cx - 1..=cx + 1).all(|x| at(x, y)));
-    let mut out = vec![false; mask.len()];
-    for cy in 1..h - 1 {
-        for cx in 1..w - 1 {
-            if full(cx, cy) {
-                for y in cy - 1..=cy + 1 {
-                    for x in cx - 1..=cx + 1 {
-                        out[(y * w + x) as usize] = true;
-                    }
-                }
-            }
-        }
-    }
-    out
 }
 
 /// Images scored per batch (bounds the correlation maps' memory).
