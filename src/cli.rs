@@ -412,7 +412,7 @@ pub struct ReviseArgs {
     /// else augment). `none` is the control: the same fine-tune, nothing neutralised.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub method: Option<Vec<crate::config::ReviseMethod>>,
-    /// Fine-tuning epochs (default: the experiment's revise.epochs, else 12).
+    /// Fine-tuning epochs (default: the experiment's revise.epochs, else 20).
     #[arg(value_parser = at_least_one, long)]
     pub epochs: Option<usize>,
     /// The fine-tune's learning rate as a share of the run's (default: the
