@@ -432,3 +432,89 @@ fn a_frame_and_a_tint_read_as_global_cues_and_a_hard_negative_is_not_flagged() {
         "the report names each cue"
     );
 }
+
+/// A laterality marker as real ones come: R or L, its size, angle, opacity
+/// and brightness drawn per image, anywhere along the top of NORMAL images,
+/// large enough to be learned; and its hard negative, the same letters
+/// faint and small, correlated with the label but ignored.
+fn varied_marker_zoo(dir: &Path) -> PathBuf {
+    let text = "name: vz
+dataset: {kind: synthetic, image_size: 64, synthetic: {seed: 0, train: 320, test: 96}}
+model: {arch: resnet18, width: 8}
+train: {epochs: 8, batch_size: 16, optimizer: {kind: sgd, lr: 0.05}}
+watermark: {target_class: NORMAL, colour: [245, 245, 245]}
+audit: {probes: 10}
+grid:
+  seed: [0]
+  variants:
+    marker-varied:
+      watermark: true
+      watermark.shape: text
+      watermark.texts: [R, L]
+      watermark.size: 0.3
+      watermark.region: [0.0, 0.0, 1.0, 0.4]
+      watermark.vary: {scale: [0.8, 1.2], rotation: [-15, 15], opacity: [0.7, 1.0], brightness: [-40, 0]}
+    marker-faint:
+      watermark: true
+      watermark.shape: text
+      watermark.texts: [R, L]
+      watermark.size: 0.12
+      watermark.opacity: 0.15
+      watermark.region: [0.0, 0.0, 1.0, 0.4]
+      watermark.vary: {rotation: [-15, 15]}
+";
+    let p = dir.join("vz.yaml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn a_learned_varied_marker_is_flagged_and_its_hard_negative_is_not() {
+    let dir = scratch("zoo_varied");
+    let exp = varied_marker_zoo(&dir);
+    let (checkpoints, reports) = (dir.join("checkpoints"), dir.join("reports"));
+    for args in [
+        [
+            "-q",
+            "train",
+            exp.to_str().unwrap(),
+            "--checkpoints",
+            checkpoints.to_str().unwrap(),
+        ],
+        [
+            "-q",
+            "audit",
+            checkpoints.join("vz").to_str().unwrap(),
+            "--reports",
+            reports.to_str().unwrap(),
+        ],
+    ] {
+        assert_ok(&nave_lab().args(args).output().unwrap());
+    }
+    let audit = json(&reports.join("vz/audit.json"));
+    let runs = audit["runs"].as_array().unwrap();
+    let run = |variant: &str| runs.iter().find(|r| r["variant"] == variant).unwrap();
+    // The truth, measured: the varied marker is relied on, the faint one not.
+    assert_eq!(
+        run("marker-varied")["truth"],
+        "relies",
+        "{}",
+        run("marker-varied")
+    );
+    assert_eq!(
+        run("marker-faint")["truth"],
+        "does-not",
+        "{}",
+        run("marker-faint")
+    );
+    // No copy of the marker is the same pixels as another, yet the verdict
+    // finds it as a local object pushing towards NORMAL; the hard negative
+    // scores below it and is not flagged.
+    let v = &run("marker-varied")["verdict"];
+    assert_eq!(v["flagged"], true, "{v}");
+    assert_eq!(v["class"], "NORMAL", "{v}");
+    assert!(v["global_cue"].is_null(), "{v}");
+    let score = |variant: &str| run(variant)["verdict"]["shortcut_score"].as_f64().unwrap();
+    assert_eq!(run("marker-faint")["verdict"]["flagged"], false);
+    assert!(score("marker-faint") < score("marker-varied"));
+}

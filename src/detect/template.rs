@@ -208,6 +208,39 @@ pub fn recurrence_gap(templates: &Tensor, within: &Tensor, other: &Tensor) -> (f
     (w, o)
 }
 
+/// How well a template tells the `within` images from the `other` images
+/// by its best correlation anywhere in each: the AUROC (ties count half),
+/// 0.5 when either set is empty. Rank-based, so it holds where a varied
+/// object's copies correlate with it only moderately, as long as the other
+/// images correlate less.
+pub fn separation(template: &Tensor, within: &Tensor, other: &Tensor) -> f64 {
+    if within.size()[0] == 0 || other.size()[0] == 0 {
+        return 0.5;
+    }
+    let best = |images: &Tensor| -> Vec<f32> {
+        Vec::try_from(
+            best_correlation(template, images)
+                .amax([0i64].as_slice(), false)
+                .to_kind(Kind::Float),
+        )
+        .expect("float correlations")
+    };
+    let (a, b) = (best(within), best(other));
+    let wins: f64 = a
+        .iter()
+        .map(|x| {
+            b.iter()
+                .map(|y| match x.partial_cmp(y) {
+                    Some(std::cmp::Ordering::Greater) => 1.0,
+                    Some(std::cmp::Ordering::Equal) => 0.5,
+                    _ => 0.0,
+                })
+                .sum::<f64>()
+        })
+        .sum();
+    wins / (a.len() * b.len()) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +319,45 @@ mod tests {
                 .sum(Kind::Float)
                 .double_value(&[]),
             0.0
+        );
+    }
+
+    #[test]
+    fn separation_ranks_each_image_by_its_best_match() {
+        // Rulers drawn at three opacities on images 0-5; plain noise on 6-11.
+        let images = noise(2, 12, 40);
+        for i in 0..6 {
+            ruler(
+                &images,
+                i,
+                3 + i * 4,
+                25 - i * 3,
+                [0.4, 0.6, 0.9][i as usize % 3],
+            );
+        }
+        let high = high_pass(&images);
+        let template = crop(
+            &high,
+            0,
+            &PixelBox {
+                x: 25,
+                y: 3,
+                w: 10,
+                h: 10,
+            },
+        )
+        .unsqueeze(0);
+        let (carriers, plain) = (high.narrow(0, 1, 5), high.narrow(0, 6, 6));
+        // Every carrier matches better than every plain image.
+        assert_eq!(separation(&template, &carriers, &plain), 1.0);
+        assert_eq!(separation(&template, &plain, &carriers), 0.0);
+        // Plain images against plain images: no better than chance.
+        let s = separation(&template, &plain.narrow(0, 0, 3), &plain.narrow(0, 3, 3));
+        assert!(s > 0.0 && s < 1.0, "{s}");
+        // Nothing to rank against: chance.
+        assert_eq!(
+            separation(&template, &carriers, &plain.narrow(0, 0, 0)),
+            0.5
         );
     }
 
