@@ -75,7 +75,17 @@ fn report(rows: &[Scored], split: &ChosenSplit, max_fpr: f64) -> Value {
         .iter()
         .filter(|r| tune_seeds.contains(&r.seed) && !held_out.contains(&r.family))
         .collect();
-    let threshold = threshold_for_fpr(&tuning, max_fpr);
+    // A study that holds every family out (one registered to test a rule
+    // set elsewhere) has nothing to choose a threshold on: it is scored at
+    // the audit's own.
+    let (threshold, threshold_from) = if tuning.is_empty() {
+        (
+            crate::detect::verdict::SHORTCUT_THRESHOLD,
+            "the audit's fixed threshold (no tuning runs)",
+        )
+    } else {
+        (threshold_for_fpr(&tuning, max_fpr), "the tuning runs")
+    };
     let held_seeds: Vec<&Scored> = rows
         .iter()
         .filter(|r| !tune_seeds.contains(&r.seed) && !held_out.contains(&r.family))
@@ -97,6 +107,7 @@ fn report(rows: &[Scored], split: &ChosenSplit, max_fpr: f64) -> Value {
     json!({
         "exploratory": split.exploratory,
         "threshold": threshold,
+        "threshold_from": threshold_from,
         "tuning": Figures::of(&tuning, threshold),
         "held_out_seeds": Figures::of(&held_seeds, threshold),
         "held_out_families": Figures::of(&held_families, threshold),
@@ -417,5 +428,44 @@ mod tests {
             });
             assert_eq!(failed.unwrap_err().to_string(), "item 5", "jobs {jobs}");
         }
+    }
+
+    #[test]
+    fn a_study_with_every_family_held_out_is_scored_at_the_audits_threshold() {
+        use crate::detect::evaluate::Truth;
+        let row = |family: &str, seed: u64, truth: Truth, score: f64| Scored {
+            id: format!("{family}-s{seed}"),
+            family: family.into(),
+            arch: "resnet18".into(),
+            seed,
+            truth,
+            gap: 0.0,
+            score,
+            hit_rate: 0.0,
+            pointing: 0.0,
+            global_artefact: false,
+            global_verdict: false,
+        };
+        let rows = vec![
+            row("marker", 0, Truth::Relies, 0.05),
+            row("marker", 1, Truth::Relies, 0.02),
+            row("clean", 0, Truth::DoesNot, 0.001),
+            row("clean", 1, Truth::DoesNot, 0.03),
+        ];
+        let split = |held: &[&str]| ChosenSplit {
+            tuning_seeds: vec![0],
+            held_out_families: held.iter().map(|f| f.to_string()).collect(),
+            exploratory: false,
+            source: String::new(),
+        };
+        let all_held = report(&rows, &split(&["marker", "clean"]), 0.05);
+        let fixed = crate::detect::verdict::SHORTCUT_THRESHOLD;
+        assert_eq!(all_held["threshold"], fixed);
+        assert_eq!(all_held["held_out_families"]["tpr"], 0.5);
+        assert_eq!(all_held["held_out_families"]["fpr"], 0.5);
+        // With tuning runs, the threshold is chosen on them: above the
+        // tuning negative (0.001), halfway to the next score (0.05).
+        let tuned = report(&rows, &split(&[]), 0.0);
+        assert!((tuned["threshold"].as_f64().unwrap() - 0.0255).abs() < 1e-12);
     }
 }

@@ -4,18 +4,48 @@
 //! (`experiments/zoo-splits.yaml`) before any tuning, and its SHA-256 is
 //! pinned here: `bench detect` refuses the file once it has changed, and any
 //! other split (a changed file, `--tune-seeds`, `--held-out`, another study)
-//! runs only with `--exploratory`, which every output then carries.
+//! runs only with `--exploratory`, which every output then carries. A study
+//! registered after a change of rule, to test that rule on runs it was not
+//! set on, gets its own file here (`REGISTERED`), written before it was
+//! trained; where it holds every family out, it is scored at the audit's
+//! fixed threshold.
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-/// The split file as registered (zoo v2), and its SHA-256. (Its header
-/// names this file by its path when it was registered, src/audit/splits.rs:
-/// editing the header would change the checksum.)
-pub const REGISTERED_FILE: &str = "experiments/zoo-splits.yaml";
-pub const REGISTERED_SHA256: &str =
-    "1d623d1013c08e73cb494f183823820d222689d8385d649ce8ef23c2e49c5799";
+/// A split file as registered: the experiment it splits, its path and its
+/// SHA-256.
+pub struct Registered {
+    pub experiment: &'static str,
+    pub file: &'static str,
+    pub sha256: &'static str,
+}
+
+/// Every registered split. zoo v2's header names this file by its path when
+/// it was registered, src/audit/splits.rs: editing the header would change
+/// the checksum.
+pub const REGISTERED: [Registered; 2] = [
+    Registered {
+        experiment: "zoo",
+        file: "experiments/zoo-splits.yaml",
+        sha256: "1d623d1013c08e73cb494f183823820d222689d8385d649ce8ef23c2e49c5799",
+    },
+    // The varied-marker supplement: every family held out.
+    Registered {
+        experiment: "zoo-varied",
+        file: "experiments/zoo-varied-splits.yaml",
+        sha256: "65b4422a1073f06d09ba869954bcdd473bdcdaec0b4315b3376d89a0f88a41ac",
+    },
+];
+
+/// zoo v2's split, the default.
+pub const REGISTERED_FILE: &str = REGISTERED[0].file;
+
+/// The registered split of `experiment`, if it has one.
+fn registered(experiment: &str) -> Option<&'static Registered> {
+    REGISTERED.iter().find(|r| r.experiment == experiment)
+}
 
 /// A split file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,13 +79,13 @@ pub struct SplitRequest {
 }
 
 impl SplitRequest {
-    /// The split for a study of `experiment`: the registered file unless the
-    /// request names another split, which needs `exploratory`.
+    /// The split for a study of `experiment`: its registered file (zoo v2's
+    /// for a study with none) unless the request names another split, which
+    /// needs `exploratory`.
     pub fn resolve(&self, experiment: &str) -> anyhow::Result<ChosenSplit> {
-        let file = self
-            .file
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(REGISTERED_FILE));
+        let file = self.file.clone().unwrap_or_else(|| {
+            PathBuf::from(registered(experiment).map_or(REGISTERED_FILE, |r| r.file))
+        });
         let mut why_exploratory = Vec::new();
         let (splits, sha) = if self.file.is_none() && !file.is_file() {
             // No split file here (another working folder): the options alone.
@@ -71,11 +101,19 @@ impl SplitRequest {
         } else {
             read(&file)?
         };
-        if !sha.is_empty() && sha != REGISTERED_SHA256 {
-            why_exploratory.push(format!(
-                "{} is not the registered split (SHA-256 {sha}, registered {REGISTERED_SHA256})",
-                file.display()
-            ));
+        match registered(&splits.experiment) {
+            _ if sha.is_empty() => {}
+            Some(r) if r.sha256 == sha => {}
+            Some(r) => why_exploratory.push(format!(
+                "{} is not the registered split (SHA-256 {sha}, registered {})",
+                file.display(),
+                r.sha256
+            )),
+            None => why_exploratory.push(format!(
+                "{} is not a registered split (experiment '{}' has none)",
+                file.display(),
+                splits.experiment
+            )),
         }
         if splits.experiment != experiment {
             why_exploratory.push(format!(
@@ -161,6 +199,31 @@ mod tests {
         for f in held {
             assert!(families.contains(f), "{f} is not a family of the zoo");
         }
+    }
+
+    #[test]
+    fn the_varied_marker_supplement_is_registered_and_holds_every_family_out() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let request = SplitRequest {
+            file: Some(root.join(REGISTERED[1].file)),
+            ..SplitRequest::default()
+        };
+        let split = request.resolve("zoo-varied").unwrap();
+        assert!(!split.exploratory, "{split:?}");
+        let study = crate::config::Experiment::load(&root.join("experiments/zoo-varied.yaml"), &[])
+            .unwrap();
+        let families: std::collections::BTreeSet<String> =
+            study.runs().into_iter().filter_map(|r| r.variant).collect();
+        let held: std::collections::BTreeSet<String> =
+            split.held_out_families.iter().cloned().collect();
+        assert_eq!(held, families);
+        // Zoo v2's file does not pass for it, nor it for zoo v2.
+        let zoo = SplitRequest {
+            file: Some(shipped()),
+            ..SplitRequest::default()
+        };
+        assert!(zoo.resolve("zoo-varied").is_err());
+        assert!(request.resolve("zoo").is_err());
     }
 
     #[test]
