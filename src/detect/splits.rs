@@ -25,7 +25,7 @@ pub struct Registered {
 /// Every registered split. zoo v2's header names this file by its path when
 /// it was registered, src/audit/splits.rs: editing the header would change
 /// the checksum.
-pub const REGISTERED: [Registered; 3] = [
+pub const REGISTERED: [Registered; 4] = [
     Registered {
         experiment: "zoo",
         file: "experiments/zoo-splits.yaml",
@@ -43,6 +43,13 @@ pub const REGISTERED: [Registered; 3] = [
         experiment: "zoo-varied-b",
         file: "experiments/zoo-varied-b-splits.yaml",
         sha256: "2d16c7d7a51587b7218900c0c84fdf69bfe4bdc9965b53f721ce419f5f4a9bab",
+    },
+    // A third set of seeds, registered after both had been run and seen,
+    // before any rule was tuned on them.
+    Registered {
+        experiment: "zoo-varied-c",
+        file: "experiments/zoo-varied-c-splits.yaml",
+        sha256: "bba82325c748e89aa8e61148e81f26c609d497363c552ef9602fa9aa5841514d",
     },
 ];
 
