@@ -371,10 +371,8 @@ grid:
     p
 }
 
-#[test]
-fn a_frame_and_a_tint_read_as_global_cues_and_a_hard_negative_is_not_flagged() {
-    let dir = scratch("zoo_global");
-    let exp = global_zoo(&dir);
+/// Trains the study `exp` (named `name`) under `dir` and audits it: its audit.json.
+fn train_and_audit(dir: &Path, exp: &Path, name: &str) -> serde_json::Value {
     let (checkpoints, reports) = (dir.join("checkpoints"), dir.join("reports"));
     for args in [
         [
@@ -387,14 +385,21 @@ fn a_frame_and_a_tint_read_as_global_cues_and_a_hard_negative_is_not_flagged() {
         [
             "-q",
             "audit",
-            checkpoints.join("gz").to_str().unwrap(),
+            checkpoints.join(name).to_str().unwrap(),
             "--reports",
             reports.to_str().unwrap(),
         ],
     ] {
         assert_ok(&nave_lab().args(args).output().unwrap());
     }
-    let audit = json(&reports.join("gz/audit.json"));
+    json(&reports.join(name).join("audit.json"))
+}
+
+#[test]
+fn a_frame_and_a_tint_read_as_global_cues_and_a_hard_negative_is_not_flagged() {
+    let dir = scratch("zoo_global");
+    let exp = global_zoo(&dir);
+    let audit = train_and_audit(&dir, &exp, "gz");
     let runs = audit["runs"].as_array().unwrap();
     let run = |variant: &str| runs.iter().find(|r| r["variant"] == variant).unwrap();
     // The truth, measured: the frame and the tint are relied on, the faint
@@ -426,7 +431,7 @@ fn a_frame_and_a_tint_read_as_global_cues_and_a_hard_negative_is_not_flagged() {
     let score = |variant: &str| run(variant)["verdict"]["shortcut_score"].as_f64().unwrap();
     assert_eq!(run("marker-faint")["verdict"]["flagged"], false);
     assert!(score("marker-faint") < score("border").min(score("tint")));
-    let index = std::fs::read_to_string(reports.join("gz/index.html")).unwrap();
+    let index = std::fs::read_to_string(dir.join("reports/gz/index.html")).unwrap();
     assert!(
         index.contains("global: border") && index.contains("global: tint"),
         "the report names each cue"
@@ -472,26 +477,7 @@ grid:
 fn a_learned_varied_marker_is_flagged_and_its_hard_negative_is_not() {
     let dir = scratch("zoo_varied");
     let exp = varied_marker_zoo(&dir);
-    let (checkpoints, reports) = (dir.join("checkpoints"), dir.join("reports"));
-    for args in [
-        [
-            "-q",
-            "train",
-            exp.to_str().unwrap(),
-            "--checkpoints",
-            checkpoints.to_str().unwrap(),
-        ],
-        [
-            "-q",
-            "audit",
-            checkpoints.join("vz").to_str().unwrap(),
-            "--reports",
-            reports.to_str().unwrap(),
-        ],
-    ] {
-        assert_ok(&nave_lab().args(args).output().unwrap());
-    }
-    let audit = json(&reports.join("vz/audit.json"));
+    let audit = train_and_audit(&dir, &exp, "vz");
     let runs = audit["runs"].as_array().unwrap();
     let run = |variant: &str| runs.iter().find(|r| r["variant"] == variant).unwrap();
     // The truth, measured: the varied marker is relied on, the faint one not.
