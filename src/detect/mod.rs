@@ -790,20 +790,23 @@ fn recurring_structure(
     let Some((templates, sources)) = windows(high, segments, grid) else {
         return Recurring::default();
     };
-    let within: Vec<usize> = members
+    // The class's sampled images but the windows' sources, and the other
+    // classes'; the first `TEMPLATES` of each give the mean correlations,
+    // all of them the object's separation.
+    let class_rest: Vec<usize> = members
         .iter()
         .copied()
         .filter(|m| !sources.contains(m))
-        .take(TEMPLATES)
         .collect();
-    let other: Vec<usize> = others.iter().copied().take(TEMPLATES).collect();
-    if within.is_empty() || other.is_empty() {
+    if class_rest.is_empty() || others.is_empty() {
         return Recurring::default();
     }
-    let (within, other) = (
-        high.index_select(0, &index_tensor(&within)),
-        high.index_select(0, &index_tensor(&other)),
+    let (class_rest, others) = (
+        high.index_select(0, &index_tensor(&class_rest)),
+        high.index_select(0, &index_tensor(others)),
     );
+    let first = |images: &Tensor| images.narrow(0, 0, images.size()[0].min(TEMPLATES as i64));
+    let (within, other) = (first(&class_rest), first(&others));
     let mean = |x: &Tensor| x.mean(Kind::Float).double_value(&[]);
     let per_template = template::best_correlation(&templates, &within).mean_dim(
         [1i64].as_slice(),
@@ -832,17 +835,17 @@ fn recurring_structure(
         .narrow(0, y0, y1 - y0)
         .narrow(1, x0, x1 - x0)
         .unsqueeze(0);
-    (found.within, found.other) = template::recurrence_gap(&object, &within, &other);
-    let class_rest: Vec<usize> = members
-        .iter()
-        .copied()
-        .filter(|m| !sources.contains(m))
-        .collect();
-    found.separation = template::separation(
-        &object,
-        &high.index_select(0, &index_tensor(&class_rest)),
-        &high.index_select(0, &index_tensor(others)),
+    // Each image's best match with the object, computed once.
+    let (rest_r, others_r) = (
+        template::best_correlations(&object, &class_rest),
+        template::best_correlations(&object, &others),
     );
+    let first_mean = |r: &[f64]| {
+        let r = &r[..r.len().min(TEMPLATES)];
+        r.iter().sum::<f64>() / r.len() as f64
+    };
+    (found.within, found.other) = (first_mean(&rest_r), first_mean(&others_r));
+    found.separation = template::separation(&rest_r, &others_r);
     let offset = inner.shifted(-x0, -y0);
     found.object = Some(RecurringObject {
         template: object,

@@ -208,37 +208,27 @@ pub fn recurrence_gap(templates: &Tensor, within: &Tensor, other: &Tensor) -> (f
     (w, o)
 }
 
-/// How well a template tells the `within` images from the `other` images
-/// by its best correlation anywhere in each: the AUROC (ties count half),
-/// 0.5 when either set is empty. Rank-based, so it holds where a varied
-/// object's copies correlate with it only moderately, as long as the other
-/// images correlate less.
-pub fn separation(template: &Tensor, within: &Tensor, other: &Tensor) -> f64 {
-    if within.size()[0] == 0 || other.size()[0] == 0 {
-        return 0.5;
+/// Each image's best correlation with `template` (`[1, h, w]`) anywhere in
+/// it (see `best_correlation`), in the order of `images`.
+pub fn best_correlations(template: &Tensor, images: &Tensor) -> Vec<f64> {
+    if images.size()[0] == 0 {
+        return Vec::new();
     }
-    let best = |images: &Tensor| -> Vec<f32> {
-        Vec::try_from(
-            best_correlation(template, images)
-                .amax([0i64].as_slice(), false)
-                .to_kind(Kind::Float),
-        )
-        .expect("float correlations")
-    };
-    let (a, b) = (best(within), best(other));
-    let wins: f64 = a
-        .iter()
-        .map(|x| {
-            b.iter()
-                .map(|y| match x.partial_cmp(y) {
-                    Some(std::cmp::Ordering::Greater) => 1.0,
-                    Some(std::cmp::Ordering::Equal) => 0.5,
-                    _ => 0.0,
-                })
-                .sum::<f64>()
-        })
-        .sum();
-    wins / (a.len() * b.len()) as f64
+    Vec::try_from(
+        best_correlation(template, images)
+            .amax([0i64].as_slice(), false)
+            .to_kind(Kind::Double),
+    )
+    .expect("double correlations")
+}
+
+/// How well a template tells the `within` images from the `other` images by
+/// their best correlations with it (`best_correlations`): the AUROC (ties
+/// count half), 0.5 when either set is empty. Rank-based, so it holds where
+/// a varied object's copies correlate with it only moderately, as long as
+/// the other images correlate less.
+pub fn separation(within: &[f64], other: &[f64]) -> f64 {
+    crate::detect::evaluate::auroc(within, other).unwrap_or(0.5)
 }
 
 #[cfg(test)]
@@ -348,15 +338,16 @@ mod tests {
         )
         .unsqueeze(0);
         let (carriers, plain) = (high.narrow(0, 1, 5), high.narrow(0, 6, 6));
+        let best = |images: &Tensor| best_correlations(&template, images);
         // Every carrier matches better than every plain image.
-        assert_eq!(separation(&template, &carriers, &plain), 1.0);
-        assert_eq!(separation(&template, &plain, &carriers), 0.0);
+        assert_eq!(separation(&best(&carriers), &best(&plain)), 1.0);
+        assert_eq!(separation(&best(&plain), &best(&carriers)), 0.0);
         // Plain images against plain images: no better than chance.
-        let s = separation(&template, &plain.narrow(0, 0, 3), &plain.narrow(0, 3, 3));
+        let s = separation(&best(&plain.narrow(0, 0, 3)), &best(&plain.narrow(0, 3, 3)));
         assert!(s > 0.0 && s < 1.0, "{s}");
         // Nothing to rank against: chance.
         assert_eq!(
-            separation(&template, &carriers, &plain.narrow(0, 0, 0)),
+            separation(&best(&carriers), &best(&plain.narrow(0, 0, 0))),
             0.5
         );
     }
