@@ -16,9 +16,11 @@
 #      Figure 6 pair) and two at once (train --parallel 2), and the same with
 #      augmentation (3 epochs each);
 #   4. the audit of the 8 runs (200 probes, K = 10, layer3 + layer4);
-#   5. k-means on the audit's feature matrix (bench kmeans) and `localize` on a
+#   5. the demo end to end on the device (experiments/demo.yaml: train,
+#      audit with the blind verdict, revise the watermark run);
+#   6. k-means on the audit's feature matrix (bench kmeans) and `localize` on a
 #      generated VOC-layout set with one of the trained ResNet50s;
-#   6. benches/study_summary.py: every measured figure, and the whole study's
+#   7. benches/study_summary.py: every measured figure, and the whole study's
 #      time extrapolated from them with the arithmetic shown.
 # OUT gets summary.md, summary.json, study.log, gpu-util.csv and results.tar.gz
 # (every stage's output, metrics and audit.json; no weights).
@@ -60,6 +62,7 @@ case "$SCALE" in
     SIZE=224 BATCH=64 STEPS=40
     FIG_EPOCHS=6 EPOCHS=3 PROBES=200 VOC_IMAGES=200
     STUDY_SETS=()
+    DEMO_SETS=()
     BUDGET_S=${BUDGET_S:-420}
     ;;
   tiny)
@@ -69,6 +72,7 @@ case "$SCALE" in
     STUDY_SETS=(--set model.width=8 --set dataset.image_size=64
       --set dataset.synthetic.train=96 --set dataset.synthetic.test=48
       --set train.batch_size=16)
+    DEMO_SETS=(--set train.epochs=2 --set 'grid.seed=[0]')
     BUDGET_S=${BUDGET_S:-0}
     ;;
   *) echo "SCALE must be full or tiny, got '$SCALE'" >&2; exit 2 ;;
@@ -151,7 +155,16 @@ stage train-aug1-s1-parallel2 nave "${train[@]}" --set train.epochs=$EPOCHS --se
 # 4. The audit of every run trained above.
 stage audit nave audit "$CK/watermark-synthetic" --reports "$WORK/reports" --probes "$PROBES" --pictures 4
 
-# 5. k-means on the audit's matrix (ResNet50 layer3 + layer4 over the probes),
+# 5. The demo end to end on the device: train, audit with the blind verdict,
+#    revise the flagged watermark run (the detector's and revise's tensor code
+#    on CUDA; small images, so launch-bound rather than a throughput figure).
+DEMO_CK=$WORK/demo-checkpoints
+DEMO_REPORTS=$WORK/demo-reports
+stage demo-train nave train "$root/experiments/demo.yaml" --checkpoints "$DEMO_CK" "${DEMO_SETS[@]}"
+stage demo-audit nave audit "$DEMO_CK/demo" --reports "$DEMO_REPORTS"
+stage demo-revise nave revise "$DEMO_REPORTS/demo" --run resnet18-aug0-wm1-s0 --force
+
+# 6. k-means on the audit's matrix (ResNet50 layer3 + layer4 over the probes),
 #    and localisation with a trained ResNet50.
 kmeans_images=$PROBES
 stage kmeans nave bench kmeans --arch resnet50 --image-size "$SIZE" --images "$kmeans_images" -k 10 --engines kmeans --seeds 3
@@ -161,13 +174,15 @@ stage localize nave localize --dataset voc07 --root "$WORK/voc" --run "$CK/water
 [ -n "$sampler_pid" ] && kill "$sampler_pid" 2>/dev/null
 sampler_pid=
 
-# 6. The figures and the extrapolation.
+# 7. The figures and the extrapolation.
 "$PYTHON" "$root/benches/study_summary.py" "$WORK" "$OUT" --scale "$SCALE" | tee -a "$LOG"
 summary_rc=${PIPESTATUS[0]}
 (cd "$WORK" && {
   ls -1 -- *.out *.err stages.tsv 2>/dev/null
   find checkpoints reports localize \( -name metrics.jsonl -o -name run.yaml -o -name audit.json \
     -o -name summary.json \) 2>/dev/null
+  find demo-checkpoints demo-reports \( -name metrics.jsonl -o -name run.yaml -o -name audit.json \
+    -o -name revise.json \) 2>/dev/null
 } | tar -czf "$OUT/results.tar.gz" -T -)
 echo "results in $OUT (work folder $WORK)"
 [ "$failed" = 0 ] && [ "$summary_rc" = 0 ]

@@ -245,6 +245,27 @@ if audit:
         figure.append({k: r.get(k) for k in ("id", "accuracy", "shortcut_gap", "truth", "wm_iou", "wm_iou_fair", "wm_shift", "verdict")} | {"epochs": epochs})
     summary["figure6"] = figure
 
+# The demo on the device: each stage's time, and every audited run's
+# verdict (the revised run among them when revise ran).
+demo_stages = [n for n in ("demo-train", "demo-audit", "demo-revise") if n in stages]
+if demo_stages:
+    md += ["", "## The demo on the device (experiments/demo.yaml)", ""]
+    md.append(", ".join(f"{n}: {stages[n]['seconds']:.1f} s (exit {stages[n]['exit']})" for n in demo_stages) + ".")
+    demo_audit = work / "demo-reports" / "demo" / "audit.json"
+    if demo_audit.is_file():
+        d = json.loads(demo_audit.read_text())
+        num = lambda x, f="{:.3f}": f.format(x) if isinstance(x, (int, float)) else "—"
+        md += ["", "| run | clean acc | gap | detector score | flagged |", "|---|---|---|---|---|"]
+        demo_rows = []
+        for r in d.get("runs", []):
+            v = r.get("verdict") or {}
+            acc = r.get("accuracy", {})
+            md.append(f"| {r['id']} | {num(acc.get('clean'))} | {num(r.get('shortcut_gap'))} | "
+                      f"{num(v.get('shortcut_score'))} | {v.get('flagged', '—')} |")
+            demo_rows.append({"id": r["id"], "clean": acc.get("clean"), "gap": r.get("shortcut_gap"),
+                              "score": v.get("shortcut_score"), "flagged": v.get("flagged")})
+        summary["demo"] = {"stages": {n: stages[n] for n in demo_stages}, "runs": demo_rows}
+
 # k-means and localisation.
 kmeans = stage_json("kmeans")
 if kmeans:
