@@ -37,8 +37,13 @@
 #             (a couple of minutes), to try the script where there is no GPU.
 #   WORK      where checkpoints and logs go (default: a new temporary folder).
 #   BUDGET_S  stages not started by then are skipped (default 420 s for full,
-#             none for tiny), so that the summary is written inside one call
-#             of the GPU machine (at most 10 minutes) with room to spare.
+#             none for tiny), and a stage still running GRACE_S (default 60)
+#             seconds after it is stopped (SIGINT, as a user's Ctrl-C: the
+#             audit keeps the runs it finished), so that the summary is
+#             written inside one call of the GPU machine (at most 10
+#             minutes) with room to spare. results.tar.gz is rewritten after
+#             every stage, so a call cut short still brings back the
+#             stages it finished.
 #
 # On a GPU machine that did not build it (torch 2.11.0+cu130 there):
 #   make gpu-binary                       (here: target/gpu/release/nave-lab)
@@ -64,6 +69,7 @@ case "$SCALE" in
     STUDY_SETS=()
     DEMO_SETS=()
     BUDGET_S=${BUDGET_S:-420}
+    GRACE_S=${GRACE_S:-60}
     ;;
   tiny)
     DEVICE=${DEVICE:-cpu}
@@ -74,6 +80,7 @@ case "$SCALE" in
       --set train.batch_size=16)
     DEMO_SETS=(--set train.epochs=2 --set 'grid.seed=[0]')
     BUDGET_S=${BUDGET_S:-0}
+    GRACE_S=${GRACE_S:-0}
     ;;
   *) echo "SCALE must be full or tiny, got '$SCALE'" >&2; exit 2 ;;
 esac
@@ -116,9 +123,15 @@ stage() {
     return
   fi
   printf '== %s: %s\n' "$name" "$*" | tee -a "$LOG"
-  local t0 t1 rc
+  local t0 t1 rc limit cmd=("$@")
+  # `timeout` runs programs, not shell functions.
+  [ "$1" = nave ] && cmd=("$NAVE_LAB" --device "$DEVICE" "${@:2}")
+  if [ "$BUDGET_S" -gt 0 ]; then
+    limit=$((BUDGET_S + GRACE_S - ($(date +%s) - script_start)))
+    cmd=(timeout --signal=INT --kill-after=15 "$limit" "${cmd[@]}")
+  fi
   t0=$(date +%s.%N)
-  { "$@" 2>&1 1>"$WORK/$name.out" | while IFS= read -r line; do
+  { "${cmd[@]}" 2>&1 1>"$WORK/$name.out" | while IFS= read -r line; do
       printf '%s %s\n' "$(date +%s.%N)" "$line"
     done >"$WORK/$name.err"; }
   rc=${PIPESTATUS[0]}
@@ -126,7 +139,19 @@ stage() {
   printf '%s\t%s\t%s\t%s\n' "$name" "$t0" "$t1" "$rc" >>"$WORK/stages.tsv"
   cut -d' ' -f2- "$WORK/$name.err" | tail -n 40 >>"$LOG"
   awk -v a="$t0" -v b="$t1" -v rc="$rc" 'BEGIN { printf "   %.1f s, exit %s\n", b - a, rc }' | tee -a "$LOG"
+  [ "$rc" = 124 ] && printf '   stopped: the budget and its %s s grace were spent\n' "$GRACE_S" | tee -a "$LOG"
   [ "$rc" = 0 ] || failed=$((failed + 1))
+  pack_results
+}
+
+# Every stage's output, metrics and audit.json (no weights) into
+# OUT/results.tar.gz; run after each stage and at the end.
+pack_results() {
+  (cd "$WORK" && {
+    ls -1 -- *.out *.err stages.tsv 2>/dev/null
+    find checkpoints reports localize demo-checkpoints demo-reports \( -name metrics.jsonl -o -name run.yaml \
+      -o -name audit.json -o -name result.json -o -name summary.json -o -name revise.json \) 2>/dev/null
+  } | tar -czf "$OUT/results.tar.gz" -T -)
 }
 
 nave() { "$NAVE_LAB" --device "$DEVICE" "$@"; }
@@ -177,12 +202,6 @@ sampler_pid=
 # 7. The figures and the extrapolation.
 "$PYTHON" "$root/benches/study_summary.py" "$WORK" "$OUT" --scale "$SCALE" | tee -a "$LOG"
 summary_rc=${PIPESTATUS[0]}
-(cd "$WORK" && {
-  ls -1 -- *.out *.err stages.tsv 2>/dev/null
-  find checkpoints reports localize \( -name metrics.jsonl -o -name run.yaml -o -name audit.json \
-    -o -name summary.json \) 2>/dev/null
-  find demo-checkpoints demo-reports \( -name metrics.jsonl -o -name run.yaml -o -name audit.json \
-    -o -name revise.json \) 2>/dev/null
-} | tar -czf "$OUT/results.tar.gz" -T -)
+pack_results
 echo "results in $OUT (work folder $WORK)"
 [ "$failed" = 0 ] && [ "$summary_rc" = 0 ]
