@@ -68,6 +68,7 @@ case "$SCALE" in
     FIG_EPOCHS=6 EPOCHS=3 PROBES=200 VOC_IMAGES=200
     STUDY_SETS=()
     DEMO_SETS=()
+    DEMO_REVISE=()
     BUDGET_S=${BUDGET_S:-420}
     GRACE_S=${GRACE_S:-60}
     ;;
@@ -78,7 +79,9 @@ case "$SCALE" in
     STUDY_SETS=(--set model.width=8 --set dataset.image_size=64
       --set dataset.synthetic.train=96 --set dataset.synthetic.test=48
       --set train.batch_size=16)
-    DEMO_SETS=(--set train.epochs=2 --set 'grid.seed=[0]')
+    DEMO_SETS=(--set train.epochs=2 --set 'grid.seed=[0]' --set 'grid.augment=[false]'
+      --set dataset.image_size=64 --set model.width=8)
+    DEMO_REVISE=(--epochs 1)
     BUDGET_S=${BUDGET_S:-0}
     GRACE_S=${GRACE_S:-0}
     ;;
@@ -187,7 +190,7 @@ DEMO_CK=$WORK/demo-checkpoints
 DEMO_REPORTS=$WORK/demo-reports
 stage demo-train nave train "$root/experiments/demo.yaml" --checkpoints "$DEMO_CK" "${DEMO_SETS[@]}"
 stage demo-audit nave audit "$DEMO_CK/demo" --reports "$DEMO_REPORTS"
-stage demo-revise nave revise "$DEMO_REPORTS/demo" --run resnet18-aug0-wm1-s0 --force
+stage demo-revise nave revise "$DEMO_REPORTS/demo" --run resnet18-aug0-wm1-s0 --force "${DEMO_REVISE[@]}"
 
 # 6. k-means on the audit's matrix (ResNet50 layer3 + layer4 over the probes),
 #    and localisation with a trained ResNet50.

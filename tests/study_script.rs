@@ -1,5 +1,5 @@
 //! benches/full-size-study.sh, the GPU study's one-call script, run at toy
-//! sizes on the CPU (`SCALE=tiny`, about a minute): every stage must run and
+//! sizes on the CPU (`SCALE=tiny`, about two minutes): every stage must run and
 //! the summary must carry every figure and the extrapolation, so that the
 //! script works the day a GPU is at hand.
 mod common;
@@ -78,6 +78,21 @@ fn the_full_size_study_script_runs_every_stage_and_extrapolates() {
     assert!(summary["kmeans"][0]["seconds"].as_f64().unwrap() > 0.0);
     assert!(summary["localize"]["seconds_per_image"].as_f64().unwrap() > 0.0);
 
+    // The demo end to end: its two runs audited with a verdict each, and
+    // the watermark run's revision audited beside them.
+    let demo = summary["demo"]["runs"].as_array().unwrap();
+    let ids: Vec<&str> = demo.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            "resnet18-aug0-wm0-s0",
+            "resnet18-aug0-wm1-s0",
+            "resnet18-aug0-wm1-s0-revised-augment"
+        ],
+        "{demo:?}"
+    );
+    assert!(demo.iter().all(|r| r["score"].is_f64()), "{demo:?}");
+
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(md.contains("## The whole study, extrapolated"), "{md}");
     let listing = Command::new("tar")
@@ -87,6 +102,8 @@ fn the_full_size_study_script_runs_every_stage_and_extrapolates() {
         .unwrap();
     let listing = String::from_utf8_lossy(&listing.stdout);
     assert!(listing.contains("audit.json"), "{listing}");
-    assert_eq!(listing.matches("metrics.jsonl").count(), 8, "{listing}");
+    // 8 study runs, 2 demo runs and the revision.
+    assert_eq!(listing.matches("metrics.jsonl").count(), 11, "{listing}");
+    assert!(listing.contains("revise.json"), "{listing}");
     assert!(listing.contains("stages.tsv"), "{listing}");
 }
