@@ -527,7 +527,19 @@ impl Experiment {
             text += &format!("# --set {o}\n");
         }
         text += &self.source_text;
-        crate::io::write_atomic(&dir.join("experiment.yaml"), text.as_bytes())
+        // Under a lock, so that a temporary left by a writer killed between
+        // its write and its rename is swept (no live writer owns one) while
+        // two processes on one study can still both start.
+        let _lock = crate::lock::Lock::acquire_waiting(&dir.join(".experiment.lock"), |holder| {
+            crate::info!("waiting for {holder}, which is writing {}", dir.display());
+        })?;
+        crate::io::remove_stale_temps(&dir, "experiment.yaml.");
+        crate::io::write_atomic_with(&dir.join("experiment.yaml"), |tmp| {
+            std::fs::write(tmp, text.as_bytes())
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
+            crate::failpoint::hit("experiment-copy");
+            Ok(())
+        })
     }
 }
 

@@ -152,10 +152,12 @@ fn a_study_killed_at_any_moment_resumes_to_the_uninterrupted_result() {
     let expected = trained(&reference);
 
     // Named moments (the k-th time a point is reached over both runs' 8
-    // epochs): between an epoch's files and its metrics, between the metrics
+    // epochs): between the study's copy of the experiment file and its
+    // rename, between an epoch's files and its metrics, between the metrics
     // and the manifest, right after the manifest, and between the final
     // weights and COMPLETE. Then moments picked at random.
     let mut points: Vec<(String, Option<&str>, Duration)> = [
+        "experiment-copy",
         "epoch-files@2",
         "epoch-metrics@3",
         "epoch-manifest@1",
