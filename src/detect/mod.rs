@@ -29,7 +29,9 @@
 //! translucent ruler and a black box on a radiograph's black borders), and
 //! the high-pass correlation of the segments' windows, wide and then of the
 //! object cut out of them, anywhere in other images of the class against
-//! the other classes' (`template`).
+//! the other classes' (`template`). Reproduced pixels that neither
+//! correlation view backs count a quarter: alone they were mostly a flat
+//! patch the class shares.
 //!
 //! Where a candidate has such an object and the class's images show it, the
 //! lift it is scored on is the object's alone: its box, found in each
@@ -57,6 +59,7 @@ pub mod evaluate;
 pub mod global;
 mod occlusion;
 pub mod recurrence;
+pub mod sharpness;
 pub mod splits;
 pub mod template;
 pub mod verdict;
@@ -233,6 +236,11 @@ pub struct Candidate {
     /// the other classes', image by image (AUROC; see `Stereotypy`).
     #[serde(default)]
     pub object_separation: f64,
+    /// How well the segments' sharpness tells them from the same places in
+    /// the other classes' images (AUROC; see `sharpness`). Recorded, not
+    /// yet weighed.
+    #[serde(default)]
+    pub sharp_separation: f64,
     /// The segments' transplant test: measured only where there is no
     /// object transplant, which the candidate is then scored on instead
     /// (`scored_lift`); None otherwise.
@@ -572,6 +580,10 @@ const OBJECT_GAP: (f64, f64) = (0.10, 0.50);
 /// zoo); anatomy and opacities there reached 0.78.
 const OBJECT_SEPARATION: (f64, f64) = (0.80, 0.95);
 
+/// What reproduced pixels count for when neither correlation view sees the
+/// segments' windows recur (see `Stereotypy::weight`).
+const UNSUPPORTED_REPRODUCED: f64 = 0.25;
+
 /// How much a candidate's segments look like one reproduced object rather
 /// than anatomy, from three views that fail in different places.
 #[derive(Debug, Clone, Copy, Default)]
@@ -617,7 +629,18 @@ impl Stereotypy {
         if gap >= OBJECT_GAP.0 {
             object = object.max(ramp(self.object_separation, OBJECT_SEPARATION));
         }
-        (self.reproduced + wide + object) / 3.0
+        // Reproduced pixels in segments whose windows do not recur are a
+        // flat patch the class shares (a background, the inside of a
+        // stroke) more often than a stamped object: on zoo v2 that view
+        // alone flagged 5 and 6 runs that do not rely (a marker too small
+        // to learn, a box the model ignored) against 1 that does. Without a
+        // correlation view it counts a quarter.
+        let reproduced = if wide > 0.0 || object > 0.0 {
+            self.reproduced
+        } else {
+            self.reproduced * UNSUPPORTED_REPRODUCED
+        };
+        (reproduced + wide + object) / 3.0
     }
 }
 
@@ -941,6 +964,8 @@ struct SampleClustering {
     images: Tensor,
     class_of: Vec<usize>,
     high: Tensor,
+    /// Their sharpness maps (`sharpness`).
+    sharp: Tensor,
     /// Class-specific reproduced pixels (`recurrence`): the table, and each
     /// image's map for its own class.
     table: Recurrence,
@@ -965,8 +990,10 @@ impl SampleClustering {
         let labels: Vec<i64> =
             Vec::try_from(result.labels.to_device(Device::Cpu)).expect("int64 labels");
         let tightness = tightness(&rows, &result, &labels, k);
+        let high = template::high_pass(&images);
         Ok(Self {
-            high: template::high_pass(&images),
+            sharp: sharpness::sharpness_maps(&high),
+            high,
             images,
             class_of,
             table,
@@ -1055,6 +1082,7 @@ fn score_candidates(
             let clock = std::time::Instant::now();
             let (views, object) =
                 stereotypy(&sc.maps, &sc.high, &segments, &members, &targets, sc.grid);
+            let sharp_separation = sharpness::separation(&sc.sharp, &segments, &targets, sc.grid);
             seconds.local_stereotypy += clock.elapsed().as_secs_f64();
             let clock = std::time::Instant::now();
             // The object's transplant, where there is one, is what the
@@ -1076,6 +1104,7 @@ fn score_candidates(
                 object_within: views.object_within,
                 object_other: views.object_other,
                 object_separation: views.object_separation,
+                sharp_separation,
                 lift: t.map(|t| t.lift),
                 control: t.map(|t| t.control),
                 object_lift: o.as_ref().map(|o| o.lift),
@@ -1403,6 +1432,19 @@ mod tests {
             ..Stereotypy::default()
         };
         assert!((ruler.weight() - 1.0 / 3.0).abs() < 1e-9);
+        // Reproduced pixels whose windows recur in neither view (a flat
+        // patch the class shares) count a quarter; with a view, in full.
+        let flat = Stereotypy {
+            reproduced: 0.9,
+            ..Stereotypy::default()
+        };
+        assert!((flat.weight() - 0.9 * UNSUPPORTED_REPRODUCED / 3.0).abs() < 1e-9);
+        let supported = Stereotypy {
+            object_within: 0.6,
+            object_other: 0.6 - (OBJECT_GAP.0 + OBJECT_GAP.1) / 2.0,
+            ..flat
+        };
+        assert!((supported.weight() - (0.9 + 0.5) / 3.0).abs() < 1e-9);
     }
 
     #[test]
@@ -1490,6 +1532,7 @@ mod tests {
             object_within: 0.0,
             object_other: 0.0,
             object_separation: 0.0,
+            sharp_separation: 0.5,
             lift: Some(0.9),
             control: Some(0.1),
             object_lift: None,

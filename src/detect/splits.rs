@@ -25,7 +25,7 @@ pub struct Registered {
 /// Every registered split. zoo v2's header names this file by its path when
 /// it was registered, src/audit/splits.rs: editing the header would change
 /// the checksum.
-pub const REGISTERED: [Registered; 5] = [
+pub const REGISTERED: [Registered; 7] = [
     Registered {
         experiment: "zoo",
         file: "experiments/zoo-splits.yaml",
@@ -57,6 +57,20 @@ pub const REGISTERED: [Registered; 5] = [
         experiment: "zoo-both",
         file: "experiments/zoo-both-splits.yaml",
         sha256: "b0b6a18f787c3131c1d32f90fabf7fa914443ed16b6e2ba7adb69cf8beb34273",
+    },
+    // Zoo v2's families at new seeds, registered with the rule that
+    // discounts unsupported reproduced pixels, before it was trained.
+    Registered {
+        experiment: "zoo-b",
+        file: "experiments/zoo-b-splits.yaml",
+        sha256: "ce306077b7123dad33e095e0787d0547d2f9216746335237253da0903956dd58",
+    },
+    // A fourth set of the varied-marker supplement's seeds, registered
+    // before a rule for the varied marker on radiographs was tuned.
+    Registered {
+        experiment: "zoo-varied-d",
+        file: "experiments/zoo-varied-d-splits.yaml",
+        sha256: "5b4c7322f38164f332e1949b50b39407beb5f0da2bec92bdc3acacc10b69c1a7",
     },
 ];
 
