@@ -59,7 +59,6 @@ pub mod evaluate;
 pub mod global;
 mod occlusion;
 pub mod recurrence;
-pub mod sharpness;
 pub mod splits;
 pub mod template;
 pub mod verdict;
@@ -236,11 +235,6 @@ pub struct Candidate {
     /// the other classes', image by image (AUROC; see `Stereotypy`).
     #[serde(default)]
     pub object_separation: f64,
-    /// How well the segments' sharpness tells them from the same places in
-    /// the other classes' images (AUROC; see `sharpness`). Recorded, not
-    /// yet weighed.
-    #[serde(default)]
-    pub sharp_separation: f64,
     /// The segments' transplant test: measured only where there is no
     /// object transplant, which the candidate is then scored on instead
     /// (`scored_lift`); None otherwise.
@@ -964,8 +958,6 @@ struct SampleClustering {
     images: Tensor,
     class_of: Vec<usize>,
     high: Tensor,
-    /// Their sharpness maps (`sharpness`).
-    sharp: Tensor,
     /// Class-specific reproduced pixels (`recurrence`): the table, and each
     /// image's map for its own class.
     table: Recurrence,
@@ -990,10 +982,8 @@ impl SampleClustering {
         let labels: Vec<i64> =
             Vec::try_from(result.labels.to_device(Device::Cpu)).expect("int64 labels");
         let tightness = tightness(&rows, &result, &labels, k);
-        let high = template::high_pass(&images);
         Ok(Self {
-            sharp: sharpness::sharpness_maps(&high),
-            high,
+            high: template::high_pass(&images),
             images,
             class_of,
             table,
@@ -1082,7 +1072,6 @@ fn score_candidates(
             let clock = std::time::Instant::now();
             let (views, object) =
                 stereotypy(&sc.maps, &sc.high, &segments, &members, &targets, sc.grid);
-            let sharp_separation = sharpness::separation(&sc.sharp, &segments, &targets, sc.grid);
             seconds.local_stereotypy += clock.elapsed().as_secs_f64();
             let clock = std::time::Instant::now();
             // The object's transplant, where there is one, is what the
@@ -1104,7 +1093,6 @@ fn score_candidates(
                 object_within: views.object_within,
                 object_other: views.object_other,
                 object_separation: views.object_separation,
-                sharp_separation,
                 lift: t.map(|t| t.lift),
                 control: t.map(|t| t.control),
                 object_lift: o.as_ref().map(|o| o.lift),
@@ -1532,7 +1520,6 @@ mod tests {
             object_within: 0.0,
             object_other: 0.0,
             object_separation: 0.0,
-            sharp_separation: 0.5,
             lift: Some(0.9),
             control: Some(0.1),
             object_lift: None,
