@@ -534,9 +534,10 @@ impl Experiment {
             crate::info!("waiting for {holder}, which is writing {}", dir.display());
         })?;
         crate::io::remove_stale_temps(&dir, "experiment.yaml.");
-        crate::io::write_atomic_with(&dir.join("experiment.yaml"), |tmp| {
+        let copy = dir.join("experiment.yaml");
+        crate::io::write_atomic_with(&copy, |tmp| {
             std::fs::write(tmp, text.as_bytes())
-                .map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", copy.display()))?;
             crate::failpoint::hit("experiment-copy");
             Ok(())
         })
