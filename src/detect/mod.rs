@@ -42,9 +42,19 @@
 //! lift separates the runs that rely from those that do not where the
 //! segment's did not.
 //!
+//! A varied object (a laterality letter whose size, angle and contrast
+//! change from image to image, on a radiograph whose anatomy is sharp
+//! too) can fall into clusters with what surrounds it, so that no cluster
+//! is the object. One more candidate per class asks the model where it
+//! looks (`sensitivity`: the cells of each image where gradient x input of
+//! the class is largest); it is tested whole by the same transplant and
+//! weighed by its sharpness against the same places in the other classes'
+//! images (`sharpness`), not by stereotypy.
+//!
 //! The suspect region on each probe is where that recurring object matches
 //! (so it follows the object, not the clustering grid), failing that the
-//! suspect cluster's cells there.
+//! suspect cluster's cells there; for where the model looks, where it looks
+//! on that probe.
 //!
 //! Where the best global cue (`global`) outscores every local candidate,
 //! the verdict's evidence is that cue: no region, and what it changes.
@@ -59,6 +69,8 @@ pub mod evaluate;
 pub mod global;
 mod occlusion;
 pub mod recurrence;
+mod sensitivity;
+pub mod sharpness;
 pub mod splits;
 pub mod template;
 pub mod verdict;
@@ -106,6 +118,24 @@ impl Default for DetectorSpec {
     }
 }
 
+/// Where a local candidate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// The segments of one cluster of the detector's clustering.
+    #[default]
+    Cluster,
+    /// Where the model's prediction of the class is most sensitive, image
+    /// by image (`sensitivity`).
+    Sensitivity,
+}
+
+impl Source {
+    pub fn is_cluster(&self) -> bool {
+        *self == Source::Cluster
+    }
+}
+
 /// What a detector found for one run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Detection {
@@ -118,10 +148,14 @@ pub struct Detection {
     pub class: Option<String>,
     /// The suspect NAVE cluster (None for the occlusion baseline).
     pub cluster: Option<usize>,
+    /// Whether the suspect is a cluster's object or where the model looks.
+    #[serde(default, skip_serializing_if = "Source::is_cluster")]
+    pub source: Source,
     /// Mean probability gain of the pasted region, and of the control.
     pub lift: f64,
     pub control: f64,
-    /// The suspect region's stereotypy (see `stereotypy`).
+    /// The weight of the suspect's lift: its stereotypy (see `stereotypy`),
+    /// or for where the model looks, its sharpness (`Candidate::scored`).
     #[serde(default)]
     pub stereotypy: f64,
     /// The suspect region's box on each probe (its stamped twin); None where
@@ -210,7 +244,11 @@ impl StepSeconds {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Candidate {
     pub class: String,
+    /// The cluster; for a sensitivity candidate, the number of clusters.
     pub cluster: usize,
+    /// A cluster's segments, or where the model looks (`sensitivity`).
+    #[serde(default)]
+    pub source: Source,
     /// Share of the class's sampled images where the cluster is a small segment.
     pub presence: f64,
     /// Mean distance of the cluster's rows to its centre over that of all rows.
@@ -235,6 +273,11 @@ pub struct Candidate {
     /// the other classes', image by image (AUROC; see `Stereotypy`).
     #[serde(default)]
     pub object_separation: f64,
+    /// How well the segments' sharpness tells them from the same places in
+    /// the other classes' images (AUROC; see `sharpness`): the weight of a
+    /// sensitivity candidate's segments, measured only for those.
+    #[serde(default)]
+    pub sharp_separation: Option<f64>,
     /// The segments' transplant test: measured only where there is no
     /// object transplant, which the candidate is then scored on instead
     /// (`scored_lift`); None otherwise.
@@ -573,6 +616,16 @@ const OBJECT_GAP: (f64, f64) = (0.10, 0.50);
 /// other classes (0.86-0.92 on a 64 px study of such markers, outside the
 /// zoo); anatomy and opacities there reached 0.78.
 const OBJECT_SEPARATION: (f64, f64) = (0.80, 0.95);
+
+/// Where a sensitivity candidate's sharp separation (see `sharpness`: its
+/// segments' sharpness against the same places in the other classes'
+/// images) starts to count as an object the class carries, and where it
+/// counts fully. Real radiographs of one class can be sharper than the
+/// other's where a clean model looks (NORMAL against PNEUMONIA on zoo v2's
+/// clean and hard-negative X-ray runs: up to 0.87); a marker the model
+/// relies on, drawn in varied letters, sizes and angles, reached 0.89-0.93,
+/// stamped boxes and tokens 0.97-1.
+const SHARP_SEPARATION: (f64, f64) = (0.90, 1.00);
 
 /// What reproduced pixels count for when neither correlation view sees the
 /// segments' windows recur (see `Stereotypy::weight`).
@@ -958,6 +1011,8 @@ struct SampleClustering {
     images: Tensor,
     class_of: Vec<usize>,
     high: Tensor,
+    /// Their sharpness maps (`sharpness`).
+    sharp: Tensor,
     /// Class-specific reproduced pixels (`recurrence`): the table, and each
     /// image's map for its own class.
     table: Recurrence,
@@ -982,8 +1037,10 @@ impl SampleClustering {
         let labels: Vec<i64> =
             Vec::try_from(result.labels.to_device(Device::Cpu)).expect("int64 labels");
         let tightness = tightness(&rows, &result, &labels, k);
+        let high = template::high_pass(&images);
         Ok(Self {
-            high: template::high_pass(&images),
+            sharp: sharpness::sharpness_maps(&high),
+            high,
             images,
             class_of,
             table,
@@ -1060,46 +1117,85 @@ fn score_candidates(
             continue;
         }
         let transplants = Transplants::new(e, &sc.images, &targets, class, spec.pairs);
-        for cluster in 0..sc.centres.size()[0] {
-            let segments = small_segments(&sc.labels, &members, cluster, sc.cells(), spec.max_area);
-            if (segments.len() as f64) < spec.min_presence * members.len() as f64 {
-                continue;
-            }
+        let mut test = |cluster: usize, source: Source, segments: Regions| {
             let regions: Regions = segments
                 .iter()
                 .map(|(i, m)| (*i, dilate(m, h, w)))
                 .collect();
             let clock = std::time::Instant::now();
-            let (views, object) =
-                stereotypy(&sc.maps, &sc.high, &segments, &members, &targets, sc.grid);
+            // A cluster is weighed by its stereotypy, and scored on its
+            // recurring object's transplant where it has one; where the
+            // model looks is weighed by its sharpness and tested whole
+            // (`Candidate::scored`).
+            let (views, object, sharp_separation) = match source {
+                Source::Cluster => {
+                    let (views, object) =
+                        stereotypy(&sc.maps, &sc.high, &segments, &members, &targets, sc.grid);
+                    (views, object, None)
+                }
+                Source::Sensitivity => {
+                    let sharp = sharpness::separation(&sc.sharp, &segments, &targets, sc.grid);
+                    (Stereotypy::default(), None, Some(sharp))
+                }
+            };
             seconds.local_stereotypy += clock.elapsed().as_secs_f64();
             let clock = std::time::Instant::now();
-            // The object's transplant, where there is one, is what the
-            // candidate is scored on: the segments' is tested only without it.
             let o = object
                 .as_ref()
                 .and_then(|o| transplants.object(o, &sc.high, &members, sc.cell_side()));
+            // The segments' test only without the object's.
             let t = o.is_none().then(|| transplants.segments(&regions, sc.grid));
             seconds.local_transplants += clock.elapsed().as_secs_f64();
             candidates.push(Candidate {
                 class: class_name.clone(),
-                cluster: cluster as usize,
+                cluster,
+                source,
                 presence: regions.len() as f64 / members.len() as f64,
-                tightness: sc.tightness[cluster as usize],
-                stereotypy: views.weight(),
+                tightness: sc.tightness.get(cluster).copied().unwrap_or(0.0),
+                stereotypy: match source {
+                    Source::Cluster => views.weight(),
+                    Source::Sensitivity => 0.0,
+                },
                 reproduced: views.reproduced,
                 wide_within: views.wide_within,
                 wide_other: views.wide_other,
                 object_within: views.object_within,
                 object_other: views.object_other,
                 object_separation: views.object_separation,
+                sharp_separation,
                 lift: t.map(|t| t.lift),
                 control: t.map(|t| t.control),
                 object_lift: o.as_ref().map(|o| o.lift),
                 object_control: o.as_ref().map(|o| o.control),
             });
             objects.push(object);
+        };
+        let k = sc.centres.size()[0];
+        for cluster in 0..k {
+            let segments = small_segments(&sc.labels, &members, cluster, sc.cells(), spec.max_area);
+            if (segments.len() as f64) < spec.min_presence * members.len() as f64 {
+                continue;
+            }
+            test(cluster as usize, Source::Cluster, segments);
         }
+        // Where the model looks, as one more candidate (`sensitivity`),
+        // numbered after the clusters: for an object whose copies vary, which
+        // no cluster holds on its own.
+        let member_images = sc.images.index_select(0, &index_tensor(&members));
+        let max_cells = sensitivity_cells(spec, sc.grid);
+        let looked = sensitivity::sensitive_regions(
+            e.model,
+            &member_images,
+            class,
+            e.device,
+            sc.grid,
+            max_cells,
+        );
+        test(
+            k as usize,
+            Source::Sensitivity,
+            members.iter().copied().zip(looked).collect(),
+        );
     }
     (candidates, objects)
 }
@@ -1107,10 +1203,7 @@ fn score_candidates(
 impl Candidate {
     /// The lift it is scored on (`scored_lift`).
     fn scored_lift(&self) -> Transplant {
-        let segments = self
-            .lift
-            .zip(self.control)
-            .map(|(lift, control)| Transplant { lift, control });
+        let segments = self.segments_lift();
         let object = self
             .object_lift
             .zip(self.object_control)
@@ -1118,9 +1211,32 @@ impl Candidate {
         scored_lift(segments, object)
     }
 
-    /// That lift over its control, times the stereotypy weight.
+    fn segments_lift(&self) -> Option<Transplant> {
+        self.lift
+            .zip(self.control)
+            .map(|(lift, control)| Transplant { lift, control })
+    }
+
+    /// What its score is made of: the transplant and its weight. A
+    /// cluster's is its scored lift times its stereotypy. Where the model
+    /// looks (`sensitivity`), the segments are tested whole and weighed by
+    /// whether they hold something sharper than the other classes' images
+    /// hold there (`SHARP_SEPARATION`), not by stereotypy: tissue the model
+    /// reads moves it when pasted too, and a varied object does not recur.
+    fn scored(&self) -> (Transplant, f64) {
+        match self.source {
+            Source::Cluster => (self.scored_lift(), self.stereotypy),
+            Source::Sensitivity => (
+                self.segments_lift().unwrap_or(scored_lift(None, None)),
+                ramp(self.sharp_separation.unwrap_or(0.0), SHARP_SEPARATION),
+            ),
+        }
+    }
+
+    /// Its lift over the control, times its weight (`scored`).
     fn score(&self) -> f64 {
-        self.scored_lift().weighted(self.stereotypy)
+        let (t, weight) = self.scored();
+        t.weighted(weight)
     }
 }
 
@@ -1199,6 +1315,7 @@ pub fn nave_detect(
             score: g.score(),
             class: Some(g.class.clone()),
             cluster: None,
+            source: Source::Cluster,
             lift: g.lift,
             control: g.control,
             stereotypy: g.weight(),
@@ -1216,6 +1333,7 @@ pub fn nave_detect(
             score: 0.0,
             class: None,
             cluster: None,
+            source: Source::Cluster,
             lift: 0.0,
             control: 0.0,
             stereotypy: 0.0,
@@ -1234,6 +1352,30 @@ pub fn nave_detect(
         .iter()
         .position(|name| *name == c.class)
         .expect("a candidate's class is one of the classes");
+    let (scored, weight) = c.scored();
+    let source = c.source;
+    if source == Source::Sensitivity {
+        // Where the model looks for the class on each probe: no recurring
+        // object to match or to score the training files with.
+        let suspect_boxes = looked_regions(e, class, sc.grid, spec)?;
+        seconds.suspect_regions = lap();
+        return Ok(Detection {
+            score: scored.weighted(weight),
+            class: Some(c.class.clone()),
+            cluster: None,
+            source,
+            lift: scored.lift,
+            control: scored.control,
+            stereotypy: weight,
+            suspect_boxes,
+            global_cue: None,
+            global_transform: None,
+            candidates,
+            global_candidates,
+            seconds: seconds.reported(),
+            object: None,
+        });
+    }
     let object = objects[best].as_ref().map(|o| {
         let (members, others) = sc.split(class);
         carriers::ObjectMatch::of(o, &sc.images, &members, &others)
@@ -1253,14 +1395,14 @@ pub fn nave_detect(
         reach,
     )?;
     seconds.suspect_regions = lap();
-    let scored = c.scored_lift();
     Ok(Detection {
-        score: c.score(),
+        score: scored.weighted(weight),
         class: Some(c.class.clone()),
         cluster: Some(c.cluster),
+        source,
         lift: scored.lift,
         control: scored.control,
-        stereotypy: c.stereotypy,
+        stereotypy: weight,
         suspect_boxes,
         global_cue: None,
         global_transform: None,
@@ -1269,6 +1411,32 @@ pub fn nave_detect(
         seconds: seconds.reported(),
         object,
     })
+}
+
+/// The suspect region on each probe for a sensitivity candidate of
+/// `class`: the largest group of cells the model's prediction of the class
+/// is most sensitive to there (see `sensitivity`).
+fn looked_regions(
+    e: &Evidence,
+    class: usize,
+    grid: (usize, usize),
+    spec: &DetectorSpec,
+) -> anyhow::Result<Vec<Option<PixelBox>>> {
+    let (h, w) = grid;
+    let size = e.probes.size()[2] as usize;
+    let max_cells = sensitivity_cells(spec, grid);
+    Ok(
+        sensitivity::sensitive_regions(e.model, e.probes, class, e.device, grid, max_cells)
+            .iter()
+            .map(|mask| largest_component_box(mask, h, w, size))
+            .collect(),
+    )
+}
+
+/// The most cells a sensitivity region may take: as many as a cluster's
+/// segment (`DetectorSpec::max_area`).
+fn sensitivity_cells(spec: &DetectorSpec, grid: (usize, usize)) -> usize {
+    ((spec.max_area * (grid.0 * grid.1) as f64) as usize).max(1)
 }
 
 /// How far the object reaches beyond its matched box, on the detector's
@@ -1520,6 +1688,8 @@ mod tests {
             object_within: 0.0,
             object_other: 0.0,
             object_separation: 0.0,
+            sharp_separation: None,
+            source: Source::Cluster,
             lift: Some(0.9),
             control: Some(0.1),
             object_lift: None,
@@ -1529,6 +1699,18 @@ mod tests {
         (c.object_lift, c.object_control) = (Some(0.3), Some(0.1));
         assert!((c.score() - 0.1).abs() < 1e-12);
         assert_eq!(c.scored_lift().lift, 0.3);
+
+        // Where the model looks: the segments' lift weighed by sharpness
+        // alone (the object and the stereotypy are a cluster's).
+        c.source = Source::Sensitivity;
+        c.sharp_separation = Some(0.85);
+        assert_eq!(c.score(), 0.0, "no sharper than the other classes there");
+        c.sharp_separation = Some(0.95); // halfway up SHARP_SEPARATION
+        assert!((c.score() - 0.4).abs() < 1e-12, "the segments' 0.8 x 0.5");
+        c.sharp_separation = Some(1.0);
+        assert!((c.score() - 0.8).abs() < 1e-12);
+        (c.lift, c.control) = (None, None);
+        assert_eq!(c.score(), 0.0, "without a segments' test, nothing");
     }
 
     #[test]

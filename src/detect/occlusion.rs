@@ -64,6 +64,7 @@ pub fn occlusion_detect(e: &Evidence, spec: &DetectorSpec) -> anyhow::Result<Det
         score,
         class: Some(e.class_names[class].clone()),
         cluster: None,
+        source: Source::Cluster,
         lift: t.lift,
         control: t.control,
         stereotypy,

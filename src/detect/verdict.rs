@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use super::global::Looks;
-use super::{self as detect, DetectorSpec, Evidence};
+use super::{self as detect, DetectorSpec, Evidence, Source};
 use crate::data::PixelBox;
 use crate::models::Model;
 
@@ -25,7 +25,7 @@ pub const SHORTCUT_THRESHOLD: f64 = 0.028;
 /// Names the detector's method in the audit cache key: results of an older
 /// detector are recomputed.
 pub const DETECTOR_VERSION: &str =
-    "object-transplant-1+global-cues-3+transform-named+carriers-by-pixels+object-reach+object-separation-2";
+    "object-transplant-1+global-cues-3+transform-named+carriers-by-pixels+object-reach+object-separation-2+sensitivity-1";
 
 /// One run's verdict, as audit.json stores it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,11 +40,17 @@ pub struct Verdict {
     pub class: Option<String>,
     /// The suspect NAVE cluster of the detector's own set-scope clustering.
     pub cluster: Option<usize>,
+    /// Whether the suspect is a cluster's object or where the model looks
+    /// (an object whose copies vary; see `detect::sensitivity`).
+    #[serde(default, skip_serializing_if = "Source::is_cluster")]
+    pub source: Source,
     /// Mean gain of P(class) when the region is pasted onto images of the
     /// other classes, and when the ring around it is pasted instead.
     pub lift: f64,
     pub control: f64,
-    /// How much the region is one reproduced object (0: tissue, 1: stamped).
+    /// How much the region is one reproduced object (0: tissue, 1: stamped);
+    /// where the model looks, how much sharper it is than the other classes'
+    /// images there.
     pub stereotypy: f64,
     /// The suspect region's box on each probe (None where it is absent).
     pub suspect_boxes: Vec<Option<PixelBox>>,
@@ -92,8 +98,12 @@ impl Verdict {
             return format!("a global cue, {} (no region)", cue.as_str());
         }
         let found = self.suspect_boxes.iter().flatten().count();
+        let what = match self.source {
+            Source::Cluster => "a reproduced object",
+            Source::Sensitivity => "a sharp object where the model looks",
+        };
         format!(
-            "a reproduced object on {found}/{} probes{}",
+            "{what} on {found}/{} probes{}",
             self.suspect_boxes.len(),
             self.typical_box()
                 .map(|b| format!(", e.g. at x {} y {} ({} x {} px)", b.x, b.y, b.w, b.h))
@@ -144,6 +154,7 @@ pub fn judge(
         flagged: d.score >= SHORTCUT_THRESHOLD,
         class: d.class,
         cluster: d.cluster,
+        source: d.source,
         lift: d.lift,
         control: d.control,
         stereotypy: d.stereotypy,
@@ -165,6 +176,7 @@ mod tests {
             flagged: score >= SHORTCUT_THRESHOLD,
             class: Some("NORMAL".into()),
             cluster: Some(3),
+            source: Source::Cluster,
             lift: 0.9,
             control: 0.1,
             stereotypy: 1.0,

@@ -89,6 +89,14 @@ pub fn neutralise(
             seed,
         ));
     }
+    if evidence.source == crate::detect::Source::Sensitivity {
+        bail!(
+            "the verdict's evidence is {}: an object whose copies vary, found where the model \
+             looks, with no template to find it by in the training images; revise cannot \
+             neutralise it yet",
+            evidence.evidence()
+        );
+    }
     let Some(object) = &evidence.object else {
         bail!(
             "the verdict's evidence ({}) has no object the detector can find in the training \
@@ -413,6 +421,7 @@ mod tests {
             flagged: true,
             class: Some("NORMAL".into()),
             cluster: Some(1),
+            source: crate::detect::Source::Cluster,
             lift: 0.6,
             control: 0.1,
             stereotypy: 1.0,
