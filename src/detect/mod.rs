@@ -1191,11 +1191,17 @@ fn score_candidates(
             sc.grid,
             max_cells,
         );
-        test(
-            k as usize,
-            Source::Sensitivity,
-            members.iter().copied().zip(looked).collect(),
-        );
+        // An image the class's prediction is not sensitive to at all (a
+        // saturated or untrained model) has no region.
+        let looked: Regions = members
+            .iter()
+            .copied()
+            .zip(looked)
+            .filter(|(_, cells)| cells.iter().any(|&c| c))
+            .collect();
+        if !looked.is_empty() {
+            test(k as usize, Source::Sensitivity, looked);
+        }
     }
     (candidates, objects)
 }
@@ -1302,7 +1308,7 @@ pub fn nave_detect(
     seconds.global_cues = lap();
     let no_region = vec![None; e.probes.size()[0] as usize];
     // The first of the highest-scoring local candidates, and of the global.
-    let best_local = first_best(candidates.iter().map(Candidate::score));
+    let best_local = best_local(&candidates);
     let best_global = first_best(global_candidates.iter().map(|g| g.score()));
     let global_wins = match (best_local, best_global) {
         (Some((_, l)), Some((_, g))) => g > l,
@@ -1448,6 +1454,21 @@ fn object_reach(
     let found = carriers::score(object, images)?;
     let pixels = Vec::<u8>::try_from(images.to_device(Device::Cpu).contiguous().flatten(0, -1))?;
     Ok(carriers::Reach::of(&pixels, images.size()[2], &found))
+}
+
+/// The local candidate a verdict rests on: the best cluster where it alone
+/// would flag the run (a recurring object names the files that carry it,
+/// and `revise` can take it away), else the best of all, where the model
+/// looks included. Where both would flag, the run is flagged either way.
+fn best_local(candidates: &[Candidate]) -> Option<(usize, f64)> {
+    let cluster = first_best(candidates.iter().map(|c| match c.source {
+        Source::Cluster => c.score(),
+        Source::Sensitivity => f64::NEG_INFINITY,
+    }));
+    match cluster {
+        Some((i, s)) if s >= verdict::SHORTCUT_THRESHOLD => Some((i, s)),
+        _ => first_best(candidates.iter().map(Candidate::score)),
+    }
 }
 
 /// The index and score of the first of the highest scores.
@@ -1711,6 +1732,32 @@ mod tests {
         assert!((c.score() - 0.8).abs() < 1e-12);
         (c.lift, c.control) = (None, None);
         assert_eq!(c.score(), 0.0, "without a segments' test, nothing");
+
+        // A cluster that would flag the run on its own is the verdict's
+        // evidence even where the model looks scores higher; below the
+        // threshold the higher score wins.
+        let with_score = |source: Source, lift: f64| Candidate {
+            source,
+            lift: Some(lift),
+            control: Some(0.0),
+            stereotypy: 1.0,
+            sharp_separation: Some(1.0),
+            object_lift: None,
+            object_control: None,
+            ..c.clone()
+        };
+        let flagging = [
+            with_score(Source::Sensitivity, 0.9),
+            with_score(Source::Cluster, 0.05),
+            with_score(Source::Cluster, 0.04),
+        ];
+        assert_eq!(best_local(&flagging), Some((1, 0.05)));
+        let weak = [
+            with_score(Source::Cluster, 0.01),
+            with_score(Source::Sensitivity, 0.9),
+        ];
+        assert_eq!(best_local(&weak), Some((1, 0.9)));
+        assert_eq!(best_local(&[]), None);
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub fn separation(
     let size = maps.size()[1] as usize;
     let (mut within, mut paired) = (Vec::new(), Vec::new());
     for (k, (i, mask)) in segments.iter().enumerate() {
+        if !mask.iter().any(|&m| m) {
+            continue; // no cell, no sharpness to read
+        }
         let cells: Vec<i64> = mask.iter().map(|&m| m as i64).collect();
         let up = colour::upsample_labels(&cells, grid.0, grid.1, size);
         let pixels = Tensor::from_slice(&up)
@@ -127,5 +130,8 @@ mod tests {
             (4, 4),
         );
         assert!(sep <= 0.75, "{sep}");
+        // A segment with no cell reads nothing, and does not fail.
+        let empty = vec![(0, vec![false; 16])];
+        assert_eq!(separation(&maps, &empty, &[4, 5, 6, 7], (4, 4)), 0.5);
     }
 }

@@ -77,6 +77,9 @@ fn no_carriers(verdict: Option<&Verdict>) -> &'static str {
         Some(v) if v.global_cue.is_some() => {
             "The evidence is a global cue (no region): every image of the class carries it, so no file is singled out."
         }
+        Some(v) if v.source == crate::detect::Source::Sensitivity => {
+            "The evidence is where the model looks, an object whose copies vary: there is no template to match in the files, so they are not scored."
+        }
         Some(_) => "The verdict's region is not one reproduced object (the detector found no recurring template in it): files are not scored.",
     }
 }
