@@ -1359,53 +1359,38 @@ pub fn nave_detect(
         .position(|name| *name == c.class)
         .expect("a candidate's class is one of the classes");
     let (scored, weight) = c.scored();
-    let source = c.source;
-    if source == Source::Sensitivity {
+    let (suspect_boxes, object, cluster) = match c.source {
         // Where the model looks for the class on each probe: no recurring
         // object to match or to score the training files with.
-        let suspect_boxes = looked_regions(e, class, sc.grid, spec)?;
-        seconds.suspect_regions = lap();
-        return Ok(Detection {
-            score: scored.weighted(weight),
-            class: Some(c.class.clone()),
-            cluster: None,
-            source,
-            lift: scored.lift,
-            control: scored.control,
-            stereotypy: weight,
-            suspect_boxes,
-            global_cue: None,
-            global_transform: None,
-            candidates,
-            global_candidates,
-            seconds: seconds.reported(),
-            object: None,
-        });
-    }
-    let object = objects[best].as_ref().map(|o| {
-        let (members, others) = sc.split(class);
-        carriers::ObjectMatch::of(o, &sc.images, &members, &others)
-    });
-    // The whole object on the probes, not only the part its template holds.
-    let reach = match &object {
-        Some(m) => object_reach(m, &sc.images)?,
-        None => carriers::Reach::default(),
+        Source::Sensitivity => (looked_regions(e, class, sc.grid, spec)?, None, None),
+        Source::Cluster => {
+            let object = objects[best].as_ref().map(|o| {
+                let (members, others) = sc.split(class);
+                carriers::ObjectMatch::of(o, &sc.images, &members, &others)
+            });
+            // The whole object on the probes, not only the part its template holds.
+            let reach = match &object {
+                Some(m) => object_reach(m, &sc.images)?,
+                None => carriers::Reach::default(),
+            };
+            let boxes = suspect_regions(
+                e,
+                taps,
+                &sc,
+                class,
+                c.cluster,
+                objects[best].as_ref(),
+                reach,
+            )?;
+            (boxes, object, Some(c.cluster))
+        }
     };
-    let suspect_boxes = suspect_regions(
-        e,
-        taps,
-        &sc,
-        class,
-        c.cluster,
-        objects[best].as_ref(),
-        reach,
-    )?;
     seconds.suspect_regions = lap();
     Ok(Detection {
         score: scored.weighted(weight),
         class: Some(c.class.clone()),
-        cluster: Some(c.cluster),
-        source,
+        cluster,
+        source: c.source,
         lift: scored.lift,
         control: scored.control,
         stereotypy: weight,

@@ -100,35 +100,25 @@ mod tests {
         idx.iter().map(|&i| (i, mask.clone())).collect()
     }
 
+    /// The separation of the top row's segments on images 0-3 against
+    /// images 4-7, with the cross drawn on the images `marked`.
+    fn top_row_separation(marked: &[i64]) -> (Tensor, f64) {
+        let maps = sharpness_maps(&crate::detect::template::high_pass(&images(8, marked)));
+        let sep = separation(
+            &maps,
+            &top_row_segments(&[0, 1, 2, 3]),
+            &[4, 5, 6, 7],
+            (4, 4),
+        );
+        (maps, sep)
+    }
+
     #[test]
     fn a_sharp_object_only_its_class_carries_separates_and_smooth_anatomy_does_not() {
-        let with = images(8, &[0, 1, 2, 3]);
-        let maps = sharpness_maps(&crate::detect::template::high_pass(&with));
-        let sep = separation(
-            &maps,
-            &top_row_segments(&[0, 1, 2, 3]),
-            &[4, 5, 6, 7],
-            (4, 4),
-        );
-        assert_eq!(sep, 1.0);
-        let without = images(8, &[]);
-        let maps = sharpness_maps(&crate::detect::template::high_pass(&without));
-        let sep = separation(
-            &maps,
-            &top_row_segments(&[0, 1, 2, 3]),
-            &[4, 5, 6, 7],
-            (4, 4),
-        );
-        assert_eq!(sep, 0.5);
+        assert_eq!(top_row_separation(&[0, 1, 2, 3]).1, 1.0);
+        assert_eq!(top_row_separation(&[]).1, 0.5);
         // Both classes carry it: no separation.
-        let both = images(8, &[0, 1, 2, 3, 4, 5, 6, 7]);
-        let maps = sharpness_maps(&crate::detect::template::high_pass(&both));
-        let sep = separation(
-            &maps,
-            &top_row_segments(&[0, 1, 2, 3]),
-            &[4, 5, 6, 7],
-            (4, 4),
-        );
+        let (maps, sep) = top_row_separation(&[0, 1, 2, 3, 4, 5, 6, 7]);
         assert!(sep <= 0.75, "{sep}");
         // A segment with no cell reads nothing, and does not fail.
         let empty = vec![(0, vec![false; 16])];
