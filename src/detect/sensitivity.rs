@@ -8,9 +8,10 @@
 //! no cluster is the object and no transplant moves the model. The model's
 //! own gradient finds it without asking the features to agree: on each
 //! image, the cells where gradient x input of the class's log-probability
-//! is largest. The candidate then faces the same tests as a cluster's (its
-//! stereotypy and its transplant), so tissue the model reads finds no
-//! recurring object and scores as tissue.
+//! is largest. The candidate faces the same transplant as a cluster's
+//! segments, but is weighed by `sharpness` rather than stereotypy (see
+//! `Candidate::scored`): tissue the model reads moves it when pasted too,
+//! and is no sharper than the same place in the other classes' images.
 
 use tch::{Device, Kind, Tensor};
 
