@@ -618,14 +618,15 @@ const OBJECT_GAP: (f64, f64) = (0.10, 0.50);
 const OBJECT_SEPARATION: (f64, f64) = (0.80, 0.95);
 
 /// Where a sensitivity candidate's sharp separation (see `sharpness`: its
-/// segments' sharpness against the same places in the other classes'
-/// images) starts to count as an object the class carries, and where it
-/// counts fully. Real radiographs of one class can be sharper than the
-/// other's where a clean model looks (NORMAL against PNEUMONIA on zoo v2's
-/// clean and hard-negative X-ray runs: up to 0.87); a marker the model
-/// relies on, drawn in varied letters, sizes and angles, reached 0.89-0.93,
-/// stamped boxes and tokens 0.97-1.
-const SHARP_SEPARATION: (f64, f64) = (0.90, 1.00);
+/// segments' sharpness, each image's own scale taken out, against the same
+/// places in the other classes' images) starts to count as an object the
+/// class carries, and where it counts fully. Chosen on zoo v2, zoo-varied-c
+/// and zoo-varied-d (seen): where a clean or non-relying model looks on
+/// real radiographs it reached 0.77 (0.88 before each image's scale was
+/// taken out: NORMAL radiographs are sharper all over than PNEUMONIA ones);
+/// a marker the model relies on, drawn in varied letters, sizes and
+/// angles, 0.77-0.84; stamped boxes and tokens 0.96-1.
+const SHARP_SEPARATION: (f64, f64) = (0.76, 0.86);
 
 /// What reproduced pixels count for when neither correlation view sees the
 /// segments' windows recur (see `Stereotypy::weight`).
@@ -1709,9 +1710,9 @@ mod tests {
         // Where the model looks: the segments' lift weighed by sharpness
         // alone (the object and the stereotypy are a cluster's).
         c.source = Source::Sensitivity;
-        c.sharp_separation = Some(0.85);
+        c.sharp_separation = Some(0.75);
         assert_eq!(c.score(), 0.0, "no sharper than the other classes there");
-        c.sharp_separation = Some(0.95); // halfway up SHARP_SEPARATION
+        c.sharp_separation = Some(0.81); // halfway up SHARP_SEPARATION
         assert!((c.score() - 0.4).abs() < 1e-12, "the segments' 0.8 x 0.5");
         c.sharp_separation = Some(1.0);
         assert!((c.score() - 0.8).abs() < 1e-12);

@@ -9,10 +9,15 @@
 //! Each image's sharpness map is its high-pass magnitude, averaged over 3 x
 //! 3 pixels (so one noisy pixel is not a stroke), less the image's own
 //! median (so a texture or a grain every image of a class carries does not
-//! count). A segment's sharpness is the map's highest value under it. The
-//! separation pairs each segment with the same cells in a few images of
-//! the other classes: the AUROC of the segments' sharpness against the
-//! paired places'. Anatomy lies at about the same places in the other
+//! count), over its own 90th percentile: real radiographs of one class
+//! can be sharper all over than the other's (NORMAL lungs against the
+//! haze of pneumonia), and a place is then sharper in every image of that
+//! class without anything being there. On its image's own scale, a stroke
+//! stands out of the image it is drawn on; anatomy as sharp as the rest of
+//! its image does not. A segment's sharpness is the map's highest value
+//! under it. The separation pairs each segment with the same cells in a
+//! few images of the other classes: the AUROC of the segments' sharpness
+//! against the paired places'. Anatomy lies at about the same places in the other
 //! class's images and is about as sharp there (about 0.5); an object only
 //! the class carries is sharper than what lies under it elsewhere (near 1).
 use tch::{Kind, Tensor};
@@ -22,8 +27,16 @@ use crate::nave::colour;
 /// Images of the other classes each segment is paired with.
 const PAIRS: usize = 4;
 
+/// Each image's share of its sharpness above the median that counts as its
+/// scale (see the module).
+const SCALE_QUANTILE: f64 = 0.90;
+
+/// The floor of an image's scale: it only keeps a flat image (no texture
+/// above its median) from being divided by zero.
+const SCALE_FLOOR: f64 = 1e-3;
+
 /// The sharpness maps `[N, S, S]` (float) of high-pass grey images
-/// `[N, 1, S, S]` (see `template::high_pass`).
+/// `[N, 1, S, S]` (see `template::high_pass`), each on its image's scale.
 pub fn sharpness_maps(high: &Tensor) -> Tensor {
     let smooth = high
         .abs()
@@ -31,7 +44,12 @@ pub fn sharpness_maps(high: &Tensor) -> Tensor {
         .squeeze_dim(1);
     let n = smooth.size()[0];
     let median = smooth.reshape([n, -1]).median_dim(1, true).0;
-    smooth - median.unsqueeze(-1)
+    let above = smooth - median.unsqueeze(-1);
+    let scale = above
+        .reshape([n, -1])
+        .quantile_scalar(SCALE_QUANTILE, 1, true, "linear")
+        .clamp_min(SCALE_FLOOR);
+    above / scale.unsqueeze(-1)
 }
 
 /// The segments' separation (see the module): `segments` are grid masks on
