@@ -4,6 +4,9 @@
 //! refused; a killed revision resumes; and the revision never reads the
 //! run's artefact: the same run, its stamped images handed over as files
 //! with a run.yaml that names no artefact, is revised to the same weights.
+//! A verdict whose evidence is where the model looks (no object to match)
+//! is revised by finding that region with the model on every training
+//! image, and loses its gap and flag too.
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -319,4 +322,64 @@ fn a_revised_shortcut_run_loses_its_gap_and_flag_without_reading_the_artefact() 
         let id = format!("{BOX}-revised-{method}");
         assert_same_weights(&ck.join("rv").join(&id), &ck_b.join(&id));
     }
+
+    // Route C: the same run, its verdict's evidence where the model looks
+    // (as for a marker whose copies vary): no object to match, so revise
+    // finds that region with the model on each training image.
+    let ck_c = dir.join("checkpoints-c/rv");
+    std::fs::create_dir_all(ck_c.join(BOX)).unwrap();
+    for f in ["model.safetensors", "metrics.jsonl", "COMPLETE", "run.yaml"] {
+        std::fs::copy(ck_b.join(BOX).join(f), ck_c.join(BOX).join(f)).unwrap();
+    }
+    let reports_c = dir.join("reports-c");
+    assert_ok(&run(&[
+        "audit",
+        ck_c.to_str().unwrap(),
+        "--reports",
+        reports_c.to_str().unwrap(),
+    ]));
+    let audit_c = reports_c.join("rv/audit.json");
+    let mut looked = json(&audit_c);
+    for r in looked["runs"].as_array_mut().unwrap() {
+        if r["id"] == BOX {
+            let v = r["verdict"].as_object_mut().unwrap();
+            v.remove("object");
+            v.insert("cluster".into(), serde_json::Value::Null);
+            v.insert("source".into(), "sensitivity".into());
+            v.insert("class".into(), "NORMAL".into());
+            v.insert(
+                "looked".into(),
+                serde_json::json!({"class": 0, "grid": [8, 8], "max_cells": 7}),
+            );
+        }
+    }
+    std::fs::write(&audit_c, looked.to_string()).unwrap();
+    let o = run(&[
+        "revise",
+        reports_c.join("rv").to_str().unwrap(),
+        "--method",
+        "mask",
+        "--epochs",
+        "6",
+        "--lr-scale",
+        "0.5",
+    ]);
+    assert_ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("finding where the model looks on 240"),
+        "{err}"
+    );
+    let after = json(&audit_c);
+    let revised = run_of(&after, &format!("{BOX}-revised-mask"));
+    let gap_after = revised["shortcut_gap"].as_f64().unwrap();
+    assert!(
+        gap_after <= 0.5 * gap_before,
+        "where the model looks, masked: gap {gap_before} -> {gap_after}"
+    );
+    assert_eq!(
+        revised["verdict"]["flagged"], false,
+        "{:#}",
+        revised["verdict"]
+    );
 }

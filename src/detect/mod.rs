@@ -182,6 +182,10 @@ pub struct Detection {
     /// older audit): what scores the training files that carry it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object: Option<carriers::ObjectMatch>,
+    /// Where the best local candidate is where the model looks: what finds
+    /// that region again on any image (None otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub looked: Option<sensitivity::LookedAt>,
 }
 
 /// The detector's seconds per step, for profiling (`bench detect` sums
@@ -971,7 +975,12 @@ fn small_segments(
 }
 
 /// Pixel box of the largest 4-connected group of `mask`'s cells.
-fn largest_component_box(mask: &[bool], h: usize, w: usize, size: usize) -> Option<PixelBox> {
+pub(crate) fn largest_component_box(
+    mask: &[bool],
+    h: usize,
+    w: usize,
+    size: usize,
+) -> Option<PixelBox> {
     cells_box(
         &crate::nave::components::largest_region(mask, h, w)?,
         h,
@@ -1333,6 +1342,7 @@ pub fn nave_detect(
             global_candidates,
             seconds: seconds.reported(),
             object: None,
+            looked: None,
         });
     }
     let Some((best, _)) = best_local else {
@@ -1351,6 +1361,7 @@ pub fn nave_detect(
             global_candidates,
             seconds: seconds.reported(),
             object: None,
+            looked: None,
         });
     };
     let c = &candidates[best];
@@ -1360,10 +1371,22 @@ pub fn nave_detect(
         .position(|name| *name == c.class)
         .expect("a candidate's class is one of the classes");
     let (scored, weight) = c.scored();
-    let (suspect_boxes, object, cluster) = match c.source {
+    let (suspect_boxes, object, cluster, looked) = match c.source {
         // Where the model looks for the class on each probe: no recurring
         // object to match or to score the training files with.
-        Source::Sensitivity => (looked_regions(e, class, sc.grid, spec)?, None, None),
+        Source::Sensitivity => {
+            let looked = sensitivity::LookedAt {
+                class,
+                grid: sc.grid,
+                max_cells: sensitivity_cells(spec, sc.grid),
+            };
+            (
+                looked.boxes(e.model, e.probes, e.device),
+                None,
+                None,
+                Some(looked),
+            )
+        }
         Source::Cluster => {
             let object = objects[best].as_ref().map(|o| {
                 let (members, others) = sc.split(class);
@@ -1383,7 +1406,7 @@ pub fn nave_detect(
                 objects[best].as_ref(),
                 reach,
             )?;
-            (boxes, object, Some(c.cluster))
+            (boxes, object, Some(c.cluster), None)
         }
     };
     seconds.suspect_regions = lap();
@@ -1402,27 +1425,8 @@ pub fn nave_detect(
         global_candidates,
         seconds: seconds.reported(),
         object,
+        looked,
     })
-}
-
-/// The suspect region on each probe for a sensitivity candidate of
-/// `class`: the largest group of cells the model's prediction of the class
-/// is most sensitive to there (see `sensitivity`).
-fn looked_regions(
-    e: &Evidence,
-    class: usize,
-    grid: (usize, usize),
-    spec: &DetectorSpec,
-) -> anyhow::Result<Vec<Option<PixelBox>>> {
-    let (h, w) = grid;
-    let size = e.probes.size()[2] as usize;
-    let max_cells = sensitivity_cells(spec, grid);
-    Ok(
-        sensitivity::sensitive_regions(e.model, e.probes, class, e.device, grid, max_cells)
-            .iter()
-            .map(|mask| largest_component_box(mask, h, w, size))
-            .collect(),
-    )
 }
 
 /// The most cells a sensitivity region may take: as many as a cluster's

@@ -75,6 +75,7 @@ pub fn occlusion_detect(e: &Evidence, spec: &DetectorSpec) -> anyhow::Result<Det
         global_candidates: Vec::new(),
         seconds: StepSeconds::default(),
         object: None,
+        looked: None,
     })
 }
 

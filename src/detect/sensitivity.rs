@@ -13,9 +13,11 @@
 //! `Candidate::scored`): tissue the model reads moves it when pasted too,
 //! and is no sharper than the same place in the other classes' images.
 
+use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::data::loader::normalize_u8;
+use crate::data::PixelBox;
 use crate::models::Model;
 
 /// A cell joins the region when its sensitivity is at least this share of
@@ -83,6 +85,57 @@ pub fn sensitive_regions(
     maps.chunks(h * w)
         .map(|cells| peak_region(cells, h, w, max_cells))
         .collect()
+}
+
+/// Where the model looks, as a verdict keeps it: what finds the region
+/// again on any image with the same model (the suspect region on the
+/// probes, the places `revise` neutralises in the training images).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookedAt {
+    /// The class whose prediction the region moves, by its index.
+    pub class: usize,
+    /// The grid of the detector's features (rows, columns).
+    pub grid: (usize, usize),
+    /// The most cells a region may take.
+    pub max_cells: usize,
+}
+
+impl LookedAt {
+    /// Refuses a `LookedAt` read from a file that does not fit images of
+    /// `image_size` px and `classes` classes (a grid finer than the pixels,
+    /// a class that is not there): it would ask for any amount of memory.
+    pub fn check(&self, image_size: i64, classes: usize) -> anyhow::Result<()> {
+        let (h, w) = self.grid;
+        let side = image_size.max(0) as usize;
+        anyhow::ensure!(
+            (1..=side).contains(&h) && (1..=side).contains(&w),
+            "where the model looks: a grid of {h} x {w} cells does not fit {image_size} px images"
+        );
+        anyhow::ensure!(
+            (1..=h * w).contains(&self.max_cells),
+            "where the model looks: {} cells at most, on a grid of {} cells",
+            self.max_cells,
+            h * w
+        );
+        anyhow::ensure!(
+            self.class < classes,
+            "where the model looks: class {} of {classes}",
+            self.class
+        );
+        Ok(())
+    }
+
+    /// On each of `images` (uint8 `[B, 3, S, S]`), the box of the largest
+    /// group of cells of its region; None where the prediction is not
+    /// sensitive to the image at all.
+    pub fn boxes(&self, model: &Model, images: &Tensor, device: Device) -> Vec<Option<PixelBox>> {
+        let (h, w) = self.grid;
+        let size = images.size()[2] as usize;
+        sensitive_regions(model, images, self.class, device, self.grid, self.max_cells)
+            .iter()
+            .map(|mask| super::largest_component_box(mask, h, w, size))
+            .collect()
+    }
 }
 
 /// The cells around the peak of `cells` (`h x w`) at least `SHARE_OF_PEAK`
@@ -178,5 +231,29 @@ mod tests {
         let on: Vec<usize> = (0..16).filter(|&i| region[i]).collect();
         assert_eq!(on, vec![1, 4, 5]);
         assert!(!peak_region(&[0.0; 4], 2, 2, 4).iter().any(|&c| c));
+    }
+
+    #[test]
+    fn a_looked_at_from_a_file_that_does_not_fit_the_images_is_refused() {
+        let ok = LookedAt {
+            class: 1,
+            grid: (8, 8),
+            max_cells: 7,
+        };
+        ok.check(64, 2).unwrap();
+        let refused = |l: LookedAt| l.check(64, 2).unwrap_err().to_string();
+        let huge = LookedAt {
+            grid: (1 << 40, 8),
+            ..ok
+        };
+        assert!(refused(huge).contains("does not fit 64 px"));
+        assert!(refused(LookedAt { grid: (0, 8), ..ok }).contains("does not fit"));
+        assert!(refused(LookedAt {
+            max_cells: 65,
+            ..ok
+        })
+        .contains("65 cells at most"));
+        assert!(refused(LookedAt { max_cells: 0, ..ok }).contains("0 cells at most"));
+        assert!(refused(LookedAt { class: 2, ..ok }).contains("class 2 of 2"));
     }
 }

@@ -25,7 +25,7 @@ pub const SHORTCUT_THRESHOLD: f64 = 0.028;
 /// Names the detector's method in the audit cache key: results of an older
 /// detector are recomputed.
 pub const DETECTOR_VERSION: &str =
-    "object-transplant-1+global-cues-3+transform-named+carriers-by-pixels+object-reach+object-separation-2+sensitivity-3";
+    "object-transplant-1+global-cues-3+transform-named+carriers-by-pixels+object-reach+object-separation-2+sensitivity-3+looked-kept";
 
 /// One run's verdict, as audit.json stores it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +65,10 @@ pub struct Verdict {
     /// it: what scores the training files that carry it (`carriers`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object: Option<super::carriers::ObjectMatch>,
+    /// Where the evidence is where the model looks: what finds that region
+    /// again on the training images (`revise`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub looked: Option<super::sensitivity::LookedAt>,
 }
 
 impl Verdict {
@@ -162,6 +166,7 @@ pub fn judge(
         global_cue: d.global_cue,
         global_transform: d.global_transform,
         object: d.object,
+        looked: d.looked,
     })
 }
 
@@ -184,6 +189,7 @@ mod tests {
             global_cue: None,
             global_transform: None,
             object: None,
+            looked: None,
         }
     }
 

@@ -23,6 +23,7 @@ use crate::config::{
 use crate::data::store::{training_images, DataStore};
 use crate::data::watermark::Artefact;
 use crate::detect::verdict::Verdict;
+use crate::detect::Source;
 use crate::io::FileDigest;
 use crate::run_folder::RunFolder;
 use crate::train::{FineTune, Placement};
@@ -289,7 +290,7 @@ impl<'a> Plan<'a> {
         let data = store.get(&original.dataset.source(), original.dataset.image_size)?;
         let fine_tune = FineTune {
             weights: self.original.model(),
-            images: self.neutralised_images(verdict, method, data)?,
+            images: self.neutralised_images(verdict, method, data, placement.device)?,
         };
         crate::train::train_noting_failure(
             &self.spec,
@@ -308,15 +309,23 @@ impl<'a> Plan<'a> {
         verdict: &Verdict,
         method: ReviseMethod,
         data: &crate::data::store::LoadedData,
+        device: tch::Device,
     ) -> anyhow::Result<tch::Tensor> {
         let original = &self.original_spec;
         let artefact = Artefact::new(&original.watermark_spec, original.dataset.image_size)?;
         let images = training_images(original.watermark(), original.seed, &artefact, &data.train)?;
+        let looked = match verdict.source {
+            Source::Sensitivity if method != ReviseMethod::None => Some(
+                self.where_the_model_looks(verdict, &images, &data.train.class_names, device)?,
+            ),
+            _ => None,
+        };
         let done = neutralise::neutralise(
             &images,
             &data.train.labels,
             &data.train.class_names,
             verdict,
+            looked.as_deref(),
             method,
             original.seed,
         )
@@ -340,6 +349,49 @@ impl<'a> Plan<'a> {
             self.original.model().display()
         );
         Ok(done.images)
+    }
+
+    /// Where the original model looks for the verdict's class on each of
+    /// the training `images`: the boxes `neutralise` works on when the
+    /// evidence is where the model looks.
+    fn where_the_model_looks(
+        &self,
+        verdict: &Verdict,
+        images: &tch::Tensor,
+        class_names: &[String],
+        device: tch::Device,
+    ) -> anyhow::Result<Vec<Option<crate::data::PixelBox>>> {
+        let Some(looked) = verdict.looked else {
+            bail!(
+                "{}: the verdict's evidence is where the model looks, but the audit kept no way \
+                 to find it again (an older audit): rerun `nave-lab audit --force`",
+                self.original_spec.id
+            );
+        };
+        let original = &self.original_spec;
+        looked
+            .check(original.dataset.image_size, class_names.len())
+            .with_context(|| format!("{}: its verdict", original.id))?;
+        anyhow::ensure!(
+            verdict.class.as_deref() == Some(class_names[looked.class].as_str()),
+            "{}: its verdict names class {:?} but looks for class '{}'",
+            original.id,
+            verdict.class,
+            class_names[looked.class]
+        );
+        let model = crate::models::from_weights(
+            original.model.arch,
+            &self.original.model(),
+            original.dataset.image_size,
+            device,
+        )
+        .with_context(|| format!("{}: loading its weights", self.original.model().display()))?;
+        crate::info!(
+            "{}: finding where the model looks on {} training images",
+            self.spec.id,
+            images.size()[0]
+        );
+        Ok(looked.boxes(&model, images, device))
     }
 }
 

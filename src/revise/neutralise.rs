@@ -26,6 +26,12 @@
 //! The object painted or pasted is the detector's matched box grown to the
 //! object's whole reach (`Reach`), since the detector's template may hold
 //! only part of it.
+//!
+//! Where the verdict's evidence is where the model looks (an object whose
+//! copies vary, with no template to match), the caller finds that region on
+//! every training image with the model (`LookedAt::boxes`), and the same
+//! two methods work on those boxes: each image of the flagged class is
+//! taken to carry what the model looks at there.
 use anyhow::{bail, Context};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -53,11 +59,14 @@ pub struct Neutralised {
 
 /// `images` (uint8 `[N, 3, S, S]`, labels `labels`) with what `evidence`
 /// found neutralised by `method`; `seed` draws the pastes of `augment`.
+/// Where the evidence is where the model looks, `looked` holds that
+/// region's box on each image (see the module).
 pub fn neutralise(
     images: &Tensor,
     labels: &[i64],
     class_names: &[String],
     evidence: &Verdict,
+    looked: Option<&[Option<PixelBox>]>,
     method: ReviseMethod,
     seed: u64,
 ) -> anyhow::Result<Neutralised> {
@@ -90,12 +99,27 @@ pub fn neutralise(
         ));
     }
     if evidence.source == crate::detect::Source::Sensitivity {
-        bail!(
-            "the verdict's evidence is {}: an object whose copies vary, found where the model \
-             looks, with no template to find it by in the training images; revise cannot \
-             neutralise it yet",
-            evidence.evidence()
+        let Some(boxes) = looked else {
+            bail!(
+                "the verdict's evidence is {}, but where the model looks was not found on the \
+                 training images",
+                evidence.evidence()
+            );
+        };
+        anyhow::ensure!(
+            boxes.len() == labels.len(),
+            "where the model looks was found on {} images, but there are {} training images",
+            boxes.len(),
+            labels.len()
         );
+        return Ok(neutralise_looked(
+            images,
+            labels,
+            class as i64,
+            boxes,
+            method,
+            seed,
+        ));
     }
     let Some(object) = &evidence.object else {
         bail!(
@@ -123,13 +147,92 @@ fn neutralise_object(
     // The whole object, not only the part the detector's box matches.
     let reach = Reach::of(&pixels, size, &found);
     let whole = |c: &Carrier| clipped(around(reach.grow(c.region)), size);
-    let changed = match method {
+    let changed = paint_or_paste(
+        &mut pixels,
+        size,
+        labels,
+        class,
+        &found,
+        &whole,
+        method,
+        seed,
+    );
+    Ok(Neutralised {
+        images: Tensor::from_slice(&pixels).view_(images.size()),
+        changed,
+        carriers: Some(found.iter().filter(|c| c.carries).count()),
+        reach: Some(reach),
+    })
+}
+
+/// Where the model looks (`boxes`, one per image), painted over (`mask`)
+/// or pasted onto the other classes (`augment`): every image of the class
+/// with a region counts as carrying what the model looks at there.
+fn neutralise_looked(
+    images: &Tensor,
+    labels: &[i64],
+    class: i64,
+    boxes: &[Option<PixelBox>],
+    method: ReviseMethod,
+    seed: u64,
+) -> Neutralised {
+    let size = images.size()[2];
+    let mut pixels = Vec::<u8>::try_from(images.contiguous().flatten(0, -1)).expect("uint8 images");
+    let found: Vec<Carrier> = boxes
+        .iter()
+        .enumerate()
+        .filter_map(|(index, b)| {
+            b.map(|region| Carrier {
+                index,
+                likeness: 1.0,
+                region,
+                carries: labels[index] == class,
+            })
+        })
+        .collect();
+    let whole = |c: &Carrier| clipped(around(c.region), size);
+    let changed = paint_or_paste(
+        &mut pixels,
+        size,
+        labels,
+        class,
+        &found,
+        &whole,
+        method,
+        seed,
+    );
+    Neutralised {
+        images: Tensor::from_slice(&pixels).view_(images.size()),
+        changed,
+        carriers: Some(found.iter().filter(|c| c.carries).count()),
+        reach: None,
+    }
+}
+
+/// The found places (`found`, the box `whole` of each) painted over in
+/// every image (`mask`), or (`augment`) painted over on a random half of
+/// the class's images and pasted onto the other classes' images that lack
+/// it until they carry it as often. Returns how many images changed.
+#[allow(clippy::too_many_arguments)]
+fn paint_or_paste(
+    pixels: &mut [u8],
+    size: i64,
+    labels: &[i64],
+    class: i64,
+    found: &[Carrier],
+    whole: &dyn Fn(&Carrier) -> PixelBox,
+    method: ReviseMethod,
+    seed: u64,
+) -> usize {
+    let at: std::collections::HashMap<usize, &Carrier> =
+        found.iter().map(|c| (c.index, c)).collect();
+    match method {
         ReviseMethod::Mask => {
             // Every image, carrier or not, is painted where it matches the
             // object best: a carrier the cut missed loses its object too,
             // and the painted patch, in every class, tells none apart.
-            for c in &found {
-                fill_from_border(image_mut(&mut pixels, c.index, size), size, whole(c));
+            for c in found {
+                fill_from_border(image_mut(pixels, c.index, size), size, whole(c));
             }
             found.len()
         }
@@ -144,35 +247,25 @@ fn neutralise_object(
             members.shuffle(&mut rng);
             let painted: std::collections::BTreeSet<usize> =
                 members[..members.len() / 2].iter().copied().collect();
-            for &i in &painted {
-                fill_from_border(image_mut(&mut pixels, i, size), size, whole(&found[i]));
+            let mut changed = 0;
+            for i in &painted {
+                if let Some(c) = at.get(i) {
+                    fill_from_border(image_mut(pixels, *i, size), size, whole(c));
+                    changed += 1;
+                }
             }
             let kept: Vec<&Carrier> = found
                 .iter()
                 .filter(|c| c.carries && labels[c.index] == class && !painted.contains(&c.index))
                 .collect();
             let target = kept.len() as f64 / members.len().max(1) as f64;
-            painted.len()
+            changed
                 + paste_on_others(
-                    &mut pixels,
-                    labels,
-                    class,
-                    &found,
-                    &kept,
-                    target,
-                    size,
-                    &whole,
-                    &mut rng,
+                    pixels, labels, class, found, &kept, target, size, whole, &mut rng,
                 )
         }
         ReviseMethod::None => 0,
-    };
-    Ok(Neutralised {
-        images: Tensor::from_slice(&pixels).view_(images.size()),
-        changed,
-        carriers: Some(found.iter().filter(|c| c.carries).count()),
-        reach: Some(reach),
-    })
+    }
 }
 
 /// A global cue taken off the class (`mask`: the other classes' looks put
@@ -429,6 +522,7 @@ mod tests {
             global_cue: None,
             global_transform: None,
             object: Some(ObjectMatch::cut_from_first(images, 2, 4, 0.6)),
+            looked: None,
         }
     }
 
@@ -448,6 +542,7 @@ mod tests {
             &labels,
             &names(),
             &evidence(&images),
+            None,
             ReviseMethod::Mask,
             0,
         )
@@ -509,7 +604,7 @@ mod tests {
             }
         );
         for method in [ReviseMethod::Mask, ReviseMethod::Augment] {
-            let out = neutralise(&images, &labels, &names(), &verdict, method, 3).unwrap();
+            let out = neutralise(&images, &labels, &names(), &verdict, None, method, 3).unwrap();
             assert_eq!(out.reach, Some(reach));
             // Every painted image loses the whole bar, not its left half.
             for i in (0..24i64).step_by(2) {
@@ -534,7 +629,16 @@ mod tests {
     fn augment_takes_the_object_off_half_the_class_and_puts_it_on_the_others_as_often() {
         let (images, labels, _) = crossed();
         let e = evidence(&images);
-        let out = neutralise(&images, &labels, &names(), &e, ReviseMethod::Augment, 7).unwrap();
+        let out = neutralise(
+            &images,
+            &labels,
+            &names(),
+            &e,
+            None,
+            ReviseMethod::Augment,
+            7,
+        )
+        .unwrap();
         let shows = |i: i64| bright(&out.images, i) >= 20;
         // Half the NORMAL images (all carried it) lose it, the rest keep
         // it untouched.
@@ -558,10 +662,19 @@ mod tests {
         };
         assert_eq!((carry(0), carry(1)), (6, gained));
         // Seeded: the same pastes again.
-        let again = neutralise(&images, &labels, &names(), &e, ReviseMethod::Augment, 7).unwrap();
+        let again = neutralise(
+            &images,
+            &labels,
+            &names(),
+            &e,
+            None,
+            ReviseMethod::Augment,
+            7,
+        )
+        .unwrap();
         assert!(again.images.equal(&out.images));
         // The control changes nothing.
-        let none = neutralise(&images, &labels, &names(), &e, ReviseMethod::None, 7).unwrap();
+        let none = neutralise(&images, &labels, &names(), &e, None, ReviseMethod::None, 7).unwrap();
         assert!(none.images.equal(&images) && none.changed == 0);
     }
 
@@ -585,7 +698,16 @@ mod tests {
                 .double_value(&[])
         };
         assert!(red_minus_green(&tinted, 0) > 30.0 && red_minus_green(&tinted, 1).abs() < 1.0);
-        let aug = neutralise(&tinted, &labels, &names(), &e, ReviseMethod::Augment, 0).unwrap();
+        let aug = neutralise(
+            &tinted,
+            &labels,
+            &names(),
+            &e,
+            None,
+            ReviseMethod::Augment,
+            0,
+        )
+        .unwrap();
         // Half of each class tinted: both at about half the tint.
         assert!(
             (15.0..25.0).contains(&red_minus_green(&aug.images, 1))
@@ -594,7 +716,7 @@ mod tests {
             red_minus_green(&aug.images, 1),
             red_minus_green(&aug.images, 0)
         );
-        let mask = neutralise(&tinted, &labels, &names(), &e, ReviseMethod::Mask, 0).unwrap();
+        let mask = neutralise(&tinted, &labels, &names(), &e, None, ReviseMethod::Mask, 0).unwrap();
         assert!(
             red_minus_green(&mask.images, 0).abs() < 5.0,
             "{}",
@@ -608,16 +730,98 @@ mod tests {
         let (images, labels, _) = crossed();
         let mut e = evidence(&images);
         e.object = None;
-        let err = neutralise(&images, &labels, &names(), &e, ReviseMethod::Mask, 0)
+        let err = neutralise(&images, &labels, &names(), &e, None, ReviseMethod::Mask, 0)
             .err()
             .unwrap()
             .to_string();
         assert!(err.contains("no object"), "{err}");
         e.class = Some("CAT".into());
-        let err = neutralise(&images, &labels, &names(), &e, ReviseMethod::Mask, 0)
+        let err = neutralise(&images, &labels, &names(), &e, None, ReviseMethod::Mask, 0)
             .err()
             .unwrap()
             .to_string();
         assert!(err.contains("'CAT'"), "{err}");
+    }
+
+    /// A verdict whose evidence is where the model looks: no object; the
+    /// boxes come with it (here, the crosses' own boxes on NORMAL images,
+    /// and a place with nothing in it on PNEUMONIA ones).
+    fn looked_evidence(images: &Tensor) -> Verdict {
+        let mut e = evidence(images);
+        e.object = None;
+        e.source = crate::detect::Source::Sensitivity;
+        e
+    }
+
+    fn looked_boxes(boxes: &[PixelBox]) -> Vec<Option<PixelBox>> {
+        (0..24)
+            .map(|i| {
+                Some(if i % 2 == 0 {
+                    boxes[i / 2]
+                } else {
+                    PixelBox::square(20, 20, 8)
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn where_the_model_looks_is_painted_over_or_moved_to_the_other_class() {
+        let (images, labels, boxes) = crossed();
+        let e = looked_evidence(&images);
+        let looked = looked_boxes(&boxes);
+        let mask = neutralise(
+            &images,
+            &labels,
+            &names(),
+            &e,
+            Some(&looked),
+            ReviseMethod::Mask,
+            0,
+        )
+        .unwrap();
+        assert_eq!((mask.carriers, mask.changed), (Some(12), 24));
+        for i in 0..24i64 {
+            assert_eq!(
+                bright(&mask.images, i),
+                0,
+                "image {i} still shows the cross"
+            );
+        }
+        let aug = neutralise(
+            &images,
+            &labels,
+            &names(),
+            &e,
+            Some(&looked),
+            ReviseMethod::Augment,
+            7,
+        )
+        .unwrap();
+        let shows = |i: i64| bright(&aug.images, i) >= 20;
+        let lost = (0..24i64).step_by(2).filter(|&i| !shows(i)).count();
+        let gained = (1..24i64).step_by(2).filter(|&i| shows(i)).count();
+        assert_eq!(lost, 6, "half the class loses it");
+        assert!((3..=9).contains(&gained), "{gained} of 12 gained it");
+        assert_eq!(aug.changed, lost + gained);
+        // Without the boxes, or with boxes for other images, it is refused.
+        let err = neutralise(&images, &labels, &names(), &e, None, ReviseMethod::Mask, 0)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("where the model looks"), "{err}");
+        let err = neutralise(
+            &images,
+            &labels,
+            &names(),
+            &e,
+            Some(&looked[..3]),
+            ReviseMethod::Mask,
+            0,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("3 images"), "{err}");
     }
 }
