@@ -25,7 +25,7 @@ pub struct Registered {
 /// Every registered split. zoo v2's header names this file by its path when
 /// it was registered, src/audit/splits.rs: editing the header would change
 /// the checksum.
-pub const REGISTERED: [Registered; 8] = [
+pub const REGISTERED: [Registered; 9] = [
     Registered {
         experiment: "zoo",
         file: "experiments/zoo-splits.yaml",
@@ -78,6 +78,13 @@ pub const REGISTERED: [Registered; 8] = [
         experiment: "zoo-varied-e",
         file: "experiments/zoo-varied-e-splits.yaml",
         sha256: "e7d97c9d94135b159575a6ea995f32590f391dad5251e80aa3494360f74f36d8",
+    },
+    // A sixth, registered after zoo-varied-e was run with sharpness on each
+    // image's own scale and seen, before any rule was tuned after it.
+    Registered {
+        experiment: "zoo-varied-f",
+        file: "experiments/zoo-varied-f-splits.yaml",
+        sha256: "c8bf20512dbbb321f2abcac4d2e779b02c5053640e948d0f4f345c76eed724be",
     },
 ];
 
