@@ -112,14 +112,7 @@ pub fn neutralise(
             boxes.len(),
             labels.len()
         );
-        return Ok(neutralise_looked(
-            images,
-            labels,
-            class as i64,
-            boxes,
-            method,
-            seed,
-        ));
+        return neutralise_looked(images, labels, class as i64, boxes, method, seed);
     }
     let Some(object) = &evidence.object else {
         bail!(
@@ -157,12 +150,7 @@ fn neutralise_object(
         method,
         seed,
     );
-    Ok(Neutralised {
-        images: Tensor::from_slice(&pixels).view_(images.size()),
-        changed,
-        carriers: Some(found.iter().filter(|c| c.carries).count()),
-        reach: Some(reach),
-    })
+    Ok(neutralised(images, &pixels, changed, &found, Some(reach)))
 }
 
 /// Where the model looks (`boxes`, one per image), painted over (`mask`)
@@ -175,9 +163,9 @@ fn neutralise_looked(
     boxes: &[Option<PixelBox>],
     method: ReviseMethod,
     seed: u64,
-) -> Neutralised {
+) -> anyhow::Result<Neutralised> {
     let size = images.size()[2];
-    let mut pixels = Vec::<u8>::try_from(images.contiguous().flatten(0, -1)).expect("uint8 images");
+    let mut pixels = Vec::<u8>::try_from(images.contiguous().flatten(0, -1))?;
     let found: Vec<Carrier> = boxes
         .iter()
         .enumerate()
@@ -201,11 +189,22 @@ fn neutralise_looked(
         method,
         seed,
     );
+    Ok(neutralised(images, &pixels, changed, &found, None))
+}
+
+/// The neutralised `pixels` (of `images`' shape) and what was done to them.
+fn neutralised(
+    images: &Tensor,
+    pixels: &[u8],
+    changed: usize,
+    found: &[Carrier],
+    reach: Option<Reach>,
+) -> Neutralised {
     Neutralised {
-        images: Tensor::from_slice(&pixels).view_(images.size()),
+        images: Tensor::from_slice(pixels).view_(images.size()),
         changed,
         carriers: Some(found.iter().filter(|c| c.carries).count()),
-        reach: None,
+        reach,
     }
 }
 
