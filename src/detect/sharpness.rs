@@ -17,9 +17,10 @@
 //! its image does not. A segment's sharpness is the map's highest value
 //! under it. The separation pairs each segment with the same cells in a
 //! few images of the other classes: the AUROC of the segments' sharpness
-//! against the paired places'. Anatomy lies at about the same places in the other
-//! class's images and is about as sharp there (about 0.5); an object only
-//! the class carries is sharper than what lies under it elsewhere (near 1).
+//! against the paired places'. Anatomy lies at about the same places in the
+//! other class's images and is about as sharp there (about 0.5); an object
+//! only the class carries is sharper than what lies under it elsewhere
+//! (near 1).
 use tch::{Kind, Tensor};
 
 use crate::nave::colour;
@@ -141,5 +142,27 @@ mod tests {
         // A segment with no cell reads nothing, and does not fail.
         let empty = vec![(0, vec![false; 16])];
         assert_eq!(separation(&maps, &empty, &[4, 5, 6, 7], (4, 4)), 0.5);
+    }
+
+    #[test]
+    fn each_map_is_on_its_own_images_scale() {
+        // 17 noisy images, each at another contrast: each map's 90th
+        // percentile is 1.
+        tch::manual_seed(3);
+        let noise = Tensor::rand([17, 1, 128, 128], (Kind::Float, Device::Cpu));
+        let contrast = Tensor::arange(17, (Kind::Float, Device::Cpu)).view([17, 1, 1, 1]) + 1.0;
+        let maps = sharpness_maps(&(noise * contrast));
+        assert_eq!(maps.size(), [17, 128, 128]);
+        for i in 0..17 {
+            let q = maps
+                .get(i)
+                .flatten(0, -1)
+                .quantile_scalar(SCALE_QUANTILE, 0, false, "linear")
+                .double_value(&[]);
+            assert!(
+                (q - 1.0).abs() < 1e-3,
+                "image {i}: its 90th percentile is {q}"
+            );
+        }
     }
 }
