@@ -139,18 +139,16 @@ fn neutralise_object(
     let mut pixels = Vec::<u8>::try_from(images.contiguous().flatten(0, -1))?;
     // The whole object, not only the part the detector's box matches.
     let reach = Reach::of(&pixels, size, &found);
-    let whole = |c: &Carrier| clipped(around(reach.grow(c.region)), size);
-    let changed = paint_or_paste(
+    Ok(neutralise_found(
+        images,
         &mut pixels,
-        size,
         labels,
         class,
         &found,
-        &whole,
+        Some(reach),
         method,
         seed,
-    );
-    Ok(neutralised(images, &pixels, changed, &found, Some(reach)))
+    ))
 }
 
 /// Where the model looks (`boxes`, one per image), painted over (`mask`)
@@ -164,7 +162,6 @@ fn neutralise_looked(
     method: ReviseMethod,
     seed: u64,
 ) -> anyhow::Result<Neutralised> {
-    let size = images.size()[2];
     let mut pixels = Vec::<u8>::try_from(images.contiguous().flatten(0, -1))?;
     let found: Vec<Carrier> = boxes
         .iter()
@@ -178,28 +175,37 @@ fn neutralise_looked(
             })
         })
         .collect();
-    let whole = |c: &Carrier| clipped(around(c.region), size);
-    let changed = paint_or_paste(
+    Ok(neutralise_found(
+        images,
         &mut pixels,
-        size,
         labels,
         class,
         &found,
-        &whole,
+        None,
         method,
         seed,
-    );
-    Ok(neutralised(images, &pixels, changed, &found, None))
+    ))
 }
 
-/// The neutralised `pixels` (of `images`' shape) and what was done to them.
-fn neutralised(
+/// `pixels` (flat, of `images`' shape) with the `found` places painted or
+/// pasted (`paint_or_paste`), each box grown by the object's `reach` (none
+/// where the model looks: its region is already the whole of what it
+/// reads) and a margin.
+#[allow(clippy::too_many_arguments)]
+fn neutralise_found(
     images: &Tensor,
-    pixels: &[u8],
-    changed: usize,
+    pixels: &mut [u8],
+    labels: &[i64],
+    class: i64,
     found: &[Carrier],
     reach: Option<Reach>,
+    method: ReviseMethod,
+    seed: u64,
 ) -> Neutralised {
+    let size = images.size()[2];
+    let grown = reach.unwrap_or_default();
+    let whole = |c: &Carrier| clipped(around(grown.grow(c.region)), size);
+    let changed = paint_or_paste(pixels, size, labels, class, found, &whole, method, seed);
     Neutralised {
         images: Tensor::from_slice(pixels).view_(images.size()),
         changed,
@@ -628,16 +634,19 @@ mod tests {
     fn augment_takes_the_object_off_half_the_class_and_puts_it_on_the_others_as_often() {
         let (images, labels, _) = crossed();
         let e = evidence(&images);
-        let out = neutralise(
-            &images,
-            &labels,
-            &names(),
-            &e,
-            None,
-            ReviseMethod::Augment,
-            7,
-        )
-        .unwrap();
+        let augment = || {
+            neutralise(
+                &images,
+                &labels,
+                &names(),
+                &e,
+                None,
+                ReviseMethod::Augment,
+                7,
+            )
+            .unwrap()
+        };
+        let out = augment();
         let shows = |i: i64| bright(&out.images, i) >= 20;
         // Half the NORMAL images (all carried it) lose it, the rest keep
         // it untouched.
@@ -661,16 +670,7 @@ mod tests {
         };
         assert_eq!((carry(0), carry(1)), (6, gained));
         // Seeded: the same pastes again.
-        let again = neutralise(
-            &images,
-            &labels,
-            &names(),
-            &e,
-            None,
-            ReviseMethod::Augment,
-            7,
-        )
-        .unwrap();
+        let again = augment();
         assert!(again.images.equal(&out.images));
         // The control changes nothing.
         let none = neutralise(&images, &labels, &names(), &e, None, ReviseMethod::None, 7).unwrap();
