@@ -69,7 +69,7 @@ pub mod evaluate;
 pub mod global;
 mod occlusion;
 pub mod recurrence;
-mod sensitivity;
+pub mod sensitivity;
 pub mod sharpness;
 pub mod splits;
 pub mod template;

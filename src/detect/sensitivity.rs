@@ -138,6 +138,48 @@ impl LookedAt {
     }
 }
 
+/// Images whose sharpness maps are computed at once (bounds their memory).
+const PRESENCE_BATCH: i64 = 64;
+
+impl LookedAt {
+    /// On each of `images` (uint8 `[B, 3, S, S]`), where the model looks
+    /// (`boxes`) and how sharp the sharpest stroke there is: the highest
+    /// value of the image's sharpness map (`sharpness::sharpness_maps`, on
+    /// the image's own scale) inside the box; 0 where there is no box. A
+    /// marker the model reads is a stroke sharper than the image around it;
+    /// where the model looks on an image without one, it reads tissue no
+    /// sharper than the rest of that image.
+    pub fn presence(
+        &self,
+        model: &Model,
+        images: &Tensor,
+        device: Device,
+    ) -> Vec<(Option<PixelBox>, f64)> {
+        let boxes = self.boxes(model, images, device);
+        let _guard = tch::no_grad_guard();
+        let n = images.size()[0];
+        let mut out = Vec::with_capacity(boxes.len());
+        for start in (0..n).step_by(PRESENCE_BATCH as usize) {
+            let batch = images.narrow(0, start, PRESENCE_BATCH.min(n - start));
+            let maps = super::sharpness::sharpness_maps(&super::template::high_pass(&batch));
+            for (i, found) in boxes[start as usize..start as usize + batch.size()[0] as usize]
+                .iter()
+                .enumerate()
+            {
+                let sharpest = found.map_or(0.0, |b| {
+                    maps.get(i as i64)
+                        .narrow(0, b.y, b.h)
+                        .narrow(1, b.x, b.w)
+                        .max()
+                        .double_value(&[])
+                });
+                out.push((*found, sharpest));
+            }
+        }
+        out
+    }
+}
+
 /// The cells around the peak of `cells` (`h x w`) at least `SHARE_OF_PEAK`
 /// of it, grown from the peak through 4-neighbours, most sensitive first,
 /// up to `max_cells`.
@@ -257,3 +299,4 @@ mod tests {
         assert!(refused(LookedAt { class: 2, ..ok }).contains("class 2 of 2"));
     }
 }
+
