@@ -8,7 +8,8 @@
 //! and no shortcut gap (no flipped test set).
 //!
 //! For a flagged model whose evidence is a reproduced object, every training
-//! file is scored for the object's presence by the detector's own match
+//! file is scored for the object's presence by the detector's own match;
+//! whose evidence is where the model looks, by the sharpest stroke there
 //! (`detect::carriers`): `carriers.csv`, ranked, with the region, and a page
 //! of the top and borderline files, so that the data can be cleaned.
 use std::collections::BTreeMap;
@@ -70,7 +71,8 @@ pub struct ExternalSource {
     /// Training files skipped as undecodable.
     #[serde(default)]
     pub skipped: Vec<PathBuf>,
-    /// The carriers' summary, when the verdict's evidence is an object.
+    /// The carriers' summary, when the verdict's evidence is an object or
+    /// where the model looks.
     #[serde(default)]
     pub carriers: Option<CarrierSummary>,
 }
@@ -83,9 +85,14 @@ pub struct CarrierSummary {
     /// At or above the detector's cut.
     pub carrying: usize,
     pub cut: f64,
-    /// What the files are scored by (`carriers::Measure::describe`).
+    /// What the files are scored by (`carriers::Measure::describe`, or
+    /// `carriers::LOOKED_MEASURE`).
     #[serde(default)]
     pub measure: String,
+    /// How the cut is set, in words (empty in audits written before it was
+    /// kept: the report then gives the object's rule).
+    #[serde(default)]
+    pub rule: String,
     /// The class the object pushes towards, and how many of the carrying
     /// files are of it.
     pub class: String,
@@ -238,10 +245,25 @@ impl Inputs {
             .as_ref()
             .map(|t| clean_accuracy(model, &t.data.images, &t.data.labels, device))
             .transpose()?;
-        let summary = match (&verdict.object, verdict.flagged) {
-            (Some(object), true) => {
+        let summary = match (&verdict.object, &verdict.looked, verdict.flagged) {
+            (Some(object), _, true) => {
                 let scored = carriers::score(object, &train.data.images)?;
-                Some(write_carriers(dir, &scored, train, &verdict)?)
+                let how = (object.measure.describe(), OBJECT_RULE);
+                Some(write_carriers(
+                    dir, &scored, train, &verdict, object.cut, how,
+                )?)
+            }
+            // No object to match: the files are scored where the model looks.
+            (None, Some(looked), true) => {
+                let (scored, cut) = carriers::score_looked(
+                    looked,
+                    model,
+                    &train.data.images,
+                    &train.data.labels,
+                    device,
+                )?;
+                let how = (carriers::LOOKED_MEASURE, LOOKED_RULE);
+                Some(write_carriers(dir, &scored, train, &verdict, cut, how)?)
             }
             _ => None,
         };
@@ -299,7 +321,7 @@ fn print_summary(report: &AuditReport) {
     }
     if let Some(c) = report.external.as_ref().and_then(|e| e.carriers.as_ref()) {
         println!(
-            "  {} of {} training files carry the object ({} of them {}): carriers.csv",
+            "  {} of {} training files carry it ({} of them {}): carriers.csv",
             c.carrying, c.scored, c.carrying_in_class, c.class
         );
     }
@@ -420,6 +442,12 @@ fn clean_accuracy(
     Ok(right as f64 / labels.len().max(1) as f64)
 }
 
+/// How the cut is set for a found object, in words (the report's caption).
+pub const OBJECT_RULE: &str = "The cut is halfway between the object's match with the other images of its class and with the other classes'. Of the two measures (the high-pass correlation, which sees edges and strokes whatever shows through; the grey levels, which see a flat stamped copy), the detector keeps the one that tells its class from the others better on its own sample.";
+
+/// ... and for where the model looks.
+const LOOKED_RULE: &str = "The evidence is where the model looks (an object whose copies vary, so no template to match): each file is scored at the place the model looks for the class, by the sharpest stroke there on the image's own scale. The cut is the 99th percentile of the same score over the other classes' files, which do not carry a shortcut of this class.";
+
 /// `carriers.csv` (every training file, closest match first), and
 /// the pictures of the files the report shows (the top ones and those
 /// around the cut, each with the region drawn) under `carriers/`.
@@ -428,6 +456,8 @@ fn write_carriers(
     scored: &[Carrier],
     train: &Labelled,
     verdict: &verdict::Verdict,
+    cut: f64,
+    (measure, rule): (&str, &str),
 ) -> anyhow::Result<CarrierSummary> {
     let mut ranked: Vec<&Carrier> = scored.iter().collect();
     ranked.sort_by(|a, b| {
@@ -469,12 +499,9 @@ fn write_carriers(
     Ok(CarrierSummary {
         scored: scored.len(),
         carrying: carrying.len(),
-        cut: verdict.object.as_ref().map_or(f64::NAN, |o| o.cut),
-        measure: verdict
-            .object
-            .as_ref()
-            .map_or("", |o| o.measure.describe())
-            .to_string(),
+        cut,
+        measure: measure.to_string(),
+        rule: rule.to_string(),
         carrying_in_class: carrying.iter().filter(|c| class_of(c) == class).count(),
         class,
         top,

@@ -128,22 +128,26 @@ struct CarrierRow {
     /// the stamped ones, the share at or above it.
     precision: f64,
     recall: f64,
-    /// The measure the object kept (`carriers::Measure`).
-    measure: crate::detect::carriers::Measure,
+    /// What the files were scored by: the measure the object kept
+    /// (`carriers::Measure`: "correlation", "pixels"), or "looked" (the
+    /// sharpest stroke where the model looks, `carriers::score_looked`).
+    measure: serde_json::Value,
     seconds: f64,
 }
 
-/// The carrier figures of a run the detector flags on a recurring object,
-/// where its artefact is stamped on some training images (the truth the
-/// zoo knows); None otherwise.
+/// The carrier figures of a run the detector flags on a recurring object
+/// or on where the model looks, where its artefact is stamped on some
+/// training images (the truth the zoo knows); None otherwise.
 fn carrier_figures(
     run: &crate::config::RunSpec,
     d: &Detection,
     artefact: &Artefact,
     train: &crate::data::SplitData,
     train_images: &tch::Tensor,
+    model: &crate::models::Model,
+    device: tch::Device,
 ) -> anyhow::Result<Option<CarrierRow>> {
-    let (Some(watermark), Some(object)) = (run.watermark(), d.object.as_ref()) else {
+    let Some(watermark) = run.watermark() else {
         return Ok(None);
     };
     if d.score < crate::detect::verdict::SHORTCUT_THRESHOLD || artefact.is_global() {
@@ -160,7 +164,24 @@ fn carrier_figures(
         crate::data::watermark::Variant::AsTrain,
     );
     let t = Instant::now();
-    let scored = crate::detect::carriers::score(object, train_images)?;
+    let (scored, measure) = match (&d.object, &d.looked) {
+        (Some(object), _) => (
+            crate::detect::carriers::score(object, train_images)?,
+            json!(object.measure),
+        ),
+        (None, Some(looked)) => (
+            crate::detect::carriers::score_looked(
+                looked,
+                model,
+                train_images,
+                &train.labels,
+                device,
+            )?
+            .0,
+            json!("looked"),
+        ),
+        (None, None) => return Ok(None),
+    };
     let seconds = t.elapsed().as_secs_f64();
     let (mut pos, mut neg) = (Vec::new(), Vec::new());
     let (mut listed, mut right) = (0usize, 0usize);
@@ -179,7 +200,7 @@ fn carrier_figures(
         auroc: crate::detect::evaluate::auroc(&pos, &neg),
         precision: right as f64 / listed.max(1) as f64,
         recall: right as f64 / pos.len().max(1) as f64,
-        measure: object.measure,
+        measure,
         seconds,
     }))
 }
@@ -342,7 +363,7 @@ fn bench_run(
     let t = Instant::now();
     let d = detect::nave_detect(&evidence, &taps, spec)?;
     let nave_seconds = t.elapsed().as_secs_f64();
-    let carriers = carrier_figures(&run, &d, &artefact, train, &train_images)?;
+    let carriers = carrier_figures(&run, &d, &artefact, train, &train_images, &model, device)?;
     let candidates = json!({"id": run.id, "truth": Truth::of_gap(gap), "candidates": d.candidates, "global_candidates": d.global_candidates});
     let (base, base_seconds) = if b.baseline {
         let t = Instant::now();

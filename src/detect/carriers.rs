@@ -611,6 +611,67 @@ pub fn score_looked(
 mod tests {
     use super::*;
 
+    /// Where the model looks: images of ImageNet's mean grey with faint
+    /// noise (about 0 once normalised, so gradient x input is small there)
+    /// and, on some of class 0's, a bright cross at a varying place. The
+    /// model looks at the cross wherever it is (any model: the input is
+    /// about 0 elsewhere), the cross is far sharper than its image's noise,
+    /// and class 1's images set the cut: the crossed files carry, no other
+    /// does, and the region holds the cross.
+    #[test]
+    fn files_with_a_stroke_where_the_model_looks_carry_and_no_other_does() {
+        use crate::models::{Arch, Model, ModelSpec};
+        tch::manual_seed(3);
+        let device = tch::Device::Cpu;
+        let model = Model::new(&ModelSpec::plain(Arch::Resnet18, Some(8)), 2, 32, device).unwrap();
+        let (n, size) = (24i64, 32i64);
+        let mean = Tensor::from_slice(&[124.0f32, 116.0, 104.0]).view([1, 3, 1, 1]);
+        let noise = Tensor::randn([n, 3, size, size], (Kind::Float, device)) * 2.0;
+        let images = (mean + noise).clamp(0.0, 255.0).to_kind(Kind::Uint8);
+        let labels: Vec<i64> = (0..n).map(|i| i % 2).collect();
+        // Every other image of class 0 (indices 0, 4, 8, ...) gets a cross.
+        let crossed: Vec<usize> = (0..n as usize).filter(|i| i % 4 == 0).collect();
+        for (k, &i) in crossed.iter().enumerate() {
+            let (x, y) = (4 + 5 * (k as i64 % 4), 4 + 7 * (k as i64 % 3));
+            let img = images.get(i as i64);
+            let _ = img.narrow(1, y + 3, 1).narrow(2, x, 7).fill_(255);
+            let _ = img.narrow(1, y, 7).narrow(2, x + 3, 1).fill_(255);
+        }
+        let looked = crate::detect::sensitivity::LookedAt {
+            class: 0,
+            grid: (4, 4),
+            max_cells: 2,
+        };
+        let (scored, cut) = score_looked(&looked, &model, &images, &labels, device).unwrap();
+        assert_eq!(scored.len(), n as usize);
+        for c in &scored {
+            let is_crossed = crossed.contains(&c.index);
+            assert_eq!(
+                c.carries, is_crossed,
+                "image {}: {} vs cut {cut}",
+                c.index, c.likeness
+            );
+        }
+        for (k, &i) in crossed.iter().enumerate() {
+            let (x, y) = (4 + 5 * (k as i64 % 4), 4 + 7 * (k as i64 % 3));
+            let r = scored[i].region;
+            let (cx, cy) = (x + 3, y + 3);
+            assert!(
+                r.x <= cx && cx < r.x + r.w && r.y <= cy && cy < r.y + r.h,
+                "image {i}: the cross at ({cx}, {cy}), the region {r:?}"
+            );
+        }
+        // Labels that do not match the images, or no other class: refused.
+        assert!(score_looked(&looked, &model, &images, &labels[1..], device).is_err());
+        let one_class = vec![0i64; n as usize];
+        let err = score_looked(&looked, &model, &images, &one_class, device).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no training image of another class"),
+            "{err}"
+        );
+    }
+
     /// A bright cross stamped on some of a set of noisy images is found on
     /// those, where it is, and not on the others.
     #[test]

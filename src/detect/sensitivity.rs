@@ -299,4 +299,3 @@ mod tests {
         assert!(refused(LookedAt { class: 2, ..ok }).contains("class 2 of 2"));
     }
 }
-

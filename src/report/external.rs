@@ -8,7 +8,7 @@ use minijinja::{context, Environment};
 use super::format::{number, utc};
 use super::index::run_page_name;
 use super::{Sources, CSS};
-use crate::audit::external::ExternalSource;
+use crate::audit::external::{ExternalSource, OBJECT_RULE};
 use crate::detect::verdict::{Verdict, SHORTCUT_THRESHOLD};
 
 /// Writes index.html for an audit from files; returns its path and what the
@@ -61,6 +61,10 @@ pub(super) fn write(
         settings => settings,
         carriers => &source.carriers,
         cut => source.carriers.as_ref().map(|c| format!("{:.3}", c.cut)),
+        rule => source.carriers.as_ref().map(|c| match c.rule.as_str() {
+            "" => OBJECT_RULE,
+            rule => rule,
+        }),
         no_carriers => no_carriers,
         image_size => audit.image_size,
         version => env!("CARGO_PKG_VERSION"),
@@ -78,7 +82,7 @@ fn no_carriers(verdict: Option<&Verdict>) -> &'static str {
             "The evidence is a global cue (no region): every image of the class carries it, so no file is singled out."
         }
         Some(v) if v.source == crate::detect::Source::Sensitivity => {
-            "The evidence is where the model looks, an object whose copies vary: there is no template to match in the files, so they are not scored."
+            "The evidence is where the model looks, but this audit.json does not keep how to find that place again: rerun nave-lab audit --force to score the files."
         }
         Some(_) => "The verdict's region is not one reproduced object (the detector found no recurring template in it): files are not scored.",
     }
