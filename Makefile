@@ -29,9 +29,11 @@ demo: build
 
 # Tests build in release mode: one build of libtorch's bindings serves demo and
 # tests. They compare against PyTorch, torchvision, timm, TensorBoard and
-# scikit-learn, installed once into .venv-ref by setup-reference.
+# scikit-learn, installed once into .venv-ref by setup-reference. The test
+# files run in groups side by side, one per core, each on one libtorch thread
+# (scripts/test-suite.sh); `cargo test --release` runs them one after another.
 test: setup setup-reference setup-browser setup-slurm
-	$(CARGO) test --release
+	CARGO="$(CARGO)" scripts/test-suite.sh
 
 setup-reference:
 	@scripts/setup-reference.sh

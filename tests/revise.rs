@@ -358,7 +358,7 @@ fn a_revised_shortcut_run_loses_its_gap_and_flag_without_reading_the_artefact() 
         "revise",
         reports_c.join("rv").to_str().unwrap(),
         "--method",
-        "mask",
+        "augment",
         "--epochs",
         "6",
         "--lr-scale",
@@ -371,11 +371,11 @@ fn a_revised_shortcut_run_loses_its_gap_and_flag_without_reading_the_artefact() 
         "{err}"
     );
     let after = json(&audit_c);
-    let revised = run_of(&after, &format!("{BOX}-revised-mask"));
+    let revised = run_of(&after, &format!("{BOX}-revised-augment"));
     let gap_after = revised["shortcut_gap"].as_f64().unwrap();
     assert!(
         gap_after <= 0.5 * gap_before,
-        "where the model looks, masked: gap {gap_before} -> {gap_after}"
+        "where the model looks, augmented: gap {gap_before} -> {gap_after}"
     );
     assert_eq!(
         revised["verdict"]["flagged"], false,

@@ -21,9 +21,9 @@ fn marker() -> String {
 fn tiny_zoo(dir: &Path) -> PathBuf {
     let text = format!(
         "name: tz
-dataset: {{kind: synthetic, image_size: 48, synthetic: {{seed: 0, train: 160, test: 48}}}}
+dataset: {{kind: synthetic, image_size: 48, synthetic: {{seed: 0, train: 240, test: 48}}}}
 model: {{arch: resnet18, width: 8}}
-train: {{epochs: 4, batch_size: 16, optimizer: {{kind: sgd, lr: 0.05}}}}
+train: {{epochs: 6, batch_size: 16, optimizer: {{kind: sgd, lr: 0.05}}}}
 watermark: {{size: 0.25, target_class: NORMAL}}
 audit: {{taps: [layer2, layer3], k: 4, probes: 8}}
 grid:
