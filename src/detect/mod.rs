@@ -291,7 +291,8 @@ pub struct Candidate {
     pub control: Option<f64>,
     /// The object transplant (see `Transplants::object`): the gain when
     /// only the recurring object is pasted, and when the ring around it is;
-    /// None without an object that the class's images show.
+    /// None without an object that the class's images show. Where the model
+    /// looks, the same for its sharpest stroke (`Transplants::strokes`).
     #[serde(default)]
     pub object_lift: Option<f64>,
     #[serde(default)]
@@ -511,6 +512,39 @@ impl<'a> Transplants<'a> {
         ring: i64,
     ) -> Option<Transplant> {
         let regions = object_regions(object, high, members, ring);
+        (!regions.is_empty()).then(|| self.pixels(&regions))
+    }
+
+    /// Where the model looks, its sharpest stroke alone: in each segment's
+    /// box (`largest_component_box`), the stroke found on the sharpness
+    /// maps `sharp` (`sharpness::sharpest_stroke`), grown by `OBJECT_GROW`;
+    /// the control is the ring of `ring` pixels around it. A model that
+    /// relies on a marker moves with its letter alone; one whose lift came
+    /// from the tissue it looks at, around or beside a stamped object it
+    /// only glances at, does not. None when no segment holds a stroke.
+    fn strokes(
+        &self,
+        sharp: &Tensor,
+        segments: &Regions,
+        grid: (usize, usize),
+        ring: i64,
+    ) -> Option<Transplant> {
+        let size = self.images.size()[2];
+        let regions: Vec<PixelRegion> = segments
+            .iter()
+            .filter_map(|(i, mask)| {
+                let within = largest_component_box(mask, grid.0, grid.1, size as usize)?;
+                let map = Vec::<f32>::try_from(sharp.get(*i as i64).flatten(0, -1)).ok()?;
+                let stroke = sharpness::sharpest_stroke(&map, size as usize, &within, ring)?;
+                let region = box_mask(&stroke, OBJECT_GROW, size);
+                let control = box_mask(&stroke, OBJECT_GROW + ring, size) - &region;
+                Some(PixelRegion {
+                    source: *i,
+                    region,
+                    control,
+                })
+            })
+            .collect();
         (!regions.is_empty()).then(|| self.pixels(&regions))
     }
 
@@ -1150,9 +1184,14 @@ fn score_candidates(
             };
             seconds.local_stereotypy += clock.elapsed().as_secs_f64();
             let clock = std::time::Instant::now();
-            let o = object
-                .as_ref()
-                .and_then(|o| transplants.object(o, &sc.high, &members, sc.cell_side()));
+            let o = match source {
+                Source::Cluster => object
+                    .as_ref()
+                    .and_then(|o| transplants.object(o, &sc.high, &members, sc.cell_side())),
+                Source::Sensitivity => {
+                    transplants.strokes(&sc.sharp, &segments, sc.grid, sc.cell_side())
+                }
+            };
             // The segments' test only without the object's.
             let t = o.is_none().then(|| transplants.segments(&regions, sc.grid));
             seconds.local_transplants += clock.elapsed().as_secs_f64();
@@ -1235,15 +1274,16 @@ impl Candidate {
 
     /// What its score is made of: the transplant and its weight. A
     /// cluster's is its scored lift times its stereotypy. Where the model
-    /// looks (`sensitivity`), the segments are tested whole and weighed by
-    /// whether they hold something sharper than the other classes' images
-    /// hold there (`SHARP_SEPARATION`), not by stereotypy: tissue the model
-    /// reads moves it when pasted too, and a varied object does not recur.
+    /// looks (`sensitivity`), the lift is its sharpest stroke's alone where
+    /// the segments hold one (`Transplants::strokes`), else the segments',
+    /// weighed by whether they hold something sharper than the other
+    /// classes' images hold there (`SHARP_SEPARATION`), not by stereotypy: a
+    /// varied object does not recur.
     fn scored(&self) -> (Transplant, f64) {
         match self.source {
             Source::Cluster => (self.scored_lift(), self.stereotypy),
             Source::Sensitivity => (
-                self.segments_lift().unwrap_or(scored_lift(None, None)),
+                self.scored_lift(),
                 ramp(self.sharp_separation.unwrap_or(0.0), SHARP_SEPARATION),
             ),
         }
@@ -1712,16 +1752,20 @@ mod tests {
         assert_eq!(c.scored_lift().lift, 0.3);
 
         // Where the model looks: the segments' lift weighed by sharpness
-        // alone (the object and the stereotypy are a cluster's).
+        // alone (the stereotypy is a cluster's) ...
         c.source = Source::Sensitivity;
+        (c.object_lift, c.object_control) = (None, None);
         c.sharp_separation = Some(0.75);
         assert_eq!(c.score(), 0.0, "no sharper than the other classes there");
         c.sharp_separation = Some(0.81); // halfway up SHARP_SEPARATION
         assert!((c.score() - 0.4).abs() < 1e-12, "the segments' 0.8 x 0.5");
         c.sharp_separation = Some(1.0);
         assert!((c.score() - 0.8).abs() < 1e-12);
-        (c.lift, c.control) = (None, None);
-        assert_eq!(c.score(), 0.0, "without a segments' test, nothing");
+        // ... and its sharpest stroke's alone where the segments hold one.
+        (c.object_lift, c.object_control) = (Some(0.3), Some(0.1));
+        assert!((c.score() - 0.2).abs() < 1e-12, "the stroke's 0.3 - 0.1");
+        (c.lift, c.control, c.object_lift, c.object_control) = (None, None, None, None);
+        assert_eq!(c.score(), 0.0, "without a test, nothing");
 
         // A cluster that would flag the run on its own is the verdict's
         // evidence even where the model looks scores higher; below the

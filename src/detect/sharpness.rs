@@ -23,6 +23,7 @@
 //! (near 1).
 use tch::{Kind, Tensor};
 
+use crate::data::PixelBox;
 use crate::nave::colour;
 
 /// Images of the other classes each segment is paired with.
@@ -91,6 +92,79 @@ pub fn separation(
     crate::detect::template::separation(&within, &paired)
 }
 
+/// A stroke's pixels: at least this share of the sharpest pixel's
+/// sharpness (on the image's scale) ...
+const STROKE_SHARE: f64 = 0.35;
+/// ... each within this many pixels of another (a varied letter, rotated,
+/// translucent, is sharper along some strokes than others and breaks into
+/// pieces at the share; at 0.5 and touching pixels only, the pieces found
+/// on zoo-varied-d's radiograph markers were 3-5 px of a 25-35 px letter).
+const STROKE_GAP: i64 = 3;
+
+/// Where the sharpest stroke in `within` lies, on a sharpness map (`map`,
+/// `size x size`, row-major, from [`sharpness_maps`]): the box of the
+/// pixels at least `STROKE_SHARE` of the box's sharpest pixel and linked to
+/// it through such pixels at most `STROKE_GAP` apart, running on past the
+/// box by up to `reach` pixels (a region of grid cells cuts through the
+/// object it holds). None when nothing in the box stands out of its image
+/// (its sharpest pixel is no sharper than the image's 90th percentile, 1 on
+/// the map's scale). A marker's letter is one such stroke; anatomy's edges
+/// spread through the box at about the image's own sharpness.
+pub fn sharpest_stroke(
+    map: &[f32],
+    size: usize,
+    within: &PixelBox,
+    reach: i64,
+) -> Option<PixelBox> {
+    let clip = |v: i64| v.clamp(0, size as i64) as usize;
+    let (px0, py0) = (clip(within.x), clip(within.y));
+    let (px1, py1) = (clip(within.x + within.w), clip(within.y + within.h));
+    // The stroke may run on past the box by `reach`.
+    let (x0, y0) = (clip(within.x - reach), clip(within.y - reach));
+    let (x1, y1) = (
+        clip(within.x + within.w + reach),
+        clip(within.y + within.h + reach),
+    );
+    let inside = |x: usize, y: usize| (x0..x1).contains(&x) && (y0..y1).contains(&y);
+    let (mut peak, mut top) = (None, 1.0f32);
+    for y in py0..py1 {
+        for x in px0..px1 {
+            if map[y * size + x] > top {
+                (peak, top) = (Some((x, y)), map[y * size + x]);
+            }
+        }
+    }
+    let (px, py) = peak?;
+    let floor = top as f64 * STROKE_SHARE;
+    let mut seen = vec![false; (x1 - x0) * (y1 - y0)];
+    let at = |x: usize, y: usize| (y - y0) * (x1 - x0) + (x - x0);
+    let (mut bx0, mut by0, mut bx1, mut by1) = (px, py, px, py);
+    let mut stack = vec![(px, py)];
+    seen[at(px, py)] = true;
+    while let Some((x, y)) = stack.pop() {
+        (bx0, by0, bx1, by1) = (bx0.min(x), by0.min(y), bx1.max(x), by1.max(y));
+        for (dx, dy) in (-STROKE_GAP..=STROKE_GAP)
+            .flat_map(|dy| (-STROKE_GAP..=STROKE_GAP).map(move |dx| (dx, dy)))
+        {
+            let (nx, ny) = (x as i64 + dx, y as i64 + dy);
+            if nx < 0 || ny < 0 || !inside(nx as usize, ny as usize) {
+                continue;
+            }
+            let (nx, ny) = (nx as usize, ny as usize);
+            if !seen[at(nx, ny)] && map[ny * size + nx] as f64 >= floor {
+                seen[at(nx, ny)] = true;
+                stack.push((nx, ny));
+            }
+        }
+    }
+    Some(PixelBox {
+        x: bx0 as i64,
+        y: by0 as i64,
+        w: (bx1 - bx0 + 1) as i64,
+        h: (by1 - by0 + 1) as i64,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +216,52 @@ mod tests {
         // A segment with no cell reads nothing, and does not fail.
         let empty = vec![(0, vec![false; 16])];
         assert_eq!(separation(&maps, &empty, &[4, 5, 6, 7], (4, 4)), 0.5);
+    }
+
+    #[test]
+    fn the_sharpest_stroke_is_the_cross_and_smooth_images_have_none() {
+        // Image 1's cross: rows 3-8, columns 11-16 (see `images`).
+        let maps = sharpness_maps(&crate::detect::template::high_pass(&images(2, &[1])));
+        let map = |i: i64| Vec::<f32>::try_from(maps.get(i).flatten(0, -1)).unwrap();
+        // Away from the left and right borders, where the high pass of the
+        // ramp is not 0.
+        let top = PixelBox {
+            x: 4,
+            y: 0,
+            w: 24,
+            h: 16,
+        };
+        let stroke = sharpest_stroke(&map(1), 32, &top, 0).expect("the cross");
+        // The high pass rings a pixel or two around the cross.
+        assert!(
+            (9..=11).contains(&stroke.x) && (1..=3).contains(&stroke.y),
+            "{stroke:?}"
+        );
+        assert!(
+            (6..=10).contains(&stroke.w) && (6..=10).contains(&stroke.h),
+            "{stroke:?}"
+        );
+        // Outside the box the cross is not looked for; the smooth image has none.
+        let below = PixelBox {
+            x: 4,
+            y: 16,
+            w: 24,
+            h: 16,
+        };
+        assert_eq!(sharpest_stroke(&map(1), 32, &below, 0), None);
+        assert_eq!(sharpest_stroke(&map(0), 32, &top, 0), None);
+        // A box that holds the cross's left end only: that end, or with the
+        // reach, the whole cross.
+        let left = PixelBox {
+            x: 4,
+            y: 0,
+            w: 10,
+            h: 16,
+        };
+        let end = sharpest_stroke(&map(1), 32, &left, 0).unwrap();
+        assert!(end.x + end.w <= 14, "{end:?}");
+        let whole = sharpest_stroke(&map(1), 32, &left, 8).unwrap();
+        assert_eq!(whole, stroke);
     }
 
     #[test]
