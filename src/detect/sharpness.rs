@@ -24,7 +24,7 @@
 use tch::{Kind, Tensor};
 
 use crate::data::PixelBox;
-use crate::nave::colour;
+use crate::nave::{colour, components};
 
 /// Images of the other classes each segment is paired with.
 const PAIRS: usize = 4;
@@ -99,7 +99,7 @@ const STROKE_SHARE: f64 = 0.35;
 /// translucent, is sharper along some strokes than others and breaks into
 /// pieces at the share; at 0.5 and touching pixels only, the pieces found
 /// on zoo-varied-d's radiograph markers were 3-5 px of a 25-35 px letter).
-const STROKE_GAP: i64 = 3;
+const STROKE_GAP: usize = 3;
 
 /// Where the sharpest stroke in `within` lies, on a sharpness map (`map`,
 /// `size x size`, row-major, from [`sharpness_maps`]): the box of the
@@ -125,7 +125,6 @@ pub fn sharpest_stroke(
         clip(within.x + within.w + reach),
         clip(within.y + within.h + reach),
     );
-    let inside = |x: usize, y: usize| (x0..x1).contains(&x) && (y0..y1).contains(&y);
     let (mut peak, mut top) = (None, 1.0f32);
     for y in py0..py1 {
         for x in px0..px1 {
@@ -136,26 +135,15 @@ pub fn sharpest_stroke(
     }
     let (px, py) = peak?;
     let floor = top as f64 * STROKE_SHARE;
-    let mut seen = vec![false; (x1 - x0) * (y1 - y0)];
-    let at = |x: usize, y: usize| (y - y0) * (x1 - x0) + (x - x0);
+    let (ww, wh) = (x1 - x0, y1 - y0);
+    let strong: Vec<bool> = (0..ww * wh)
+        .map(|k| map[(y0 + k / ww) * size + x0 + k % ww] as f64 >= floor)
+        .collect();
+    let stroke = components::linked_to(&strong, wh, ww, (py - y0, px - x0), STROKE_GAP);
     let (mut bx0, mut by0, mut bx1, mut by1) = (px, py, px, py);
-    let mut stack = vec![(px, py)];
-    seen[at(px, py)] = true;
-    while let Some((x, y)) = stack.pop() {
+    for (y, x) in stroke {
+        let (x, y) = (x + x0, y + y0);
         (bx0, by0, bx1, by1) = (bx0.min(x), by0.min(y), bx1.max(x), by1.max(y));
-        for (dx, dy) in (-STROKE_GAP..=STROKE_GAP)
-            .flat_map(|dy| (-STROKE_GAP..=STROKE_GAP).map(move |dx| (dx, dy)))
-        {
-            let (nx, ny) = (x as i64 + dx, y as i64 + dy);
-            if nx < 0 || ny < 0 || !inside(nx as usize, ny as usize) {
-                continue;
-            }
-            let (nx, ny) = (nx as usize, ny as usize);
-            if !seen[at(nx, ny)] && map[ny * size + nx] as f64 >= floor {
-                seen[at(nx, ny)] = true;
-                stack.push((nx, ny));
-            }
-        }
     }
     Some(PixelBox {
         x: bx0 as i64,

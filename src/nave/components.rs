@@ -72,6 +72,40 @@ pub fn largest_region(mask: &[bool], h: usize, w: usize) -> Option<Vec<bool>> {
     Some(cells)
 }
 
+/// The true pixels of `mask` (`h x w`) linked to `seed` (y, x) through true
+/// pixels each at most `gap` rows and columns from the last (1: the
+/// 8-connected region), as (y, x), the seed first; empty when the seed is
+/// not true. A stroke drawn translucent breaks into pieces a pixel or two
+/// apart; a gap above 1 keeps them one.
+pub fn linked_to(
+    mask: &[bool],
+    h: usize,
+    w: usize,
+    seed: (usize, usize),
+    gap: usize,
+) -> Vec<(usize, usize)> {
+    let (sy, sx) = seed;
+    if sy >= h || sx >= w || !mask[sy * w + sx] {
+        return Vec::new();
+    }
+    let mut seen = vec![false; h * w];
+    seen[sy * w + sx] = true;
+    let (mut stack, mut out) = (vec![seed], Vec::new());
+    while let Some((y, x)) = stack.pop() {
+        out.push((y, x));
+        for ny in y.saturating_sub(gap)..(y + gap + 1).min(h) {
+            for nx in x.saturating_sub(gap)..(x + gap + 1).min(w) {
+                let j = ny * w + nx;
+                if mask[j] && !seen[j] {
+                    seen[j] = true;
+                    stack.push((ny, nx));
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +121,38 @@ mod tests {
         sizes.sort();
         assert_eq!(sizes, vec![(0, 1), (0, 3), (1, 2), (1, 3)]);
         assert_eq!(components(&labels, 3, 3, 3).len(), 2);
+    }
+
+    #[test]
+    fn pixels_linked_across_gaps_up_to_the_gap() {
+        // 1 1 0 0 1
+        // 0 0 1 0 0
+        // 0 0 0 0 1
+        #[rustfmt::skip]
+        let mask = [
+            true, true, false, false, true,
+            false, false, true, false, false,
+            false, false, false, false, true,
+        ];
+        let sorted = |mut v: Vec<(usize, usize)>| {
+            v.sort();
+            v
+        };
+        // Gap 1 (8-connected): the top-left pair and the diagonal one.
+        assert_eq!(
+            sorted(linked_to(&mask, 3, 5, (0, 0), 1)),
+            vec![(0, 0), (0, 1), (1, 2)]
+        );
+        // Gap 2: (1, 2) reaches (0, 4) and (2, 4).
+        assert_eq!(linked_to(&mask, 3, 5, (0, 0), 2).len(), 5);
+        assert_eq!(
+            linked_to(&mask, 3, 5, (0, 0), 2)[0],
+            (0, 0),
+            "the seed first"
+        );
+        // A seed that is not in the mask, or outside it: nothing.
+        assert!(linked_to(&mask, 3, 5, (2, 0), 3).is_empty());
+        assert!(linked_to(&mask, 3, 5, (7, 0), 3).is_empty());
     }
 
     #[test]
