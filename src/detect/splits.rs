@@ -25,7 +25,7 @@ pub struct Registered {
 /// Every registered split. zoo v2's header names this file by its path when
 /// it was registered, src/audit/splits.rs: editing the header would change
 /// the checksum.
-pub const REGISTERED: [Registered; 9] = [
+pub const REGISTERED: [Registered; 10] = [
     Registered {
         experiment: "zoo",
         file: "experiments/zoo-splits.yaml",
@@ -85,6 +85,13 @@ pub const REGISTERED: [Registered; 9] = [
         experiment: "zoo-varied-f",
         file: "experiments/zoo-varied-f-splits.yaml",
         sha256: "c8bf20512dbbb321f2abcac4d2e779b02c5053640e948d0f4f345c76eed724be",
+    },
+    // A seventh, registered after zoo-varied-f was run with the stroke rule
+    // and seen, before any rule was tuned after it.
+    Registered {
+        experiment: "zoo-varied-g",
+        file: "experiments/zoo-varied-g-splits.yaml",
+        sha256: "d0368b6017cc085526cbf76c154e47c075d511d71f2daa25b40ba40d27a2c8cf",
     },
 ];
 
