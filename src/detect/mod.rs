@@ -658,13 +658,20 @@ const OBJECT_SEPARATION: (f64, f64) = (0.80, 0.95);
 /// Where a sensitivity candidate's sharp separation (see `sharpness`: its
 /// segments' sharpness, each image's own scale taken out, against the same
 /// places in the other classes' images) starts to count as an object the
-/// class carries, and where it counts fully. Chosen on zoo v2, zoo-varied-c
-/// and zoo-varied-d (seen): where a clean or non-relying model looks on
-/// real radiographs it reached 0.77 (0.88 before each image's scale was
-/// taken out: NORMAL radiographs are sharper all over than PNEUMONIA ones);
-/// a marker the model relies on, drawn in varied letters, sizes and
-/// angles, 0.77-0.84; stamped boxes and tokens 0.96-1.
-const SHARP_SEPARATION: (f64, f64) = (0.76, 0.86);
+/// class carries, and where it counts fully. First chosen on zoo v2,
+/// zoo-varied-c and zoo-varied-d (seen) at 0.76-0.86: where a clean or
+/// non-relying model looks on real radiographs it reached 0.77 (0.88 before
+/// each image's scale was taken out: NORMAL radiographs are sharper all
+/// over than PNEUMONIA ones); a marker the model relies on, drawn in varied
+/// letters, sizes and angles, 0.76-0.84; stamped boxes and tokens 0.96-1.
+/// Since the stroke alone is pasted (`Transplants::strokes`), the looked-at
+/// regions that read sharp without the model relying on them move it
+/// little, and the foot came down to 0.72: on zoo v2, zoo-b, zoo-varied-c
+/// to -f (seen), simulated from the recorded candidates, no run that does
+/// not rely rises above 0.026, and the two relying radiograph markers
+/// missed at 0.76 (zoo-varied-f s23 at 0.757, zoo-varied-c s10 at 0.771,
+/// whose strokes move the model) are flagged.
+const SHARP_SEPARATION: (f64, f64) = (0.72, 0.86);
 
 /// What reproduced pixels count for when neither correlation view sees the
 /// segments' windows recur (see `Stereotypy::weight`).
@@ -1755,9 +1762,9 @@ mod tests {
         // alone (the stereotypy is a cluster's) ...
         c.source = Source::Sensitivity;
         (c.object_lift, c.object_control) = (None, None);
-        c.sharp_separation = Some(0.75);
+        c.sharp_separation = Some(0.71);
         assert_eq!(c.score(), 0.0, "no sharper than the other classes there");
-        c.sharp_separation = Some(0.81); // halfway up SHARP_SEPARATION
+        c.sharp_separation = Some(0.79); // halfway up SHARP_SEPARATION
         assert!((c.score() - 0.4).abs() < 1e-12, "the segments' 0.8 x 0.5");
         c.sharp_separation = Some(1.0);
         assert!((c.score() - 0.8).abs() < 1e-12);

@@ -25,7 +25,7 @@ pub const SHORTCUT_THRESHOLD: f64 = 0.028;
 /// Names the detector's method in the audit cache key: results of an older
 /// detector are recomputed.
 pub const DETECTOR_VERSION: &str =
-    "object-transplant-1+global-cues-3+transform-named+carriers-by-pixels+object-reach+object-separation-2+sensitivity-3+looked-kept+stroke-1";
+    "object-transplant-1+global-cues-3+transform-named+carriers-by-pixels+object-reach+object-separation-2+sensitivity-3+looked-kept+stroke-1+sharp-foot-0.72";
 
 /// One run's verdict, as audit.json stores it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
