@@ -74,11 +74,11 @@ for ((g = 0; g < groups; g++)); do
   # shellcheck disable=SC2086 # targets[g] is a list of --test NAME words
   if ((g == 0)); then
     echo "nave-lab tests: group $g (unit tests, doc tests,${targets[g]//--test /}), about ${load[g]} s alone"
-    ( $CARGO test --release --no-fail-fast --lib --bins ${targets[g]} -- "${extra[@]}" \
-        && $CARGO test --release --doc -- "${extra[@]}" ) >"$log" 2>&1 &
+    ( $CARGO test --release --no-fail-fast --lib --bins ${targets[g]} -- ${extra[@]+"${extra[@]}"} \
+        && $CARGO test --release --doc -- ${extra[@]+"${extra[@]}"} ) >"$log" 2>&1 &
   else
     echo "nave-lab tests: group $g (${targets[g]//--test /}), about ${load[g]} s alone"
-    $CARGO test --release --no-fail-fast ${targets[g]} -- "${extra[@]}" >"$log" 2>&1 &
+    $CARGO test --release --no-fail-fast ${targets[g]} -- ${extra[@]+"${extra[@]}"} >"$log" 2>&1 &
   fi
   pids+=($!)
 done
@@ -91,8 +91,10 @@ for ((g = 0; g < groups; g++)); do
   cat "$logs/group-$g.log"
 done
 
-passed=$(cat "$logs"/group-*.log | grep -Eo '[0-9]+ passed' | awk '{s += $1} END {print s + 0}')
-failures=$(cat "$logs"/group-*.log | grep -Eo '[0-9]+ failed' | awk '{s += $1} END {print s + 0}')
+# The counts cargo printed per binary, summed (none found counts 0).
+count() { { grep -Eho "[0-9]+ $1" "$logs"/group-*.log || true; } | awk '{s += $1} END {print s + 0}'; }
+passed=$(count passed)
+failures=$(count failed)
 echo
 echo "nave-lab tests: $passed passed, $failures failed, in $(($(date +%s) - start)) s ($groups groups side by side)"
 exit "$failed"
