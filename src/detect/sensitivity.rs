@@ -27,6 +27,9 @@ const SHARE_OF_PEAK: f64 = 0.25;
 /// Images per backward pass.
 const BATCH: i64 = 32;
 
+/// Images whose sharpness maps are computed at once (bounds their memory).
+const PRESENCE_BATCH: i64 = 64;
+
 /// The mean |gradient x input| of log P(`class`) per cell of `grid`, summed
 /// over channels, of uint8 `images`: `[B, h * w]` on the CPU.
 fn cell_sensitivity(
@@ -136,12 +139,7 @@ impl LookedAt {
             .map(|mask| super::largest_component_box(mask, h, w, size))
             .collect()
     }
-}
 
-/// Images whose sharpness maps are computed at once (bounds their memory).
-const PRESENCE_BATCH: i64 = 64;
-
-impl LookedAt {
     /// On each of `images` (uint8 `[B, 3, S, S]`), where the model looks
     /// (`boxes`) and how sharp the sharpest stroke there is: the highest
     /// value of the image's sharpness map (`sharpness::sharpness_maps`, on
