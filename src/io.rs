@@ -396,5 +396,6 @@ mod tests {
             super::read_npy_f32(&p).unwrap(),
             (vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, -6.5])
         );
+        std::fs::remove_file(&p).unwrap();
     }
 }
