@@ -9,8 +9,11 @@
 //!   the flagged class's images lose the object (painted over where it
 //!   matches best, as `mask` does), and the object, cut with a margin from
 //!   the images that still carry it, is pasted at the place it was found
-//!   onto images of the other classes that lack it, until each class
-//!   carries it as often as the flagged class now does; a frame or other
+//!   onto images of the other classes that lack it, fading in over the
+//!   margin, until each class carries it as often as the flagged class now
+//!   does; as many of the other classes' remaining images are painted where
+//!   they match best, so that neither a painted patch nor a pasted edge
+//!   belongs to one class (each did, and cost clean accuracy); a frame or other
 //!   global cue is put on half of the other classes' images and taken off
 //!   half of the class's. The artefact stays in the data, tells the classes
 //!   apart no more, and each class is seen with and without it.
@@ -205,7 +208,12 @@ fn neutralise_found(
     let size = images.size()[2];
     let grown = reach.unwrap_or_default();
     let whole = |c: &Carrier| clipped(around(grown.grow(c.region)), size);
-    let changed = paint_or_paste(pixels, size, labels, class, found, &whole, method, seed);
+    let fade = |c: &Carrier| margin(grown.grow(c.region));
+    let place = Place {
+        whole: &whole,
+        fade: &fade,
+    };
+    let changed = paint_or_paste(pixels, size, labels, class, found, &place, method, seed);
     Neutralised {
         images: Tensor::from_slice(pixels).view_(images.size()),
         changed,
@@ -214,9 +222,17 @@ fn neutralise_found(
     }
 }
 
+/// Where a found object is painted or pasted: its box with the margin
+/// (`whole`), and how wide that margin is (`fade`), over which a pasted
+/// copy fades into the image it is pasted on.
+struct Place<'a> {
+    whole: &'a dyn Fn(&Carrier) -> PixelBox,
+    fade: &'a dyn Fn(&Carrier) -> i64,
+}
+
 /// The found places (`found`, the box `whole` of each) painted over in
 /// every image (`mask`), or (`augment`) painted over on a random half of
-/// the class's images and pasted onto the other classes' images that lack
+/// each class's images and pasted onto the other classes' images that lack
 /// it until they carry it as often. Returns how many images changed.
 #[allow(clippy::too_many_arguments)]
 fn paint_or_paste(
@@ -225,10 +241,11 @@ fn paint_or_paste(
     labels: &[i64],
     class: i64,
     found: &[Carrier],
-    whole: &dyn Fn(&Carrier) -> PixelBox,
+    place: &Place,
     method: ReviseMethod,
     seed: u64,
 ) -> usize {
+    let whole = place.whole;
     let at: std::collections::HashMap<usize, &Carrier> =
         found.iter().map(|c| (c.index, c)).collect();
     match method {
@@ -264,10 +281,24 @@ fn paint_or_paste(
                 .filter(|c| c.carries && labels[c.index] == class && !painted.contains(&c.index))
                 .collect();
             let target = kept.len() as f64 / members.len().max(1) as f64;
-            changed
-                + paste_on_others(
-                    pixels, labels, class, found, &kept, target, size, whole, &mut rng,
-                )
+            let pasted = paste_on_others(
+                pixels, labels, class, found, &kept, target, size, place, &mut rng,
+            );
+            // The painted patch is put on the other classes as often as on
+            // the class, where each image matches the object best, on
+            // images not pasted on: painted only in the class, a patch
+            // would tell it apart as the object did.
+            let share = painted.len() as f64 / members.len().max(1) as f64;
+            let mut others: Vec<&Carrier> = found
+                .iter()
+                .filter(|c| labels[c.index] != class && pasted.binary_search(&c.index).is_err())
+                .collect();
+            others.shuffle(&mut rng);
+            let others_painted = (share * others.len() as f64).round() as usize;
+            for c in &others[..others_painted] {
+                fill_from_border(image_mut(pixels, c.index, size), size, whole(c));
+            }
+            changed + pasted.len() + others_painted
         }
         ReviseMethod::None => 0,
     }
@@ -391,7 +422,12 @@ fn move_looks(
 /// object's high-pass template matches, and a part of the object left out
 /// (an unpainted stroke, a pasted copy cut short) is a cue of its own.
 fn around(region: PixelBox) -> PixelBox {
-    region.dilated((region.w.max(region.h) / 4).max(1))
+    region.dilated(margin(region))
+}
+
+/// The margin `around` adds to `region` on each side.
+fn margin(region: PixelBox) -> i64 {
+    (region.w.max(region.h) / 4).max(1)
 }
 
 /// The flat pixels of image `i` (`3 * S * S` bytes, channel-major).
@@ -450,8 +486,10 @@ fn fill_from_border(image: &mut [u8], size: i64, b: PixelBox) {
 
 /// The object pasted onto the other classes' images that lack it, until
 /// each class carries it at the `target` rate: the object's whole box
-/// (`whole`), cut from a random one of `sources` where it was found there,
-/// at that place. Returns how many images were pasted on.
+/// (`place.whole`), cut from a random one of `sources` where it was found
+/// there, at that place, fading into the image over the margin (a hard
+/// edge where the copy ends would be on the other classes only, and tell
+/// them apart). Returns the images pasted on, in order.
 #[allow(clippy::too_many_arguments)]
 fn paste_on_others(
     pixels: &mut [u8],
@@ -461,18 +499,17 @@ fn paste_on_others(
     sources: &[&Carrier],
     target: f64,
     size: i64,
-    whole: &dyn Fn(&Carrier) -> PixelBox,
+    place: &Place,
     rng: &mut ChaCha8Rng,
-) -> usize {
+) -> Vec<usize> {
     if sources.is_empty() {
-        return 0;
+        return Vec::new();
     }
     let rate = |k: i64| {
         let members: Vec<&Carrier> = found.iter().filter(|c| labels[c.index] == k).collect();
         members.iter().filter(|c| c.carries).count() as f64 / members.len().max(1) as f64
     };
-    let n = 3 * (size * size) as usize;
-    let mut pasted = 0;
+    let mut pasted = Vec::new();
     let others: std::collections::BTreeSet<i64> =
         labels.iter().copied().filter(|&k| k != class).collect();
     for k in others {
@@ -489,21 +526,36 @@ fn paste_on_others(
                 continue;
             }
             let source = sources[rng.gen_range(0..sources.len())];
-            let b = whole(source);
-            let s = size as usize;
-            for ch in 0..3 {
-                for y in b.y..b.y + b.h {
-                    let row = ch * s * s + y as usize * s;
-                    let (from, to) = (source.index * n + row, c.index * n + row);
-                    let (x0, x1) = (b.x as usize, (b.x + b.w) as usize);
-                    let src: Vec<u8> = pixels[from + x0..from + x1].to_vec();
-                    pixels[to + x0..to + x1].copy_from_slice(&src);
-                }
-            }
-            pasted += 1;
+            let (b, fade) = ((place.whole)(source), (place.fade)(source));
+            paste_faded(pixels, size, source.index, c.index, b, fade);
+            pasted.push(c.index);
         }
     }
+    pasted.sort_unstable();
     pasted
+}
+
+/// Box `b` of image `from` pasted onto image `to` (flat uint8 `[N, 3, S, S]`
+/// `pixels`), at full weight from `fade` pixels inside the box's edge
+/// inwards and fading to 1 / (fade + 1) of it at the edge.
+fn paste_faded(pixels: &mut [u8], size: i64, from: usize, to: usize, b: PixelBox, fade: i64) {
+    let s = size as usize;
+    let n = 3 * s * s;
+    for ch in 0..3 {
+        for y in b.y..b.y + b.h {
+            let row = ch * s * s + y as usize * s;
+            for x in b.x..b.x + b.w {
+                let from_edge = (x - b.x)
+                    .min(b.x + b.w - 1 - x)
+                    .min(y - b.y)
+                    .min(b.y + b.h - 1 - y);
+                let alpha = ((from_edge + 1) as f32 / (fade + 1) as f32).min(1.0);
+                let (src, dst) = (from * n + row + x as usize, to * n + row + x as usize);
+                let blended = alpha * pixels[src] as f32 + (1.0 - alpha) * pixels[dst] as f32;
+                pixels[dst] = blended.round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -690,7 +742,14 @@ mod tests {
         // expectation: a seeded draw).
         let gained = (1..24i64).step_by(2).filter(|&i| shows(i)).count();
         assert!((3..=9).contains(&gained), "{gained} of 12 gained it");
-        assert_eq!(out.changed, lost + gained);
+        // Of the PNEUMONIA images that did not gain it, the same share as
+        // of NORMAL (a half) is painted where it matches best.
+        let painted = (1..24i64)
+            .step_by(2)
+            .filter(|&i| !shows(i) && !out.images.get(i).equal(&images.get(i)))
+            .count();
+        assert_eq!(painted, ((12 - gained) as f64 / 2.0).round() as usize);
+        assert_eq!(out.changed, lost + gained + painted);
         let found = carriers::score(e.object.as_ref().unwrap(), &out.images).unwrap();
         let carry = |parity: usize| {
             found
@@ -804,6 +863,28 @@ mod tests {
     }
 
     #[test]
+    fn a_pasted_copy_fades_into_the_image_over_its_margin() {
+        // Image 0 all 200, image 1 all 100, 16 px; a 10 x 10 box at (3, 3)
+        // pasted from 0 onto 1 with a fade of 2.
+        let s = 16usize;
+        let mut pixels = vec![200u8; 3 * s * s];
+        pixels.extend(vec![100u8; 3 * s * s]);
+        paste_faded(&mut pixels, 16, 0, 1, PixelBox::square(3, 3, 10), 2);
+        let at = |ch: usize, y: usize, x: usize| pixels[3 * s * s + ch * s * s + y * s + x];
+        for ch in 0..3 {
+            assert_eq!(at(ch, 2, 5), 100, "outside the box, untouched");
+            assert_eq!(at(ch, 3, 5), 133, "the edge: a third of the copy");
+            assert_eq!(at(ch, 4, 5), 167, "one in: two thirds");
+            assert_eq!(at(ch, 5, 5), 200, "the fade's width in: the copy");
+            assert_eq!(at(ch, 8, 8), 200);
+            assert_eq!(at(ch, 12, 12), 133, "the far corner");
+            assert_eq!(at(ch, 13, 12), 100);
+        }
+        // The source is left as it was.
+        assert!(pixels[..3 * s * s].iter().all(|&v| v == 200));
+    }
+
+    #[test]
     fn a_verdict_without_evidence_is_refused_with_the_reason() {
         let (images, labels, _) = crossed();
         let mut e = evidence(&images);
@@ -881,7 +962,12 @@ mod tests {
         let gained = (1..24i64).step_by(2).filter(|&i| shows(i)).count();
         assert_eq!(lost, 6, "half the class loses it");
         assert!((3..=9).contains(&gained), "{gained} of 12 gained it");
-        assert_eq!(aug.changed, lost + gained);
+        let painted = (1..24i64)
+            .step_by(2)
+            .filter(|&i| !shows(i) && !aug.images.get(i).equal(&images.get(i)))
+            .count();
+        assert_eq!(painted, ((12 - gained) as f64 / 2.0).round() as usize);
+        assert_eq!(aug.changed, lost + gained + painted);
         // Without the boxes, or with boxes for other images, it is refused.
         let err = neutralise(&images, &labels, &names(), &e, None, ReviseMethod::Mask, 0)
             .err()
