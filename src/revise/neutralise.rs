@@ -23,7 +23,9 @@
 //!   the box's four borders on its row and column); a global cue is taken off the class that
 //!   carries it (the other classes' looks put on its images). The global
 //!   cue moves images by the detector's own transform, except a frame
-//!   (`Cue::Edges`), which is copied from real images of the other group.
+//!   (`Cue::Edges`), which is copied from real images of the other group
+//!   (and every image not moved takes the band of another image of its
+//!   own group, so that the seam a copied band leaves is on every image).
 //! - `none`: the images as they are (the control fine-tune).
 //!
 //! The object painted or pasted is the detector's matched box grown to the
