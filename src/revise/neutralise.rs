@@ -208,12 +208,9 @@ fn neutralise_found(
     seed: u64,
 ) -> Neutralised {
     let size = images.size()[2];
-    let grown = reach.unwrap_or_default();
-    let whole = |c: &Carrier| clipped(around(grown.grow(c.region)), size);
-    let fade = |c: &Carrier| margin(grown.grow(c.region));
     let place = Place {
-        whole: &whole,
-        fade: &fade,
+        reach: reach.unwrap_or_default(),
+        size,
     };
     let changed = paint_or_paste(pixels, size, labels, class, found, &place, method, seed);
     Neutralised {
@@ -224,12 +221,23 @@ fn neutralise_found(
     }
 }
 
-/// Where a found object is painted or pasted: its box with the margin
-/// (`whole`), and how wide that margin is (`fade`), over which a pasted
-/// copy fades into the image it is pasted on.
-struct Place<'a> {
-    whole: &'a dyn Fn(&Carrier) -> PixelBox,
-    fade: &'a dyn Fn(&Carrier) -> i64,
+/// Where a found object is painted or pasted: the matched box grown by the
+/// object's `reach`, with a margin (`around`), in a `size` image.
+struct Place {
+    reach: Reach,
+    size: i64,
+}
+
+impl Place {
+    /// The box painted or pasted for carrier `c`.
+    fn whole(&self, c: &Carrier) -> PixelBox {
+        clipped(around(self.reach.grow(c.region)), self.size)
+    }
+
+    /// How wide its margin is: a pasted copy fades in over it.
+    fn fade(&self, c: &Carrier) -> i64 {
+        margin(self.reach.grow(c.region))
+    }
 }
 
 /// The found places (`found`, the box `whole` of each) painted over in
@@ -247,7 +255,7 @@ fn paint_or_paste(
     method: ReviseMethod,
     seed: u64,
 ) -> usize {
-    let whole = place.whole;
+    let whole = |c: &Carrier| place.whole(c);
     let at: std::collections::HashMap<usize, &Carrier> =
         found.iter().map(|c| (c.index, c)).collect();
     match method {
@@ -528,7 +536,7 @@ fn paste_on_others(
                 continue;
             }
             let source = sources[rng.gen_range(0..sources.len())];
-            let (b, fade) = ((place.whole)(source), (place.fade)(source));
+            let (b, fade) = (place.whole(source), place.fade(source));
             paste_faded(pixels, size, source.index, c.index, b, fade);
             pasted.push(c.index);
         }
@@ -617,6 +625,24 @@ mod tests {
 
     fn names() -> Vec<String> {
         vec!["NORMAL".into(), "PNEUMONIA".into()]
+    }
+
+    /// The PNEUMONIA (odd) images of `out` changed without showing the
+    /// object: painted where they match best. Asserts they are half of the
+    /// `gained` images' complement (the share painted of NORMAL), and
+    /// returns how many.
+    fn painted_pneumonia(
+        images: &Tensor,
+        out: &Tensor,
+        shows: impl Fn(i64) -> bool,
+        gained: usize,
+    ) -> usize {
+        let painted = (1..24i64)
+            .step_by(2)
+            .filter(|&i| !shows(i) && !out.get(i).equal(&images.get(i)))
+            .count();
+        assert_eq!(painted, ((12 - gained) as f64 / 2.0).round() as usize);
+        painted
     }
 
     fn bright(images: &Tensor, i: i64) -> i64 {
@@ -746,11 +772,7 @@ mod tests {
         assert!((3..=9).contains(&gained), "{gained} of 12 gained it");
         // Of the PNEUMONIA images that did not gain it, the same share as
         // of NORMAL (a half) is painted where it matches best.
-        let painted = (1..24i64)
-            .step_by(2)
-            .filter(|&i| !shows(i) && !out.images.get(i).equal(&images.get(i)))
-            .count();
-        assert_eq!(painted, ((12 - gained) as f64 / 2.0).round() as usize);
+        let painted = painted_pneumonia(&images, &out.images, shows, gained);
         assert_eq!(out.changed, lost + gained + painted);
         let found = carriers::score(e.object.as_ref().unwrap(), &out.images).unwrap();
         let carry = |parity: usize| {
@@ -964,11 +986,7 @@ mod tests {
         let gained = (1..24i64).step_by(2).filter(|&i| shows(i)).count();
         assert_eq!(lost, 6, "half the class loses it");
         assert!((3..=9).contains(&gained), "{gained} of 12 gained it");
-        let painted = (1..24i64)
-            .step_by(2)
-            .filter(|&i| !shows(i) && !aug.images.get(i).equal(&images.get(i)))
-            .count();
-        assert_eq!(painted, ((12 - gained) as f64 / 2.0).round() as usize);
+        let painted = painted_pneumonia(&images, &aug.images, shows, gained);
         assert_eq!(aug.changed, lost + gained + painted);
         // Without the boxes, or with boxes for other images, it is refused.
         let err = neutralise(&images, &labels, &names(), &e, None, ReviseMethod::Mask, 0)
