@@ -76,21 +76,26 @@ pub fn bench_revise(a: &BenchReviseArgs) -> anyhow::Result<serde_json::Value> {
     let report = AuditReport::read(&a.report.join("audit.json"))?;
     let revised = revised_runs(&report);
     let rows = rows_of(&revised);
-    let not_revised: BTreeMap<String, Vec<&str>> = report
-        .runs
-        .iter()
-        .filter(|r| r.revised_from.is_none() && r.truth == Truth::Relies)
-        .filter(|r| !revised.iter().any(|x| x.original.id == r.id))
-        .fold(BTreeMap::new(), |mut m, r| {
-            m.entry(family(r)).or_default().push(r.id.as_str());
-            m
-        });
-    print_table(&rows);
+    let not_revised = not_revised(&report.runs, &revised);
+    print_table(&rows, &not_revised);
     Ok(serde_json::json!({
         "report": a.report,
         "rows": rows,
         "relying_not_revised": not_revised,
     }))
+}
+
+/// Per family, the runs that rely on their artefact but have no revision
+/// in the audit (not flagged, so `revise` left them; or not revised yet):
+/// a table over the revised runs alone would hide them.
+fn not_revised<'a>(runs: &'a [RunResult], revised: &[Revised]) -> BTreeMap<String, Vec<&'a str>> {
+    runs.iter()
+        .filter(|r| r.revised_from.is_none() && r.truth == Truth::Relies)
+        .filter(|r| !revised.iter().any(|x| x.original.id == r.id))
+        .fold(BTreeMap::new(), |mut m, r| {
+            m.entry(family(r)).or_default().push(r.id.as_str());
+            m
+        })
 }
 
 /// A run's artefact family: its grid variant, else its regime.
@@ -186,8 +191,9 @@ fn rows_of(revised: &[Revised]) -> Vec<Row> {
         .collect()
 }
 
-/// The table on stderr (stdout carries the JSON).
-fn print_table(rows: &[Row]) {
+/// The table on stderr (stdout carries the JSON), then the relying runs it
+/// leaves out.
+fn print_table(rows: &[Row], not_revised: &BTreeMap<String, Vec<&str>>) {
     eprintln!(
         "{:<24} {:<8} {:>4} {:>15} {:>6} {:>21} {:>8}",
         "family", "method", "runs", "gap", "fell", "clean (scratch)", "flagged"
@@ -208,5 +214,109 @@ fn print_table(rows: &[Row]) {
             r.still_flagged,
             r.runs
         );
+    }
+    for (family, ids) in not_revised {
+        eprintln!(
+            "relying, with no revision here ({family}, {} run{}): {}",
+            ids.len(),
+            if ids.len() == 1 { "" } else { "s" },
+            ids.join(", ")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run's audit result as audit.json holds it: its gap sets its truth.
+    fn result(id: &str, family: &str, gap: f64, clean: f64, flagged: Option<bool>) -> RunResult {
+        let truth = if gap >= crate::audit::RELIES_GAP {
+            "relies"
+        } else {
+            "does-not"
+        };
+        let verdict = flagged.map(|f| {
+            serde_json::json!({"shortcut_score": if f { 0.5 } else { 0.0 }, "threshold": 0.028,
+                "flagged": f, "class": "NORMAL", "cluster": null, "lift": 0.5, "control": 0.0,
+                "stereotypy": 1.0, "suspect_boxes": []})
+        });
+        serde_json::from_value(serde_json::json!({
+            "id": id, "regime": "resnet18-aug0-wm1", "seed": 0, "augment": false,
+            "watermark": true, "arch": "resnet18", "variant": family, "wm_iou": null,
+            "wm_shift": null, "accuracy": {"clean": clean}, "shortcut_gap": gap,
+            "truth": truth, "verdict": verdict,
+        }))
+        .expect("a run result")
+    }
+
+    fn revision<'a>(
+        original: &'a RunResult,
+        revised: &'a RunResult,
+        reference: f64,
+    ) -> Revised<'a> {
+        Revised {
+            family: family(original),
+            method: "augment".into(),
+            original,
+            revised,
+            reference,
+            seconds: 10.0,
+        }
+    }
+
+    #[test]
+    fn the_rows_average_each_runs_fall_and_count_the_flags_left() {
+        let (a0, a1) = (
+            result("box-s0", "box", 0.5, 0.5, Some(true)),
+            result("box-s1", "box", 0.25, 0.8, Some(true)),
+        );
+        let (r0, r1) = (
+            result("box-s0-revised-augment", "box", 0.0, 0.96, Some(false)),
+            result("box-s1-revised-augment", "box", 0.2, 0.9, Some(true)),
+        );
+        let (t0, u0) = (
+            result("tint-s0", "tint", 0.4, 0.5, Some(true)),
+            result("tint-s0-revised-augment", "tint", 0.1, 0.9, Some(false)),
+        );
+        let revised = [
+            revision(&a0, &r0, 0.98),
+            revision(&a1, &r1, 0.98),
+            revision(&t0, &u0, 0.94),
+        ];
+        let rows = rows_of(&revised);
+        let row = |f: &str| rows.iter().find(|r| r.family == f).expect("a row");
+        let bx = row("box");
+        assert_eq!((bx.runs, bx.still_flagged), (2, 1));
+        // The mean of each run's fall (1.0 and 0.2), not the fall of the means (0.6).
+        assert!((bx.gap_fall - 0.6).abs() < 1e-12, "{}", bx.gap_fall);
+        assert!((bx.gap_before - 0.375).abs() < 1e-12 && (bx.gap_after - 0.1).abs() < 1e-12);
+        assert!((bx.clean_after - 0.93).abs() < 1e-12);
+        assert_eq!(bx.clean_reference, Some(0.98));
+        let all = row("(all)");
+        assert_eq!((all.runs, all.still_flagged), (3, 1));
+        assert!((all.gap_fall - (1.0 + 0.2 + 0.75) / 3.0).abs() < 1e-12);
+        assert!((all.clean_reference.unwrap() - (0.98 + 0.98 + 0.94) / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn relying_runs_without_a_revision_are_listed_and_nothing_else() {
+        let mut runs = vec![
+            result("box-s0", "box", 0.5, 0.5, Some(true)),
+            // A revision that kept a gap: it relies, but is no original.
+            result("box-s0-revised-augment", "box", 0.3, 0.8, Some(true)),
+            result("fixed-s0", "fixed", 0.5, 0.5, Some(false)),
+            result("fixed-s2", "fixed", 0.3, 0.7, Some(false)),
+            result("clean-s0", "clean", 0.0, 0.98, Some(false)),
+        ];
+        runs[1].revised_from = Some("box-s0".into());
+        runs[1].revise_method = Some("augment".into());
+        let revised = [revision(&runs[0], &runs[1], 0.98)];
+        let left = not_revised(&runs, &revised);
+        // The revision, the revised original and the run that does not rely
+        // are not listed.
+        let fixed: Vec<&str> = vec!["fixed-s0", "fixed-s2"];
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(left.get("fixed"), Some(&fixed));
     }
 }
