@@ -547,18 +547,23 @@ fn paste_on_others(
 
 /// Box `b` of image `from` pasted onto image `to` (flat uint8 `[N, 3, S, S]`
 /// `pixels`), at full weight from `fade` pixels inside the box's edge
-/// inwards and fading to 1 / (fade + 1) of it at the edge.
+/// inwards and fading to 1 / (fade + 1) of it at the edge. A side on the
+/// image's border does not fade: the box was clipped there, its margin is
+/// gone, and fading would thin the object itself (an object on the edge of
+/// a radiograph), on the pasted copies only.
 fn paste_faded(pixels: &mut [u8], size: i64, from: usize, to: usize, b: PixelBox, fade: i64) {
     let s = size as usize;
     let n = 3 * s * s;
+    // The distance from a side, or none where the side is the image's border.
+    let side = |d: i64, on_border: bool| if on_border { i64::MAX } else { d };
     for ch in 0..3 {
         for y in b.y..b.y + b.h {
             let row = ch * s * s + y as usize * s;
             for x in b.x..b.x + b.w {
-                let from_edge = (x - b.x)
-                    .min(b.x + b.w - 1 - x)
-                    .min(y - b.y)
-                    .min(b.y + b.h - 1 - y);
+                let from_edge = side(x - b.x, b.x <= 0)
+                    .min(side(b.x + b.w - 1 - x, b.x + b.w >= size))
+                    .min(side(y - b.y, b.y <= 0))
+                    .min(side(b.y + b.h - 1 - y, b.y + b.h >= size));
                 let alpha = ((from_edge + 1) as f32 / (fade + 1) as f32).min(1.0);
                 let (src, dst) = (from * n + row + x as usize, to * n + row + x as usize);
                 let blended = alpha * pixels[src] as f32 + (1.0 - alpha) * pixels[dst] as f32;
@@ -906,6 +911,15 @@ mod tests {
         }
         // The source is left as it was.
         assert!(pixels[..3 * s * s].iter().all(|&v| v == 200));
+        // A box on the image's left border (clipped there) does not fade
+        // on that side: the object at the edge is pasted whole.
+        let mut pixels = vec![200u8; 3 * s * s];
+        pixels.extend(vec![100u8; 3 * s * s]);
+        paste_faded(&mut pixels, 16, 0, 1, PixelBox::square(0, 3, 10), 2);
+        let at = |y: usize, x: usize| pixels[3 * s * s + y * s + x];
+        assert_eq!(at(6, 0), 200, "the border side: the copy");
+        assert_eq!(at(6, 9), 133, "the inner side still fades");
+        assert_eq!(at(3, 5), 133, "so does the top");
     }
 
     #[test]
