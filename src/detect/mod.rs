@@ -518,10 +518,11 @@ impl<'a> Transplants<'a> {
     /// Where the model looks, its sharpest stroke alone: in each segment's
     /// box (`largest_component_box`), the stroke found on the sharpness
     /// maps `sharp` (`sharpness::sharpest_stroke`), grown by `OBJECT_GROW`;
-    /// the control is the ring of `ring` pixels around it. A model that
-    /// relies on a marker moves with its letter alone; one whose lift came
-    /// from the tissue it looks at, around or beside a stamped object it
-    /// only glances at, does not. None when no segment holds a stroke.
+    /// the control is a ring of `ring` pixels around it, `ring` pixels
+    /// away (`stroke_masks`). A model that relies on a marker moves with
+    /// its letter alone; one whose lift came from the tissue it looks at,
+    /// around or beside a stamped object it only glances at, does not.
+    /// None when no segment holds a stroke.
     fn strokes(
         &self,
         sharp: &Tensor,
@@ -536,8 +537,7 @@ impl<'a> Transplants<'a> {
                 let within = largest_component_box(mask, grid.0, grid.1, size as usize)?;
                 let map = Vec::<f32>::try_from(sharp.get(*i as i64).flatten(0, -1)).ok()?;
                 let stroke = sharpness::sharpest_stroke(&map, size as usize, &within, ring)?;
-                let region = box_mask(&stroke, OBJECT_GROW, size);
-                let control = box_mask(&stroke, OBJECT_GROW + ring, size) - &region;
+                let (region, control) = stroke_masks(&stroke, ring, size);
                 Some(PixelRegion {
                     source: *i,
                     region,
@@ -603,6 +603,21 @@ fn object_regions(
             })
         })
         .collect()
+}
+
+/// A stroke's transplant and its control, as `[1, S, S]` float masks: the
+/// stroke's box grown by `OBJECT_GROW`, and the ring of `ring` pixels that
+/// starts `ring` pixels beyond that. The stroke is often the sharpest
+/// piece of a letter that runs on past it (a varied marker on a
+/// radiograph, blurred, turned, translucent, breaks into pieces); a ring
+/// right around the piece held the rest of the letter, and moved a model
+/// that relies on the letter as much as the piece did. The gap keeps the
+/// letter out of the control and the ring still reads the tissue around it.
+fn stroke_masks(stroke: &PixelBox, ring: i64, size: i64) -> (Tensor, Tensor) {
+    let region = box_mask(stroke, OBJECT_GROW, size);
+    let control =
+        box_mask(stroke, OBJECT_GROW + 2 * ring, size) - box_mask(stroke, OBJECT_GROW + ring, size);
+    (region, control)
 }
 
 /// A pixel box as a `[1, S, S]` float mask, grown by `grow` pixels (clipped).
@@ -1730,6 +1745,45 @@ mod tests {
         assert_eq!(at(&regions[0].control, 1, 15), 1.0);
         assert_eq!(at(&regions[0].control, 0, 15), 0.0);
         assert_eq!(at(&regions[0].control, 10, 24), 0.0);
+    }
+
+    #[test]
+    fn a_strokes_control_is_a_ring_one_ring_width_away() {
+        // A 6 x 4 px stroke at (20, 30) on 64 px images, rings of 4 px.
+        let stroke = PixelBox {
+            x: 20,
+            y: 30,
+            w: 6,
+            h: 4,
+        };
+        let (region, control) = stroke_masks(&stroke, 4, 64);
+        let sum = |m: &Tensor| m.sum(Kind::Float).double_value(&[]);
+        let at = |m: &Tensor, y: i64, x: i64| m.double_value(&[0, y, x]);
+        // The stroke grown by a pixel: columns 19-26, rows 29-34.
+        assert_eq!(sum(&region), 8.0 * 6.0);
+        assert_eq!((at(&region, 29, 19), at(&region, 34, 26)), (1.0, 1.0));
+        // The gap (grown by 1 + 4) is left out of the control: nothing
+        // within 5 px of the stroke ...
+        for (y, x) in [(32, 18), (32, 15), (25, 22), (38, 27), (32, 30)] {
+            assert_eq!(at(&control, y, x), 0.0, "({y}, {x}) lies in the gap");
+        }
+        // ... and the ring is the 4 px beyond: columns 11-34, rows 21-42,
+        // less columns 15-30, rows 25-38.
+        assert_eq!(sum(&control), 24.0 * 22.0 - 16.0 * 14.0);
+        for (y, x) in [(32, 14), (32, 11), (24, 22), (42, 34), (32, 31)] {
+            assert_eq!(at(&control, y, x), 1.0, "({y}, {x}) lies in the ring");
+        }
+        assert_eq!(at(&control, 32, 10), 0.0, "past the ring");
+        // Clipped at the image's border like any box.
+        let corner = PixelBox {
+            x: 0,
+            y: 0,
+            w: 3,
+            h: 3,
+        };
+        let (region, control) = stroke_masks(&corner, 4, 64);
+        assert_eq!(sum(&region), 4.0 * 4.0);
+        assert_eq!(sum(&control), 12.0 * 12.0 - 8.0 * 8.0);
     }
 
     #[test]
