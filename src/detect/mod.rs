@@ -1750,12 +1750,7 @@ mod tests {
     #[test]
     fn a_strokes_control_is_a_ring_one_ring_width_away() {
         // A 6 x 4 px stroke at (20, 30) on 64 px images, rings of 4 px.
-        let stroke = PixelBox {
-            x: 20,
-            y: 30,
-            w: 6,
-            h: 4,
-        };
+        let stroke = PixelBox::spanning(20, 30, 25, 33);
         let (region, control) = stroke_masks(&stroke, 4, 64);
         let sum = |m: &Tensor| m.sum(Kind::Float).double_value(&[]);
         let at = |m: &Tensor, y: i64, x: i64| m.double_value(&[0, y, x]);
@@ -1775,13 +1770,7 @@ mod tests {
         }
         assert_eq!(at(&control, 32, 10), 0.0, "past the ring");
         // Clipped at the image's border like any box.
-        let corner = PixelBox {
-            x: 0,
-            y: 0,
-            w: 3,
-            h: 3,
-        };
-        let (region, control) = stroke_masks(&corner, 4, 64);
+        let (region, control) = stroke_masks(&PixelBox::spanning(0, 0, 2, 2), 4, 64);
         assert_eq!(sum(&region), 4.0 * 4.0);
         assert_eq!(sum(&control), 12.0 * 12.0 - 8.0 * 8.0);
     }
